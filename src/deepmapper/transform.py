@@ -68,10 +68,11 @@ def to_features(pixel_map, perm):
     n = perm.shape[0]
     side = square_side(n)
     shape = tuple(pixel_map.shape)
-    if shape[-1:] == (side * side,):
-        flat = pixel_map
-    elif shape[-2:] == (side, side):
+    # (..., side, side) wins when it fits, except that a 2-d (batch, 1) is flat for side 1
+    if shape[-2:] == (side, side) and (side > 1 or len(shape) >= 3):
         flat = pixel_map.reshape(shape[:-2] + (side * side,))
+    elif shape[-1:] == (side * side,):
+        flat = pixel_map
     else:
         raise ValueError(f"expected (..., {side * side}) or (..., {side}, {side}) pixels, got {shape}")
     inv = inverse(np.asarray(perm))

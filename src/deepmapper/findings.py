@@ -1,0 +1,130 @@
+"""From pass files to findings: the accumulate step's files.
+
+``findings.tsv`` (one row per feature, ordered by rank), ``findings_per_class.tsv``
+(top features per class, by the signed attribution towards that class) and
+``findings.json`` (run summary). Output is deterministic: same passes, same
+bytes (no timings here; those go to ``run_info.json``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from . import accumulate as acc
+from .atomic import write_json, write_text
+from .config import Config
+from .errors import FormatError, InputError
+from .passfile import PassResult, read_pass
+from .versions import versions
+
+PER_CLASS_TOP = 50
+
+
+def read_passes(paths: list[Path]) -> list[PassResult]:
+    passes = sorted((read_pass(p) for p in paths), key=lambda p: p.pass_index)
+    if not passes:
+        raise InputError("no pass files found", fix="run train-pass first, or check --passes-dir.")
+    seen = set()
+    for p in passes:
+        if p.pass_index in seen:
+            raise FormatError(f"pass {p.pass_index} given twice", field="pass_index",
+                              fix="give each pass file once.")
+        seen.add(p.pass_index)
+    ref = passes[0]
+    for p in passes[1:]:
+        if p.features_sha256 != ref.features_sha256 or p.n_features != ref.n_features:
+            raise FormatError(f"pass {p.pass_index} was run on other features than pass {ref.pass_index}",
+                              field="features_sha256", fix="accumulate passes of one dataset only.")
+    return passes
+
+
+def pass_files(passes_dir: Path) -> list[Path]:
+    passes_dir = Path(passes_dir)
+    if not passes_dir.is_dir():
+        raise InputError("passes directory not found", where=str(passes_dir), fix="check --passes-dir.")
+    return sorted(passes_dir.glob("pass_*.npz"))
+
+
+def choose(passes: list[PassResult], n_wanted: int | None) -> list[PassResult]:
+    """The first ``n_wanted`` accepted passes by index (all accepted when None)."""
+    accepted = [p for p in passes if p.accepted]
+    return accepted if n_wanted is None else accepted[:n_wanted]
+
+
+def build(passes: list[PassResult], feature_names: list[str], *, cfg: Config, n_wanted: int | None = None,
+          is_denovo: np.ndarray | None = None, n_cells: int | None = None, dataset_sha256: str = ""):
+    """Returns (findings rows, per-class rows, summary dict)."""
+    import pandas as pd
+
+    used = choose(passes, n_wanted)
+    if not used:
+        best = max(p.accuracy for p in passes)
+        raise InputError(f"none of the {len(passes)} passes passed the accuracy gate (best held-out accuracy "
+                         f"{best:.3f})", field="run.min_accuracy",
+                         fix="train longer (--epochs), try another --backbone, or lower --min-accuracy.")
+    if len(feature_names) != used[0].n_features:
+        raise FormatError(f"dataset has {len(feature_names)} features but the passes have {used[0].n_features}",
+                          field="n_features", fix="use the dataset the passes were trained on.")
+    top_k = cfg.run.top_k
+    result = acc.accumulate(np.stack([p.importance for p in used]), top_k)
+    order = result.order()
+    names = np.asarray(feature_names, dtype=object)
+    denovo = np.zeros(len(names), bool) if is_denovo is None else np.asarray(is_denovo, bool)
+    table = pd.DataFrame({
+        "feature": names[order],
+        "rank": result.rank[order],
+        "selection_frequency": result.selection_frequency[order],
+        "median_importance": result.median_importance[order],
+        "mean_rank": result.mean_rank[order],
+        "pfer_bound": result.pfer_bound[order],
+        "is_denovo": denovo[order],
+    })
+
+    classes = used[0].classes
+    per_class_rows, per_class_top = [], {}
+    for c, cls in enumerate(classes):
+        signed = np.stack([p.class_importance[c] for p in used])
+        ranks = acc.ranks(signed)                     # largest positive push towards the class first
+        mean_rank = ranks.mean(axis=0)
+        median = np.median(signed / np.maximum(np.abs(signed).sum(axis=1, keepdims=True), 1e-30), axis=0)
+        c_order = np.lexsort((np.arange(len(names)), mean_rank))[:PER_CLASS_TOP]
+        per_class_top[cls] = [str(names[j]) for j in c_order[:20]]
+        for r, j in enumerate(c_order, start=1):
+            per_class_rows.append({"class": cls, "feature": names[j], "rank": r,
+                                   "median_importance": median[j], "mean_rank": mean_rank[j]})
+    per_class = pd.DataFrame(per_class_rows)
+
+    summary = {
+        "schema_version": 1,
+        "accuracies": [round(float(p.accuracy), 6) for p in passes],
+        "accepted": [bool(p.accepted) for p in passes],
+        "stop_epochs": [int(p.stop_epoch) for p in passes],
+        "best_epochs": [int(p.best_epoch) for p in passes],
+        "early_stopped": [bool(p.early_stopped) for p in passes],
+        "pass_indices": [int(p.pass_index) for p in passes],
+        "used_passes": [int(p.pass_index) for p in used],
+        "n_passes_run": len(passes),
+        "n_passes_accepted": sum(p.accepted for p in passes),
+        "mean_accuracy": round(float(np.mean([p.accuracy for p in used])), 6),
+        "n_features": int(len(names)),
+        "n_cells": n_cells,
+        "classes": list(classes),
+        "top_k": int(result.top_k),
+        "top_features": [str(n) for n in names[order][:50]],
+        "per_class_top": per_class_top,
+        "stability": [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in row.items()}
+                      for row in acc.stability_table(result)],
+        "config": cfg.to_dict(),
+        "versions": versions(),
+        "dataset_sha256": dataset_sha256,
+        "features_sha256": used[0].features_sha256,
+    }
+    return table, per_class, summary
+
+
+def write(outdir: Path, table, per_class, summary) -> None:
+    outdir = Path(outdir)
+    write_text(outdir / "findings.tsv", table.to_csv(sep="\t", index=False, float_format="%.6g"))
+    write_text(outdir / "findings_per_class.tsv", per_class.to_csv(sep="\t", index=False, float_format="%.6g"))
+    write_json(outdir / "findings.json", summary)
