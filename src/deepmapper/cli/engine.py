@@ -103,4 +103,24 @@ def run_cmd(inputs, label_key, labels, outdir, report, baselines, config_path, *
     click.echo(f"results in {outdir}" + (f"; report: {outdir / 'report.html'}" if report else ""))
 
 
-COMMANDS = [train_pass, accumulate_cmd, evaluate_cmd, run_cmd]
+@click.command("demo")
+@click.option("--outdir", type=click.Path(file_okay=False, path_type=Path), default=Path("deepmapper_demo"),
+              show_default=True, help="Results directory.")
+@click.option("--open/--no-open", "open_report", default=True, show_default=True,
+              help="Open report.html in a browser when one is available.")
+@config_options
+def demo_cmd(outdir, open_report, config_path, **params):
+    """Run the whole analysis on scanpy's bundled pbmc68k_reduced (700 PBMCs, 10 cell types, label
+    'bulk_labels') and open the report."""
+    from ..demo import run_demo
+
+    cfg = build_config(config_path, params)
+    summary, report = run_demo(outdir, cfg, open_report=open_report)
+    click.echo(f"{summary['n_passes_accepted']}/{summary['n_passes_run']} passes accepted, mean held-out "
+               f"accuracy {summary['mean_accuracy']:.3f}")
+    for cls, top in summary["per_class_top"].items():
+        click.echo(f"  {cls}: {', '.join(top[:8])}")
+    click.echo(f"report: {report}")
+
+
+COMMANDS = [train_pass, accumulate_cmd, evaluate_cmd, run_cmd, demo_cmd]
