@@ -256,6 +256,10 @@ def train_group(data: PreparedData, cfg: Config, group: list[int], *, device, pr
         state = m.best_state if m.best_state is not None else net.snapshot(k)
         model = net.member(state)
         proba = _predict(model, data, data.split.test, m.perm, side, device)
+        # Validation loss of the weights actually used: equals the best epoch's (restore check).
+        val_proba = _predict(model, data, data.split.val, m.perm, side, device)
+        restored_val_loss = float(-np.log(np.clip(val_proba[np.arange(len(data.split.val)),
+                                                            data.codes[data.split.val]], 1e-12, None)).mean())
         accuracy = float((proba.argmax(1) == data.codes[data.split.test]).mean())
         accepted = gate(accuracy, min_accuracy=r.min_accuracy, majority_rate=data.majority_rate())
         perm_t = torch.as_tensor(m.perm, device=device)
@@ -280,6 +284,7 @@ def train_group(data: PreparedData, cfg: Config, group: list[int], *, device, pr
             classes=list(data.classes), features_sha256=data.features_sha256, dataset_sha256=data.dataset_sha256,
             meta={"backbone": cfg.backbone.kind, "attribution": cfg.attribution.method, "device": str(device),
                   "trained_with": list(group), "n_attributed": int(len(attr_idx)),
+                  "restored_val_loss": round(restored_val_loss, 6),
                   "seconds": round((time.perf_counter() - t0) / K, 3), "config": cfg.to_dict()}))
         log.info("pass %d: held-out accuracy %.3f (%s), stopped at epoch %d (best %d)", m.pass_index, accuracy,
                  "accepted" if accepted else "rejected", stopper.epochs_run, stopper.best_epoch)
