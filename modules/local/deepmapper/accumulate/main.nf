@@ -1,0 +1,31 @@
+// Gather: every pass file of the run -> the feature ranking with stability statistics.
+process DEEPMAPPER_ACCUMULATE {
+    tag "${meta.id}"
+    label 'process_single'
+    container 'ghcr.io/deepmapper-nf/deepmapper:0.1.0'
+
+    input:
+    tuple val(meta), path(dataset), path(passes, stageAs: 'passes/*')
+
+    output:
+    tuple val(meta), path('findings.tsv'), path('findings.json'), path('findings_per_class.tsv'), emit: findings
+    tuple val("${task.process}"), val('deepmapper'), eval("deepmapper --version | sed 's/.*version //'"), emit: versions_deepmapper, topic: versions
+
+    when:
+    task.ext.when == null || task.ext.when
+
+    script:
+    def args = task.ext.args ?: ''
+    """
+    deepmapper accumulate \\
+        --dataset ${dataset} \\
+        --passes-dir passes \\
+        --outdir . \\
+        ${args}
+    """
+
+    stub:
+    """
+    touch findings.tsv findings.json findings_per_class.tsv
+    """
+}

@@ -1,0 +1,32 @@
+// Reference rankings on the same held-out split: penalised logistic regression
+// on all features and a per-class Wilcoxon test.
+process DEEPMAPPER_BASELINE {
+    tag "${meta.id}"
+    label 'process_low'
+    container 'ghcr.io/deepmapper-nf/deepmapper:0.1.0'
+
+    input:
+    tuple val(meta), path(dataset)
+
+    output:
+    tuple val(meta), path('baselines/*.{tsv,json}'), emit: baselines
+    tuple val("${task.process}"), val('deepmapper'), eval("deepmapper --version | sed 's/.*version //'"), emit: versions_deepmapper, topic: versions
+
+    when:
+    task.ext.when == null || task.ext.when
+
+    script:
+    def args = task.ext.args ?: ''
+    """
+    deepmapper baseline \\
+        --dataset ${dataset} \\
+        --outdir baselines \\
+        ${args}
+    """
+
+    stub:
+    """
+    mkdir -p baselines
+    touch baselines/logistic.tsv baselines/wilcoxon.tsv baselines/baselines.json
+    """
+}

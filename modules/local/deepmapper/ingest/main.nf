@@ -1,0 +1,38 @@
+// One labelled matrix (h5ad, 10x directory, CSV/TSV) or several labelled
+// populations (samplesheet rows, LABEL=PATH) -> the validated dataset.h5ad.
+process DEEPMAPPER_INGEST {
+    tag "${meta.id}"
+    label 'process_single'
+    container 'ghcr.io/deepmapper-nf/deepmapper:0.1.0'
+
+    input:
+    // arity '1..*': always a list, also for a single file, so the zip with
+    // meta.labels below never iterates a Path's name components
+    tuple val(meta), path(inputs, arity: '1..*', stageAs: 'input??/*'), path(labels)
+
+    output:
+    tuple val(meta), path('dataset.h5ad'), emit: dataset
+    tuple val("${task.process}"), val('deepmapper'), eval("deepmapper --version | sed 's/.*version //'"), emit: versions_deepmapper, topic: versions
+
+    when:
+    task.ext.when == null || task.ext.when
+
+    script:
+    def args      = task.ext.args ?: ''
+    def sources   = meta.labels ? [meta.labels, inputs].transpose().collect { label, f -> "--input '${label}=${f}'" }.join(' ') : "--input '${inputs[0]}'"
+    def label_key = meta.label_key ? "--label-key '${meta.label_key}'" : ''
+    def label_map = labels ? "--labels '${labels}'" : ''
+    """
+    deepmapper ingest \\
+        ${sources} \\
+        ${label_key} \\
+        ${label_map} \\
+        --out dataset.h5ad \\
+        ${args}
+    """
+
+    stub:
+    """
+    touch dataset.h5ad
+    """
+}

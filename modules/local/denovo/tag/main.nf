@@ -1,0 +1,31 @@
+// Keep assembled contigs the reference lacks, renamed DENOVO_<n>.
+process DENOVO_TAG {
+    tag "${meta.id}"
+    label 'process_single'
+    container 'ghcr.io/deepmapper-nf/deepmapper:0.1.0'
+
+    input:
+    tuple val(meta), path(assembly), path(reference)
+
+    output:
+    tuple val(meta), path('denovo.fa'), emit: fasta
+    tuple val("${task.process}"), val('deepmapper'), eval("deepmapper --version | sed 's/.*version //'"), emit: versions_deepmapper, topic: versions
+
+    when:
+    task.ext.when == null || task.ext.when
+
+    script:
+    def args = task.ext.args ?: ''
+    """
+    deepmapper denovo tag \\
+        --assembly ${assembly} \\
+        --reference ${reference} \\
+        --out denovo.fa \\
+        ${args}
+    """
+
+    stub:
+    """
+    touch denovo.fa
+    """
+}

@@ -1,0 +1,39 @@
+// The run summary: DeepMapper custom content, tool logs (HISAT2, Salmon) and the
+// software versions of every process (collected from the `versions` topic).
+process MULTIQC {
+    tag "${meta.id}"
+    label 'process_single'
+    container 'ghcr.io/deepmapper-nf/deepmapper:0.1.0'
+
+    input:
+    tuple val(meta), path(multiqc_files, stageAs: 'in??/*')
+    path(multiqc_config)
+
+    output:
+    tuple val(meta), path('multiqc/multiqc_report.html'), emit: report
+    tuple val(meta), path('multiqc/multiqc_data'), emit: data
+    // Not on the versions topic: MULTIQC consumes that topic, so it reports its
+    // own version through a plain channel instead.
+    tuple val("${task.process}"), val('multiqc'), eval("multiqc --version | sed 's/.*version //'"), emit: versions
+
+    when:
+    task.ext.when == null || task.ext.when
+
+    script:
+    def args = task.ext.args ?: ''
+    """
+    multiqc \\
+        --force \\
+        --config ${multiqc_config} \\
+        --outdir multiqc \\
+        --filename multiqc_report.html \\
+        ${args} \\
+        .
+    """
+
+    stub:
+    """
+    mkdir -p multiqc/multiqc_data
+    touch multiqc/multiqc_report.html
+    """
+}

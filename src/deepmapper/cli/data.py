@@ -1,0 +1,83 @@
+"""``deepmapper ingest`` and ``deepmapper baseline``: options in, one library call, files out."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..config import MATRIX_CHOICES_DOC, NORMALIZE_CHOICES, Config, defaults_flat, param_help
+
+_D = defaults_flat()
+_H = param_help()
+
+
+def _cfg(params: dict) -> Config:
+    """A validated Config with these flat params on top of the defaults (ConfigError names the option)."""
+    return Config().with_params(params, where="command line")
+
+
+@click.command("ingest")
+@click.option("--input", "inputs", multiple=True, required=True, metavar="PATH",
+              help="h5ad, CSV/TSV, a 10x matrix directory, or LABEL=DIR (10x) / LABEL=quant.sf (Salmon) once "
+                   "per population (repeat --input).")
+@click.option("--label-key", default=None, metavar="KEY",
+              help="Column of obs (h5ad) or of the table holding the labels; for LABEL=PATH inputs the name of "
+                   "the label column [default: population].")
+@click.option("--labels", "labels_file", default=None, type=click.Path(path_type=Path), metavar="FILE",
+              help="Two columns with a header: cell (or sample) id, label.")
+@click.option("--matrix", default=_D["matrix"], show_default=True, help=f"h5ad matrix: {MATRIX_CHOICES_DOC}.")
+@click.option("--normalize", type=click.Choice(NORMALIZE_CHOICES), default=_D["normalize"], show_default=True,
+              help=_H["normalize"])
+@click.option("--min-class-size", type=int, default=_D["min_class_size"], show_default=True,
+              help=_H["min_class_size"])
+@click.option("--modality", default="rna", show_default=True,
+              help="What the features are (recorded; for 10x, 'rna' keeps Gene Expression features only).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The dataset file to write (e.g. dataset.h5ad); written atomically.")
+def ingest_cmd(inputs, label_key, labels_file, matrix, normalize, min_class_size, modality, out):
+    """Read and validate the input into one dataset.h5ad (labels, provenance, normalisation)."""
+    from .. import io
+
+    cfg = _cfg({"matrix": matrix, "normalize": normalize, "min_class_size": min_class_size})
+    adata = io.ingest(list(inputs), out, label_key=label_key, labels=labels_file, cfg=cfg.input, modality=modality)
+    meta = adata.uns["deepmapper"]
+    n_classes = adata.obs[meta["label_key"]].nunique()
+    click.echo(f"{out}: {adata.n_obs} cells x {adata.n_vars} features, {n_classes} classes in "
+               f"'{meta['label_key']}'; matrix {meta['matrix']}, "
+               f"{'normalised here (normalize_total + log1p)' if meta['normalized'] else 'used as given'}")
+
+
+@click.command("baseline")
+@click.option("--dataset", required=True, type=click.Path(path_type=Path), help="dataset.h5ad from ingest.")
+@click.option("--outdir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for logistic.tsv, wilcoxon.tsv and baselines.json.")
+@click.option("--method", type=click.Choice(["logistic", "wilcoxon", "all"]), default="all", show_default=True,
+              help="Which baseline(s) to run.")
+@click.option("--seed", type=int, default=_D["seed"], show_default=True, help=_H["seed"])
+@click.option("--test-fraction", type=float, default=_D["test_fraction"], show_default=True,
+              help=_H["test_fraction"])
+@click.option("--val-fraction", type=float, default=_D["val_fraction"], show_default=True, help=_H["val_fraction"])
+@click.option("--min-class-size", type=int, default=_D["min_class_size"], show_default=True,
+              help=_H["min_class_size"])
+def baseline_cmd(dataset, outdir, method, seed, test_fraction, val_fraction, min_class_size):
+    """Logistic regression and Wilcoxon rankings on all features, on the run's held-out split."""
+    from .. import baselines, io
+    from ..split import stratified_split
+
+    cfg = _cfg({"seed": seed, "test_fraction": test_fraction, "val_fraction": val_fraction,
+                "min_class_size": min_class_size})
+    adata = io.read_dataset(dataset)
+    codes, classes = io.labels(adata)
+    split = stratified_split(codes, test_fraction=cfg.run.test_fraction, val_fraction=cfg.run.val_fraction,
+                             seed=cfg.run.seed, classes=classes, min_class_size=cfg.input.min_class_size,
+                             where=str(dataset))
+    methods = baselines.METHODS if method == "all" else (method,)
+    summary = baselines.run_baselines(adata, outdir, split=split, seed=cfg.run.seed, methods=methods)
+    if "logistic" in summary:
+        lg = summary["logistic"]
+        click.echo(f"logistic regression: held-out accuracy {lg['accuracy']:.4f} on {lg['n_test']} cells "
+                   f"(majority rate {lg['majority_rate']:.4f})")
+    click.echo(f"wrote {', '.join(f'{m}.tsv' for m in methods)} and baselines.json to {outdir}")
+
+
+COMMANDS = [ingest_cmd, baseline_cmd]

@@ -1,0 +1,94 @@
+"""``deepmapper aucell`` and ``deepmapper cluster``: derived features and derived labels.
+
+Both read one h5ad and write one h5ad (atomically); the work is in
+:mod:`deepmapper.aucell` and :mod:`deepmapper.cluster`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+_MATRIX_HELP = "Matrix of the h5ad: auto (.raw when present, else X), X, raw or layer:<name>."
+
+
+def _read(path: Path):
+    from ..io import _read_h5ad_file
+
+    return _read_h5ad_file(path, field="--input")
+
+
+def _write(adata, out: Path) -> None:
+    from ..atomic import atomic_path
+
+    with atomic_path(out) as tmp:
+        adata.write_h5ad(tmp)
+
+
+@click.command("aucell")
+@click.option("--input", "input_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Expression h5ad (cells x genes).")
+@click.option("--genesets", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="GMT file: set name, description, genes (tab-separated), one set per line.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Output h5ad: cells x gene sets, obs carried over.")
+@click.option("--min-size", default=5, show_default=True, type=click.IntRange(min=1),
+              help="Sets with fewer genes present in the data are dropped (with a warning listing them).")
+@click.option("--top-fraction", default=0.05, show_default=True, type=click.FloatRange(0, 1, min_open=True),
+              help="Fraction of each cell's top-ranked genes over which the recovery curve is integrated.")
+@click.option("--matrix", default="auto", show_default=True, help=_MATRIX_HELP)
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
+              help="auto: cuda when present, else cpu.")
+@click.option("--label-key", default=None, help="With --rss-out: obs column of labels for regulon specificity.")
+@click.option("--rss-out", default=None, type=click.Path(dir_okay=False, path_type=Path),
+              help="Write regulon specificity scores (labels x sets, TSV) for --label-key.")
+def aucell_cmd(input_path, genesets, out, min_size, top_fraction, matrix, device, label_key, rss_out):
+    """Score gene sets per cell with AUCell (deterministic ties, CPU or GPU)."""
+    from .. import aucell
+    from ..atomic import write_text
+    from ..errors import ConfigError
+
+    if (label_key is None) != (rss_out is None):
+        raise ConfigError("--label-key and --rss-out go together", where="command line",
+                          field="--rss-out", fix="give both to write regulon specificity scores, or neither.")
+    adata = _read(input_path)
+    scores = aucell.score_genesets(adata, genesets, min_size=min_size, top_fraction=top_fraction, matrix=matrix,
+                                   device=device)
+    if rss_out is not None:
+        rss = aucell.regulon_specificity(scores, label_key)
+        write_text(rss_out, rss.to_csv(sep="\t", float_format="%.6g"))
+    _write(scores, out)
+    click.echo(f"{out}: {scores.n_obs} cells x {scores.n_vars} gene sets", err=True)
+
+
+@click.command("cluster")
+@click.option("--input", "input_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="h5ad: expression (rna) or peak/tile counts (atac), cells x features.")
+@click.option("--modality", default="rna", show_default=True, type=click.Choice(["rna", "atac"]),
+              help="rna: PCA; atac: binarise, TF-IDF, iterative LSI with the depth filter.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Output h5ad: the input with obs[KEY] and the embedding in obsm (X_pca or X_lsi).")
+@click.option("--resolution", default=1.0, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Leiden resolution (higher gives more clusters).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the SVD and of Leiden.")
+@click.option("--key", default="cluster", show_default=True, help="obs column that receives the clusters.")
+@click.option("--n-components", default=None, type=click.IntRange(min=2),
+              help="Embedding size [default: 50 for rna, 30 for atac].")
+@click.option("--n-neighbors", default=None, type=click.IntRange(min=2),
+              help="Neighbours of the kNN graph [default: 15 for rna, 50 for atac].")
+@click.option("--matrix", default="auto", show_default=True, help=_MATRIX_HELP)
+def cluster_cmd(input_path, modality, out, resolution, seed, key, n_components, n_neighbors, matrix):
+    """Derive labels by Leiden clustering (PCA for RNA, iterative LSI for ATAC)."""
+    from ..cluster import cluster_labels
+
+    adata = _read(input_path)
+    result = cluster_labels(adata, modality=modality, resolution=resolution, seed=seed, key=key,
+                            n_components=n_components, n_neighbors=n_neighbors, matrix=matrix,
+                            where=str(input_path))
+    _write(result, out)
+    sizes = result.obs[key].value_counts().sort_index()
+    click.echo(f"{out}: {len(sizes)} clusters in obs['{key}'] ({', '.join(f'{k}: {v}' for k, v in sizes.items())})",
+               err=True)
+
+
+COMMANDS = [aucell_cmd, cluster_cmd]

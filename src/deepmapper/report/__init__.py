@@ -1,0 +1,35 @@
+"""Report: MultiQC custom content and the standalone interactive ``report.html``.
+
+``write_report(results_dir, outdir)`` reads a results directory (findings,
+passes, baselines, evaluation, dataset; see docs/developers.md) and writes
+
+- ``outdir/report.html``: one self-contained file (plotly.js and data inline);
+- ``outdir/mqc/deepmapper_*_mqc.*``: MultiQC custom content;
+- ``outdir/multiqc/multiqc_report.html`` (+ ``multiqc_data/``) by running MultiQC
+  on that content with ``assets/multiqc_config.yml`` (unless ``multiqc=False``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["write_report", "ReportFiles"]
+
+
+class ReportFiles(dict):
+    """Paths written by :func:`write_report`: keys ``html``, ``mqc`` (list), ``multiqc`` (or None)."""
+
+
+def write_report(results_dir, outdir, *, multiqc: bool = True, multiqc_config=None) -> ReportFiles:
+    from ..atomic import write_text
+    from .html import build_html
+    from .mqc import run_multiqc, write_custom_content
+    from .results import load_results
+
+    results = load_results(results_dir)
+    outdir = Path(outdir)
+    mqc_files = write_custom_content(results, outdir / "mqc")
+    html_path = write_text(outdir / "report.html", build_html(results))
+    multiqc_report = None
+    if multiqc:
+        multiqc_report = run_multiqc(outdir / "mqc", outdir / "multiqc", config=multiqc_config)
+    return ReportFiles(html=html_path, mqc=mqc_files, multiqc=multiqc_report)

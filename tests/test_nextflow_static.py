@@ -1,0 +1,617 @@
+"""The Nextflow pipeline, checked without the Nextflow engine (issue 3).
+
+* every .nf / .config file parses (reftrace), and a broken copy does not;
+* includes resolve, every called process/workflow is defined or included, and
+  broken copies are caught;
+* every module has the nf-core anatomy; its command exists and every option it
+  passes (script and ext.args) is in that command's --help; its version commands
+  run here;
+* the modules' real commands run on the bundled pbmc68k_reduced test data, chained
+  as the workflow chains them (ingest -> 2 pass tasks -> accumulate / evaluate /
+  baselines -> report -> MultiQC), and write what each process declares; the
+  gathered findings equal those of the embedded `deepmapper run`;
+* every stub block creates the declared outputs;
+* nextflow_schema.json is valid draft 2020-12 and agrees with nextflow.config and
+  deepmapper.config.defaults_flat(); the test profile's input ships in the repo.
+"""
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import nfcheck
+from nfcheck import REPO, NfError
+
+NEXTFLOW_CONFIG = REPO / "nextflow.config"
+CONFIG_FILES = [NEXTFLOW_CONFIG, *sorted((REPO / "conf").glob("*.config"))]
+NF_FILES = nfcheck.nf_files()
+PLUGINS = nfcheck.plugin_ids(NEXTFLOW_CONFIG)
+PROCESSES = {p.name: p for f in NF_FILES for p in nfcheck.processes(f)}
+EXT_ARGS = nfcheck.ext_args(REPO / "conf" / "modules.config")
+# Params as `-profile test` sees them: nextflow.config overlaid with conf/test.config.
+PARAMS = nfcheck.config_params(NEXTFLOW_CONFIG)
+TEST_PARAMS = {**PARAMS, **nfcheck.config_params(REPO / "conf" / "test.config")}
+TEST_INPUT = REPO / "assets" / "test" / "pbmc68k_reduced.h5ad"
+
+# Accumulate-only and ingest-only settings that a pass task deliberately does not get.
+NOT_FOR_TRAINING = {"label_key", "matrix", "normalize", "passes", "max_tries", "top_k"}
+
+
+def rel(path: Path) -> str:
+    return str(path.relative_to(REPO))
+
+
+@functools.cache
+def help_text(command: tuple[str, ...]) -> str:
+    proc = subprocess.run([*command, "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"`{' '.join(command)} --help` failed: {proc.stderr.strip()[-300:]}"
+    return proc.stdout
+
+
+def command_of(proc: nfcheck.Process) -> tuple[str, ...]:
+    """The command a process runs: `deepmapper <sub> [<subsub>]` or an external tool."""
+    words = proc.script.body.split()
+    if words[0] != "deepmapper":
+        return (words[0],)
+    cmd = ["deepmapper"]
+    for word in words[1:3]:
+        if not re.fullmatch(r"[a-z][a-z0-9-]*", word):
+            break
+        if re.search(rf"^\s+{re.escape(word)}\s", help_text(tuple(cmd)).split("Commands:")[-1], re.M) is None:
+            break
+        cmd.append(word)
+    return tuple(cmd)
+
+
+def options_used(proc: nfcheck.Process) -> set[str]:
+    text = proc.script.body + "\n" + "\n".join(proc.script.defs.values()) + "\n" + "\n".join(EXT_ARGS.get(proc.name, []))
+    return set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", text))
+
+
+# -- syntax ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", NF_FILES, ids=rel)
+def test_nf_file_parses(path):
+    mod = nfcheck.parse_nf(path)
+    assert mod.dsl_version == 2
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=rel)
+def test_config_file_parses(path):
+    nfcheck.parse_config(path)
+
+
+def test_parser_rejects_broken_module_and_config(tmp_path):
+    module = REPO / "modules" / "local" / "deepmapper" / "trainpass" / "main.nf"
+    broken = tmp_path / "main.nf"
+    text = module.read_text()
+    assert "tuple val(meta), path(dataset)\n" in text
+    broken.write_text(text.replace("tuple val(meta), path(dataset)\n", "tuple val(meta), path(dataset\n", 1))
+    nfcheck.parse_nf(module)  # the original parses ...
+    with pytest.raises(NfError, match="main.nf"):
+        nfcheck.parse_nf(broken)  # ... the copy with one parenthesis missing does not
+
+    config = tmp_path / "base.config"
+    config.write_text((REPO / "conf" / "base.config").read_text().replace("withLabel: process_low {", "withLabel: process_low {{", 1))
+    with pytest.raises(NfError):
+        nfcheck.parse_config(config)
+
+
+# -- structure: includes and calls ------------------------------------------------------------
+
+@pytest.mark.parametrize("path", NF_FILES, ids=rel)
+def test_includes_resolve_and_calls_are_defined(path):
+    nfcheck.check_calls(path, PLUGINS)
+
+
+def test_every_process_and_subworkflow_is_used():
+    called = set()
+    for path in NF_FILES:
+        called |= nfcheck.check_calls(path, PLUGINS)
+    subworkflows = {w.name for p in REPO.glob("subworkflows/**/*.nf") for w in nfcheck.parse_nf(p).workflows}
+    assert set(PROCESSES) - called == set()
+    assert subworkflows - called == set()
+    assert {"DEEPMAPPER"} <= called  # main.nf runs the workflow
+
+
+def test_broken_include_is_caught(tmp_path):
+    root = nfcheck.copy_tree(tmp_path / "copy")
+    module = root / "modules" / "local" / "deepmapper" / "evaluate" / "main.nf"
+    module.write_text(module.read_text().replace("process DEEPMAPPER_EVALUATE {", "process DEEPMAPPER_EVAL {"))
+    with pytest.raises(NfError, match="'DEEPMAPPER_EVALUATE' is not defined"):
+        nfcheck.check_includes(root / "workflows" / "deepmapper.nf", PLUGINS)
+
+    shutil.copy2(REPO / "modules" / "local" / "deepmapper" / "evaluate" / "main.nf", module)
+    nfcheck.check_includes(root / "workflows" / "deepmapper.nf", PLUGINS)  # repaired copy passes
+    shutil.rmtree(root / "modules" / "local" / "multiqc")
+    with pytest.raises(NfError, match="does not resolve to a file"):
+        nfcheck.check_includes(root / "workflows" / "deepmapper.nf", PLUGINS)
+
+
+def test_undefined_call_is_caught(tmp_path):
+    root = nfcheck.copy_tree(tmp_path / "copy")
+    workflow = root / "workflows" / "deepmapper.nf"
+    text = workflow.read_text()
+    assert "DEEPMAPPER_EVALUATE(ch_dataset_passes)" in text
+    workflow.write_text(text.replace("DEEPMAPPER_EVALUATE(ch_dataset_passes)", "DEEPMAPPER_EVALUATES(ch_dataset_passes)"))
+    with pytest.raises(NfError, match="DEEPMAPPER_EVALUATES, which is neither defined nor included"):
+        nfcheck.check_calls(workflow, PLUGINS)
+
+
+def test_unknown_plugin_function_is_caught(tmp_path):
+    root = nfcheck.copy_tree(tmp_path / "copy")
+    main = root / "main.nf"
+    main.write_text(main.read_text().replace("paramsSummaryLog }", "paramsSummaryLogg }"))
+    with pytest.raises(NfError, match="provides no 'paramsSummaryLogg'"):
+        nfcheck.check_includes(main, PLUGINS)
+
+
+# -- module anatomy ---------------------------------------------------------------------------
+
+def base_labels() -> set[str]:
+    return set(re.findall(r"withLabel:\s*(\w+)", (REPO / "conf" / "base.config").read_text()))
+
+
+@pytest.mark.parametrize("name", sorted(PROCESSES))
+def test_module_anatomy(name):
+    proc = PROCESSES[name]
+    assert proc.path.relative_to(REPO).parts[:2] == ("modules", "local") and proc.path.name == "main.nf"
+    assert re.search(r"(?m)^\s*tag\s+\"\$\{meta\.id\}\"", proc.directives), "tag \"${meta.id}\""
+    assert proc.labels() and set(proc.labels()) <= base_labels(), "labels must be defined in conf/base.config"
+    container = re.search(r"(?m)^\s*container\s+'([^']+)'", proc.directives)
+    assert container and re.fullmatch(r"[\w./-]+:\d+\.\d+\.\d+[\w.-]*", container.group(1)), "pinned container"
+    assert proc.inputs[0].items[0][:2] == ("val", "meta"), "first input is tuple val(meta), path(...)"
+    assert any(kind == "path" for kind, _, _ in proc.inputs[0].items)
+    for out in proc.outputs:
+        assert out.emit, f"output without emit: {out.decl}"
+        if out.patterns:
+            assert out.decl.startswith("tuple val(meta)"), f"file outputs carry meta: {out.decl}"
+    assert proc.when == "task.ext.when == null || task.ext.when"
+    assert proc.script.defs.get("args") == "task.ext.args ?: ''" and "${args}" in proc.script.body
+    assert proc.stub is not None and proc.stub.body.strip()
+    versions = [o for o in proc.outputs if o.evals]
+    assert versions, "versions are reported with eval(...)"
+    if name != "MULTIQC":  # MULTIQC consumes the topic, so it cannot also feed it
+        assert all(o.topic == "versions" for o in versions)
+
+
+def test_gpu_label_only_on_training():
+    gpu = {n for n, p in PROCESSES.items() if "process_gpu" in p.labels()}
+    assert gpu == {"DEEPMAPPER_TRAINPASS"}
+    base = (REPO / "conf" / "base.config").read_text()
+    block = nfcheck.block_body(base, "withLabel: process_gpu")
+    assert "accelerator" in block and "'--nv'" in block and "'--gpus all'" in block
+
+
+# -- commands and options -------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(PROCESSES))
+def test_module_command_and_options_exist(name):
+    proc = PROCESSES[name]
+    command = command_of(proc)
+    tool = shutil.which(command[0]) or (REPO / "bin" / command[0]).is_file()
+    assert tool, f"{name}: command {command[0]} is neither on PATH nor in bin/"
+    if command[0] == "deepmapper":
+        assert len(command) >= 2, f"{name}: `deepmapper {proc.script.body.split()[1]}` is not a command"
+    helptext = help_text(command)
+    missing = sorted(opt for opt in options_used(proc) if not re.search(rf"(?<![\w-]){opt}(?![\w-])", helptext))
+    assert not missing, f"{name}: `{' '.join(command)}` has no {', '.join(missing)}"
+
+
+def test_ext_args_name_existing_processes():
+    assert set(EXT_ARGS) <= set(PROCESSES)
+    with_name = re.findall(r"withName:\s*'([^']+)'", (REPO / "conf" / "modules.config").read_text())
+    assert set(with_name) <= set(PROCESSES)
+
+
+def test_run_configuration_reaches_the_steps():
+    from deepmapper.config import defaults_flat
+
+    def params_in(name):
+        return {m for a in EXT_ARGS[name] for m in re.findall(r"params\.(\w+)", a)}
+
+    config = set(defaults_flat())
+    assert params_in("DEEPMAPPER_TRAINPASS") == config - NOT_FOR_TRAINING
+    assert params_in("DEEPMAPPER_ACCUMULATE") == config - {"label_key"}
+    # each option carries the param of the same name: --epochs ${params.epochs}
+    for name, args in EXT_ARGS.items():
+        for arg in args:
+            m = re.fullmatch(r"--([a-z0-9-]+) \$\{params\.(\w+)(?: \?: task\.cpus)?\}", arg)
+            if m:
+                assert m.group(1).replace("-", "_") == m.group(2), f"{name}: {arg}"
+
+
+@pytest.mark.parametrize("name", sorted(PROCESSES))
+def test_version_commands_run_here(name):
+    """Every eval(...) version command prints a version with the tools installed here."""
+    ran = 0
+    for out in PROCESSES[name].outputs:
+        for cmd in out.evals:
+            cmd = nfcheck.render(cmd, {})
+            if not shutil.which(cmd.split()[0]):
+                continue  # an alternative (Trinity) not installed here; another one must run
+            proc = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=60)
+            assert proc.returncode == 0, f"{cmd}: {proc.stderr[-200:]}"
+            assert re.fullmatch(r"v?\d+(\.\d+)+\S*", proc.stdout.strip()), f"{cmd} printed {proc.stdout!r}"
+            ran += 1
+        if out.evals:
+            assert ran, f"{name}: none of {out.evals} can run here"
+
+
+# -- params, schema, profiles ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def schema():
+    return json.loads((REPO / "nextflow_schema.json").read_text())
+
+
+def schema_params(schema) -> dict:
+    return {k: v for group in schema["$defs"].values() for k, v in group["properties"].items()}
+
+
+def test_schema_is_valid_draft_2020_12(schema):
+    import jsonschema
+
+    jsonschema.Draft202012Validator.check_schema(schema)
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert [a["$ref"] for a in schema["allOf"]] == [f"#/$defs/{k}" for k in schema["$defs"]]
+    # the params as nextflow.config sets them validate against the schema
+    # (input/outdir are required only on the command line)
+    given = {k: v for k, v in TEST_PARAMS.items() if v is not None}
+    jsonschema.Draft202012Validator(schema).validate(given)
+
+
+def test_schema_config_and_python_defaults_agree(schema):
+    from deepmapper.config import defaults_flat
+
+    props = schema_params(schema)
+    assert set(props) == set(PARAMS), "nextflow_schema.json and nextflow.config name the same params"
+    for name, value in PARAMS.items():
+        assert props[name].get("default") == value and type(props[name].get("default")) is type(value), name
+        assert props[name].get("description"), f"{name} is documented"
+    pytype = {bool: "boolean", int: "integer", float: "number", str: "string"}
+    for name, value in defaults_flat().items():
+        assert name in PARAMS, f"config param {name} missing in nextflow.config"
+        assert PARAMS[name] == value and type(PARAMS[name]) is type(value), f"{name}: {PARAMS[name]!r} != {value!r}"
+        if value is not None:
+            assert props[name]["type"] == pytype[type(value)], name
+
+
+def test_schema_constraints_agree_with_config_validation(schema):
+    """Every enum value the schema allows is a valid config; every bound is the config's bound."""
+    from deepmapper.config import Config, defaults_flat
+    from deepmapper.errors import ConfigError
+
+    props = schema_params(schema)
+    checked = 0
+    for name in defaults_flat():
+        spec = props[name]
+        for value in spec.get("enum", []):
+            Config().with_params({name: value})
+            checked += 1
+        step = 1 if spec["type"] == "integer" else 1e-6
+        outside = []
+        if "minimum" in spec:
+            outside.append(spec["minimum"] - step)
+        if "maximum" in spec:
+            outside.append(spec["maximum"] + step)
+        outside += [spec[k] for k in ("exclusiveMinimum", "exclusiveMaximum") if k in spec]
+        for bad in outside:
+            if name == "seed":
+                continue  # schema-only bound: Config.validate does not check the seed
+            with pytest.raises(ConfigError):
+                Config().with_params({name: bad})
+            checked += 1
+    assert checked > 30
+
+
+def test_required_profiles_exist():
+    assert {"test", "docker", "singularity", "apptainer", "gpu", "slurm", "awsbatch"} <= nfcheck.profiles(NEXTFLOW_CONFIG)
+    text = NEXTFLOW_CONFIG.read_text()
+    assert nfcheck.block_body(text, "manifest")
+    assert "includeConfig 'conf/test.config'" in text
+
+
+TEST_PROFILES = {"test": "test.config", "test_populations": "test_populations.config",
+                 "test_denovo": "test_denovo.config"}
+
+
+@pytest.mark.parametrize("profile", sorted(TEST_PROFILES))
+def test_test_profile_inputs_ship_and_are_valid(profile):
+    """Each test profile's files are in the repository and its settings form a valid config."""
+    from deepmapper.config import Config
+
+    config = REPO / "conf" / TEST_PROFILES[profile]
+    assert f"includeConfig 'conf/{TEST_PROFILES[profile]}'" in NEXTFLOW_CONFIG.read_text()
+    params = {**PARAMS, **nfcheck.config_params(config)}
+    for key in ("input", "reference"):
+        if params.get(key):
+            assert Path(params[key]).exists(), f"{profile}: {key} {params[key]} is missing"
+    if params["input"].endswith(".csv"):
+        for row in samplesheet_rows(Path(params["input"])):
+            for key in ("path", "fastq_1", "fastq_2"):
+                assert key not in row or (REPO / row[key]).exists(), f"{profile}: {row[key]} is missing"
+    Config().with_params({k: params[k] for k in params if k in Config().flat()})
+    text = config.read_text()
+    assert "resourceLimits" in text and "bin/make_test_data.py" in text
+    assert (REPO / "bin" / "make_test_data.py").is_file()
+
+
+def test_bundled_test_data_is_small():
+    size = sum(f.stat().st_size for f in (REPO / "assets" / "test").rglob("*") if f.is_file())
+    assert 0 < size < 2_000_000
+
+
+def samplesheet_rows(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        # nf-schema drops empty cells before validating
+        return [{k: v for k, v in row.items() if v} for row in csv.DictReader(fh)]
+
+
+def test_samplesheets_validate_against_schema_input():
+    import jsonschema
+
+    schema = json.loads((REPO / "assets" / "schema_input.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    sheets = sorted((REPO / "assets").glob("samplesheet_*.csv"))
+    assert sheets
+    for sheet in sheets:
+        rows = samplesheet_rows(sheet)
+        validator.validate(rows)
+        for row in rows:
+            for key in ("path", "fastq_1", "fastq_2"):
+                if key in row:
+                    assert (REPO / row[key]).exists(), f"{sheet.name}: {row[key]} does not exist"
+    good = {"sample": "a", "path": "x/", "label": "T"}
+    validator.validate([good, {**good, "sample": "b"}])
+    for bad in ({"sample": "a b", "path": "x", "label": "T"},          # space in sample
+                {"sample": "a", "label": "T"},                         # neither path nor fastq_1
+                {"sample": "a", "path": "x", "fastq_1": "r.fq.gz", "label": "T"},  # both
+                {"sample": "a", "fastq_1": "reads.bam", "label": "T"},  # not FASTQ
+                {"sample": "a", "path": "x"}):                         # no label
+        with pytest.raises(jsonschema.ValidationError):
+            validator.validate([bad, {**good, "sample": "z"}])
+
+
+# -- running the modules' commands, chained like the workflow ------------------------------------
+
+class Task:
+    """One process execution in its own work directory, like a Nextflow task."""
+
+    def __init__(self, name: str, workroot: Path, tag: str):
+        self.proc = PROCESSES[name]
+        self.dir = workroot / f"{name.lower()}_{tag}"
+        self.dir.mkdir(parents=True)
+
+    def run(self, sources: dict, meta: dict, given: dict | None = None, stub: bool = False,
+            params: dict | None = None, cpus: int = 1) -> dict[str, list[Path]]:
+        ctx = {"meta": meta, "task": {"cpus": cpus, "process": self.proc.name, "ext": {}}}
+        for decl in self.proc.inputs:
+            ctx.update(nfcheck.stage(decl.items, sources, self.dir))
+        ext = EXT_ARGS.get(self.proc.name, [])
+        args_ctx = {"params": params or TEST_PARAMS, "task": ctx["task"]}
+        ctx["task"]["ext"]["args"] = " ".join(nfcheck.render(a, args_ctx) for a in ext)
+        script, _ = nfcheck.render_template(self.proc.stub if stub else self.proc.script, ctx, given)
+        (self.dir / ".command.sh").write_text(script)
+        env = {**__import__("os").environ}
+        env["PATH"] = f"{REPO / 'bin'}:{env['PATH']}"  # Nextflow puts bin/ on a task's PATH
+        done = subprocess.run(["bash", "-euo", "pipefail", ".command.sh"], cwd=self.dir, capture_output=True,
+                              text=True, timeout=600, env=env)
+        assert done.returncode == 0, (f"{self.proc.name} failed ({done.returncode}):\n{script}\n"
+                                      f"{done.stderr[-2000:]}")
+        outputs = nfcheck.collect_outputs(self.proc, self.dir, ctx)
+        for emit, files in outputs.items():
+            for f in files:
+                assert stub or f.is_dir() or f.stat().st_size > 0, f"{self.proc.name}.{emit}: {f.name} is empty"
+        return outputs
+
+
+@pytest.fixture(scope="module")
+def dag(tmp_path_factory):
+    """The DAG of workflows/deepmapper.nf on the test profile: one dict of outputs per step."""
+    work = tmp_path_factory.mktemp("work")
+    p = TEST_PARAMS
+    meta = {"id": TEST_INPUT.stem, "label_key": p["label_key"]}
+    out = {}
+    out["ingest"] = Task("DEEPMAPPER_INGEST", work, "1").run(
+        {"meta": meta, "inputs": [TEST_INPUT], "labels": []}, meta,
+        given={"sources": f"--input 'input01/{TEST_INPUT.name}'"})  # the single-matrix branch
+    dataset = out["ingest"]["dataset"][0]
+    # scatter: passes 0..passes-1 in tasks of passes_per_task, as TRAIN_PASSES cuts them
+    passes = []
+    per = p["passes_per_task"]
+    for start in range(0, p["passes"], per):
+        chunk = {**meta, "start": start, "count": min(per, p["passes"] - start), "id": f"{meta['id']}_pass{start:03d}"}
+        res = Task("DEEPMAPPER_TRAINPASS", work, str(start)).run({"meta": chunk, "dataset": dataset}, chunk)
+        assert [f.name for f in res["passes"]] == [f"pass_{i:03d}.npz" for i in range(start, start + chunk["count"])]
+        passes += res["passes"]
+    out["passes"] = sorted(passes, key=lambda f: f.name)  # gather: collect(sort: by name)
+    gathered = {"meta": meta, "dataset": dataset, "passes": out["passes"]}
+    out["accumulate"] = Task("DEEPMAPPER_ACCUMULATE", work, "1").run(gathered, meta)
+    out["evaluate"] = Task("DEEPMAPPER_EVALUATE", work, "1").run(gathered, meta)
+    out["baseline"] = Task("DEEPMAPPER_BASELINE", work, "1").run({"meta": meta, "dataset": dataset}, meta)
+    out["report"] = Task("DEEPMAPPER_REPORT", work, "1").run(
+        {"meta": meta, "dataset": dataset, "passes": out["passes"], "findings": out["accumulate"]["findings"],
+         "baselines": out["baseline"]["baselines"], "evaluation": out["evaluate"]["evaluation"][0]}, meta)
+    versions = work / "pipeline_software_mqc_versions.yml"
+    versions.write_text("DEEPMAPPER_TRAINPASS:\n    deepmapper: 0.1.0\n    torch: 2.14.1\n")
+    out["multiqc"] = Task("MULTIQC", work, "1").run(
+        {"meta": meta, "multiqc_files": [*out["report"]["mqc"], versions],
+         "multiqc_config": REPO / "assets" / "multiqc_config.yml"}, meta)
+    return out
+
+
+def test_dag_ingest_and_passes(dag):
+    import anndata as ad
+
+    data = ad.read_h5ad(dag["ingest"]["dataset"][0], backed="r")
+    assert data.shape == (700, 765)
+    assert [f.name for f in dag["passes"]] == [f"pass_{i:03d}.npz" for i in range(TEST_PARAMS["passes"])]
+
+
+def test_dag_findings_rank_every_feature(dag):
+    import pandas as pd
+
+    tsv, js, per_class = dag["accumulate"]["findings"]
+    table = pd.read_csv(tsv, sep="\t")
+    assert len(table) == 765 and table["feature"].is_unique
+    summary = json.loads(js.read_text())
+    assert len(summary["pass_indices"]) <= TEST_PARAMS["passes"]
+    evaluation = json.loads(dag["evaluate"]["evaluation"][0].read_text())
+    assert evaluation["accuracy"] > evaluation["majority_rate"]  # the ensembled model learned something
+    assert {f.name for f in dag["baseline"]["baselines"]} == {"logistic.tsv", "wilcoxon.tsv", "baselines.json"}
+
+
+def test_dag_report_and_multiqc(dag):
+    assert "<html" in dag["report"]["html"][0].read_text()[:2000].lower()
+    html = dag["multiqc"]["report"][0].read_text()
+    assert "multiqc" in html.lower() and "deepmapper" in html.lower()
+    assert dag["multiqc"]["data"][0].is_dir()
+
+
+def test_dag_equals_embedded_run(dag, tmp_path):
+    """Distributed (task per chunk of passes, gathered) and embedded give the same findings."""
+    from deepmapper.config import defaults_flat
+
+    p = TEST_PARAMS
+    opts = [f"--{k.replace('_', '-')}={p[k]}" for k in defaults_flat() if k != "label_key"]
+    done = subprocess.run(["deepmapper", "run", "--input", str(TEST_INPUT), "--label-key", p["label_key"],
+                           "--outdir", str(tmp_path / "run"), "--no-report", "--no-baselines", *opts],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    tsv = dag["accumulate"]["findings"][0]
+    assert (tmp_path / "run" / "findings.tsv").read_bytes() == tsv.read_bytes()
+
+
+def test_ingest_of_samplesheet_populations(tmp_path):
+    """The samplesheet branch: one LABEL=PATH input per row, 10x directories staged as input??/."""
+    import anndata as ad
+
+    rows = samplesheet_rows(REPO / "assets" / "samplesheet_test_populations.csv")
+    meta = {"id": "samplesheet_test_populations", "labels": [r["label"] for r in rows]}
+    dirs = [REPO / r["path"] for r in rows]
+    # the value of `def sources` for these rows: [meta.labels, inputs].transpose().collect {...}
+    sources = " ".join(f"--input '{r['label']}=input{k:02d}/{d.name}'" for k, (r, d) in enumerate(zip(rows, dirs), 1))
+    out = Task("DEEPMAPPER_INGEST", tmp_path, "sheet").run({"meta": meta, "inputs": dirs, "labels": []}, meta,
+                                                           given={"sources": sources})
+    data = ad.read_h5ad(out["dataset"][0])
+    key = data.uns["deepmapper"]["label_key"]
+    assert sorted(data.obs[key].unique()) == sorted(r["label"] for r in rows)
+    assert data.n_obs == 129 + 95 + 31 and data.n_vars == 765
+
+
+@pytest.fixture(scope="module")
+def denovo_dag(tmp_path_factory):
+    """subworkflows/local/denovo_assembly on the test_denovo profile's simulated reads."""
+    work = tmp_path_factory.mktemp("denovo")
+    params = {**PARAMS, **nfcheck.config_params(REPO / "conf" / "test_denovo.config")}
+    sheet = Path(params["input"])
+    rows = samplesheet_rows(sheet)
+    ref_meta = {"id": "reference"}
+    reference = Path(params["reference"])
+    out = {"index": Task("DENOVO_INDEX", work, "1").run({"meta": ref_meta, "reference": reference}, ref_meta,
+                                                          params=params)}
+    index = out["index"]["index"][0]
+    reads = {r["sample"]: [REPO / r["fastq_1"], REPO / r["fastq_2"]] for r in rows}
+    metas = {r["sample"]: {"id": r["sample"], "label": r["label"], "single_end": False} for r in rows}
+    unaligned = []
+    for sample, fastqs in reads.items():
+        res = Task("DENOVO_ALIGN", work, sample).run(
+            {"meta": metas[sample], "reads": fastqs, "meta2": ref_meta, "index": index}, metas[sample], params=params)
+        unaligned += res["unaligned"]
+    mates = {m: sorted((f for f in unaligned if f.name.endswith(f".unaligned_{m}.fastq.gz")), key=lambda f: f.name)
+             for m in (1, 2)}
+    pool_meta = {"id": "pooled", "assembler": params["assembler"]}
+    out["pool"] = Task("DENOVO_POOL", work, "1").run(
+        {"meta": pool_meta, "reads_1": mates[1], "reads_2": mates[2]}, pool_meta, params=params,
+        given={"mate_1": " ".join(f"--reads-1 r1/{f.name}" for f in mates[1]),
+               "mate_2": " ".join(f"--reads-2 r2/{f.name}" for f in mates[2])})
+    pooled = out["pool"]["reads"]
+    names = [f.name for f in pooled]
+    out["assemble"] = Task("DENOVO_ASSEMBLE", work, "1").run(
+        {"meta": pool_meta, "reads": pooled}, pool_meta, params=params, cpus=2,
+        given={"names": names, "memory_gb": 4,
+               "mate_2": "--reads-2 pooled_2.fastq.gz" if "pooled_2.fastq.gz" in names else "",
+               "single": "--single pooled_single.fastq.gz" if "pooled_single.fastq.gz" in names else ""})
+    out["tag"] = Task("DENOVO_TAG", work, "1").run(
+        {"meta": pool_meta, "assembly": out["assemble"]["assembly"][0], "reference": reference}, pool_meta,
+        params=params)
+    denovo = out["tag"]["fasta"][0]
+    out["hybrid"] = Task("DENOVO_HYBRID", work, "1").run(
+        {"meta": ref_meta, "reference": reference, "denovo": denovo}, ref_meta, params=params)
+    quants = []
+    for sample, fastqs in reads.items():
+        res = Task("DENOVO_QUANT", work, sample).run(
+            {"meta": metas[sample], "reads": fastqs, "meta2": ref_meta, "index": out["hybrid"]["index"][0]},
+            metas[sample], params=params)
+        quants += res["quant"]
+    run_meta = {"id": sheet.stem}
+    out["table"] = Task("DENOVO_TABLE", work, "1").run(
+        {"meta": run_meta, "samplesheet": sheet, "quants": sorted(quants, key=lambda f: f.name), "denovo": denovo},
+        run_meta, params=params)
+    return out
+
+
+@pytest.mark.tools
+def test_denovo_modules_chain(denovo_dag):
+    import anndata as ad
+
+    assert denovo_dag["tag"]["fasta"][0].read_text().startswith(">DENOVO_")
+    data = ad.read_h5ad(denovo_dag["table"]["dataset"][0])
+    assert data.n_obs == 6
+    assert any(name.startswith("DENOVO_") for name in data.var_names)
+    assert "\tDENOVO_" in "\t" + "\t".join(denovo_dag["table"]["table"][0].read_text().split())
+
+
+# -- stubs -------------------------------------------------------------------------------------
+
+STUB_META = {"id": "S1", "start": 3, "count": 2, "single_end": False, "assembler": "rnaspades", "label_key": "x"}
+STUB_SOURCES = {
+    "dataset": "dataset.h5ad", "inputs": ["a.h5ad"], "labels": [], "passes": ["pass_000.npz"],
+    "findings": ["findings.tsv"], "baselines": ["logistic.tsv"], "evaluation": "evaluation.json",
+    "multiqc_files": ["x_mqc.tsv"], "multiqc_config": "multiqc_config.yml", "reference": "ref.fa",
+    "reads": ["S1_1.fastq.gz", "S1_2.fastq.gz"], "index": "index", "reads_1": ["S1.unaligned_1.fastq.gz"],
+    "reads_2": ["S1.unaligned_2.fastq.gz"], "assembly": "assembly.fa", "denovo": "denovo.fa",
+    "samplesheet": "samplesheet.csv", "quants": ["S1"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(PROCESSES))
+def test_stub_creates_declared_outputs(name, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    sources = {"meta": STUB_META, "meta2": {"id": "ref"}}
+    for key, value in STUB_SOURCES.items():
+        names = value if isinstance(value, list) else [value]
+        for n in names:
+            (src / n).touch()
+        sources[key] = [src / n for n in names] if isinstance(value, list) else src / value
+    outputs = Task(name, tmp_path, "stub").run(sources, STUB_META, stub=True)
+    assert all(files for files in outputs.values())
+    if name == "DEEPMAPPER_TRAINPASS":
+        assert [f.name for f in outputs["passes"]] == ["pass_003.npz", "pass_004.npz"]
+
+
+# -- documentation -------------------------------------------------------------------------------
+
+def test_output_docs_cover_every_published_file():
+    doc = (REPO / "docs" / "output.md").read_text()
+    for proc in PROCESSES.values():
+        for out in proc.outputs:
+            for pat in out.patterns:
+                leaf = pat.rstrip("/").split("/")[-1]
+                if proc.name in ("DENOVO_INDEX", "DENOVO_POOL") or leaf in ("salmon_index",):
+                    continue  # intermediates, not published
+                leaf = re.sub(r"\$\{meta\.id\}", "ID", leaf)
+                assert leaf in doc or leaf.replace("ID.", "<sample>.") in doc, f"docs/output.md lacks {leaf}"
+    usage = (REPO / "docs" / "usage.md").read_text()
+    for word in ("-resume", "passes_per_task", "slurm", "awsbatch", "-profile test"):
+        assert word in usage

@@ -1,0 +1,132 @@
+/*
+~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+    DeepMapper-NF: the DAG
+~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+    input -> dataset.h5ad (ingest, or the de-novo front end)
+          -> passes (scatter over tasks, gather)  -> accumulate -> findings
+          -> baselines, evaluate                  -> report -> MultiQC
+----------------------------------------------------------------------------------------
+*/
+include { samplesheetToList     } from 'plugin/nf-schema'
+include { DENOVO_ASSEMBLY       } from '../subworkflows/local/denovo_assembly'
+include { TRAIN_PASSES          } from '../subworkflows/local/train_passes'
+include { DEEPMAPPER_INGEST     } from '../modules/local/deepmapper/ingest'
+include { DEEPMAPPER_ACCUMULATE } from '../modules/local/deepmapper/accumulate'
+include { DEEPMAPPER_BASELINE   } from '../modules/local/deepmapper/baseline'
+include { DEEPMAPPER_EVALUATE   } from '../modules/local/deepmapper/evaluate'
+include { DEEPMAPPER_REPORT     } from '../modules/local/deepmapper/report'
+include { MULTIQC               } from '../modules/local/multiqc'
+
+// A CSV given without --label_key is a samplesheet (sample,path,label rows);
+// with --label_key it is one matrix whose label column is named by label_key.
+def isSamplesheet(input, labelKey, denovo) {
+    return denovo || (input.toString().toLowerCase().endsWith('.csv') && !labelKey)
+}
+
+// {process: {tool: version}} as MultiQC's software-versions YAML
+def versionsYaml(process, tools, versions) {
+    def lines = [tools, versions].transpose().collect { tool, version -> "    ${tool}: ${version}" }
+    return "${process}:\n" + lines.join('\n')
+}
+
+workflow DEEPMAPPER {
+    main:
+    def input_file = file(params.input, checkIfExists: true)
+    def run_meta   = [id: input_file.baseName]
+    def sheet      = isSamplesheet(params.input, params.label_key, params.denovo)
+    def rows       = sheet ? samplesheetToList(params.input, "${projectDir}/assets/schema_input.json") : []
+    ch_multiqc_files = channel.empty()
+
+    //
+    // Dataset: de-novo front end, or ingest of matrices
+    //
+    if (params.denovo) {
+        if (!params.reference) {
+            error("--denovo needs --reference: the reference transcript (cDNA) FASTA the reads are aligned to.")
+        }
+        // row: [meta(id, label), path, fastq_1, fastq_2]; empty columns arrive as []
+        ch_reads = channel.fromList(rows).map { meta, _path, fastq_1, fastq_2 ->
+            if (!fastq_1) {
+                error("${params.input}: sample '${meta.id}' has no fastq_1. Fix: with --denovo every row needs sample,fastq_1,fastq_2,label.")
+            }
+            fastq_2 ? [meta + [single_end: false], [fastq_1, fastq_2]] : [meta + [single_end: true], [fastq_1]]
+        }
+        DENOVO_ASSEMBLY(
+            ch_reads,
+            channel.value([[id: 'reference'], file(params.reference, checkIfExists: true)]),
+            channel.value([run_meta, input_file]),
+            params.assembler
+        )
+        ch_dataset       = DENOVO_ASSEMBLY.out.dataset
+        ch_multiqc_files = ch_multiqc_files.mix(DENOVO_ASSEMBLY.out.multiqc_files)
+    } else {
+        def ingest_in
+        if (sheet) {
+            rows.each { meta, path, _fastq_1, _fastq_2 ->
+                if (!path) {
+                    error("${params.input}: sample '${meta.id}' has no path. Fix: give sample,path,label rows, or run with --denovo for FASTQ rows.")
+                }
+            }
+            ingest_in = [run_meta + [labels: rows.collect { row -> row[0].label }], rows.collect { row -> row[1] }]
+        } else {
+            if (!params.label_key) {
+                error("--input ${params.input} is a single matrix, so --label_key must name its label column (obs column of an h5ad, column of a CSV).")
+            }
+            ingest_in = [run_meta + [label_key: params.label_key], [input_file]]
+        }
+        def labels_file = params.labels ? file(params.labels, checkIfExists: true) : []
+        DEEPMAPPER_INGEST(channel.value(ingest_in + [labels_file]))
+        ch_dataset = DEEPMAPPER_INGEST.out.dataset
+    }
+
+    //
+    // Passes: scatter over tasks, gather every pass file
+    //
+    TRAIN_PASSES(ch_dataset, params.passes, params.passes_per_task)
+    ch_dataset_passes = ch_dataset.join(TRAIN_PASSES.out.passes)
+
+    DEEPMAPPER_ACCUMULATE(ch_dataset_passes)
+    DEEPMAPPER_EVALUATE(ch_dataset_passes)
+
+    //
+    // Baselines on the same held-out split
+    //
+    if (params.skip_baselines) {
+        ch_baselines = ch_dataset.map { meta, _dataset -> [meta, []] }
+    } else {
+        DEEPMAPPER_BASELINE(ch_dataset)
+        ch_baselines = DEEPMAPPER_BASELINE.out.baselines
+    }
+
+    //
+    // Report and MultiQC
+    //
+    ch_findings = DEEPMAPPER_ACCUMULATE.out.findings.map { meta, tsv, json, per_class -> [meta, [tsv, json, per_class]] }
+    ch_report_in = ch_dataset_passes
+        .join(ch_findings)
+        .join(ch_baselines)
+        .join(DEEPMAPPER_EVALUATE.out.evaluation)
+    DEEPMAPPER_REPORT(ch_report_in)
+
+    ch_versions_yml = channel.topic('versions')
+        .map { process, tool, version -> [process.tokenize(':').last(), tool, version] }
+        .unique()
+        .groupTuple(by: 0, sort: true)
+        .map { process, tools, versions -> versionsYaml(process, tools, versions) }
+        .collectFile(name: 'pipeline_software_mqc_versions.yml', storeDir: "${params.outdir}/pipeline_info", newLine: true, sort: true)
+
+    if (!params.skip_multiqc) {
+        ch_multiqc_in = ch_multiqc_files
+            .mix(DEEPMAPPER_REPORT.out.mqc.map { _meta, files -> files })
+            .mix(ch_versions_yml)
+            .collect()
+            .map { files -> [run_meta, files] }
+        def multiqc_config = params.multiqc_config ?: "${projectDir}/assets/multiqc_config.yml"
+        MULTIQC(ch_multiqc_in, file(multiqc_config, checkIfExists: true))
+    }
+
+    emit:
+    dataset  = ch_dataset
+    findings = DEEPMAPPER_ACCUMULATE.out.findings
+    report   = DEEPMAPPER_REPORT.out.html
+}
