@@ -99,6 +99,8 @@ class Browser:
     # -- page helpers ------------------------------------------------------------
     def open(self, path: Path, *, width: int = 1280, height: int = 900) -> None:
         """Attach to the blank tab, cut the network, load a local file and wait for its load event."""
+        self._drain()
+        self.events.clear()  # errors and requests are reported per page
         targets = self.send("Target.getTargets", session=False)["targetInfos"]
         page = next(t for t in targets if t["type"] == "page")
         self.session = self.send("Target.attachToTarget", {"targetId": page["targetId"], "flatten": True},

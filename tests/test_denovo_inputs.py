@@ -319,3 +319,19 @@ def test_no_unaligned_reads_gives_an_empty_denovo_set(tmp_path, monkeypatch):
     ref.write_text(">ENST1\n" + "ACGT" * 100 + "\n")
     denovo = steps.tag(assembly, ref, tmp_path / "denovo.fa")
     assert read_fasta(denovo, allow_empty=True) == {}
+
+
+def test_relative_samplesheet_paths(sim, tmp_path, monkeypatch):
+    from deepmapper.denovo.samplesheet import read_samplesheet
+
+    src = Path(sim.samples[0]["fastq_1"])
+    (tmp_path / "sheetdir" / "reads").mkdir(parents=True)
+    (tmp_path / "sheetdir" / "reads" / "a.fq.gz").write_bytes(src.read_bytes())
+    (tmp_path / "cwd_reads").mkdir()
+    (tmp_path / "cwd_reads" / "b.fq.gz").write_bytes(src.read_bytes())
+    sheet = tmp_path / "sheetdir" / "s.csv"
+    sheet.write_text("sample,fastq_1,fastq_2,label\nA,reads/a.fq.gz,,x\nB,cwd_reads/b.fq.gz,,y\n")
+    monkeypatch.chdir(tmp_path)
+    a, b = read_samplesheet(sheet)
+    assert a.fastq_1 == tmp_path / "sheetdir" / "reads" / "a.fq.gz"   # beside the sheet
+    assert b.fastq_1 == Path("cwd_reads/b.fq.gz")                      # from the launch directory

@@ -431,6 +431,7 @@ def test_build_dataset_keeps_var_and_sorts_classes():
 
 def test_hvg_subset_and_intersect(tmp_dataset):
     ds = io.read_dataset(tmp_dataset())
+    ds.X = ds.X.toarray()  # scanpy's sparse path compiles numba kernels (~15 s on a fresh machine)
     hvg = io.hvg_subset(ds, 100)
     assert hvg.n_vars == 100 and hvg.uns["deepmapper"]["subset"] == "hvg:100"
     assert set(hvg.var_names) <= set(ds.var_names)

@@ -6,8 +6,9 @@ transform.square_side(n_features)``) to logits ``(B, n_classes)``.
 Why the default keeps position: in a pseudo-image a pixel *is* a feature, so
 "where" a signal sits is "which gene". A CNN that ends in global average
 pooling (the reference shape, kept here as ``cnn_small`` for comparison) can
-only count local patterns, not say which gene carries them, and scores at
-chance on pbmc68k_reduced. ``cnn`` therefore has a linear "wide" path from
+only count local patterns, not say which gene carries them: on pbmc68k_reduced
+(10 classes) it reaches about 0.45-0.5 held-out accuracy where logistic
+regression reaches 0.84-0.85. ``cnn`` therefore has a linear "wide" path from
 every pixel to the logits (at least as expressive as logistic regression per
 feature) plus a small convolutional "deep" path that is flattened, never pooled.
 

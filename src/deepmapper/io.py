@@ -227,10 +227,11 @@ def build_dataset(X, obs_names, var_names, labels, *, label_key: str, source: st
                          fix="make cell ids unique (e.g. prefix the sample name).")
 
     if sp.issparse(X):
-        X = sp.csr_matrix(X, dtype=np.float32)
-        X.sum_duplicates()
-        X.eliminate_zeros()
-        X.sort_indices()
+        X = sp.csr_matrix(X, dtype=np.float32)  # may share the caller's arrays: fix a copy, never the original
+        if not X.has_canonical_format or not np.all(X.data != 0):
+            X = X.copy()
+            X.sum_duplicates()
+            X.eliminate_zeros()
     else:
         X = np.ascontiguousarray(np.asarray(X), dtype=np.float32)
     check_finite(X, var_names, where=where, field=matrix)
@@ -457,6 +458,9 @@ def _kind(path: Path) -> str:
         return "salmon"
     if Path(name).suffix in _TABLE_SUFFIXES:
         return "table"
+    if name.endswith(".h5"):
+        raise InputError("10x .h5 matrices are not read directly", where=str(path), field="input",
+                         fix="give the matching matrix directory (filtered_feature_bc_matrix/), or convert to .h5ad.")
     if name.endswith(".mtx"):
         raise InputError("a .mtx file alone has no cell or feature names", where=str(path), field="input",
                          fix="give the 10x directory that holds matrix.mtx, barcodes.tsv and features.tsv.")
@@ -473,9 +477,9 @@ def _read_h5ad_file(path: Path, *, field: str = "input"):
     try:
         return ad.read_h5ad(path)
     except Exception as exc:  # h5py / anndata raise many kinds for a damaged or foreign file
-        raise InputError(f"cannot read as h5ad ({exc.__class__.__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})",
-                         where=str(path), field=field, fix="check that the file is a complete AnnData .h5ad.") \
-            from None
+        detail = str(exc).splitlines()[0][:120] if str(exc) else ""
+        raise InputError(f"cannot read as h5ad ({exc.__class__.__name__}: {detail})", where=str(path), field=field,
+                         fix="check that the file is a complete AnnData .h5ad.") from None
 
 
 def _read_h5ad(path: Path, *, label_key, matrix: str, use_labels: bool) -> _Raw:
@@ -643,7 +647,7 @@ def _read_10x_dir(folder: Path, modality: str):
     if dup.any():
         log.info("%s: %d features share a gene symbol; named SYMBOL_GENEID", folder, int(dup.sum()))
     var = pd.DataFrame({"gene_id": ids, "feature_type": ftype}, index=pd.Index(names.astype(str)))
-    files = [f for f in (mtx, bc, feat)]
+    files = [mtx, bc, feat]
     return X, barcodes, list(names.astype(str)), var, files
 
 

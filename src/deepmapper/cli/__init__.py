@@ -40,7 +40,7 @@ def cli(verbose: int, quiet: bool):
     """DeepMapper: which features separate labelled groups of cells or samples."""
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+                        stream=sys.stderr, force=True)
 
 
 def _register() -> None:

@@ -41,8 +41,8 @@ def check_fastq(path: str | os.PathLike, *, field: str = "fastq", max_records: i
     path = Path(path)
     if not path.exists():
         raise InputError("FASTQ file not found", where=str(path), field=field,
-                         fix="check the path in the samplesheet (relative paths are read from the "
-                             "samplesheet's directory).")
+                         fix="check the path (relative samplesheet paths are read from the current directory, "
+                             "then from the samplesheet's directory).")
     if not path.is_file():
         raise InputError("not a regular file", where=str(path), field=field, fix="give the path of a FASTQ file.")
     n = 0

@@ -35,15 +35,20 @@ def check_sample_id(sample: str, *, where: str | None = None, field: str = "samp
 
 
 def _resolve(value: str, base: Path) -> Path:
+    """Absolute paths as given; relative ones from the current directory (the nf-core convention) when the
+    file is there, else from the samplesheet's directory (a sheet written beside its reads)."""
     p = Path(value).expanduser()
-    return p if p.is_absolute() else base / p
+    if p.is_absolute() or p.exists():
+        return p
+    beside = base / p
+    return beside if beside.exists() else p
 
 
 def read_samplesheet(path: str | os.PathLike, *, check_files: bool = True, min_groups: int = 2) -> list[Sample]:
     """Parse and validate the samplesheet.
 
-    Relative FASTQ paths are read from the samplesheet's directory (so a sheet
-    and its reads can move together). ``check_files`` validates every FASTQ
+    Relative FASTQ paths are read from the current directory, or, when not
+    found there, from the samplesheet's directory. ``check_files`` validates every FASTQ
     (off for the table step, which only needs ids and labels). At least
     ``min_groups`` distinct labels are required: ranking needs groups to compare.
     """

@@ -120,7 +120,7 @@ def align(sample: str, fastq_1: str | os.PathLike, fastq_2: str | os.PathLike | 
     out1 = outdir / f"{sample}.unaligned_1.fastq.gz"
     out2 = outdir / f"{sample}.unaligned_2.fastq.gz"
     with _scratch(outdir, f"hisat2_{sample}") as tmp:
-        cmd = ["hisat2", "-p", str(threads), "--no-spliced-alignment", "--no-unal", "-x", str(index)]
+        cmd = ["hisat2", "-p", str(threads), "--no-spliced-alignment", "-x", str(index)]
         if fastq_2:
             cmd += ["-1", str(fastq_1), "-2", str(fastq_2), "--un-conc-gz", str(tmp / "unaligned_%.fastq.gz")]
         else:
@@ -306,8 +306,8 @@ def quant(sample: str, fastq_1: str | os.PathLike, fastq_2: str | os.PathLike | 
           check_inputs: bool = True) -> Path:
     """Salmon quant of one sample against the hybrid index; returns ``outdir/ID/quant.sf``.
 
-    The library type is detected (``-l A``); ``--validateMappings`` is Salmon's
-    selective alignment, the mode its authors recommend.
+    The library type is detected (``-l A``); Salmon >= 1.0 maps with selective
+    alignment by default, the mode its authors recommend.
     """
     outdir, index = Path(outdir), Path(index)
     _check_threads(threads)
@@ -321,8 +321,7 @@ def quant(sample: str, fastq_1: str | os.PathLike, fastq_2: str | os.PathLike | 
             fq.check_fastq(fastq_2, field="--fastq-2")
     log_dir = Path(log_dir) if log_dir else outdir / "logs"
     with _scratch(outdir, f"salmon_{sample}") as tmp:
-        cmd = ["salmon", "quant", "-i", str(index), "-l", "A", "-p", str(threads), "--validateMappings",
-               "-o", str(tmp / sample)]
+        cmd = ["salmon", "quant", "-i", str(index), "-l", "A", "-p", str(threads), "-o", str(tmp / sample)]
         cmd += ["-1", str(fastq_1), "-2", str(fastq_2)] if fastq_2 else ["-r", str(fastq_1)]
         run_tool(f"quant:{sample}", cmd, log_dir=log_dir)
         _replace_dir(tmp / sample, outdir / sample)
@@ -394,6 +393,9 @@ def run_all(samplesheet: str | os.PathLike, reference: str | os.PathLike, outdir
     for tool in ("hisat2-build", "hisat2", "salmon", "rnaspades.py" if assembler == "rnaspades" else "Trinity"):
         find_tool(tool)
     logs = outdir / "logs"
+    if (logs / "commands.tsv").exists():
+        # the log describes this run; the previous run's log is kept beside it
+        os.replace(logs / "commands.tsv", logs / "commands.previous.tsv")
     prefix = index_reference(reference, outdir / "index", threads=threads, log_dir=logs)
     r1, r2 = [], []
     for s in samples:

@@ -161,7 +161,9 @@ def _read_tsv(path: Path, required):
     import pandas as pd
 
     try:
-        df = pd.read_csv(path, sep="\t")
+        # Names stay text: a gene called "NA" or a class called "01" must not become NaN or 1.
+        df = pd.read_csv(path, sep="\t", dtype={"feature": str, "class": str}, keep_default_na=False,
+                         na_values=[""])
     except (OSError, ValueError) as exc:
         raise FormatError(f"not a readable TSV ({exc.__class__.__name__})", where=str(path),
                           fix="rerun the step that wrote it.") from None
@@ -169,7 +171,6 @@ def _read_tsv(path: Path, required):
     if missing:
         raise FormatError(f"missing column(s) {', '.join(missing)}", where=str(path), field=missing[0],
                           fix="rerun the step that wrote it with this version of DeepMapper.")
-    df["feature"] = df["feature"].astype(str)
     return df
 
 
