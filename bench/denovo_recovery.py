@@ -12,8 +12,9 @@
 4. ``deepmapper run`` ranks the features; the rank of each planted transcript's
    contig is printed next to the logistic-regression and Wilcoxon baselines.
 
-Usage: python bench/denovo_recovery.py [--outdir DIR] [--seed S] [--passes N] [--epochs E] ...
-Not a timed test: about a minute on two cores with the defaults.
+Usage: python bench/denovo_recovery.py [--outdir DIR] [--seed S ...] [--passes N] [--epochs E] ...
+Several seeds give one block each and a summary line. Not a timed test: one to
+three minutes per seed on two shared cores with the defaults.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from pathlib import Path
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--outdir", type=Path, default=None, help="keep everything here (default: a temp dir)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, nargs="+", default=[0], help="one or more seeds (data and run)")
     ap.add_argument("--samples-per-group", type=int, default=6)
     ap.add_argument("--reads-per-sample", type=int, default=2000)
     ap.add_argument("--n-reference", type=int, default=40)
@@ -42,16 +43,26 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--top", type=int, default=10, help="'top features' means rank <= this")
     args = ap.parse_args(argv)
+    root = args.outdir or Path(tempfile.mkdtemp(prefix="denovo_bench."))
+    results = [one(args, seed, root / f"seed_{seed}") for seed in args.seed]
+    if len(results) > 1:
+        print(f"== {len(results)} seeds")
+        print(f"recovered fraction: {[r['recovered_fraction'] for r in results]}")
+        for key in results[0]:
+            if key.endswith(f"_de_in_top{args.top}"):
+                print(f"{key}: {[r[key] for r in results]} of {args.n_novel_de}")
+    return 0
 
+
+def one(args, seed: int, root: Path) -> dict:
     from deepmapper.denovo.fasta import read_fasta
     from deepmapper.denovo.recovery import planted_ranks, read_ranks, recovery
     from deepmapper.seqsim import SimConfig, simulate_experiment
 
-    root = args.outdir or Path(tempfile.mkdtemp(prefix="denovo_bench."))
     root.mkdir(parents=True, exist_ok=True)
     cfg = SimConfig(n_reference=args.n_reference, n_novel=args.n_novel, n_novel_de=args.n_novel_de,
                     samples_per_group=args.samples_per_group, reads_per_sample=args.reads_per_sample,
-                    fold_change=args.fold_change, single_per_group=args.single_per_group, seed=args.seed)
+                    fold_change=args.fold_change, single_per_group=args.single_per_group, seed=seed)
     t0 = time.monotonic()
     sim = simulate_experiment(root / "sim", cfg)
     t_sim = time.monotonic() - t0
@@ -68,7 +79,7 @@ def main(argv=None) -> int:
     t0 = time.monotonic()
     subprocess.run(["deepmapper", "-q", "run", "--input", str(root / "denovo" / "dataset.h5ad"), "--label-key", "label",
                     "--outdir", str(root / "run"), "--passes", str(args.passes), "--epochs", str(args.epochs),
-                    "--seed", str(args.seed), "--no-report"], check=True)
+                    "--seed", str(seed), "--no-report"], check=True)
     t_run = time.monotonic() - t0
 
     ranks = {"deepmapper": planted_ranks(hits, read_ranks(root / "run" / "findings.tsv"))}
@@ -78,6 +89,7 @@ def main(argv=None) -> int:
             ranks[method] = planted_ranks(hits, read_ranks(path))
     n_features = len(read_ranks(root / "run" / "findings.tsv"))
 
+    print(f"== seed {seed}")
     print(f"data: {len(sim.reference)} reference + {len(sim.novel)} novel transcripts "
           f"({len(sim.de_novel)} planted DE, fold change {cfg.fold_change}), {len(sim.samples)} samples x "
           f"{cfg.reads_per_sample} reads; {len(contigs)} DENOVO contigs; {n_features} features ranked")
@@ -97,7 +109,7 @@ def main(argv=None) -> int:
         summary[f"{m}_de_ranks"] = de_ranks
     print(json.dumps(summary, indent=1))
     print(f"outputs under {root}")
-    return 0
+    return summary
 
 
 if __name__ == "__main__":

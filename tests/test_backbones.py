@@ -263,8 +263,12 @@ def _pbmc68k_reduced():
     return sc.datasets.pbmc68k_reduced()
 
 
-def test_default_cnn_learns_pbmc68k_reduced():
-    """Held-out accuracy on real data (10 bulk_labels classes, 765 genes -> 28x28)."""
+def test_default_cnn_learns_pbmc68k_reduced_where_cnn_small_does_not():
+    """Held-out accuracy on real data (10 bulk_labels classes, 765 genes -> 28x28).
+
+    Same split, arrangement, seed and fixed short schedule (8 epochs, AdamW,
+    no augmentation; the trainer adds early stopping) for both models.
+    """
     from sklearn.model_selection import train_test_split
 
     adata = _pbmc68k_reduced()
@@ -276,22 +280,27 @@ def test_default_cnn_learns_pbmc68k_reduced():
     perm = transform.arrangement(x.shape[1], seed=0)
     images = torch.as_tensor(transform.to_images((x - mu) / sd, perm).astype(np.float32))
     labels = torch.as_tensor(y)
-    torch.manual_seed(0)
-    model = backbones.build(BackboneConfig(), int(y.max()) + 1, x.shape[1])
-    assert backbones.param_count(model) < 100_000  # small enough to train on CPU per pass
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-2)
-    rng = np.random.default_rng(0)
-    for _ in range(8):  # epochs; a fixed short schedule, the trainer adds early stopping
-        model.train()
-        order = rng.permutation(tr)
-        for i in range(0, len(order), 64):
-            b = torch.as_tensor(order[i:i + 64])
-            loss = torch.nn.functional.cross_entropy(model(images[b]), labels[b])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
-    acc = _accuracy(model, images[te], labels[te])
     majority = np.bincount(y[te]).max() / len(te)
-    assert acc >= 0.78, acc  # logistic regression on the same split: ~0.84
-    assert acc > majority + 0.4
+
+    def fit(kind):
+        torch.manual_seed(0)
+        model = backbones.build(BackboneConfig(kind=kind), int(y.max()) + 1, x.shape[1])
+        opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-2)
+        rng = np.random.default_rng(0)
+        for _ in range(8):
+            model.train()
+            order = rng.permutation(tr)
+            for i in range(0, len(order), 64):
+                b = torch.as_tensor(order[i:i + 64])
+                loss = torch.nn.functional.cross_entropy(model(images[b]), labels[b])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        model.eval()
+        return model, _accuracy(model, images[te], labels[te])
+
+    model, acc = fit("cnn")
+    assert backbones.param_count(model) < 100_000  # small enough to train per pass on CPU
+    assert acc >= 0.78, acc  # logistic regression on this split: ~0.84 (measured 0.80-0.83 over seeds)
+    _, acc_small = fit("cnn_small")
+    assert acc_small < majority + 0.1, (acc_small, majority)  # global pooling: no better than the majority class

@@ -25,7 +25,8 @@ def isSamplesheet(input, labelKey, denovo) {
 
 // {process: {tool: version}} as MultiQC's software-versions YAML
 def versionsYaml(process, tools, versions) {
-    def lines = [tools, versions].transpose().collect { tool, version -> "    ${tool}: ${version}" }
+    // pairs sorted by tool name: the same file whatever order the tasks finished in
+    def lines = [tools, versions].transpose().sort { pair -> pair[0] }.collect { tool, version -> "    ${tool}: ${version}" }
     return "${process}:\n" + lines.join('\n')
 }
 
@@ -82,6 +83,13 @@ workflow DEEPMAPPER {
     //
     // Passes: scatter over tasks, gather every pass file
     //
+    // Stacked training (passes_per_step > 1) trains passes in groups; a pass's result
+    // depends on its group, so tasks must cut the passes where `deepmapper run` does.
+    def stacked = params.backbone in ['cnn', 'cnn_small'] && params.passes_per_step > 1
+    if (stacked && params.passes_per_task < params.passes && params.passes_per_task % params.passes_per_step != 0) {
+        log.warn("--passes_per_task ${params.passes_per_task} is not a multiple of --passes_per_step ${params.passes_per_step}: " +
+            "results will differ from `deepmapper run` with the same seed (still valid, not identical).")
+    }
     TRAIN_PASSES(ch_dataset, params.passes, params.passes_per_task)
     ch_dataset_passes = ch_dataset.join(TRAIN_PASSES.out.passes)
 
@@ -111,7 +119,7 @@ workflow DEEPMAPPER {
     ch_versions_yml = channel.topic('versions')
         .map { process, tool, version -> [process.tokenize(':').last(), tool, version] }
         .unique()
-        .groupTuple(by: 0, sort: true)
+        .groupTuple(by: 0)
         .map { process, tools, versions -> versionsYaml(process, tools, versions) }
         .collectFile(name: 'pipeline_software_mqc_versions.yml', storeDir: "${params.outdir}/pipeline_info", newLine: true, sort: true)
 

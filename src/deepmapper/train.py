@@ -3,11 +3,14 @@
 A pass = arrangement (seeded permutation) -> fit with early stopping on the
 fixed split -> held-out accuracy -> gate -> attribution -> back-projection to
 features. Passes of a stackable backbone (``backbones.stackable``) are trained
-``passes_per_step`` at a time as one stacked model (``torch.func`` over stacked
-parameters): every member sees the same batches, has its own arrangement,
-initial weights, augmentation stream, optimizer state and early stopping, so
-the result equals training the passes one by one (within floating-point
-tolerance) while each step does K times the work in one call.
+``passes_per_step`` at a time as one stacked model (parameters stacked per
+member, grouped convolutions, batched matrix products): every member sees the
+same batches, has its own arrangement, initial weights, augmentation and
+dropout stream (its own generator), optimizer state and early stopping, so the
+result equals training the passes one by one (within floating-point
+tolerance) while each step does K times the work in one call. Attribution of
+the members is batched the same way. See docs/performance.md for the measured
+choices (micro-batches, channels-last, chunk sizes).
 
 Randomness: the split and the batch order come from the run seed; pass ``t``
 draws its arrangement, weight init and augmentation from ``seed + t``.
@@ -15,6 +18,7 @@ draws its arrangement, weight init and augmentation from ``seed + t``.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -30,7 +34,7 @@ from .passfile import PassResult
 
 log = logging.getLogger(__name__)
 
-EVAL_BATCH = 512
+EVAL_BATCH = 512                 # no-grad chunk where activation size is not known (GPU, other kinds)
 
 
 def select_device(name: str = "auto"):
@@ -68,63 +72,209 @@ def train_passes(data: PreparedData, cfg: Config, pass_indices: list[int], *, pr
     return results
 
 
-# -- the model wrapper: one model, or K stacked copies ---------------------------------
+# -- the model wrapper: K copies of one backbone behind one call ----------------------
+#
+# Layout: a batch of images is (B, K, side, side), channel k holding member k's
+# arrangement of the same cells; a forward returns logits (K, B, n_classes).
+# Stackable backbones run as one model with grouped convolutions (groups = K)
+# and batched matrix products over parameters stacked as (K, ...) tensors. On
+# CPU this measured faster than ``vmap(functional_call)`` (which lowers to the
+# same grouped convolution plus reshapes) and than K separate calls.
 
-class _Members:
-    """K models of one backbone behind one call: ``forward((K, B, 1, s, s)) -> (K, B, C)``."""
+# Activation bytes one training micro-batch may produce. A 64-image step on a
+# large pseudo-image (142 x 142) streams ~250 MB of activations through memory;
+# split into cache-sized micro-batches whose gradients are summed, the same
+# step ran ~2x faster here and needs a fraction of the memory. Small images
+# still go in one call.
+MICRO_BATCH_BYTES = 24 * 1024 * 1024
+# Activation bytes of one no-grad chunk (validation, prediction) and of one
+# attribution chunk (which keeps activations for the backward pass).
+EVAL_BYTES = 96 * 1024 * 1024
+# Side from which convolutions run channels-last (measured faster on large
+# images, slower on small ones).
+CHANNELS_LAST_SIDE = 64
 
-    def __init__(self, models):
+
+class _Stacked:
+    """K members of a stackable backbone (``backbones.stackable``) as one functional model.
+
+    Parameters are stacked per name as (K, ...) leaves, so member k's update only
+    ever reads member k's gradient and optimizer state. Dropout draws its masks
+    from the member generators (not the global RNG), so a member trains the same
+    whether it shares the step with others or not.
+    """
+
+    stacked = True
+
+    def __init__(self, models, generators, side: int, channels_last: bool = False):
         import torch
-        from torch.func import functional_call, vmap
 
         self.k = len(models)
-        self.template = models[0]
-        if self.k == 1:
-            self.model = models[0]
-            self.params = dict(self.model.named_parameters())
-            self._forward = lambda x: self.model(x[0])[None]
-        else:
-            # Stack by name (not torch.func.stack_module_state, which insists on one Python class).
-            named = [dict(m.named_parameters()) for m in models]
-            self.params = {n: torch.stack([d[n].detach() for d in named]).requires_grad_(True) for n in named[0]}
-            bufs = [dict(m.named_buffers()) for m in models]
-            self.buffers = {n: torch.stack([d[n] for d in bufs]) for n in bufs[0]}
-            base = copy.deepcopy(models[0]).to("meta")
-            self.model = base
+        self.template = copy.deepcopy(models[0]).cpu()
+        named = [dict(m.named_parameters()) for m in models]
+        self.params = {n: torch.stack([d[n].detach() for d in named]).requires_grad_(True) for n in named[0]}
+        self.generators = generators
+        self.training = True
+        self.channels_last = channels_last
+        self._check(self.template)
+        self.drop_shapes, self.act_elems = _probe(self.template, side)
 
-            def call(p, b, x):
-                return functional_call(base, (p, b), (x,))
+    @staticmethod
+    def _check(module):
+        import torch.nn as nn
 
-            batched = vmap(call, randomness="different")
-            self._forward = lambda x: batched(self.params, self.buffers, x)
-        self._torch = torch
+        ok = (nn.Sequential, nn.Conv2d, nn.Linear, nn.ReLU, nn.Flatten, nn.Dropout, nn.AdaptiveAvgPool2d)
+        for name, m in module.named_modules():
+            if name and not isinstance(m, ok):
+                raise TypeError(f"cannot stack module {name} ({type(m).__name__})")
 
     def parameters(self):
         return list(self.params.values())
 
-    def forward(self, x):
-        return self._forward(x)
-
     def train(self, flag: bool = True):
-        self.model.train(flag)
+        self.training = flag
+
+    def masks(self, batch: int, device) -> dict:
+        """Dropout masks (already scaled by 1/(1-p)) for a batch, from each member's generator."""
+        import torch
+
+        out = {}
+        if not self.training:
+            return out
+        for name, (p, shape) in self.drop_shapes.items():
+            keep = [(torch.rand((batch, *shape), generator=g) >= p).float() / (1.0 - p) for g in self.generators]
+            out[name] = torch.stack(keep).to(device)          # (K, B, *shape)
+        return out
+
+    def forward(self, x, masks=None):
+        """(B, K, s, s) -> (K, B, C)."""
+        import torch
+
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        model = self.template
+        if type(model).__name__ == "WideDeepCNN":
+            flat = x.reshape(x.shape[0], self.k, -1).transpose(0, 1)
+            return self._run(model.wide, "wide.", flat, masks) + self._run(model.deep, "deep.", x, masks)
+        return self._run(model, "", x, masks)
+
+    def _run(self, module, prefix: str, x, masks):
+        """Apply ``module`` to images (B, K*C, H, W) or vectors (K, B, D) of all members."""
+        import torch
+        import torch.nn as nn
+        import torch.nn.functional as F
+
+        K, P = self.k, self.params
+        if isinstance(module, nn.Sequential):
+            for name, child in module.named_children():
+                x = self._run(child, f"{prefix}{name}.", x, masks)
+            return x
+        if isinstance(module, nn.Conv2d):
+            w = P[prefix + "weight"]
+            w = w.reshape(-1, *w.shape[2:])
+            if self.channels_last:
+                w = w.contiguous(memory_format=torch.channels_last)
+            b = P.get(prefix + "bias")
+            return F.conv2d(x, w, None if b is None else b.reshape(-1), module.stride, module.padding,
+                            module.dilation, K * module.groups)
+        if isinstance(module, nn.Linear):
+            w, b = P[prefix + "weight"], P.get(prefix + "bias")
+            y = torch.bmm(x, w.transpose(1, 2))                 # (K, B, in) @ (K, in, out)
+            return y if b is None else y + b[:, None, :]
+        if isinstance(module, nn.ReLU):
+            return F.relu(x)
+        if isinstance(module, nn.AdaptiveAvgPool2d):
+            return F.adaptive_avg_pool2d(x, module.output_size)
+        if isinstance(module, nn.Flatten):
+            return x.reshape(x.shape[0], K, -1).transpose(0, 1)  # member k's (C, H, W) in order
+        if isinstance(module, nn.Dropout):
+            mask = (masks or {}).get(prefix[:-1])
+            if mask is None:
+                return x
+            if x.dim() == 3:
+                return x * mask
+            return x * mask.transpose(0, 1).reshape(x.shape)     # (K, B, C, H, W) -> (B, K*C, H, W)
+        raise TypeError(f"cannot stack module {type(module).__name__}")
 
     def snapshot(self, k: int) -> dict:
-        if self.k == 1:
-            return {n: v.detach().clone() for n, v in self.model.state_dict().items()}
-        return {n: p[k].detach().clone() for n, p in self.params.items()} | \
-               {n: b[k].detach().clone() for n, b in self.buffers.items()}
+        return {n: p[k].detach().clone() for n, p in self.params.items()}
 
-    def member(self, state: dict):
-        """A standalone module carrying one member's weights (for prediction and attribution)."""
-        module = copy.deepcopy(self.template)
+    def load(self, states: list[dict]) -> None:
+        """Members' chosen weights (e.g. best epochs) become the stacked weights, frozen."""
+        import torch
+
+        self.params = {n: torch.stack([s[n] for s in states]).detach() for n in self.params}
+
+    def member(self, state: dict, device):
+        """A standalone module carrying one member's weights."""
+        module = copy.deepcopy(self.template).to(device)
         module.load_state_dict(state)
         module.eval()
         return module
 
     def aux_loss(self):
-        if self.k == 1 and hasattr(self.model, "aux_loss"):
-            return self.model.aux_loss()
         return None
+
+
+class _Single:
+    """One model of any backbone, same interface as :class:`_Stacked` with K = 1."""
+
+    stacked = False
+    k = 1
+
+    def __init__(self, model, side: int):
+        self.model = model
+        self.act_elems = None
+
+    def parameters(self):
+        return list(self.model.parameters())
+
+    def train(self, flag: bool = True):
+        self.model.train(flag)
+
+    def masks(self, batch: int, device) -> dict:
+        return {}
+
+    def forward(self, x, masks=None):
+        return self.model(x)[None]
+
+    def snapshot(self, k: int) -> dict:
+        return {n: v.detach().clone() for n, v in self.model.state_dict().items()}
+
+    def load(self, states: list[dict]) -> None:
+        self.model.load_state_dict(states[0])
+
+    def member(self, state: dict, device):
+        self.model.load_state_dict(state)
+        self.model.eval()
+        return self.model
+
+    def aux_loss(self):
+        return self.model.aux_loss() if hasattr(self.model, "aux_loss") else None
+
+
+def _probe(module, side: int):
+    """Input shape of every Dropout, and activation elements per image (convs and linears)."""
+    import torch
+    import torch.nn as nn
+
+    shapes, elems, hooks = {}, [0], []
+    for name, m in module.named_modules():
+        if isinstance(m, nn.Dropout) and m.p > 0:
+            hooks.append(m.register_forward_pre_hook(
+                lambda mod, inp, name=name: shapes.__setitem__(name, (mod.p, tuple(inp[0].shape[1:])))))
+        elif isinstance(m, (nn.Conv2d, nn.Linear)):
+            hooks.append(m.register_forward_hook(lambda mod, inp, out: elems.__setitem__(0, elems[0] + out.numel())))
+    was = module.training
+    module.train(True)
+    try:
+        with torch.no_grad():
+            module(torch.zeros(1, 1, side, side))
+    finally:
+        module.train(was)
+        for h in hooks:
+            h.remove()
+    return shapes, max(1, elems[0])
 
 
 @dataclass
@@ -139,7 +289,7 @@ class _MemberState:
 
 
 def _images(rows, perms_t, side: int):
-    """(B, F) scaled features -> (K, B, 1, side, side) for K arrangements, one gather."""
+    """(B, F) scaled features -> (B, K, side, side) for K arrangements, one gather, padding zero."""
     import torch.nn.functional as F
 
     n = rows.shape[1]
@@ -147,7 +297,7 @@ def _images(rows, perms_t, side: int):
     pad = side * side - n
     if pad:
         pixels = F.pad(pixels, (0, pad))
-    return pixels.permute(1, 0, 2).reshape(perms_t.shape[0], rows.shape[0], 1, side, side)
+    return pixels.reshape(rows.shape[0], perms_t.shape[0], side, side)
 
 
 def _augment(images, members: list[_MemberState], cfg: Config):
@@ -157,17 +307,52 @@ def _augment(images, members: list[_MemberState], cfg: Config):
     noise_std, drop = cfg.augmentation.noise_std, cfg.augmentation.feature_dropout
     if noise_std == 0 and drop == 0:
         return images
-    shape = images.shape[1:]
+    shape = (images.shape[0], images.shape[2], images.shape[3])
     out = []
     for k, m in enumerate(members):
-        x = images[k]
+        x = images[:, k]
         if noise_std > 0:
             x = x + noise_std * torch.randn(shape, generator=m.generator).to(x.device)
         if drop > 0:
             keep = (torch.rand(shape, generator=m.generator) >= drop).to(x.device)
             x = x * keep
         out.append(x)
-    return torch.stack(out)
+    return torch.stack(out, dim=1)
+
+
+def _chunk(act_elems, k: int, budget: int, device, floor: int = 1) -> int | None:
+    """Images per call so that K members' activations stay within ``budget`` bytes (None: no limit)."""
+    if act_elems is None or device.type != "cpu":
+        return None
+    return max(floor, int(budget // (4 * k * act_elems)))
+
+
+class _Feeder:
+    """Scaled feature rows of given cells as a tensor on the device (pinned, non-blocking on GPU)."""
+
+    def __init__(self, data: PreparedData, device):
+        self.data, self.device = data, device
+        self.pin = device.type == "cuda"
+
+    def __call__(self, idx):
+        import torch
+
+        rows = torch.from_numpy(np.ascontiguousarray(self.data.rows(idx)))
+        if self.pin:
+            rows = rows.pin_memory()
+        return rows.to(self.device, non_blocking=self.pin)
+
+
+def _autocast(device):
+    """Mixed precision on a GPU (bf16 where supported, else fp16); CPU stays fp32, the reference."""
+    import contextlib
+
+    import torch
+
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
 
 
 def train_group(data: PreparedData, cfg: Config, group: list[int], *, device, progress: bool = True
@@ -176,7 +361,7 @@ def train_group(data: PreparedData, cfg: Config, group: list[int], *, device, pr
     import torch.nn.functional as F
     from tqdm.auto import tqdm
 
-    from . import attribution, backbones
+    from . import backbones
 
     t0 = time.perf_counter()
     r = cfg.run
@@ -189,27 +374,34 @@ def train_group(data: PreparedData, cfg: Config, group: list[int], *, device, pr
         members.append(_MemberState(pass_index=t, perm=transform.arrangement(n_features, seed),
                                     generator=torch.Generator().manual_seed(seed),
                                     stopper=EarlyStopping(r.patience, r.min_delta, r.min_epochs), train_loss=[]))
-    net = _Members(models)
+    if backbones.stackable(cfg.backbone.kind):
+        net = _Stacked(models, [m.generator for m in members], side,
+                       channels_last=device.type == "cpu" and side >= CHANNELS_LAST_SIDE)
+    else:
+        if len(models) != 1:
+            raise ValueError(f"backbone {cfg.backbone.kind} is not stackable: train its passes one at a time")
+        net = _Single(models[0], side)
+    del models
+    K = len(members)
     perms_t = torch.as_tensor(np.stack([m.perm for m in members]), device=device)
     optimizer = torch.optim.AdamW(net.parameters(), lr=r.learning_rate, weight_decay=r.weight_decay)
     y_all = torch.as_tensor(data.codes, device=device)
-    K = len(members)
-
-    def batches(idx):
-        for i in range(0, len(idx), EVAL_BATCH):
-            sel = idx[i:i + EVAL_BATCH]
-            yield sel, torch.as_tensor(data.rows(sel), device=device)
+    feed = _Feeder(data, device)
+    # Micro-batches only where no layer looks across the batch (stacked kinds have no BatchNorm).
+    micro = _chunk(net.act_elems, K, MICRO_BATCH_BYTES, device) if net.stacked else None
+    eval_chunk = _chunk(net.act_elems, K, EVAL_BYTES, device, floor=8) or EVAL_BATCH
 
     def val_losses() -> np.ndarray:
         net.train(False)
         total = torch.zeros(K, device=device)
-        with torch.no_grad():
-            for sel, rows in batches(data.split.val):
-                logits = net.forward(_images(rows, perms_t, side))
-                y = y_all[sel]
-                total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.repeat(K),
+        val = data.split.val
+        with torch.no_grad(), _autocast(device):
+            for i in range(0, len(val), eval_chunk):
+                sel = val[i:i + eval_chunk]
+                logits = net.forward(_images(feed(sel), perms_t, side)).float()
+                total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y_all[sel].repeat(K),
                                          reduction="none").view(K, -1).sum(1)
-        return (total / len(data.split.val)).cpu().numpy()
+        return (total / len(val)).cpu().numpy()
 
     label = f"passes {group[0]}-{group[-1]}" if K > 1 else f"pass {group[0]}"
     bar = tqdm(range(1, r.epochs + 1), desc=label, unit="epoch", disable=None if progress else True,
@@ -220,19 +412,26 @@ def train_group(data: PreparedData, cfg: Config, group: list[int], *, device, pr
         epoch_loss = torch.zeros(K, device=device)
         for i in range(0, len(order), r.batch_size):
             sel = order[i:i + r.batch_size]
-            rows = torch.as_tensor(data.rows(sel), device=device)
-            images = _augment(_images(rows, perms_t, side), members, cfg)
-            logits = net.forward(images)
-            per_member = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y_all[sel].repeat(K),
-                                         reduction="none").view(K, -1).mean(1)
-            loss = per_member.sum()               # members share no parameters: gradients stay separate
-            aux = net.aux_loss()
-            if aux is not None:
-                loss = loss + aux
+            n = len(sel)
+            images = _augment(_images(feed(sel), perms_t, side), members, cfg)
+            masks = net.masks(n, device)
+            y = y_all[sel]
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            step = micro or n
+            for j in range(0, n, step):
+                # Gradients of the micro-batches add up to the full batch's: the step is unchanged.
+                part = {name: mk[:, j:j + step] for name, mk in masks.items()}
+                with _autocast(device):
+                    logits = net.forward(images[j:j + step], part)
+                per_member = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
+                                             y[j:j + step].repeat(K), reduction="none").view(K, -1).sum(1) / n
+                loss = per_member.sum()           # members share no parameters: gradients stay separate
+                aux = net.aux_loss()
+                if aux is not None:
+                    loss = loss + aux
+                loss.backward()
+                epoch_loss += per_member.detach() * n
             optimizer.step()
-            epoch_loss += per_member.detach() * len(sel)
         train_l = (epoch_loss / len(order)).cpu().numpy()
         val_l = val_losses()
         for k, m in enumerate(members):
@@ -248,59 +447,110 @@ def train_group(data: PreparedData, cfg: Config, group: list[int], *, device, pr
         if all(m.done for m in members):
             break
     bar.close()
+    del optimizer
+
+    # Every member continues with its best epoch's weights (restore-best-weights).
+    net.load([m.best_state if m.best_state is not None else net.snapshot(k) for k, m in enumerate(members)])
+    net.train(False)
+    test = data.split.test
+    proba = _predict_stacked(net, feed, test, perms_t, side, eval_chunk, device)      # (K, N, C)
+    attr_idx = _attribution_cells(data, cfg)
+    pixel_attr = _attribute_members(net, feed, data, cfg, members, perms_t, attr_idx, side, device)  # (N, K, P)
+    codes = data.codes[attr_idx]
+    onehot = np.zeros((data.n_classes, len(attr_idx)))
+    onehot[codes, np.arange(len(attr_idx))] = 1.0
+    counts = np.maximum(onehot.sum(1, keepdims=True), 1.0)
 
     results = []
-    attr_idx = _attribution_cells(data, cfg)
-    baseline = _baseline_image(data, cfg, device)
     for k, m in enumerate(members):
-        state = m.best_state if m.best_state is not None else net.snapshot(k)
-        model = net.member(state)
-        proba = _predict(model, data, data.split.test, m.perm, side, device)
-        # Validation loss of the weights actually used: equals the best epoch's (restore check).
-        val_proba = _predict(model, data, data.split.val, m.perm, side, device)
-        restored_val_loss = float(-np.log(np.clip(val_proba[np.arange(len(data.split.val)),
-                                                            data.codes[data.split.val]], 1e-12, None)).mean())
-        accuracy = float((proba.argmax(1) == data.codes[data.split.test]).mean())
+        accuracy = float((proba[k].argmax(1) == data.codes[test]).mean())
         accepted = gate(accuracy, min_accuracy=r.min_accuracy, majority_rate=data.majority_rate())
-        perm_t = torch.as_tensor(m.perm, device=device)
-        rows = torch.as_tensor(data.rows(attr_idx), device=device)
-        images = _images(rows, perm_t[None], side)[0]
-        targets = torch.as_tensor(data.codes[attr_idx], device=device)
-        pixel_attr = attribution.attribute(model, images, targets, cfg.attribution, baseline=baseline(m.perm))
-        feat_attr = transform.to_features(np.asarray(pixel_attr, dtype=np.float64), m.perm)
+        # back-projection: one gather through the inverse arrangement (feature j sits at pixel inv[j])
+        feat_attr = pixel_attr[:, k, transform.inverse(m.perm)].astype(np.float64)
         importance = np.abs(feat_attr).mean(axis=0)
-        class_imp = np.zeros((data.n_classes, n_features))
-        codes = data.codes[attr_idx]
-        for c in range(data.n_classes):
-            if (codes == c).any():
-                class_imp[c] = feat_attr[codes == c].mean(axis=0)
+        class_imp = (onehot @ feat_attr) / counts      # mean signed attribution over each class's cells
         stopper = m.stopper
         results.append(PassResult(
             pass_index=m.pass_index, seed=r.seed + m.pass_index, accuracy=accuracy, accepted=accepted,
             stop_epoch=stopper.epochs_run, best_epoch=stopper.best_epoch, early_stopped=stopper.fired,
             importance=importance.astype(np.float32), class_importance=class_imp.astype(np.float32),
             train_loss=np.asarray(m.train_loss, np.float32), val_loss=np.asarray(stopper.history, np.float32),
-            heldout_index=data.split.test.astype(np.int64), heldout_proba=proba.astype(np.float32),
+            heldout_index=test.astype(np.int64), heldout_proba=proba[k].astype(np.float32),
             classes=list(data.classes), features_sha256=data.features_sha256, dataset_sha256=data.dataset_sha256,
             meta={"backbone": cfg.backbone.kind, "attribution": cfg.attribution.method, "device": str(device),
                   "trained_with": list(group), "n_attributed": int(len(attr_idx)),
-                  "restored_val_loss": round(restored_val_loss, 6),
                   "seconds": round((time.perf_counter() - t0) / K, 3), "config": cfg.to_dict()}))
         log.info("pass %d: held-out accuracy %.3f (%s), stopped at epoch %d (best %d)", m.pass_index, accuracy,
                  "accepted" if accepted else "rejected", stopper.epochs_run, stopper.best_epoch)
     return results
 
 
-def _predict(model, data: PreparedData, idx: np.ndarray, perm: np.ndarray, side: int, device) -> np.ndarray:
+def _predict_stacked(net, feed, idx, perms_t, side: int, chunk: int, device) -> np.ndarray:
+    """Softmax of every member on the given cells: (K, N, C)."""
     import torch
 
-    perm_t = torch.as_tensor(perm, device=device)[None]
     out = []
-    with torch.no_grad():
-        for i in range(0, len(idx), EVAL_BATCH):
-            rows = torch.as_tensor(data.rows(idx[i:i + EVAL_BATCH]), device=device)
-            out.append(torch.softmax(model(_images(rows, perm_t, side)[0]), dim=1).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, data.n_classes), np.float32)
+    with torch.no_grad(), _autocast(device):
+        for i in range(0, len(idx), chunk):
+            out.append(torch.softmax(net.forward(_images(feed(idx[i:i + chunk]), perms_t, side)).float(),
+                                     dim=-1).cpu().numpy())
+    return np.concatenate(out, axis=1) if out else np.zeros((net.k, 0, 0), np.float32)
+
+
+def _attribute_members(net, feed, data: PreparedData, cfg: Config, members, perms_t, idx, side: int,
+                       device) -> np.ndarray:
+    """Signed per-pixel attributions of every member on the cells ``idx``: (N, K, side*side).
+
+    Integrated gradients and saliency of a stacked model run for all members in
+    one call: the members share no weights, so the gradient of the summed logits
+    with respect to member k's image is member k's own gradient, and the result
+    equals attributing each member alone. Other methods (and non-stackable
+    backbones) go member by member through :func:`attribution.attribute`.
+    """
+    import torch
+
+    from . import attribution
+
+    K, acfg = net.k, cfg.attribution
+    baseline = _baseline_image(data, cfg, device)
+    base = torch.cat([baseline(m.perm) for m in members], dim=1)            # (1, K, s, s)
+    targets = torch.as_tensor(data.codes[idx], device=device)
+    # images per forward: the configured bound, lowered on CPU so that the
+    # activations kept for the backward pass stay within EVAL_BYTES
+    budget = _chunk(net.act_elems, K, EVAL_BYTES // 3, device)
+    step = max(1, min(acfg.internal_batch_size, budget or acfg.internal_batch_size))
+    pixel = np.empty((len(idx), K, side * side), np.float32)
+    batched = net.stacked and acfg.method in ("integrated_gradients", "saliency")
+    if not batched:
+        modules = [net.member(net.snapshot(k), device) for k in range(K)]
+        sub = dataclasses.replace(acfg, internal_batch_size=step)
+    for i in range(0, len(idx), step):
+        sel = slice(i, i + step)
+        images = _images(feed(idx[sel]), perms_t, side)                     # (n, K, s, s)
+        if batched:
+            pixel[sel] = _attribute_stacked(net, images, targets[sel], base, acfg).reshape(images.shape[0], K, -1)
+        else:
+            for k in range(K):
+                pixel[sel, k] = attribution.attribute(modules[k], images[:, k:k + 1], targets[sel], sub,
+                                                      baseline=base[:, k:k + 1])
+    return pixel
+
+
+def _attribute_stacked(net, images, targets, base, acfg):
+    """IG or saliency of all K members at once on (N, K, s, s) images -> (N, K, s, s)."""
+    import torch
+    from captum.attr import IntegratedGradients, Saliency
+
+    def forward(x):
+        return net.forward(x).sum(0)                                          # (N, C)
+
+    if acfg.method == "saliency":
+        grad = Saliency(forward).attribute(images, target=targets, abs=False)
+        return (grad * (images - base)).detach().cpu().numpy()
+    # one path point of every image per forward (as in attribution.attribute)
+    attr = IntegratedGradients(forward).attribute(images, baselines=base.expand_as(images), target=targets,
+                                                  n_steps=acfg.n_steps, internal_batch_size=images.shape[0])
+    return attr.detach().cpu().numpy()
 
 
 def _attribution_cells(data: PreparedData, cfg: Config) -> np.ndarray:
@@ -329,4 +579,4 @@ def _baseline_image(data: PreparedData, cfg: Config, device):
         zero = torch.zeros(1, 1, side, side, device=device)
         return lambda perm: zero
     mean = torch.as_tensor(data.train_mean_features()[None], device=device)
-    return lambda perm: _images(mean, torch.as_tensor(perm, device=device)[None], side)[0]
+    return lambda perm: _images(mean, torch.as_tensor(perm, device=device)[None], side)

@@ -83,13 +83,13 @@ def check_fastq(path: str | os.PathLike, *, field: str = "fastq", max_records: i
     return n
 
 
-def count_reads(path: str | os.PathLike) -> int:
-    """Number of 4-line records (0 for a missing or empty file)."""
+def has_reads(path: str | os.PathLike) -> bool:
+    """True when the (plain or gzipped) file holds at least one line; reads only its start."""
     path = Path(path)
     if not path.exists() or path.stat().st_size == 0:
-        return 0
+        return False
     with open_text(path) as fh:
-        return sum(1 for _ in fh) // 4
+        return bool(fh.readline().strip())
 
 
 def is_gzip(path: Path) -> bool:

@@ -208,8 +208,7 @@ def assemble(reads_1: str | os.PathLike, outdir: str | os.PathLike, *, reads_2: 
     with _scratch(outdir, "assembly") as tmp:
         cmd, produced = assembler_command(assembler, reads, tmp, threads=threads, memory_gb=memory_gb)
         find_tool(cmd[0])
-        n_reads = sum(fq.count_reads(p) for p in (reads.reads_1, reads.reads_2, reads.single) if p is not None)
-        if n_reads == 0:
+        if not any(fq.has_reads(p) for p in (reads.reads_1, reads.single) if p is not None):
             log.warning("assemble: no unaligned reads to assemble; the de-novo set is empty")
             atomic.write_text(target, "")
             return target
