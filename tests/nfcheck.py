@@ -329,6 +329,11 @@ def plugin_ids(config: Path) -> set[str]:
     return {pid.split("@")[0] for pid in re.findall(r"\bid\s+['\"]([^'\"]+)['\"]", text)}
 
 
+def aliases(paths) -> dict[str, str]:
+    """{alias: process name} of every ``include { X as Y }`` in the given files."""
+    return {item.alias: item.name for p in paths for inc in parse_nf(p).includes for item in inc.items if item.alias}
+
+
 def check_includes(path: Path, plugins: set[str]) -> dict[str, str]:
     """{local name: defining file or plugin} for every include of ``path``; raises NfError."""
     names = {}
@@ -618,7 +623,8 @@ def ext_args(config: Path) -> dict[str, list[str]]:
             continue
         close = match_close(mbody, a.end() - 1)
         closure = body[a.end():close]
-        out[name] = [lit for lit in _literals(closure) if lit.strip()]
+        for one in name.split("|"):  # a selector may name several processes: 'A|B'
+            out[one] = [lit for lit in _literals(closure) if lit.strip()]
     return out
 
 

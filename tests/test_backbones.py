@@ -247,23 +247,7 @@ def test_default_cnn_tells_pixels_apart_where_global_pooling_cannot():
     assert _accuracy(small, xv, yv) <= 0.7  # chance is 0.5 (128 held-out cells)
 
 
-def _pbmc68k_reduced():
-    """scanpy's bundled pbmc68k_reduced, read with anndata (importing scanpy costs ~10 s)."""
-    import importlib.util
-    from pathlib import Path
-
-    import anndata
-
-    spec = importlib.util.find_spec("scanpy")
-    path = Path(spec.submodule_search_locations[0]) / "datasets" / "10x_pbmc68k_reduced.h5ad"
-    if path.is_file():
-        return anndata.read_h5ad(path)
-    import scanpy as sc
-
-    return sc.datasets.pbmc68k_reduced()
-
-
-def test_default_cnn_learns_pbmc68k_reduced_where_cnn_small_does_not():
+def test_default_cnn_learns_pbmc68k_reduced_where_cnn_small_does_not(pbmc):
     """Held-out accuracy on real data (10 bulk_labels classes, 765 genes -> 28x28).
 
     Same split, arrangement, seed and fixed short schedule (8 epochs, AdamW,
@@ -271,10 +255,9 @@ def test_default_cnn_learns_pbmc68k_reduced_where_cnn_small_does_not():
     """
     from sklearn.model_selection import train_test_split
 
-    adata = _pbmc68k_reduced()
-    raw = adata.raw.X
+    raw = pbmc.raw.X
     x = np.asarray(raw.todense() if hasattr(raw, "todense") else raw, dtype=np.float32)
-    y = adata.obs["bulk_labels"].cat.codes.to_numpy().astype(np.int64)
+    y = pbmc.obs["bulk_labels"].cat.codes.to_numpy().astype(np.int64)
     tr, te = train_test_split(np.arange(len(y)), test_size=0.2, stratify=y, random_state=0)
     mu, sd = x[tr].mean(0), x[tr].std(0) + 1e-6
     perm = transform.arrangement(x.shape[1], seed=0)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import functools
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -206,9 +207,13 @@ def test_module_command_and_options_exist(name):
 
 
 def test_ext_args_name_existing_processes():
-    assert set(EXT_ARGS) <= set(PROCESSES)
+    alias = nfcheck.aliases(NF_FILES)
     with_name = re.findall(r"withName:\s*'([^']+)'", (REPO / "conf" / "modules.config").read_text())
-    assert set(with_name) <= set(PROCESSES)
+    named = {n for sel in with_name for n in sel.split("|")}
+    assert named <= set(PROCESSES) | set(alias) and set(EXT_ARGS) <= named
+    # withName matches the alias, not the original name: an aliased process needs its own selector
+    for new, old in alias.items():
+        assert EXT_ARGS.get(new) == EXT_ARGS.get(old), f"{new} (alias of {old}) gets other ext.args"
 
 
 def test_run_configuration_reaches_the_steps():
@@ -407,7 +412,7 @@ class Task:
         ctx["task"]["ext"]["args"] = " ".join(nfcheck.render(a, args_ctx) for a in ext)
         script, _ = nfcheck.render_template(self.proc.stub if stub else self.proc.script, ctx, given)
         (self.dir / ".command.sh").write_text(script)
-        env = {**__import__("os").environ}
+        env = dict(os.environ)
         env["PATH"] = f"{REPO / 'bin'}:{env['PATH']}"  # Nextflow puts bin/ on a task's PATH
         done = subprocess.run(["bash", "-euo", "pipefail", ".command.sh"], cwd=self.dir, capture_output=True,
                               text=True, timeout=600, env=env)
@@ -417,6 +422,9 @@ class Task:
         for emit, files in outputs.items():
             for f in files:
                 assert stub or f.is_dir() or f.stat().st_size > 0, f"{self.proc.name}.{emit}: {f.name} is empty"
+        for out in self.proc.outputs:
+            if re.search(r"\bstdout\b", out.decl):  # `stdout` outputs: what the script printed
+                outputs[out.emit] = done.stdout
         return outputs
 
 
@@ -439,6 +447,7 @@ def dag(tmp_path_factory):
         res = Task("DEEPMAPPER_TRAINPASS", work, str(start)).run({"meta": chunk, "dataset": dataset}, chunk)
         assert [f.name for f in res["passes"]] == [f"pass_{i:03d}.npz" for i in range(start, start + chunk["count"])]
         passes += res["passes"]
+        out.setdefault("trainpass_stdout", []).append(res["log"])
     out["passes"] = sorted(passes, key=lambda f: f.name)  # gather: collect(sort: by name)
     gathered = {"meta": meta, "dataset": dataset, "passes": out["passes"]}
     out["accumulate"] = Task("DEEPMAPPER_ACCUMULATE", work, "1").run(gathered, meta)
@@ -461,6 +470,19 @@ def test_dag_ingest_and_passes(dag):
     data = ad.read_h5ad(dag["ingest"]["dataset"][0], backed="r")
     assert data.shape == (700, 765)
     assert [f.name for f in dag["passes"]] == [f"pass_{i:03d}.npz" for i in range(TEST_PARAMS["passes"])]
+
+
+def test_dag_gate_verdicts_reach_the_workflow(dag):
+    """TRAIN_PASSES counts accepted passes from train-pass's stdout (round two when short): that
+    count, with the workflow's own regex, equals the accepted flags in the pass files."""
+    from deepmapper.passfile import read_pass
+
+    text = (REPO / "subworkflows" / "local" / "train_passes" / "main.nf").read_text()
+    regex = re.search(r"line ==~ /(.+?)/ }", text).group(1)
+    counted = sum(1 for out in dag["trainpass_stdout"] for line in out.splitlines() if re.fullmatch(regex, line))
+    flags = [read_pass(f).accepted for f in dag["passes"]]
+    assert counted == sum(flags)
+    assert sum(1 for out in dag["trainpass_stdout"] for line in out.splitlines() if line.startswith("pass ")) == len(flags)
 
 
 def test_dag_findings_rank_every_feature(dag):

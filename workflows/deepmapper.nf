@@ -90,7 +90,7 @@ workflow DEEPMAPPER {
         log.warn("--passes_per_task ${params.passes_per_task} is not a multiple of --passes_per_step ${params.passes_per_step}: " +
             "results will differ from `deepmapper run` with the same seed (still valid, not identical).")
     }
-    TRAIN_PASSES(ch_dataset, params.passes, params.passes_per_task)
+    TRAIN_PASSES(ch_dataset, params.passes, params.max_tries, params.passes_per_task)
     ch_dataset_passes = ch_dataset.join(TRAIN_PASSES.out.passes)
 
     DEEPMAPPER_ACCUMULATE(ch_dataset_passes)

@@ -3,7 +3,9 @@
 The matrix stays as it was stored (sparse CSR stays sparse): a batch is sliced
 by row, densified, scaled with statistics fitted on the training cells only,
 and only then gathered into pixels (``transform.to_pixels``), so no
-cells x pixels array is ever built for all arrangements at once.
+cells x pixels array is ever built for all arrangements at once. The scaling
+statistics are accumulated over row blocks (column sums of the non-zeros), so
+preparing a matrix never copies or densifies it whole.
 """
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ from .split import Split, stratified_split
 # Below this many bytes the scaled matrix is kept dense in memory (fast path for
 # small data); above it, batches are densified on the fly from the stored matrix.
 DENSE_LIMIT_BYTES = 512 * 1024 * 1024
+# Rows per block when accumulating statistics or filling the dense copy.
+BLOCK_ROWS = 4096
 
 
 @dataclass
@@ -32,6 +36,7 @@ class PreparedData:
     features_sha256: str = ""
     dataset_sha256: str = ""
     dense_scaled: np.ndarray | None = None
+    raw_mean: np.ndarray | None = None   # unscaled mean of the training cells (float64)
 
     @property
     def n_features(self) -> int:
@@ -50,15 +55,15 @@ class PreparedData:
         """Scaled dense features of the given cells, float32 (len(idx), n_features)."""
         if self.dense_scaled is not None:
             return self.dense_scaled[idx]
-        block = self.X[idx]
-        block = block.toarray() if hasattr(block, "toarray") else np.asarray(block)
-        return ((block - self.mean) / self.scale).astype(np.float32, copy=False)
+        return _scaled(self.X[idx], self.mean, self.scale)
 
     def train_mean_features(self) -> np.ndarray:
         """Mean scaled feature vector of the training cells (the default attribution baseline)."""
         return ((self._train_mean_raw() - self.mean) / self.scale).astype(np.float32)
 
     def _train_mean_raw(self) -> np.ndarray:
+        if self.raw_mean is not None:
+            return self.raw_mean
         return np.asarray(self.X[self.split.train].mean(axis=0)).ravel()
 
 
@@ -79,29 +84,63 @@ def prepare(adata, cfg: Config, *, where: str = "dataset") -> PreparedData:
     X = adata.X
     if sp.issparse(X):
         X = X.tocsr().astype(np.float32, copy=False)
+        if not X.has_canonical_format:   # duplicate entries would break the squared column sums
+            X = X.copy()
+            X.sum_duplicates()
     else:
         X = np.asarray(X, dtype=np.float32)
-    mean, scale = _scaling(X, split.train, cfg.run.scale)
+    raw_mean, sq_mean = _moments(X, split.train)
+    mean, scale = _scaling(raw_mean, sq_mean, cfg.run.scale)
     data = PreparedData(X=X, codes=codes, classes=classes, feature_names=[str(v) for v in adata.var_names],
                         split=split, mean=mean, scale=scale,
                         features_sha256=io.features_sha256(adata.var_names),
-                        dataset_sha256=str(adata.uns.get("deepmapper", {}).get("source_sha256", "")))
+                        dataset_sha256=str(adata.uns.get("deepmapper", {}).get("source_sha256", "")),
+                        raw_mean=raw_mean)
     if X.shape[0] * X.shape[1] * 4 <= DENSE_LIMIT_BYTES:
-        dense = X.toarray() if sp.issparse(X) else X
-        data.dense_scaled = ((dense - mean) / scale).astype(np.float32)
+        # filled block by block: the peak is the dense copy itself, not several temporaries
+        dense = np.empty(X.shape, np.float32)
+        for start in range(0, X.shape[0], BLOCK_ROWS):
+            dense[start:start + BLOCK_ROWS] = _scaled(X[start:start + BLOCK_ROWS], mean, scale)
+        data.dense_scaled = dense
     return data
 
 
-def _scaling(X, train_idx: np.ndarray, how: str) -> tuple[np.ndarray, np.ndarray]:
+def _scaled(block, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Rows (sparse or dense) -> dense float32 ``(x - mean) / scale``, in place on one new array."""
+    out = block.toarray() if hasattr(block, "toarray") else np.array(block, dtype=np.float32)
+    out = out.astype(np.float32, copy=False)
+    out -= mean
+    out /= scale
+    return out
+
+
+def _moments(X, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and mean square over ``rows`` (float64), one row block at a time.
+
+    For CSR only the stored non-zeros are touched (column sums by ``bincount``);
+    no copy of the selected rows is kept beyond one block.
+    """
     n = X.shape[1]
+    total, total_sq = np.zeros(n), np.zeros(n)
+    rows = np.sort(np.asarray(rows))
+    for start in range(0, len(rows), BLOCK_ROWS):
+        block = X[rows[start:start + BLOCK_ROWS]]
+        if hasattr(block, "indices"):
+            values = block.data.astype(np.float64)
+            total += np.bincount(block.indices, weights=values, minlength=n)
+            total_sq += np.bincount(block.indices, weights=values * values, minlength=n)
+        else:
+            values = np.asarray(block, dtype=np.float64)
+            total += values.sum(axis=0)
+            total_sq += (values * values).sum(axis=0)
+    count = max(1, len(rows))
+    return total / count, total_sq / count
+
+
+def _scaling(mean: np.ndarray, sq: np.ndarray, how: str) -> tuple[np.ndarray, np.ndarray]:
+    n = mean.shape[0]
     if how == "none":
         return np.zeros(n, np.float32), np.ones(n, np.float32)
-    sub = X[train_idx]
-    mean = np.asarray(sub.mean(axis=0), dtype=np.float64).ravel()
-    if hasattr(sub, "multiply"):
-        sq = np.asarray(sub.multiply(sub).mean(axis=0), dtype=np.float64).ravel()
-    else:
-        sq = (np.asarray(sub, dtype=np.float64) ** 2).mean(axis=0)
     std = np.sqrt(np.maximum(sq - mean**2, 0.0))
     # A feature constant on the training cells gets scale 1: it stays 0 after
     # centring instead of blowing up, and can earn no attribution.

@@ -76,10 +76,12 @@ def train_passes(data: PreparedData, cfg: Config, pass_indices: list[int], *, pr
 #
 # Layout: a batch of images is (B, K, side, side), channel k holding member k's
 # arrangement of the same cells; a forward returns logits (K, B, n_classes).
-# Stackable backbones run as one model with grouped convolutions (groups = K)
-# and batched matrix products over parameters stacked as (K, ...) tensors. On
-# CPU this measured faster than ``vmap(functional_call)`` (which lowers to the
-# same grouped convolution plus reshapes) and than K separate calls.
+# Stackable backbones run as one functional model over parameters stacked as
+# (K, ...) leaves: linear layers as one batched matrix product; convolutions as
+# one grouped convolution (groups = K) on a GPU, and as K plain convolutions on
+# CPU, where oneDNN's grouped convolution with few channels per group measured
+# slower than the K separate calls (and ``vmap(functional_call)``, which lowers
+# to the grouped convolution plus reshapes, slower still).
 
 # Activation bytes one training micro-batch may produce. A 64-image step on a
 # large pseudo-image (142 x 142) streams ~250 MB of activations through memory;
@@ -106,10 +108,11 @@ class _Stacked:
 
     stacked = True
 
-    def __init__(self, models, generators, side: int, channels_last: bool = False):
+    def __init__(self, models, generators, side: int, channels_last: bool = False, grouped: bool = False):
         import torch
 
         self.k = len(models)
+        self.grouped = grouped
         self.template = copy.deepcopy(models[0]).cpu()
         named = [dict(m.named_parameters()) for m in models]
         self.params = {n: torch.stack([d[n].detach() for d in named]).requires_grad_(True) for n in named[0]}
@@ -153,44 +156,53 @@ class _Stacked:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         model = self.template
+        # images travel as one (B, K*C, H, W) tensor (grouped) or as K tensors (B, C, H, W)
+        images = x if self.grouped else [x[:, k:k + 1] for k in range(self.k)]
         if type(model).__name__ == "WideDeepCNN":
             flat = x.reshape(x.shape[0], self.k, -1).transpose(0, 1)
-            return self._run(model.wide, "wide.", flat, masks) + self._run(model.deep, "deep.", x, masks)
-        return self._run(model, "", x, masks)
+            return self._run(model.wide, "wide.", flat, masks) + self._run(model.deep, "deep.", images, masks)
+        return self._run(model, "", images, masks)
 
     def _run(self, module, prefix: str, x, masks):
-        """Apply ``module`` to images (B, K*C, H, W) or vectors (K, B, D) of all members."""
+        """Apply ``module`` to all members' images or to their vectors (K, B, D)."""
         import torch
         import torch.nn as nn
         import torch.nn.functional as F
 
         K, P = self.k, self.params
+        each = isinstance(x, list)
         if isinstance(module, nn.Sequential):
             for name, child in module.named_children():
                 x = self._run(child, f"{prefix}{name}.", x, masks)
             return x
         if isinstance(module, nn.Conv2d):
-            w = P[prefix + "weight"]
-            w = w.reshape(-1, *w.shape[2:])
-            if self.channels_last:
-                w = w.contiguous(memory_format=torch.channels_last)
-            b = P.get(prefix + "bias")
-            return F.conv2d(x, w, None if b is None else b.reshape(-1), module.stride, module.padding,
-                            module.dilation, K * module.groups)
+            w, b = P[prefix + "weight"], P.get(prefix + "bias")
+            fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+            args = (module.stride, module.padding, module.dilation)
+            if each:
+                return [F.conv2d(v, w[k].contiguous(memory_format=fmt), None if b is None else b[k], *args,
+                                 module.groups) for k, v in enumerate(x)]
+            w = w.reshape(-1, *w.shape[2:]).contiguous(memory_format=fmt)
+            return F.conv2d(x, w, None if b is None else b.reshape(-1), *args, K * module.groups)
         if isinstance(module, nn.Linear):
             w, b = P[prefix + "weight"], P.get(prefix + "bias")
             y = torch.bmm(x, w.transpose(1, 2))                 # (K, B, in) @ (K, in, out)
             return y if b is None else y + b[:, None, :]
         if isinstance(module, nn.ReLU):
-            return F.relu(x)
+            return [F.relu(v) for v in x] if each else F.relu(x)
         if isinstance(module, nn.AdaptiveAvgPool2d):
-            return F.adaptive_avg_pool2d(x, module.output_size)
+            return [F.adaptive_avg_pool2d(v, module.output_size) for v in x] if each else \
+                F.adaptive_avg_pool2d(x, module.output_size)
         if isinstance(module, nn.Flatten):
+            if each:
+                return torch.stack([v.flatten(1) for v in x])
             return x.reshape(x.shape[0], K, -1).transpose(0, 1)  # member k's (C, H, W) in order
         if isinstance(module, nn.Dropout):
             mask = (masks or {}).get(prefix[:-1])
             if mask is None:
                 return x
+            if each:
+                return [v * mask[k] for k, v in enumerate(x)]
             if x.dim() == 3:
                 return x * mask
             return x * mask.transpose(0, 1).reshape(x.shape)     # (K, B, C, H, W) -> (B, K*C, H, W)
@@ -375,7 +387,7 @@ def train_group(data: PreparedData, cfg: Config, group: list[int], *, device, pr
                                     generator=torch.Generator().manual_seed(seed),
                                     stopper=EarlyStopping(r.patience, r.min_delta, r.min_epochs), train_loss=[]))
     if backbones.stackable(cfg.backbone.kind):
-        net = _Stacked(models, [m.generator for m in members], side,
+        net = _Stacked(models, [m.generator for m in members], side, grouped=device.type == "cuda",
                        channels_last=device.type == "cpu" and side >= CHANNELS_LAST_SIDE)
     else:
         if len(models) != 1:

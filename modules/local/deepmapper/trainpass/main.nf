@@ -12,6 +12,9 @@ process DEEPMAPPER_TRAINPASS {
 
     output:
     tuple val(meta), path('passes/pass_*.npz'), emit: passes
+    // one line per pass, "pass N: accuracy A accepted|rejected ...": the gate's verdicts,
+    // which decide whether TRAIN_PASSES needs a second round
+    tuple val(meta), stdout, emit: log
     tuple val("${task.process}"), val('deepmapper'), eval("deepmapper --version | sed 's/.*version //'"), emit: versions_deepmapper, topic: versions
     tuple val("${task.process}"), val('torch'), eval("python -c 'import torch; print(torch.__version__)'"), emit: versions_torch, topic: versions
 
@@ -34,6 +37,7 @@ process DEEPMAPPER_TRAINPASS {
     mkdir -p passes
     for i in \$(seq ${meta.start} \$(( ${meta.start} + ${meta.count} - 1 ))); do
         touch passes/pass_\$(printf '%03d' \$i).npz
+        echo "pass \$i: accuracy 1.000 accepted (stub)"
     done
     """
 }
