@@ -81,3 +81,44 @@ def test_cli_cluster_atac_and_refusal(tmp_path):
     line = res.output.strip().splitlines()[-1]
     assert f"{bad}: field 'X':" in line and "Fix: give the raw" in line
     assert not (tmp_path / "never.h5ad").exists()
+
+
+# -- kompot: the optional two-condition comparator ------------------------------------------
+
+def _two_conditions(n=80, seed=0):
+    import anndata as ad
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    cond = np.repeat(["ctrl", "treat"], n // 2)
+    X = rng.normal(size=(n, 6))
+    X[cond == "treat", 0] += 3  # g0 up, g1 down in the treated cells; g2..g5 unchanged
+    X[cond == "treat", 1] -= 2
+    return ad.AnnData(X, obs=pd.DataFrame({"c": cond}, index=[f"c{i}" for i in range(n)]),
+                      var=pd.DataFrame(index=[f"g{j}" for j in range(6)]))
+
+
+def test_kompot_missing_gives_install_hint(monkeypatch):
+    import sys
+
+    from deepmapper.errors import ToolError
+    from deepmapper.kompot_baseline import kompot_ranking
+
+    monkeypatch.setitem(sys.modules, "kompot", None)  # import kompot now raises ImportError
+    with pytest.raises(ToolError, match="kompot is not installed.*Fix: pip install kompot"):
+        kompot_ranking(_two_conditions(), "c", ["ctrl", "treat"])
+    with pytest.raises(ConfigError, match="exactly two different groups"):
+        kompot_ranking(_two_conditions(), "c", ["ctrl", "ctrl"])
+    with pytest.raises(InputError, match=r"label\(s\) \['placebo'\] not in obs\['c'\]"):
+        kompot_ranking(_two_conditions(), "c", ["ctrl", "placebo"])
+
+
+@pytest.mark.slow  # about 2 minutes on 2 shared cores: JAX compilation and mellon's fits dominate
+def test_kompot_ranks_the_shifted_genes_first():
+    pytest.importorskip("kompot")
+    from deepmapper.kompot_baseline import kompot_ranking
+
+    table = kompot_ranking(_two_conditions(), "c", ["ctrl", "treat"], n_landmarks=20, n_pcs=3)
+    assert table["feature"].tolist()[:2] == ["g0", "g1"]
+    assert table["rank"].tolist() == list(range(1, 7))
+    assert np.sign(table.set_index("feature").loc[["g0", "g1"], "mean_log_fold_change"]).tolist() == [1, -1]

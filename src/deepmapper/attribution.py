@@ -47,13 +47,15 @@ from .errors import ConfigError
 METHODS = ("integrated_gradients", "saliency", "occlusion", "attention_rollout")
 
 
-def attribute(model, images, targets, cfg, baseline=None) -> np.ndarray:
+def attribute(model, images, targets, cfg, baseline=None, *, progress: bool = False) -> np.ndarray:
     """Signed per-pixel attributions ``(N, side*side)`` float32 of ``targets`` for ``images``.
 
     ``images``: ``(N, 1, side, side)`` tensor or array; ``targets``: ``N`` class
-    indices; ``cfg``: :class:`deepmapper.config.AttributionConfig`.
+    indices; ``cfg``: :class:`deepmapper.config.AttributionConfig`. With
+    ``progress`` a bar over the chunks is shown on a terminal (quiet in logs).
     """
     import torch
+    from tqdm.auto import tqdm
 
     if cfg.method not in METHODS:
         raise ConfigError(f"unknown attribution method '{cfg.method}'", field="attribution.method",
@@ -86,7 +88,8 @@ def attribute(model, images, targets, cfg, baseline=None) -> np.ndarray:
     chunk = max(1, int(cfg.internal_batch_size))
     out = np.empty((n, side * side), dtype=np.float32)
     with _frozen_eval(model):
-        for start in range(0, n, chunk):
+        for start in tqdm(range(0, n, chunk), desc=f"attribution ({cfg.method})", unit="chunk",
+                          disable=None if progress else True, leave=False):
             stop = min(start + chunk, n)
             a = fn(model, x[start:stop], t[start:stop], base, cfg)
             out[start:stop] = a.detach().reshape(stop - start, -1).cpu().numpy()

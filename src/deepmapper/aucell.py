@@ -164,7 +164,7 @@ def _rank_weights(x, n_up: int):
 
 
 def aucell_matrix(X, M: np.ndarray, sizes: np.ndarray, *, top_fraction: float = 0.05, device: str = "auto",
-                  batch_size: int = 2048) -> np.ndarray:
+                  batch_size: int | None = None) -> np.ndarray:
     """AUCell scores (cells x sets, float32 in [0, 1]) of a cells x genes matrix (dense or sparse)."""
     import scipy.sparse as sp
     import torch
@@ -172,8 +172,12 @@ def aucell_matrix(X, M: np.ndarray, sizes: np.ndarray, *, top_fraction: float = 
     n_cells, n_genes = X.shape
     n_up = n_up_for(n_genes, top_fraction)
     dev = _device(device)
-    # float64 accumulation: weights are multiples of 0.5 up to n_up, sums stay exact
-    Mt = torch.as_tensor(M, dtype=torch.float64, device=dev)
+    # weights are multiples of 0.5, and a set's sum is at most n_up * (n_up - 1) / 2: float32
+    # holds every such sum exactly up to n_up = 4096 (2^24 halves); beyond that use float64
+    dtype = torch.float32 if n_up * (n_up - 1) < 2 ** 24 else torch.float64
+    if batch_size is None:  # about 16M values per dense block, whatever the gene count
+        batch_size = int(min(4096, max(16, 2 ** 24 // max(n_genes, 1))))
+    Mt = torch.as_tensor(M, dtype=dtype, device=dev)
     denom = torch.as_tensor(max_area(sizes, n_up), dtype=torch.float64, device=dev)
     X = sp.csr_matrix(X) if sp.issparse(X) else np.asarray(X)
     out = np.empty((n_cells, M.shape[1]), dtype=np.float32)
@@ -185,13 +189,13 @@ def aucell_matrix(X, M: np.ndarray, sizes: np.ndarray, *, top_fraction: float = 
             if not torch.isfinite(x).all():
                 raise InputError("the expression matrix has NaN or infinite values", where="input", field="X",
                                  fix="replace missing values before scoring gene sets.")
-            W = _rank_weights(x, n_up).to(torch.float64)
-            out[start:start + batch_size] = (W @ Mt / denom).cpu().numpy()
+            W = _rank_weights(x, n_up).to(dtype)
+            out[start:start + batch_size] = ((W @ Mt).to(torch.float64) / denom).cpu().numpy()
     return out
 
 
 def score_genesets(adata, gmt_path, *, min_size: int = 5, top_fraction: float = 0.05, matrix: str = "auto",
-                   device: str = "auto", batch_size: int = 2048):
+                   device: str = "auto", batch_size: int | None = None):
     """AUCell scores as a new AnnData: cells x gene sets, ``obs`` (and ``obsm``) carried over.
 
     ``matrix``: ``auto`` (``.raw`` when present, else ``X``), ``X``, ``raw`` or

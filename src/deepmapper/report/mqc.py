@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 import shutil
 import os
 import subprocess
@@ -300,7 +301,7 @@ def run_multiqc(mqc_dir: str | Path, outdir: str | Path, *, config: str | Path |
         if title:
             cmd += ["--title", title]
         cmd.append(str(mqc_dir))
-        log.info("running %s", " ".join(cmd))
+        log.info("running %s", shlex.join(cmd))
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0 or not (tmp / "multiqc_report.html").is_file():
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["it wrote no report"]
