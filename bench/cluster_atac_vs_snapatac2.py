@@ -11,8 +11,9 @@ planted groups, at Leiden resolution 0.5 and 1.0:
   cosine iterative LSI, chi-square feature choice, depth filter, 50-NN Leiden);
 - snapatac2: ``tl.spectral(features=None)``, ``pp.knn``, ``tl.leiden`` (its defaults);
 - naive ArchR-style port: log TF-IDF, LSI (30 components, first dropped for depth,
-  components z-scored), Leiden at 0.2 on 15-NN, then features by plain variance of
-  the cluster means, re-fit (2 iterations), final Leiden on 15-NN.
+  components z-scored), Leiden at 0.2 on 15-NN (doubled until there are two
+  clusters), then features by plain variance of the log cluster means, re-fit
+  (2 iterations), final Leiden on 15-NN.
 
 snapatac2 is not a dependency of deepmapper: ``pip install snapatac2`` (2.9.0 was
 measured; install it with --no-deps to keep plotly 7, it only needs plotly for plots).
@@ -20,6 +21,7 @@ measured; install it with --no-deps to keep plotly 7, it only needs plotly for p
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import time
 
 import numpy as np
@@ -39,8 +41,11 @@ def naive_archr(X, *, seed: int, resolution: float) -> np.ndarray:
         U, S, _ = randomized_svd(T, 30, n_iter=7, random_state=seed)
         emb = (U * S)[:, 1:]
         emb = (emb - emb.mean(0)) / emb.std(0)
-        labels = leiden_on_embedding(emb, resolution=0.2 if it == 0 else resolution, seed=seed,
-                                     n_neighbors=15, metric="euclidean")
+        res = 0.2 if it == 0 else resolution
+        labels = leiden_on_embedding(emb, resolution=res, seed=seed, n_neighbors=15, metric="euclidean")
+        while it == 0 and len(np.unique(labels)) < 2 and res < 8:  # variance of one mean is meaningless
+            res *= 2
+            labels = leiden_on_embedding(emb, resolution=res, seed=seed, n_neighbors=15, metric="euclidean")
         if it == 0:
             means = np.vstack([np.asarray(B[labels == k].mean(0)).ravel() for k in np.unique(labels)])
             lognorm = np.log2(means / means.sum(1, keepdims=True) * 1e4 + 1)
@@ -82,11 +87,9 @@ def main() -> None:
     methods = {"deepmapper": lambda r: cluster_labels(adata, modality="atac", resolution=r,
                                                       seed=args.seed).obs["cluster"].to_numpy(),
                "naive_archr": lambda r: naive_archr(adata.X, seed=args.seed, resolution=r)}
-    try:
-        import snapatac2  # noqa: F401
-
+    if importlib.util.find_spec("snapatac2") is not None:
         methods["snapatac2"] = lambda r: snapatac2_labels(adata, seed=args.seed, resolution=r)
-    except ImportError:
+    else:
         print("snapatac2 is not installed: pip install --no-deps snapatac2 (and its runtime deps)")
     print(f"{'method':<12} {'resolution':>10} {'clusters':>8} {'ARI':>6} {'seconds':>8}")
     for name, fn in methods.items():

@@ -24,10 +24,10 @@ def isSamplesheet(input, labelKey, denovo) {
 }
 
 // {process: {tool: version}} as MultiQC's software-versions YAML
-def versionsYaml(process, tools, versions) {
+def versionsYaml(procName, tools, versions) {
     // pairs sorted by tool name: the same file whatever order the tasks finished in
     def lines = [tools, versions].transpose().sort { pair -> pair[0] }.collect { tool, version -> "    ${tool}: ${version}" }
-    return "${process}:\n" + lines.join('\n')
+    return "${procName}:\n" + lines.join('\n')
 }
 
 workflow DEEPMAPPER {
@@ -63,8 +63,8 @@ workflow DEEPMAPPER {
     } else {
         def ingest_in
         if (sheet) {
-            rows.each { meta, path, _fastq_1, _fastq_2 ->
-                if (!path) {
+            rows.each { meta, matrix_path, _fastq_1, _fastq_2 ->
+                if (!matrix_path) {
                     error("${params.input}: sample '${meta.id}' has no path. Fix: give sample,path,label rows, or run with --denovo for FASTQ rows.")
                 }
             }
@@ -117,10 +117,11 @@ workflow DEEPMAPPER {
     DEEPMAPPER_REPORT(ch_report_in)
 
     ch_versions_yml = channel.topic('versions')
-        .map { process, tool, version -> [process.tokenize(':').last(), tool, version] }
+        // plain strings (GString values would defeat unique()), short process names
+        .map { proc_name, tool, version -> [proc_name.toString().tokenize(':').last(), tool.toString(), version.toString()] }
         .unique()
         .groupTuple(by: 0)
-        .map { process, tools, versions -> versionsYaml(process, tools, versions) }
+        .map { proc_name, tools, versions -> versionsYaml(proc_name, tools, versions) }
         .collectFile(name: 'pipeline_software_mqc_versions.yml', storeDir: "${params.outdir}/pipeline_info", newLine: true, sort: true)
 
     if (!params.skip_multiqc) {

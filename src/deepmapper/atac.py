@@ -6,9 +6,8 @@ that matter when the group signal is weak (a few hundred peaks each, opened only
 2-3x more often):
 
 1. **cosine geometry**: every cell's TF-IDF vector is scaled to unit length before
-   the SVD and the LSI coordinates are compared by cosine distance. This is what
-   gives snapATAC2's spectral embedding its edge: depth differences stop dominating
-   cell-cell similarity, so the first components are not spent on library size.
+   the SVD and the LSI coordinates are compared by cosine distance, as snapATAC2's
+   spectral embedding does: depth differences weigh less in cell-cell similarity.
 2. **components weighted by their singular values** (``U * S``), not z-scored:
    z-scoring every component gives the 20+ noise components the same vote as the
    few that carry groups.
@@ -18,9 +17,10 @@ that matter when the group signal is weak (a few hundred peaks each, opened only
    between clusters more than binomial noise allows, not because it is open often
    or because one cluster was sequenced deeper (plain variance of cluster means
    favours the most accessible peaks).
-4. **a wide neighbour graph** (50 neighbours, as snapATAC2) for the round and final
-   clusterings: one sparse cell is a noisy neighbour, and 15 neighbours let noise
-   split or merge groups.
+4. **a wide, unweighted neighbour graph** (50 neighbours, as snapATAC2) for the round
+   and final clusterings: one sparse cell is a noisy neighbour, and with 15 neighbours
+   noise splits or merges groups (on the generated 2000 x 20000 matrix this alone moved
+   a single LSI round from ARI 0.52 to 0.65).
 
 Components whose Pearson correlation with the (log) number of open peaks exceeds
 ``max_depth_corr`` in absolute value are dropped in every round.

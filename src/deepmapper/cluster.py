@@ -94,12 +94,16 @@ def pca_embedding(X, *, n_components: int = 50, n_top_genes: int = 2000, seed: i
 
     if looks_like_counts(X):
         X = normalize_log1p(X)
+    if X.shape[1] > n_top_genes:  # choose genes while still sparse: only the kept ones are densified
+        if sp.issparse(X):
+            mean = np.asarray(X.mean(axis=0)).ravel()
+            var = np.asarray(X.multiply(X).mean(axis=0)).ravel() - mean ** 2
+        else:
+            var = np.asarray(X).var(axis=0)
+        X = X[:, np.sort(np.argsort(-var, kind="stable")[:n_top_genes])]
     X = X.toarray() if sp.issparse(X) else np.asarray(X)
     X = X.astype(np.float32, copy=False)
     var = X.var(axis=0)
-    if X.shape[1] > n_top_genes:
-        X = X[:, np.sort(np.argsort(-var, kind="stable")[:n_top_genes])]
-        var = X.var(axis=0)
     X = (X - X.mean(0)) / np.where(var > 0, np.sqrt(var), 1.0)
     np.clip(X, -10, 10, out=X)
     k = int(min(n_components, X.shape[0] - 1, X.shape[1] - 1))

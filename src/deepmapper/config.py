@@ -100,7 +100,7 @@ class RunConfig:
     scale: str = _f("standard", "scale", "Per-feature scaling fitted on training cells: standard or none.")
     device: str = _f("auto", "device", "auto (cuda when present, else cpu), cpu or cuda.")
     passes_per_step: int = _f(4, "passes_per_step",
-                              "Arrangements trained together in one stacked model (cnn, cnn_small); 1 = one at a time.")
+                              "Arrangements trained together in one stacked model (cnn, cnn_small, linear, mlp); 1 = one at a time.")
     threads: int = _f(0, "threads", "CPU threads for torch; 0 leaves torch's default.")
 
 

@@ -24,8 +24,8 @@ def passChunks(int first, int end, int perTask) {
 }
 
 // `deepmapper train-pass` prints one line per pass: "pass 3: accuracy 0.812 accepted (...)"
-def acceptedCount(String stdout) {
-    return stdout.readLines().count { line -> line ==~ /^pass \d+: accuracy \S+ accepted\b.*/ }
+def acceptedCount(String printed) {
+    return printed.readLines().count { line -> line ==~ /^pass \d+: accuracy \S+ accepted\b.*/ }
 }
 
 // passes to train in round two: the missing ones divided by the acceptance rate, within max_tries
@@ -56,7 +56,7 @@ workflow TRAIN_PASSES {
     DEEPMAPPER_TRAINPASS(ch_round_one)
 
     ch_accepted = DEEPMAPPER_TRAINPASS.out.log
-        .map { _meta, stdout -> acceptedCount(stdout) }
+        .map { _meta, printed -> acceptedCount(printed) }
         .sum()
     ch_round_two = ch_dataset
         .combine(ch_accepted)
