@@ -215,3 +215,19 @@ def test_non_stackable_backbones_train_one_at_a_time(dataset):
         train.train_group(data, cfg, [0, 1], device=torch.device("cpu"), progress=False)
     (r,) = train.train_passes(data, cfg, [5], progress=False)
     assert r.meta["trained_with"] == [5] and r.importance.shape == (data.n_features,)
+
+
+def test_adamw_matches_torch_adamw():
+    torch.manual_seed(0)
+    ours = [torch.randn(5, 3, requires_grad=True), torch.randn(4, requires_grad=True)]
+    start = [p.detach().clone() for p in ours]
+    ref = [p.detach().clone().requires_grad_(True) for p in ours]
+    a, b = train._AdamW(ours, lr=2e-3, weight_decay=1e-2), torch.optim.AdamW(ref, lr=2e-3, weight_decay=1e-2)
+    for _ in range(30):
+        grads = [torch.randn_like(p) for p in ours]
+        for p, q, g in zip(ours, ref, grads):
+            p.grad, q.grad = g.clone(), g.clone()
+        a.step(), b.step()
+    for p, q in zip(ours, ref):
+        torch.testing.assert_close(p, q, atol=1e-7, rtol=1e-6)
+    assert all((p - s).abs().max() > 1e-3 for p, s in zip(ours, start))  # they did move

@@ -175,6 +175,8 @@ class Config:
         for name in ("passes", "epochs", "batch_size", "top_k", "passes_per_step"):
             if getattr(r, name) < 1:
                 bad(f"run.{name}", f"must be at least 1 (got {getattr(r, name)})", f"set run.{name} >= 1.")
+        if r.seed < 0 or r.max_tries < 0:
+            bad("run.seed", "seed and max_tries must be >= 0", "use a non-negative seed (and 0 for 2 x passes tries).")
         if r.max_tries and r.max_tries < r.passes:
             bad("run.max_tries", f"max_tries ({r.max_tries}) is smaller than passes ({r.passes})",
                 "set max_tries >= passes, or 0 for 2 x passes.")
