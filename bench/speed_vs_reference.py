@@ -148,6 +148,9 @@ def child_ours(case: str, threads: int, extra: dict) -> dict:
     from deepmapper.config import Config
 
     torch.set_num_threads(threads)
+    for name in ("MICRO_BATCH_BYTES", "EVAL_BYTES", "CHANNELS_LAST_SIDE"):   # tuning sweeps
+        if name in extra:
+            setattr(train, name, extra.pop(name))
     X, labels = load_case(case)
     c = {**CASES.get(case, {}), **extra}
     adata = ad.AnnData(X=X, obs=pd.DataFrame({"label": pd.Categorical(labels)},

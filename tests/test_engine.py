@@ -116,7 +116,8 @@ def test_bad_configuration_is_one_clear_line(pbmc_h5ad, tmp_path, args, expected
     assert res.exit_code != 0
     assert expected in res.output
     assert "Traceback" not in res.output
-    assert len(res.output.strip().splitlines()) <= 2
+    errors = [line for line in res.output.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and expected in errors[0]
 
 
 def test_missing_input_file(tmp_path):

@@ -212,7 +212,7 @@ def score_genesets(adata, gmt_path, *, min_size: int = 5, top_fraction: float = 
     import pandas as pd
 
     from .errors import ConfigError
-    from .io import _choose_matrix
+    from .io import choose_matrix
 
     if not 0.0 < top_fraction <= 1.0:
         raise ConfigError(f"top_fraction must lie in (0, 1] (got {top_fraction})", where="--top-fraction",
@@ -221,7 +221,7 @@ def score_genesets(adata, gmt_path, *, min_size: int = 5, top_fraction: float = 
         raise ConfigError(f"min_size must be >= 1 (got {min_size})", where="--min-size", field="min_size",
                           fix="use e.g. 5.")
     sets = read_gmt(gmt_path)
-    X, var_names, _, chosen = _choose_matrix(adata, matrix, where="input")
+    X, var_names, _, chosen = choose_matrix(adata, matrix, where="input")
     M, kept, sizes, dropped = membership(sets, var_names, min_size=min_size)
     scores = aucell_matrix(X, M, sizes, top_fraction=top_fraction, device=device, batch_size=batch_size)
     gmt_sizes = dict(zip(sets.names, (len(g) for g in sets.genes)))

@@ -122,7 +122,7 @@ def cluster_labels(adata, *, modality: str = "rna", resolution: float = 1.0, see
     ``matrix``: ``auto`` (``.raw`` when present, else ``X``), ``X``, ``raw`` or ``layer:<name>``.
     ``n_neighbors``: 15 for RNA, 50 for ATAC (sparse cells are noisy neighbours) unless given.
     """
-    from .io import _choose_matrix
+    from .io import choose_matrix
 
     if modality not in MODALITIES:
         raise ConfigError(f"unknown modality '{modality}'", where="--modality", field="modality",
@@ -130,7 +130,7 @@ def cluster_labels(adata, *, modality: str = "rna", resolution: float = 1.0, see
     if not resolution > 0:
         raise ConfigError(f"resolution must be > 0 (got {resolution})", where="--resolution",
                           field="resolution", fix="use e.g. 1.0 (higher gives more clusters).")
-    X, var_names, _, chosen = _choose_matrix(adata, matrix, where=where)
+    X, var_names, _, chosen = choose_matrix(adata, matrix, where=where)
     n_neighbors = int(n_neighbors or (50 if modality == "atac" else 15))
     info = {"modality": modality, "resolution": float(resolution), "seed": int(seed), "matrix": chosen,
             "n_neighbors": int(n_neighbors)}

@@ -62,8 +62,8 @@ class BackboneConfig:
 
 @dataclass
 class AugmentationConfig:
-    noise_std: float = _f(0.1, "noise_std", "Gaussian noise (in standardised units) added to training images.")
-    feature_dropout: float = _f(0.1, "feature_dropout", "Fraction of pixels zeroed at random in training images.")
+    noise_std: float = _f(0.0, "noise_std", "Gaussian noise (in standardised units) added to training images.")
+    feature_dropout: float = _f(0.0, "feature_dropout", "Fraction of pixels zeroed at random in training images.")
 
 
 @dataclass
@@ -92,7 +92,7 @@ class RunConfig:
     learning_rate: float = _f(2e-3, "learning_rate", "AdamW learning rate.")
     weight_decay: float = _f(1e-2, "weight_decay", "AdamW weight decay.")
     test_fraction: float = _f(0.2, "test_fraction", "Held-out fraction (fixed stratified split, from seed).")
-    val_fraction: float = _f(0.15, "val_fraction", "Validation fraction of the training cells, for early stopping.")
+    val_fraction: float = _f(0.1, "val_fraction", "Validation fraction of the training cells, for early stopping.")
     min_accuracy: float = _f(0.0, "min_accuracy",
                              "Gate: a pass is accepted when its held-out accuracy is at least this "
                              "and above the majority-class rate.")
@@ -202,14 +202,16 @@ class Config:
             bad("run.device", f"unknown device '{r.device}'", f"use one of {', '.join(DEVICE_CHOICES)}.")
         if r.threads < 0:
             bad("run.threads", "threads must be >= 0", "set 0 for torch's default.")
-        if not b.kind:
-            bad("backbone.kind", "backbone kind is empty", f"use one of: {BACKBONE_KINDS_DOC}.")
+        from .backbones import KINDS  # light: torch is imported only when a model is built
+
+        if b.kind not in KINDS and not (b.kind.startswith("timm:") and len(b.kind) > 5):
+            bad("backbone.kind", f"unknown backbone '{b.kind}'", f"use one of: {BACKBONE_KINDS_DOC}.")
         if b.width < 1 or b.hidden < 1 or b.patch_size < 1 or b.depth < 1 or b.heads < 1:
             bad("backbone", "width, hidden, patch_size, depth and heads must be >= 1", "use positive sizes.")
         if not 0.0 <= b.dropout < 1.0:
             bad("backbone.dropout", f"dropout must lie in [0, 1) (got {b.dropout})", "use e.g. 0.25.")
         if au.noise_std < 0 or not 0.0 <= au.feature_dropout < 1.0:
-            bad("augmentation", "noise_std must be >= 0 and feature_dropout in [0, 1)", "use e.g. 0.1 and 0.1.")
+            bad("augmentation", "noise_std must be >= 0 and feature_dropout in [0, 1)", "use e.g. 0.05 and 0.05.")
         if a.method not in ATTRIBUTION_METHODS:
             bad("attribution.method", f"unknown attribution method '{a.method}'",
                 f"use one of {', '.join(ATTRIBUTION_METHODS)}.")

@@ -18,10 +18,12 @@ from .errors import InputError
 from .split import Split, stratified_split
 
 # Below this many bytes the scaled matrix is kept dense in memory (fast path for
-# small data); above it, batches are densified on the fly from the stored matrix.
-DENSE_LIMIT_BYTES = 512 * 1024 * 1024
-# Rows per block when accumulating statistics or filling the dense copy.
-BLOCK_ROWS = 4096
+# small data, where slicing a batch is a visible share of a step); above it,
+# batches are densified on the fly from the stored matrix, whose cost is then
+# small next to the convolutions (measured on 5,000 x 20,000: no slower, 400 MB less).
+DENSE_LIMIT_BYTES = 128 * 1024 * 1024
+# Dense bytes of one block when accumulating statistics or filling the dense copy.
+BLOCK_BYTES = 32 * 1024 * 1024
 
 
 @dataclass
@@ -99,8 +101,9 @@ def prepare(adata, cfg: Config, *, where: str = "dataset") -> PreparedData:
     if X.shape[0] * X.shape[1] * 4 <= DENSE_LIMIT_BYTES:
         # filled block by block: the peak is the dense copy itself, not several temporaries
         dense = np.empty(X.shape, np.float32)
-        for start in range(0, X.shape[0], BLOCK_ROWS):
-            dense[start:start + BLOCK_ROWS] = _scaled(X[start:start + BLOCK_ROWS], mean, scale)
+        step = _block_rows(X.shape[1])
+        for start in range(0, X.shape[0], step):
+            dense[start:start + step] = _scaled(X[start:start + step], mean, scale)
         data.dense_scaled = dense
     return data
 
@@ -114,6 +117,10 @@ def _scaled(block, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return out
 
 
+def _block_rows(n_features: int) -> int:
+    return max(1, BLOCK_BYTES // (8 * max(1, n_features)))   # float64 when dense
+
+
 def _moments(X, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-feature mean and mean square over ``rows`` (float64), one row block at a time.
 
@@ -123,8 +130,9 @@ def _moments(X, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n = X.shape[1]
     total, total_sq = np.zeros(n), np.zeros(n)
     rows = np.sort(np.asarray(rows))
-    for start in range(0, len(rows), BLOCK_ROWS):
-        block = X[rows[start:start + BLOCK_ROWS]]
+    step = _block_rows(n)
+    for start in range(0, len(rows), step):
+        block = X[rows[start:start + step]]
         if hasattr(block, "indices"):
             values = block.data.astype(np.float64)
             total += np.bincount(block.indices, weights=values, minlength=n)

@@ -471,7 +471,7 @@ def _kind(path: Path) -> str:
 
 # h5ad ---------------------------------------------------------------------------------------
 
-def _read_h5ad_file(path: Path, *, field: str = "input"):
+def read_h5ad_file(path: Path, *, field: str = "input"):
     import anndata as ad
 
     try:
@@ -483,8 +483,8 @@ def _read_h5ad_file(path: Path, *, field: str = "input"):
 
 
 def _read_h5ad(path: Path, *, label_key, matrix: str, use_labels: bool) -> _Raw:
-    adata = _read_h5ad_file(path)
-    X, var_names, var, chosen = _choose_matrix(adata, matrix, where=str(path))
+    adata = read_h5ad_file(path)
+    X, var_names, var, chosen = choose_matrix(adata, matrix, where=str(path))
     raw = _Raw(X=X, obs_names=list(adata.obs_names), var_names=list(var_names), var=var, files=[path],
                source=str(path), matrix=chosen, label_key=label_key, columns=list(adata.obs.columns))
     if use_labels and label_key is not None and label_key in adata.obs.columns:
@@ -492,7 +492,7 @@ def _read_h5ad(path: Path, *, label_key, matrix: str, use_labels: bool) -> _Raw:
     return raw
 
 
-def _choose_matrix(adata, matrix: str, *, where: str):
+def choose_matrix(adata, matrix: str, *, where: str):
     """(X, var_names, var frame, name of the choice) for matrix = auto | X | raw | layer:<name>."""
     has_raw = adata.raw is not None
     if matrix == "auto":
@@ -526,7 +526,7 @@ def _choose_matrix(adata, matrix: str, *, where: str):
 def from_anndata(adata, *, label_key: str, matrix: str = "auto", normalize: str = "auto",
                  min_class_size: int = 5, modality: str = "rna", source: str = "in-memory AnnData"):
     """A dataset from an AnnData already in memory (tests, notebooks), with the h5ad rules."""
-    X, var_names, var, chosen = _choose_matrix(adata, matrix, where=source)
+    X, var_names, var, chosen = choose_matrix(adata, matrix, where=source)
     X = _as_csr_or_dense(X)
     if label_key not in adata.obs.columns:
         raise InputError(f"no column '{label_key}' (available: {_few(list(adata.obs.columns), 12)})",

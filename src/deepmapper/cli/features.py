@@ -13,9 +13,9 @@ _MATRIX_HELP = "Matrix of the h5ad: auto (.raw when present, else X), X, raw or 
 
 
 def _read(path: Path):
-    from ..io import _read_h5ad_file
+    from ..io import read_h5ad_file
 
-    return _read_h5ad_file(path, field="--input")
+    return read_h5ad_file(path, field="--input")
 
 
 def _write(adata, out: Path) -> None:
