@@ -27,6 +27,7 @@ BACKBONE_KINDS_DOC = (
 ATTRIBUTION_METHODS = ("integrated_gradients", "saliency", "occlusion", "attention_rollout")
 ATTRIBUTION_BASELINES = ("train_mean", "zeros")
 MATRIX_CHOICES_DOC = "auto, X, raw or layer:<name>"
+MODALITIES = ("rna", "atac")
 NORMALIZE_CHOICES = ("auto", "always", "never")
 SCALE_CHOICES = ("standard", "none")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
@@ -46,6 +47,15 @@ class InputConfig:
                         "normalize_total + log1p: auto (only when the matrix looks like counts), always, never.")
     min_class_size: int = _f(5, "min_class_size",
                              "Smallest number of cells a class needs for a stratified split.")
+    modality: str = _f("rna", "modality",
+                       "rna, or atac (peak/tile counts: binarised, then log TF-IDF; peak names kept).")
+    genesets: str | None = _f(None, "genesets",
+                              "GMT file: analyse AUCell gene-set activity per cell instead of single genes.")
+    geneset_min_size: int = _f(5, "geneset_min_size",
+                               "Gene sets with fewer genes found in the data are dropped (with a warning).")
+    cluster: bool = _f(False, "cluster",
+                       "No labels: use Leiden clusters (PCA for rna, iterative LSI for atac) as the classes.")
+    cluster_resolution: float = _f(1.0, "cluster_resolution", "Leiden resolution for --cluster.")
 
 
 @dataclass
@@ -164,6 +174,13 @@ class Config:
                 raise ConfigError(f"unknown parameter '{key}'", where=where, field=key)
             sec, f = lookup[key]
             data[sec][f.name] = value
+        # Lowering only --epochs should not trip over the *default* min_epochs: clamp the default
+        # (a min_epochs the user set explicitly above epochs is still an error).
+        run, default_min = data["run"], RunConfig().min_epochs
+        if params.get("epochs") is not None and params.get("min_epochs") is None \
+                and run["min_epochs"] == default_min and isinstance(run["epochs"], int) \
+                and run["epochs"] < default_min:
+            run["min_epochs"] = run["epochs"]
         return Config.from_dict(data, where=where)
 
     def validate(self, *, where: str | None = None) -> None:
@@ -226,6 +243,10 @@ class Config:
                 f"use one of {', '.join(NORMALIZE_CHOICES)}.")
         if not (i.matrix in ("auto", "X", "raw") or i.matrix.startswith("layer:")):
             bad("input.matrix", f"unknown matrix '{i.matrix}'", f"use one of {MATRIX_CHOICES_DOC}.")
+        if i.modality not in MODALITIES:
+            bad("input.modality", f"unknown modality '{i.modality}'", f"use one of {', '.join(MODALITIES)}.")
+        if i.geneset_min_size < 1 or i.cluster_resolution <= 0:
+            bad("input", "geneset_min_size must be >= 1 and cluster_resolution > 0", "use the defaults (5, 1.0).")
         if i.min_class_size < 2:
             bad("input.min_class_size", "min_class_size must be >= 2", "set it to at least 2.")
 

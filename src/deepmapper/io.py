@@ -524,7 +524,8 @@ def choose_matrix(adata, matrix: str, *, where: str):
 
 
 def from_anndata(adata, *, label_key: str, matrix: str = "auto", normalize: str = "auto",
-                 min_class_size: int = 5, modality: str = "rna", source: str = "in-memory AnnData"):
+                 min_class_size: int = 5, modality: str = "rna", source: str = "in-memory AnnData",
+                 source_sha256: str = ""):
     """A dataset from an AnnData already in memory (tests, notebooks), with the h5ad rules."""
     X, var_names, var, chosen = choose_matrix(adata, matrix, where=source)
     X = _as_csr_or_dense(X)
@@ -540,7 +541,7 @@ def from_anndata(adata, *, label_key: str, matrix: str = "auto", normalize: str 
         X = normalize_log1p(X)
     return build_dataset(X, adata.obs_names, var_names, adata.obs[label_key].to_numpy(), label_key=label_key,
                          source=source, var=var, matrix=chosen, normalized=do_norm, modality=modality,
-                         min_class_size=min_class_size)
+                         source_sha256=source_sha256, min_class_size=min_class_size)
 
 
 # CSV / TSV ------------------------------------------------------------------------------------

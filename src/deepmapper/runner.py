@@ -81,12 +81,13 @@ def step_baselines(dataset_path: Path, outdir: Path, cfg: Config, methods=("logi
 
 # -- the embedded path ----------------------------------------------------------------------
 
-def run(inputs: list[str], outdir: Path, cfg: Config, *, label_key: str | None, labels: Path | None = None,
+def run(inputs: list[str], outdir: Path, cfg: Config, *, label_key: str | None = None, labels: Path | None = None,
         report: bool = True, progress: bool = True, baselines: bool = True) -> dict:
     """ingest -> passes (until ``passes`` accepted or ``max_tries``) -> accumulate -> baselines ->
     evaluate -> report, all under ``outdir``."""
     import torch
 
+    from . import inputs as inputs_mod
     from . import io
     from .data import prepare
     from .train import group_passes, select_device, train_group
@@ -94,8 +95,7 @@ def run(inputs: list[str], outdir: Path, cfg: Config, *, label_key: str | None, 
     outdir = Path(outdir)
     t_start = time.perf_counter()
     # Read and validate before anything is written: bad input leaves outdir as it was.
-    adata = io.read_input(inputs, label_key=label_key, labels=labels, matrix=cfg.input.matrix,
-                          normalize=cfg.input.normalize, min_class_size=cfg.input.min_class_size)
+    adata = inputs_mod.load(inputs, cfg, label_key=label_key, labels=labels)
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     device = select_device(cfg.run.device)

@@ -34,7 +34,12 @@ def config_options(func):
         if param in _OWN:
             continue
         default = f.default
-        func = click.option(f"--{param.replace('_', '-')}", param, type=_click_type(f, default), default=None,
+        name = param.replace("_", "-")
+        if isinstance(default, bool):  # --cluster / --no-cluster; None when not given
+            func = click.option(f"--{name}/--no-{name}", param, default=None,
+                                help=f"{f.metadata['help']} [default: {'on' if default else 'off'}]")(func)
+            continue
+        func = click.option(f"--{name}", param, type=_click_type(f, default), default=None,
                             help=f"{f.metadata['help']} [default: {default}]")(func)
     func = click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                         default=None, help="YAML file with sections run/backbone/augmentation/attribution/input.")(func)

@@ -30,21 +30,34 @@ def _cfg(params: dict) -> Config:
               help=_H["normalize"])
 @click.option("--min-class-size", type=int, default=_D["min_class_size"], show_default=True,
               help=_H["min_class_size"])
-@click.option("--modality", default="rna", show_default=True,
-              help="What the features are (recorded; for 10x, 'rna' keeps Gene Expression features only).")
+@click.option("--modality", type=click.Choice(["rna", "atac"]), default=_D["modality"], show_default=True,
+              help=_H["modality"])
+@click.option("--genesets", type=click.Path(exists=True, dir_okay=False), default=None, metavar="GMT",
+              help=_H["genesets"])
+@click.option("--geneset-min-size", type=int, default=_D["geneset_min_size"], show_default=True,
+              help=_H["geneset_min_size"])
+@click.option("--cluster/--no-cluster", default=False, show_default=True, help=_H["cluster"])
+@click.option("--cluster-resolution", type=float, default=_D["cluster_resolution"], show_default=True,
+              help=_H["cluster_resolution"])
+@click.option("--seed", type=int, default=_D["seed"], show_default=True, help="Seed for --cluster.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="The dataset file to write (e.g. dataset.h5ad); written atomically.")
-def ingest_cmd(inputs, label_key, labels_file, matrix, normalize, min_class_size, modality, out):
+def ingest_cmd(inputs, label_key, labels_file, matrix, normalize, min_class_size, modality, genesets,
+               geneset_min_size, cluster, cluster_resolution, seed, out):
     """Read and validate the input into one dataset.h5ad (labels, provenance, normalisation)."""
+    from .. import inputs as inputs_mod
     from .. import io
 
-    cfg = _cfg({"matrix": matrix, "normalize": normalize, "min_class_size": min_class_size})
-    adata = io.ingest(list(inputs), out, label_key=label_key, labels=labels_file, cfg=cfg.input, modality=modality)
+    cfg = _cfg({"matrix": matrix, "normalize": normalize, "min_class_size": min_class_size, "modality": modality,
+                "genesets": genesets, "geneset_min_size": geneset_min_size, "cluster": cluster,
+                "cluster_resolution": cluster_resolution, "seed": seed})
+    adata = inputs_mod.load(list(inputs), cfg, label_key=label_key, labels=labels_file)
+    io.write_dataset(adata, out)
     meta = adata.uns["deepmapper"]
     n_classes = adata.obs[meta["label_key"]].nunique()
     click.echo(f"{out}: {adata.n_obs} cells x {adata.n_vars} features, {n_classes} classes in "
                f"'{meta['label_key']}'; matrix {meta['matrix']}, "
-               f"{'normalised here (normalize_total + log1p)' if meta['normalized'] else 'used as given'}")
+               f"{'normalised here' if meta['normalized'] else 'used as given'}")
 
 
 @click.command("baseline")
