@@ -42,6 +42,15 @@ def test_genesets_become_the_features(pbmc_path, tmp_path):
     top = per_class[per_class["rank"] == 1].set_index("class")["feature"]
     assert top["CD19+ B"] == "B_CELL_MARKERS"
     assert top["CD56+ NK"] == "NK_CELL_MARKERS"
+    # the report shows the regulon specificity score of each set per label
+    res = invoke("report", "--results", tmp_path, "--outdir", tmp_path, "--no-multiqc")
+    assert res.exit_code == 0, res.output
+    assert 'id="plot-rss"' in (tmp_path / "report.html").read_text()
+    from deepmapper.report.results import load_results
+
+    rss = load_results(tmp_path).dataset["rss"]
+    assert rss["CD19+ B"]["B_CELL_MARKERS"] > rss["CD19+ B"]["NK_CELL_MARKERS"]
+    assert rss["CD56+ NK"]["NK_CELL_MARKERS"] > rss["CD56+ NK"]["B_CELL_MARKERS"]
 
 
 def test_cluster_labels_replace_a_label_key(pbmc_path, tmp_path):

@@ -45,6 +45,8 @@ def build_html(res: Results) -> str:
         ("baselines", "Baselines", _baselines(res)),
         ("run", "Parameters and versions", _run(res)),
     ]
+    if res.dataset.get("rss"):  # gene-set features only
+        sections.insert(4, ("rss", "Gene-set specificity (RSS)", _rss(res)))
     nav = "".join(f'<a href="#{sid}">{html.escape(title)}</a>' for sid, title, _ in sections)
     body = "".join(f'<section id="{sid}"><h2>{html.escape(title)}</h2>{content}</section>'
                    for sid, title, content in sections)
@@ -261,6 +263,22 @@ def _per_class(res: Results) -> str:
     return ("<p>For each class, the features whose attribution towards that class is largest (rows: the top "
             f"{N_PER_CLASS} of each class; empty cells: not in that class's top 50).</p>"
             + _fig_html(fig, "plot-per-class"))
+
+
+def _rss(res: Results) -> str:
+    import plotly.graph_objects as go
+
+    rss = res.dataset["rss"]
+    labels = list(rss)
+    sets = list(next(iter(rss.values())))
+    z = [[rss[label].get(g) for label in labels] for g in sets]
+    fig = go.Figure(go.Heatmap(z=z, x=labels, y=sets, colorscale="Viridis", zmin=0, zmax=1,
+                               colorbar=dict(title="RSS")))
+    fig.update_layout(title="Regulon specificity score per label", height=max(320, 22 * len(sets) + 160),
+                      yaxis=dict(autorange="reversed"), xaxis=dict(tickangle=-35))
+    return ("<p>Regulon specificity score (1 - Jensen-Shannon distance between a set's AUCell scores and "
+            "the label's indicator): 1 means the set is active in that label only.</p>"
+            + _fig_html(fig, "plot-rss"))
 
 
 def _confusion(res: Results) -> str:

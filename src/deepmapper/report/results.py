@@ -205,9 +205,25 @@ def _dataset_info(path: Path, res: Results) -> dict:
         info["var_names"] = [str(v) for v in adata.var_names]
         if "is_denovo" in adata.var.columns:
             info["denovo"] = dict(zip(adata.var_names.astype(str), adata.var["is_denovo"].astype(bool)))
+        if meta.get("matrix") == "aucell" and meta.get("label_key") in adata.obs.columns:
+            info["rss"] = _regulon_specificity(adata, meta["label_key"])
     finally:
         adata.file.close()
     return info
+
+
+def _regulon_specificity(adata, label_key: str) -> dict:
+    """Gene-set features: regulon specificity score (Jensen-Shannon based) per label and set."""
+    import numpy as np
+
+    from ..aucell import regulon_specificity
+
+    X = adata.X[:]
+    X = X.toarray() if hasattr(X, "toarray") else np.asarray(X)
+    table = regulon_specificity(X, adata.obs[label_key].astype(str).to_numpy())
+    table.columns = [str(v) for v in adata.var_names]
+    return {str(label): {k: (None if v != v else float(v)) for k, v in row.items()}
+            for label, row in table.iterrows()}
 
 
 def _plain(v):
