@@ -16,6 +16,16 @@ from __future__ import annotations
 import pytest
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small models on a shared 2-core machine: one thread is faster than contention."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def pbmc():
     sc = pytest.importorskip("scanpy")

@@ -10,13 +10,7 @@ from deepmapper.config import AttributionConfig, BackboneConfig
 from deepmapper.errors import ConfigError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny models on a shared machine: one thread is faster than contention
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _model(kind="cnn", n_classes=3, n_features=25, seed=0, **kw):

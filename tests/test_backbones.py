@@ -15,13 +15,7 @@ BUILTIN = ["cnn", "cnn_small", "cnn_mid", "resnet18", "linear", "mlp", "vit", "v
 TIMM_SMALL = "timm:test_resnet"  # timm's tiny test ResNet: fast to build
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # small models on a shared machine: one thread is faster than contention
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _build(kind, n_classes=3, n_features=28 * 28, seed=0, **kw):

@@ -16,15 +16,6 @@ FAST = ["--passes", "2", "--epochs", "4", "--min-epochs", "1", "--patience", "2"
         "--attribution-max-samples", "64", "--threads", "1"]
 
 
-@pytest.fixture(scope="module")
-def pbmc_h5ad(tmp_path_factory):
-    import scanpy as sc
-
-    path = tmp_path_factory.mktemp("input") / "pbmc68k_reduced.h5ad"
-    sc.datasets.pbmc68k_reduced().write_h5ad(path)
-    return path
-
-
 def invoke(*args):
     result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
     return result

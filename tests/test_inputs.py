@@ -19,18 +19,9 @@ def invoke(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
 
 
-@pytest.fixture(scope="module")
-def pbmc_path(tmp_path_factory):
-    import scanpy as sc
-
-    path = tmp_path_factory.mktemp("pbmc") / "pbmc.h5ad"
-    sc.datasets.pbmc68k_reduced().write_h5ad(path)
-    return path
-
-
-def test_genesets_become_the_features(pbmc_path, tmp_path):
+def test_genesets_become_the_features(pbmc_h5ad, tmp_path):
     # a GMT set with two matching genes is below the default minimum size (5) and is dropped
-    res = invoke("run", "--input", pbmc_path, "--label-key", "bulk_labels", "--genesets", GMT,
+    res = invoke("run", "--input", pbmc_h5ad, "--label-key", "bulk_labels", "--genesets", GMT,
                  "--outdir", tmp_path, *FAST)
     assert res.exit_code == 0, res.output
     table = pd.read_csv(tmp_path / "findings.tsv", sep="\t")
@@ -53,8 +44,8 @@ def test_genesets_become_the_features(pbmc_path, tmp_path):
     assert rss["CD56+ NK"]["NK_CELL_MARKERS"] > rss["CD56+ NK"]["B_CELL_MARKERS"]
 
 
-def test_cluster_labels_replace_a_label_key(pbmc_path, tmp_path):
-    res = invoke("run", "--input", pbmc_path, "--cluster", "--outdir", tmp_path, *FAST)
+def test_cluster_labels_replace_a_label_key(pbmc_h5ad, tmp_path):
+    res = invoke("run", "--input", pbmc_h5ad, "--cluster", "--outdir", tmp_path, *FAST)
     assert res.exit_code == 0, res.output
     summary = json.loads((tmp_path / "findings.json").read_text())
     assert len(summary["classes"]) >= 3 and all(c.isdigit() for c in summary["classes"])
@@ -65,8 +56,8 @@ def test_cluster_labels_replace_a_label_key(pbmc_path, tmp_path):
     assert ds.uns["deepmapper"]["label_key"] == "cluster"
 
 
-def test_cluster_and_label_key_together_is_an_error(pbmc_path, tmp_path):
-    res = invoke("run", "--input", pbmc_path, "--cluster", "--label-key", "bulk_labels", "--outdir", tmp_path, *FAST)
+def test_cluster_and_label_key_together_is_an_error(pbmc_h5ad, tmp_path):
+    res = invoke("run", "--input", pbmc_h5ad, "--cluster", "--label-key", "bulk_labels", "--outdir", tmp_path, *FAST)
     assert res.exit_code == 2
     assert "--cluster" in res.output and "--label-key" in res.output
     assert not (tmp_path / "findings.tsv").exists()
