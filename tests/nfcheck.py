@@ -609,8 +609,35 @@ def profiles(path: Path) -> set[str]:
     return names
 
 
+def list_elements(text: str) -> list[str]:
+    """Source of each element of the first list literal ``[a, b, ...]`` in ``text`` (empty ones dropped)."""
+    masked = mask(text)
+    start = masked.find("[")
+    if start < 0:
+        return []
+    end = match_close(masked, start)
+    elements, depth, begin = [], 0, start + 1
+    for k in range(start + 1, end + 1):
+        ch = masked[k]
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}" and k < end:
+            depth -= 1
+        if (ch == "," and depth == 0) or k == end:
+            piece = "\n".join(_strip_comment(line) for line in text[begin:k].splitlines()).strip()
+            if piece:
+                elements.append(piece)
+            begin = k + 1
+    return elements
+
+
 def ext_args(config: Path) -> dict[str, list[str]]:
-    """{process name: [GString templates]} from ``withName: 'X' { ext.args = { [ ... ].join(' ') } }``."""
+    """{process name: [Groovy expressions]} from ``withName: 'X' { ext.args = { [ ... ].join(' ') } }``.
+
+    Each element of the list is kept as source: a GString (``"--epochs ${params.epochs}"``)
+    or an expression such as ``params.cluster ? '--cluster' : '--no-cluster'``;
+    :func:`render_ext_args` evaluates them.
+    """
     text = config.read_text(encoding="utf-8")
     masked = mask(text)
     out = {}
@@ -624,8 +651,13 @@ def ext_args(config: Path) -> dict[str, list[str]]:
         close = match_close(mbody, a.end() - 1)
         closure = body[a.end():close]
         for one in name.split("|"):  # a selector may name several processes: 'A|B'
-            out[one] = [lit for lit in _literals(closure) if lit.strip()]
+            out[one] = list_elements(closure)
     return out
+
+
+def render_ext_args(expressions: list[str], ctx: dict) -> str:
+    """The ext.args string Nextflow builds: every element evaluated, joined with blanks."""
+    return " ".join(_show(evaluate(expr, ctx)) for expr in expressions)
 
 
 # -- a mini task runner ----------------------------------------------------------------------

@@ -92,3 +92,25 @@ def test_atac_input_that_is_not_counts_is_refused(tmp_path):
                  "--outdir", tmp_path / "o", *FAST)
     assert res.exit_code != 0
     assert "count" in res.output.lower() and "Traceback" not in res.output
+
+
+def test_small_clusters_are_dropped_the_same_way_in_run_and_in_the_cluster_command(pbmc_h5ad, tmp_path):
+    import anndata as ad
+
+    # a high resolution on a subset gives clusters of a few cells
+    small = ad.read_h5ad(pbmc_h5ad)[::5].copy()
+    path = tmp_path / "small.h5ad"
+    small.write_h5ad(path)
+    res = invoke("cluster", "--input", path, "--resolution", "4", "--out", tmp_path / "all.h5ad")
+    assert res.exit_code == 0, res.output
+    sizes = ad.read_h5ad(tmp_path / "all.h5ad").obs["cluster"].value_counts()
+    assert (sizes < 5).any(), sizes  # the case this test is about
+    res = invoke("cluster", "--input", path, "--resolution", "4", "--min-size", "5", "--out", tmp_path / "kept.h5ad")
+    assert res.exit_code == 0, res.output
+    kept = ad.read_h5ad(tmp_path / "kept.h5ad")
+    assert kept.obs["cluster"].value_counts().min() >= 5
+    assert kept.n_obs == int(sizes[sizes >= 5].sum())
+    res = invoke("ingest", "--input", path, "--cluster", "--cluster-resolution", "4", "--out", tmp_path / "ds.h5ad")
+    assert res.exit_code == 0, res.output
+    ds = ad.read_h5ad(tmp_path / "ds.h5ad")
+    assert list(ds.obs_names) == list(kept.obs_names)

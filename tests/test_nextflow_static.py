@@ -216,21 +216,104 @@ def test_ext_args_name_existing_processes():
         assert EXT_ARGS.get(new) == EXT_ARGS.get(old), f"{new} (alias of {old}) gets other ext.args"
 
 
+# ext.args options whose name differs from the param they carry (the command's own option name)
+RENAMED_OPTIONS = {("DEEPMAPPER_CLUSTER", "resolution"): "cluster_resolution",
+                   ("DEEPMAPPER_CLUSTER", "min-size"): "min_class_size",
+                   ("DEEPMAPPER_AUCELL", "min-size"): "geneset_min_size"}
+
+
+def params_in(name: str) -> set[str]:
+    return {m for a in EXT_ARGS[name] for m in re.findall(r"params\.(\w+)", a)}
+
+
 def test_run_configuration_reaches_the_steps():
     from deepmapper.config import defaults_flat
-
-    def params_in(name):
-        return {m for a in EXT_ARGS[name] for m in re.findall(r"params\.(\w+)", a)}
 
     config = set(defaults_flat())
     assert params_in("DEEPMAPPER_TRAINPASS") == config - NOT_FOR_TRAINING
     assert params_in("DEEPMAPPER_ACCUMULATE") == config - {"label_key"}
+    # the steps that build the dataset get exactly the settings `deepmapper run` uses for them
+    assert params_in("DEEPMAPPER_INGEST") == {"matrix", "normalize", "min_class_size", "modality"}
+    assert params_in("DEEPMAPPER_CLUSTER") == {"modality", "cluster_resolution", "seed", "matrix", "min_class_size"}
+    assert params_in("DEEPMAPPER_AUCELL") == {"geneset_min_size"}
     # each option carries the param of the same name: --epochs ${params.epochs}
+    checked = 0
     for name, args in EXT_ARGS.items():
         for arg in args:
-            m = re.fullmatch(r"--([a-z0-9-]+) \$\{params\.(\w+)(?: \?: task\.cpus)?\}", arg)
+            m = re.fullmatch(r'"--([a-z0-9-]+) \$\{params\.(\w+)(?: \?: task\.cpus)?\}"', arg)
             if m:
-                assert m.group(1).replace("-", "_") == m.group(2), f"{name}: {arg}"
+                want = RENAMED_OPTIONS.get((name, m.group(1)), m.group(1).replace("-", "_"))
+                assert want == m.group(2), f"{name}: {arg}"
+                checked += 1
+    assert checked > 60
+
+
+def render_args(name: str, params: dict, cpus: int = 1) -> list[str]:
+    """ext.args of a process as the task's command line sees them (shell words)."""
+    import shlex
+
+    return shlex.split(nfcheck.render_ext_args(EXT_ARGS[name], {"params": params, "task": {"cpus": cpus}}))
+
+
+# Every input setting away from its default, booleans both ways: what a user could set.
+FLIPPED = {"modality": "atac", "genesets": "/data/sets v2.gmt", "geneset_min_size": 3, "cluster": True,
+           "cluster_resolution": 0.5, "small_stem": False, "threads": 0}
+
+
+@pytest.mark.parametrize("overrides", [{}, FLIPPED], ids=["test-profile", "flipped"])
+def test_ext_args_parse_to_the_run_configuration(overrides, tmp_path):
+    """train-pass and accumulate, parsed by their own click commands from the rendered ext.args,
+    build the configuration the params describe (booleans as --x/--no-x flags, null omitted)."""
+    from deepmapper.cli._options import build_config
+    from deepmapper.cli.engine import accumulate_cmd, train_pass
+    from deepmapper.config import defaults_flat
+
+    params = {**TEST_PARAMS, **overrides}
+    dataset = tmp_path / "dataset.h5ad"
+    dataset.touch()
+    for name, command, skip in [("DEEPMAPPER_TRAINPASS", train_pass, NOT_FOR_TRAINING),
+                                ("DEEPMAPPER_ACCUMULATE", accumulate_cmd, {"label_key"})]:
+        argv = ["--dataset", str(dataset), "--outdir", str(tmp_path), *render_args(name, params, cpus=2)]
+        if name == "DEEPMAPPER_ACCUMULATE":
+            argv += ["--passes-dir", str(tmp_path)]
+        with command.make_context(command.name, argv) as ctx:
+            values = dict(ctx.params)
+        cfg = build_config(values.pop("config_path"), values).flat()
+        for key in defaults_flat():
+            if key in skip:
+                continue
+            want = params[key]
+            if key == "threads" and name == "DEEPMAPPER_TRAINPASS":
+                want = params["threads"] or 2  # 0: the task's cpus
+            assert cfg[key] == want and type(cfg[key]) is type(want), f"{name}: {key} {cfg[key]!r} != {want!r}"
+    assert render_args("DEEPMAPPER_TRAINPASS", params).count("--genesets") == (1 if params.get("genesets") else 0)
+
+
+def test_label_sources_are_checked_before_any_task():
+    """--cluster with --label_key (or --labels) stops the run with one line naming both, as the
+    Python check does; the check runs before the first process is called."""
+    from deepmapper.cluster import check_label_source
+    from deepmapper.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--label-key"):
+        check_label_source("bulk_labels", True)
+    text = (REPO / "workflows" / "deepmapper.nf").read_text()
+    func = re.search(r"def labelSourceProblem\(cluster, labelKey, labels, denovo, inputPath\) \{(.*?)\n\}", text, re.S)
+    assert func, "workflows/deepmapper.nf defines labelSourceProblem"
+    messages = re.findall(r'return "(.*?)"(?: \+\s*"(.*?)")?\n', func.group(1))
+    assert len(messages) == 4
+    for first, second in messages:
+        assert "--cluster" in first and "Fix:" in first + second
+    assert "--label_key" in messages[0][0] and "--labels" in messages[1][0]
+    workflow = dict(nfcheck.blocks(text, "workflow"))["DEEPMAPPER"]
+    check = workflow.index("error(label_problem)")
+    first_call = min(m.start() for m in nfcheck._CALL.finditer(nfcheck.mask(workflow)))
+    assert check < workflow.index("file(params.input") and check < first_call
+
+
+def test_multiqc_stays_offline():
+    script = PROCESSES["MULTIQC"].script.body
+    assert "--no-version-check" in script and "--no-ai" in script  # both are in `multiqc --help` (checked above)
 
 
 @functools.cache
@@ -277,6 +360,21 @@ def test_schema_is_valid_draft_2020_12(schema):
     # (input/outdir are required only on the command line)
     given = {k: v for k, v in TEST_PARAMS.items() if v is not None}
     jsonschema.Draft202012Validator(schema).validate(given)
+
+
+def test_schema_file_params_are_checked(schema):
+    """--genesets must be an existing .gmt file (nf-schema checks format/exists, jsonschema the pattern)."""
+    import jsonschema
+
+    props = schema_params(schema)
+    assert props["genesets"]["format"] == "file-path" and props["genesets"]["exists"] is True
+    validator = jsonschema.Draft202012Validator(schema)
+    given = {k: v for k, v in TEST_PARAMS.items() if v is not None}
+    validator.validate({**given, "genesets": str(REPO / "tests" / "data" / "pbmc_markers.gmt")})
+    for bad in ({"genesets": "markers.txt"}, {"genesets": "markers.gmt.bak"}, {"cluster": "yes"},
+                {"cluster_resolution": 0}, {"modality": "dna"}, {"geneset_min_size": 0}):
+        with pytest.raises(jsonschema.ValidationError):
+            validator.validate({**given, **bad})
 
 
 def test_schema_config_and_python_defaults_agree(schema):
@@ -409,7 +507,7 @@ class Task:
             ctx.update(nfcheck.stage(decl.items, sources, self.dir))
         ext = EXT_ARGS.get(self.proc.name, [])
         args_ctx = {"params": params or TEST_PARAMS, "task": ctx["task"]}
-        ctx["task"]["ext"]["args"] = " ".join(nfcheck.render(a, args_ctx) for a in ext)
+        ctx["task"]["ext"]["args"] = nfcheck.render_ext_args(ext, args_ctx)
         script, _ = nfcheck.render_template(self.proc.stub if stub else self.proc.script, ctx, given)
         (self.dir / ".command.sh").write_text(script)
         env = dict(os.environ)
@@ -508,16 +606,26 @@ def test_dag_report_and_multiqc(dag):
     assert "DEEPMAPPER_TRAINPASS" in versions and "2.14.1" in versions
 
 
-def test_dag_equals_embedded_run(dag, tmp_path):
-    """Distributed (task per chunk of passes, gathered) and embedded give the same findings."""
+def run_options(params: dict) -> list[str]:
+    """`deepmapper run` options for the run-configuration params (not label_key; null ones left out)."""
     from deepmapper.config import defaults_flat
 
+    opts = []
+    for key in defaults_flat():
+        value, name = params[key], key.replace("_", "-")
+        if key == "label_key" or value is None:
+            continue
+        opts.append((f"--{name}" if value else f"--no-{name}") if isinstance(value, bool) else f"--{name}={value}")
+    return opts
+
+
+def test_dag_equals_embedded_run(dag, tmp_path):
+    """Distributed (task per chunk of passes, gathered) and embedded give the same findings."""
     # torch's numerics depend on its thread count: the pass tasks ran with
     # --threads ${params.threads ?: task.cpus} = 1 thread, so the embedded run does too
     p = {**TEST_PARAMS, "threads": TEST_PARAMS["threads"] or 1}
-    opts = [f"--{k.replace('_', '-')}={p[k]}" for k in defaults_flat() if k != "label_key"]
     done = subprocess.run(["deepmapper", "run", "--input", str(TEST_INPUT), "--label-key", p["label_key"],
-                           "--outdir", str(tmp_path / "run"), "--no-report", "--no-baselines", *opts],
+                           "--outdir", str(tmp_path / "run"), "--no-report", "--no-baselines", *run_options(p)],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     tsv, _json, per_class = dag["accumulate"]["findings"]
@@ -540,6 +648,100 @@ def test_ingest_of_samplesheet_populations(tmp_path):
     key = data.uns["deepmapper"]["label_key"]
     assert sorted(data.obs[key].unique()) == sorted(r["label"] for r in rows)
     assert data.n_obs == 129 + 95 + 31 and data.n_vars == 765
+
+
+GMT = REPO / "tests" / "data" / "pbmc_markers.gmt"
+
+
+@pytest.fixture(scope="module")
+def derived_dag(tmp_path_factory):
+    """--cluster and --genesets (issue 7): CLUSTER -> INGEST --label-key cluster -> AUCELL, whose
+    dataset then feeds a pass task, accumulate, evaluate and the baselines."""
+    import anndata as ad
+
+    work = tmp_path_factory.mktemp("derived")
+    # every 5th cell of the test input: 140 cells, unlabelled for this purpose (4 Leiden clusters)
+    small = work / "pbmc140.h5ad"
+    ad.read_h5ad(TEST_INPUT)[::5].copy().write_h5ad(small)
+    # min size 2: the bundled GMT's third set has only two genes in these data. Three features
+    # make a 2 x 2 image: the mlp learns the clusters from them within 30 short epochs (both
+    # passes pass the gate, so the embedded run below trains no third pass either)
+    params = {**TEST_PARAMS, "input": str(small), "label_key": None, "cluster": True, "genesets": str(GMT),
+              "geneset_min_size": 2, "passes": 2, "passes_per_task": 2, "threads": 1, "backbone": "mlp",
+              "epochs": 30, "min_epochs": 5, "patience": 5}
+    meta = {"id": small.stem}
+    out = {"params": params, "input": small}
+    out["cluster"] = Task("DEEPMAPPER_CLUSTER", work, "1").run({"meta": meta, "h5ad": small}, meta, params=params)
+    meta = {**meta, "label_key": "cluster"}  # as the workflow hands it to INGEST
+    out["ingest"] = Task("DEEPMAPPER_INGEST", work, "1").run(
+        {"meta": meta, "inputs": out["cluster"]["h5ad"], "labels": []}, meta, params=params,
+        given={"sources": "--input 'input01/clustered.h5ad'"})
+    out["aucell"] = Task("DEEPMAPPER_AUCELL", work, "1").run(
+        {"meta": meta, "dataset": out["ingest"]["dataset"][0], "genesets": GMT}, meta, params=params)
+    dataset = out["aucell"]["dataset"][0]
+    chunk = {**meta, "start": 0, "count": 2, "id": f"{meta['id']}_pass000"}
+    out["trainpass"] = Task("DEEPMAPPER_TRAINPASS", work, "0").run({"meta": chunk, "dataset": dataset}, chunk,
+                                                                   params=params)
+    gathered = {"meta": meta, "dataset": dataset, "passes": out["trainpass"]["passes"]}
+    out["accumulate"] = Task("DEEPMAPPER_ACCUMULATE", work, "1").run(gathered, meta, params=params)
+    out["evaluate"] = Task("DEEPMAPPER_EVALUATE", work, "1").run(gathered, meta, params=params)
+    out["baseline"] = Task("DEEPMAPPER_BASELINE", work, "1").run({"meta": meta, "dataset": dataset}, meta,
+                                                                 params=params)
+    return out
+
+
+def test_cluster_labels_reach_ingest(derived_dag):
+    import anndata as ad
+
+    clustered = ad.read_h5ad(derived_dag["cluster"]["h5ad"][0])
+    data = ad.read_h5ad(derived_dag["ingest"]["dataset"][0])
+    assert data.uns["deepmapper"]["label_key"] == "cluster"
+    assert data.uns["deepmapper"]["modality"] == derived_dag["params"]["modality"]
+    assert data.n_vars == 765 and data.n_obs == clustered.n_obs == 140
+    assert list(data.obs["cluster"].astype(str)) == list(clustered.obs["cluster"].astype(str))
+    assert 2 <= data.obs["cluster"].nunique() <= 10
+    assert clustered.uns["cluster"]["resolution"] == derived_dag["params"]["cluster_resolution"]
+
+
+def test_aucell_dataset_feeds_the_later_steps(derived_dag):
+    """AUCELL's output is a dataset `train-pass --dataset` (and accumulate, evaluate, baseline) accept:
+    cells x gene sets, the cluster labels and uns['deepmapper'] carried over."""
+    import pandas as pd
+
+    from deepmapper import io
+
+    data = io.read_dataset(derived_dag["aucell"]["dataset"][0])
+    assert list(data.var_names) == ["B_CELL_MARKERS", "NK_CELL_MARKERS", "TOO_SMALL_AFTER_MATCHING"]
+    assert data.n_obs == 140 and data.uns["deepmapper"]["label_key"] == "cluster"
+    assert float(data.X.min()) >= 0.0 and float(data.X.max()) <= 1.0  # AUC fractions
+    assert [f.name for f in derived_dag["trainpass"]["passes"]] == ["pass_000.npz", "pass_001.npz"]
+    table = pd.read_csv(derived_dag["accumulate"]["findings"][0], sep="\t")
+    assert sorted(table["feature"]) == sorted(data.var_names)
+    evaluation = json.loads(derived_dag["evaluate"]["evaluation"][0].read_text())
+    assert evaluation["classes"] == sorted(data.obs["cluster"].astype(str).unique())
+
+
+def test_derived_dag_equals_embedded_run(derived_dag, tmp_path):
+    """`deepmapper run --cluster --genesets` in one process builds the same dataset and the same
+    findings (and records the same configuration) as the chained processes."""
+    import anndata as ad
+    import numpy as np
+
+    p = derived_dag["params"]
+    done = subprocess.run(["deepmapper", "run", "--input", str(derived_dag["input"]), "--outdir", str(tmp_path / "run"),
+                           "--no-report", "--no-baselines", *run_options(p)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    embedded, chained = ad.read_h5ad(tmp_path / "run" / "dataset.h5ad"), ad.read_h5ad(derived_dag["aucell"]["dataset"][0])
+    assert list(embedded.var_names) == list(chained.var_names)
+    assert list(embedded.obs["cluster"].astype(str)) == list(chained.obs["cluster"].astype(str))
+    assert np.array_equal(np.asarray(embedded.X), np.asarray(chained.X))
+    tsv, js, per_class = derived_dag["accumulate"]["findings"]
+    assert (tmp_path / "run" / "findings.tsv").read_bytes() == tsv.read_bytes()
+    assert (tmp_path / "run" / "findings_per_class.tsv").read_bytes() == per_class.read_bytes()
+    recorded = json.loads((tmp_path / "run" / "findings.json").read_text())["config"]
+    assert json.loads(js.read_text())["config"] == recorded
+    assert recorded["input"]["cluster"] is True and recorded["input"]["genesets"] == str(GMT)
 
 
 @pytest.fixture(scope="module")
@@ -614,7 +816,7 @@ STUB_SOURCES = {
     "multiqc_files": ["x_mqc.tsv"], "multiqc_config": "multiqc_config.yml", "reference": "ref.fa",
     "reads": ["S1_1.fastq.gz", "S1_2.fastq.gz"], "index": "index", "reads_1": ["S1.unaligned_1.fastq.gz"],
     "reads_2": ["S1.unaligned_2.fastq.gz"], "assembly": "assembly.fa", "denovo": "denovo.fa",
-    "samplesheet": "samplesheet.csv", "quants": ["S1"],
+    "samplesheet": "samplesheet.csv", "quants": ["S1"], "h5ad": "input.h5ad", "genesets": "sets.gmt",
 }
 
 
@@ -660,8 +862,11 @@ def test_output_docs_cover_every_published_file():
                     checked += 1
     assert checked >= 15
     usage = (REPO / "docs" / "usage.md").read_text()
-    for word in ("-resume", "passes_per_task", "slurm", "awsbatch", "-profile test"):
+    for word in ("-resume", "passes_per_task", "slurm", "awsbatch", "-profile test", "DEEPMAPPER_CLUSTER",
+                 "DEEPMAPPER_AUCELL"):
         assert word in usage
+    for name in ("modality", "cluster", "cluster_resolution", "genesets", "geneset_min_size"):
+        assert f"`--{name}`" in usage, f"docs/usage.md documents --{name}"
 
 
 # -- containers ----------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
     DeepMapper-NF: the DAG
 ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
-    input -> dataset.h5ad (ingest, or the de-novo front end)
+    input -> [cluster] -> dataset.h5ad (ingest, or the de-novo front end) -> [aucell]
           -> passes (scatter over tasks, gather)  -> accumulate -> findings
           -> baselines, evaluate                  -> report -> MultiQC
 ----------------------------------------------------------------------------------------
@@ -10,7 +10,9 @@
 include { samplesheetToList     } from 'plugin/nf-schema'
 include { DENOVO_ASSEMBLY       } from '../subworkflows/local/denovo_assembly'
 include { TRAIN_PASSES          } from '../subworkflows/local/train_passes'
+include { DEEPMAPPER_CLUSTER    } from '../modules/local/deepmapper/cluster'
 include { DEEPMAPPER_INGEST     } from '../modules/local/deepmapper/ingest'
+include { DEEPMAPPER_AUCELL     } from '../modules/local/deepmapper/aucell'
 include { DEEPMAPPER_ACCUMULATE } from '../modules/local/deepmapper/accumulate'
 include { DEEPMAPPER_BASELINE   } from '../modules/local/deepmapper/baseline'
 include { DEEPMAPPER_EVALUATE   } from '../modules/local/deepmapper/evaluate'
@@ -30,8 +32,37 @@ def versionsYaml(procName, tools, versions) {
     return "${procName}:\n" + lines.join('\n')
 }
 
+// Labels come from one place: a label column (--label_key, --labels) or clustering
+// (--cluster). The same rule as deepmapper.cluster.check_label_source, checked
+// before any task starts. Returns the problem, or null.
+def labelSourceProblem(cluster, labelKey, labels, denovo, inputPath) {
+    if (!cluster) {
+        return null
+    }
+    if (labelKey) {
+        return "--cluster derives the labels by Leiden clustering but --label_key '${labelKey}' names existing labels. " +
+            "Fix: drop --cluster to use the labels in that column, or drop --label_key to cluster."
+    }
+    if (labels) {
+        return "--cluster derives the labels by Leiden clustering but --labels ${labels} gives them. " +
+            "Fix: drop --cluster to use that file, or drop --labels to cluster."
+    }
+    if (denovo) {
+        return "--cluster cannot be combined with --denovo: the samplesheet's label column gives the groups. Fix: drop --cluster."
+    }
+    if (!inputPath.toString().toLowerCase().endsWith(".h5ad")) {
+        return "--cluster reads one h5ad file, but --input is ${inputPath}. " +
+            "Fix: convert the matrix to h5ad first, or give labels with --label_key."
+    }
+    return null
+}
+
 workflow DEEPMAPPER {
     main:
+    def label_problem = labelSourceProblem(params.cluster, params.label_key, params.labels, params.denovo, params.input)
+    if (label_problem) {
+        error(label_problem)
+    }
     def input_file = file(params.input, checkIfExists: true)
     def run_meta   = [id: input_file.baseName]
     def sheet      = isSamplesheet(params.input, params.label_key, params.denovo)
@@ -61,23 +92,36 @@ workflow DEEPMAPPER {
         ch_dataset       = DENOVO_ASSEMBLY.out.dataset
         ch_multiqc_files = ch_multiqc_files.mix(DENOVO_ASSEMBLY.out.multiqc_files)
     } else {
-        def ingest_in
-        if (sheet) {
+        def labels_file = params.labels ? file(params.labels, checkIfExists: true) : []
+        def ch_ingest_in
+        if (params.cluster) {
+            // Leiden clusters in obs 'cluster' become the labels INGEST reads
+            DEEPMAPPER_CLUSTER(channel.value([run_meta, input_file]))
+            ch_ingest_in = DEEPMAPPER_CLUSTER.out.h5ad.map { meta, clustered -> [meta + [label_key: 'cluster'], [clustered], labels_file] }
+        } else if (sheet) {
             rows.each { meta, matrix_path, _fastq_1, _fastq_2 ->
                 if (!matrix_path) {
                     error("${params.input}: sample '${meta.id}' has no path. Fix: give sample,path,label rows, or run with --denovo for FASTQ rows.")
                 }
             }
-            ingest_in = [run_meta + [labels: rows.collect { row -> row[0].label }], rows.collect { row -> row[1] }]
+            ch_ingest_in = channel.value([run_meta + [labels: rows.collect { row -> row[0].label }], rows.collect { row -> row[1] }, labels_file])
         } else {
             if (!params.label_key) {
-                error("--input ${params.input} is a single matrix, so --label_key must name its label column (obs column of an h5ad, column of a CSV).")
+                error("--input ${params.input} is a single matrix, so --label_key must name its label column (obs column of an h5ad, column of a CSV), or use --cluster to derive labels.")
             }
-            ingest_in = [run_meta + [label_key: params.label_key], [input_file]]
+            ch_ingest_in = channel.value([run_meta + [label_key: params.label_key], [input_file], labels_file])
         }
-        def labels_file = params.labels ? file(params.labels, checkIfExists: true) : []
-        DEEPMAPPER_INGEST(channel.value(ingest_in + [labels_file]))
+        DEEPMAPPER_INGEST(ch_ingest_in)
         ch_dataset = DEEPMAPPER_INGEST.out.dataset
+    }
+
+    //
+    // Gene sets: AUCell activities replace the genes for every later step
+    //
+    if (params.genesets) {
+        def gmt = file(params.genesets, checkIfExists: true)
+        DEEPMAPPER_AUCELL(ch_dataset.map { meta, dataset -> [meta, dataset, gmt] })
+        ch_dataset = DEEPMAPPER_AUCELL.out.dataset
     }
 
     //

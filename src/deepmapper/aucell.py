@@ -231,7 +231,8 @@ def score_genesets(adata, gmt_path, *, min_size: int = 5, top_fraction: float = 
     for k, v in adata.obsm.items():
         out.obsm[k] = v
     if "deepmapper" in adata.uns:
-        out.uns["deepmapper"] = dict(adata.uns["deepmapper"])
+        # provenance: the features are now AUCell scores in [0, 1]
+        out.uns["deepmapper"] = dict(adata.uns["deepmapper"]) | {"matrix": "aucell", "normalized": True}
     out.uns["aucell"] = {"genesets": str(gmt_path), "matrix": chosen, "min_size": int(min_size),
                          "top_fraction": float(top_fraction), "n_up": n_up_for(X.shape[1], top_fraction),
                          "n_genes": int(X.shape[1]), "tie_rule": TIE_RULE,

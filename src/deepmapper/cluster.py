@@ -30,6 +30,20 @@ def check_label_source(label_key: str | None, cluster: bool) -> None:
                               "cluster.")
 
 
+def drop_small_clusters(adata, key: str, min_size: int):
+    """Cells of clusters with fewer than ``min_size`` cells removed (they cannot be classes of a
+    stratified split); returns (adata, {cluster: size} of the dropped ones)."""
+    sizes = adata.obs[key].value_counts()
+    small = sizes[sizes < min_size]
+    if not len(small):
+        return adata, {}
+    log.warning("dropping %d cells in %d clusters smaller than %d cells (%s)", int(small.sum()), len(small),
+                min_size, ", ".join(map(str, small.index)))
+    kept = adata[~adata.obs[key].isin(small.index)].copy()
+    kept.obs[key] = kept.obs[key].astype(str).astype("category")
+    return kept, {str(k): int(v) for k, v in small.items()}
+
+
 def knn_graph(embedding: np.ndarray, *, n_neighbors: int = 15, metric: str = "cosine"):
     """Symmetric 0/1 adjacency (CSR) of the exact k-nearest-neighbour graph, self excluded.
 

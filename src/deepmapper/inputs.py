@@ -61,7 +61,7 @@ def _rebuild(adata, X, var_names, *, matrix: str, normalized: bool, cfg: Config,
 def _clustered(inputs: list[str], cfg: Config):
     """Read an h5ad without labels, cluster it, and use the clusters as labels."""
     from . import io
-    from .cluster import cluster_labels
+    from .cluster import cluster_labels, drop_small_clusters
 
     if len(inputs) != 1 or not str(inputs[0]).endswith(".h5ad"):
         raise InputError("--cluster reads one h5ad file", where="; ".join(map(str, inputs)), field="input",
@@ -73,13 +73,8 @@ def _clustered(inputs: list[str], cfg: Config):
     sizes = clustered.obs[CLUSTER_KEY].value_counts()
     log.info("--cluster: %d Leiden clusters (%s)", len(sizes), ", ".join(f"{k}: {v}" for k, v in sizes.items()))
     normalize = "never" if cfg.input.modality == "atac" else cfg.input.normalize
-    # Clusters smaller than a stratified split allows cannot be classes: drop their cells, say so.
-    small = sizes[sizes < max(3, cfg.input.min_class_size)]
-    if len(small):
-        log.warning("--cluster: dropping %d cells in %d clusters smaller than %d cells (%s)", int(small.sum()),
-                    len(small), max(3, cfg.input.min_class_size), ", ".join(map(str, small.index)))
-        clustered = clustered[~clustered.obs[CLUSTER_KEY].isin(small.index)].copy()
-        clustered.obs[CLUSTER_KEY] = clustered.obs[CLUSTER_KEY].astype(str)
+    # Clusters smaller than a stratified split allows cannot be classes: drop their cells (warned).
+    clustered, _ = drop_small_clusters(clustered, CLUSTER_KEY, cfg.input.min_class_size)
     adata = io.from_anndata(clustered, label_key=CLUSTER_KEY, matrix=cfg.input.matrix, normalize=normalize,
                             min_class_size=cfg.input.min_class_size, source=str(path),
                             source_sha256=io.file_sha256(path))

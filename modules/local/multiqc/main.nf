@@ -21,9 +21,13 @@ process MULTIQC {
 
     script:
     def args = task.ext.args ?: ''
+    // --no-version-check, --no-ai: MultiQC never reaches the network (offline
+    // clusters, reproducible reports)
     """
     multiqc \\
         --force \\
+        --no-version-check \\
+        --no-ai \\
         --config ${multiqc_config} \\
         --outdir multiqc \\
         --filename multiqc_report.html \\

@@ -77,7 +77,10 @@ def aucell_cmd(input_path, genesets, out, min_size, top_fraction, matrix, device
 @click.option("--n-neighbors", default=None, type=click.IntRange(min=2),
               help="Neighbours of the kNN graph [default: 15 for rna, 50 for atac].")
 @click.option("--matrix", default="auto", show_default=True, help=_MATRIX_HELP)
-def cluster_cmd(input_path, modality, out, resolution, seed, key, n_components, n_neighbors, matrix):
+@click.option("--min-size", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Drop the cells of clusters smaller than this (as 'deepmapper run --cluster' does with "
+                   "--min-class-size); 0 keeps every cluster.")
+def cluster_cmd(input_path, modality, out, resolution, seed, key, n_components, n_neighbors, matrix, min_size):
     """Derive labels by Leiden clustering (PCA for RNA, iterative LSI for ATAC)."""
     from ..cluster import cluster_labels
 
@@ -85,6 +88,10 @@ def cluster_cmd(input_path, modality, out, resolution, seed, key, n_components, 
     result = cluster_labels(adata, modality=modality, resolution=resolution, seed=seed, key=key,
                             n_components=n_components, n_neighbors=n_neighbors, matrix=matrix,
                             where=str(input_path))
+    if min_size:
+        from ..cluster import drop_small_clusters
+
+        result, _ = drop_small_clusters(result, key, min_size)
     _write(result, out)
     sizes = result.obs[key].value_counts().sort_index()
     click.echo(f"{out}: {len(sizes)} clusters in obs['{key}'] ({', '.join(f'{k}: {v}' for k, v in sizes.items())})",
