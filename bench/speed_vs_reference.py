@@ -273,7 +273,7 @@ def head_to_head(case: str, threads: int, repeats: int, rate: float) -> None:
     c = CASES[case]
     print(f"\n## {case}: {c.get('passes')} pass(es) x {c.get('epochs')} epochs, cnn_small, CPU, {threads} threads "
           f"(best of {repeats}; load average {load_line()})")
-    print(f"| side | process wall s | engine s | peak RSS GiB | held-out accuracy |")
+    print("| side | process wall s | engine s | peak RSS GiB | held-out accuracy |")
     print("|---|---|---|---|---|")
     for side in ("ref", "ours"):
         b = best[side]
@@ -291,7 +291,7 @@ def head_to_head(case: str, threads: int, repeats: int, rate: float) -> None:
 def print_throughput(o: dict, f: dict | None, rate: float) -> None:
     print(f"\nthroughput (engine time; {o['fwd_flops_per_image'] / 1e6:.1f} MFLOP forward per "
           f"{o['side']}x{o['side']} image; fp32 matmul rate here {rate / 1e9:.1f} GFLOP/s):")
-    print(f"| side | training images/s | run GFLOP | achieved GFLOP/s | fraction of matmul rate |")
+    print("| side | training images/s | run GFLOP | achieved GFLOP/s | fraction of matmul rate |")
     print("|---|---|---|---|---|")
     for name, x in (("ref", f), ("ours", o)):
         if x is None:

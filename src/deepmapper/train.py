@@ -562,8 +562,6 @@ def _attribute_members(net, feed, data: PreparedData, cfg: Config, members, perm
     equals attributing each member alone. Other methods (and non-stackable
     backbones) go member by member through :func:`attribution.attribute`.
     """
-    import torch
-
     from . import attribution
 
     K, acfg = net.k, cfg.attribution
