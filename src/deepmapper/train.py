@@ -562,6 +562,8 @@ def _attribute_members(net, feed, data: PreparedData, cfg: Config, members, perm
     equals attributing each member alone. Other methods (and non-stackable
     backbones) go member by member through :func:`attribution.attribute`.
     """
+    import torch
+
     from . import attribution
 
     K, acfg = net.k, cfg.attribution
@@ -591,7 +593,6 @@ def _attribute_members(net, feed, data: PreparedData, cfg: Config, members, perm
 
 def _attribute_stacked(net, images, targets, base, acfg):
     """IG or saliency of all K members at once on (N, K, s, s) images -> (N, K, s, s)."""
-    import torch
     from captum.attr import IntegratedGradients, Saliency
 
     def forward(x):
