@@ -509,6 +509,10 @@ def train_group(data: PreparedData, cfg: Config, group: list[int], *, device, pr
     net.train(False)
     test = data.split.test
     proba = _predict_stacked(net, feed, test, perms_t, side, eval_chunk, device)      # (K, N, C)
+    # Validation loss of the weights actually used: equals the best epoch's (a restore check).
+    val = data.split.val
+    val_proba = _predict_stacked(net, feed, val, perms_t, side, eval_chunk, device)
+    restored_val_loss = -np.log(np.clip(val_proba[:, np.arange(len(val)), data.codes[val]], 1e-12, None)).mean(1)
     attr_idx = _attribution_cells(data, cfg)
     pixel_attr = _attribute_members(net, feed, data, cfg, members, perms_t, attr_idx, side, device)  # (N, K, P)
     codes = data.codes[attr_idx]
@@ -534,6 +538,7 @@ def train_group(data: PreparedData, cfg: Config, group: list[int], *, device, pr
             classes=list(data.classes), features_sha256=data.features_sha256, dataset_sha256=data.dataset_sha256,
             meta={"backbone": cfg.backbone.kind, "attribution": cfg.attribution.method, "device": str(device),
                   "trained_with": list(group), "n_attributed": int(len(attr_idx)),
+                  "restored_val_loss": round(float(restored_val_loss[k]), 6),
                   "seconds": round((time.perf_counter() - t0) / K, 3), "config": cfg.to_dict()}))
         log.info("pass %d: held-out accuracy %.3f (%s), stopped at epoch %d (best %d)", m.pass_index, accuracy,
                  "accepted" if accepted else "rejected", stopper.epochs_run, stopper.best_epoch)
