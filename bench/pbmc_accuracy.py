@@ -5,7 +5,7 @@ Prints per-pass and arrangement-ensembled held-out accuracy next to the logistic
 regression baseline on the same held-out cells, and the top genes per class with
 known markers marked.
 
-    python bench/pbmc_accuracy.py [--passes 10] [--seed 0] [--backbone cnn]
+    python bench/pbmc_accuracy.py [--passes 10] [--seed 0 1 2] [--backbone cnn] [--set PARAM=VALUE]
 """
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import json
 import tempfile
 import time
 from pathlib import Path
+
+import yaml
 
 MARKERS = {
     "CD14+ Monocyte": ["LYZ", "S100A8", "S100A9", "CD14", "FCN1", "FCGR3A"],
@@ -28,26 +30,51 @@ MARKERS = {
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--passes", type=int, default=None)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, nargs="+", default=[0, 1, 2],
+                    help="run seeds (each gives its own held-out split); default 0 1 2")
     ap.add_argument("--backbone", default=None)
+    ap.add_argument("--set", action="append", default=[], metavar="PARAM=VALUE",
+                    help="any other run parameter, e.g. --set learning_rate=1e-3 (repeatable)")
     ap.add_argument("--top", type=int, default=15)
-    ap.add_argument("--outdir", type=Path, default=None, help="keep the results here")
+    ap.add_argument("--outdir", type=Path, default=None, help="keep the results of the first seed here")
     args = ap.parse_args()
 
     from deepmapper.config import Config
     from deepmapper.demo import LABEL_KEY, demo_input
     from deepmapper.runner import run
 
-    params = {k: v for k, v in {"passes": args.passes, "seed": args.seed, "backbone": args.backbone}.items()
-              if v is not None}
-    cfg = Config().with_params(params)
-    with tempfile.TemporaryDirectory() as tmp:
-        out = args.outdir or Path(tmp)
-        t0 = time.perf_counter()
-        summary = run([str(demo_input(out))], out, cfg, label_key=LABEL_KEY, report=False, progress=False)
-        secs = time.perf_counter() - t0
-        ev = json.loads((out / "evaluation.json").read_text())
-        base = json.loads((out / "baselines" / "baselines.json").read_text())
+    extra = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        extra[key] = yaml.safe_load(value)
+    rows = []
+    for i, seed in enumerate(args.seed):
+        params = {k: v for k, v in {"passes": args.passes, "seed": seed, "backbone": args.backbone}.items()
+                  if v is not None}
+        cfg = Config().with_params({**extra, **params})
+        with tempfile.TemporaryDirectory() as tmp:
+            out = args.outdir if (args.outdir and i == 0) else Path(tmp)
+            t0 = time.perf_counter()
+            summary = run([str(demo_input(out))], out, cfg, label_key=LABEL_KEY, report=False, progress=False)
+            secs = time.perf_counter() - t0
+            ev = json.loads((out / "evaluation.json").read_text())
+            base = json.loads((out / "baselines" / "baselines.json").read_text())
+        rows.append({"seed": seed, "mean per pass": summary["mean_accuracy"], "ensembled": ev["accuracy"],
+                     "logistic": base["logistic"]["accuracy"], "majority": ev["majority_rate"],
+                     "ratio": ev["accuracy"] / base["logistic"]["accuracy"], "seconds": secs})
+        if i == 0:
+            _detail(summary, cfg, ev, base, secs, args.top)
+    print("\nper seed (same held-out cells for both methods within a seed):")
+    width = max(len(k) for k in rows[0])
+    print("  ".join(f"{k:>{width}s}" for k in rows[0]))
+    for row in rows:
+        print("  ".join(f"{v:>{width}d}" if isinstance(v, int) else f"{v:>{width}.3f}" for v in row.values()))
+    mean = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0] if k != "seed"}
+    print(f"{'mean':>{width}s}  " + "  ".join(f"{v:>{width}.3f}" for v in mean.values()))
+    print(f"ensembled >= logistic on {sum(r['ensembled'] >= r['logistic'] for r in rows)}/{len(rows)} seeds")
+
+
+def _detail(summary, cfg, ev, base, secs, top_n) -> None:
     acc = summary["accuracies"]
     print(f"pbmc68k_reduced, {summary['n_cells']} cells x {summary['n_features']} genes, "
           f"{len(summary['classes'])} classes; backbone {cfg.backbone.kind}, seed {cfg.run.seed}, "
@@ -61,7 +88,7 @@ def main() -> None:
     print("\ntop genes per class (* = known marker):")
     for cls, top in summary["per_class_top"].items():
         markers = set(MARKERS.get(cls, []))
-        shown = [g + ("*" if g in markers else "") for g in top[: args.top]]
+        shown = [g + ("*" if g in markers else "") for g in top[:top_n]]
         print(f"  {cls:30s} {', '.join(shown)}")
 
 

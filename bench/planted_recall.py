@@ -30,6 +30,8 @@ def main() -> None:
     ap.add_argument("--marginal", type=int, default=20)
     ap.add_argument("--combo", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--effect", type=float, default=1.0, help="log-scale shift of a marginal gene in its class")
+    ap.add_argument("--correlation", type=float, default=0.9, help="latent correlation of a combination pair")
     ap.add_argument("--passes", type=int, default=10)
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--backbone", action="append", default=None,
@@ -41,7 +43,7 @@ def main() -> None:
     from deepmapper.synthetic import planted
 
     adata, truth = planted(args.cells, args.features, n_marginal=args.marginal, n_combo=args.combo,
-                           seed=args.seed)
+                           seed=args.seed, effect=args.effect, correlation=args.correlation)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "planted.h5ad"
@@ -69,7 +71,8 @@ def main() -> None:
                     rows.append(_row(method, ranked_b, truth, acc, None))
     table = pd.DataFrame(rows)
     print(f"planted data: {args.cells} cells x {args.features} features, {args.marginal} marginal genes, "
-          f"{args.combo} combination-only genes ({args.combo // 2} pairs), seed {args.seed}, "
+          f"{args.combo} combination-only genes ({args.combo // 2} pairs), effect {args.effect}, "
+          f"correlation {args.correlation}, seed {args.seed}, "
           f"zero fraction {truth['zero_fraction']:.2f}")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 

@@ -13,7 +13,7 @@ from deepmapper import transform
 from deepmapper.config import Config, defaults_flat, dump_yaml, load_yaml
 from deepmapper.earlystop import EarlyStopping
 from deepmapper.errors import ConfigError, InputError
-from deepmapper.split import stratified_split
+from deepmapper.split import n_validation_folds, pass_cells, stratified_split, validation_folds
 
 n_features = st.integers(min_value=1, max_value=3000)
 
@@ -197,3 +197,36 @@ def test_flat_params_are_unique_and_cover_every_field():
     from deepmapper.config import iter_fields
 
     assert len(flat) == len(list(iter_fields()))
+
+
+@given(st.lists(st.integers(0, 3), min_size=40, max_size=300), st.integers(0, 100), st.integers(2, 10))
+def test_validation_folds_partition_the_non_held_out_cells(codes, seed, n_folds):
+    codes = np.asarray(codes)
+    if len(np.unique(codes)) < 2 or any((codes == c).sum() < 5 for c in np.unique(codes)):
+        return
+    s = stratified_split(codes, test_fraction=0.2, val_fraction=0.1, seed=seed)
+    folds = validation_folds(codes, s, n_folds, seed)
+    assert np.all(folds[s.test] == -1)
+    pool = np.concatenate([s.train, s.val])
+    assert np.all((folds[pool] >= 0) & (folds[pool] < n_folds))
+    for c in np.unique(codes):  # stratified: fold sizes of a class differ by at most one
+        sizes = np.bincount(folds[pool][codes[pool] == c], minlength=n_folds)
+        assert sizes.max() - sizes.min() <= 1
+    validated = np.zeros(len(codes), int)
+    for t in range(n_folds):
+        train_cells, val_cells = pass_cells(s, folds, t)
+        assert not np.intersect1d(train_cells, val_cells).size
+        assert np.array_equal(np.union1d(train_cells, val_cells), np.sort(pool))
+        validated[val_cells] += 1
+    assert np.all(validated[pool] == 1) and np.all(validated[s.test] == 0)  # every cell validated once
+    assert np.array_equal(pass_cells(s, folds, n_folds + 1)[1], pass_cells(s, folds, 1)[1])
+    assert np.array_equal(validation_folds(codes, s, n_folds, seed), folds)
+
+
+def test_without_folds_every_pass_uses_the_fixed_split():
+    codes = np.repeat([0, 1], 30)
+    s = stratified_split(codes, test_fraction=0.2, val_fraction=0.1, seed=0)
+    for t in range(3):
+        train_cells, val_cells = pass_cells(s, None, t)
+        assert np.array_equal(train_cells, s.train) and np.array_equal(val_cells, s.val)
+    assert n_validation_folds(0.1) == 10 and n_validation_folds(0.6) == 2

@@ -231,3 +231,32 @@ def test_adamw_matches_torch_adamw():
     for p, q in zip(ours, ref):
         torch.testing.assert_close(p, q, atol=1e-7, rtol=1e-6)
     assert all((p - s).abs().max() > 1e-3 for p, s in zip(ours, start))  # they did move
+
+
+def test_a_pass_never_trains_on_its_validation_fold(dataset):
+    """Rotating validation: relabelling pass 0's validation cells leaves pass 0's one-epoch
+    model unchanged (those cells only judge it) but changes pass 1, which trains on them."""
+    import dataclasses
+
+    cfg = Config().with_params({**FAST, "epochs": 1, "passes_per_step": 2})
+    data = _prepared(dataset, cfg)
+    assert data.folds is not None
+    val0 = data.pass_cells(0)[1]
+    assert not np.array_equal(val0, data.pass_cells(1)[1])
+    codes = data.codes.copy()
+    codes[val0] = (codes[val0] + 1) % data.n_classes
+    relabelled = dataclasses.replace(data, codes=codes)
+    a = train.train_passes(data, cfg, [0, 1], progress=False)
+    b = train.train_passes(relabelled, cfg, [0, 1], progress=False)
+    np.testing.assert_allclose(a[0].heldout_proba, b[0].heldout_proba, atol=1e-6)
+    np.testing.assert_allclose(a[0].train_loss, b[0].train_loss, atol=1e-6)
+    assert not np.allclose(a[0].val_loss, b[0].val_loss, atol=1e-3)       # judged on the relabelled cells
+    assert not np.allclose(a[1].heldout_proba, b[1].heldout_proba, atol=1e-3)
+
+
+def test_fixed_validation_when_rotation_is_off(dataset):
+    cfg = Config().with_params({**FAST, "rotate_validation": False})
+    data = _prepared(dataset, cfg)
+    assert data.folds is None
+    for t in range(3):
+        assert np.array_equal(data.pass_cells(t)[1], data.split.val)

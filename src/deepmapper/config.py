@@ -103,6 +103,10 @@ class RunConfig:
     weight_decay: float = _f(1e-2, "weight_decay", "AdamW weight decay.")
     test_fraction: float = _f(0.2, "test_fraction", "Held-out fraction (fixed stratified split, from seed).")
     val_fraction: float = _f(0.1, "val_fraction", "Validation fraction of the training cells, for early stopping.")
+    rotate_validation: bool = _f(True, "rotate_validation",
+                                 "Pass t validates on fold t mod round(1/val_fraction) of the non-held-out cells "
+                                 "and trains on the rest, so the passes together learn from every one of them; "
+                                 "off: one fixed validation set for all passes.")
     min_accuracy: float = _f(0.0, "min_accuracy",
                              "Gate: a pass is accepted when its held-out accuracy is at least this "
                              "and above the majority-class rate.")

@@ -15,7 +15,7 @@ import numpy as np
 
 from .config import Config
 from .errors import InputError
-from .split import Split, stratified_split
+from .split import Split, n_validation_folds, pass_cells, stratified_split, validation_folds
 
 # Below this many bytes the scaled matrix is kept dense in memory (fast path for
 # small data, where slicing a batch is a visible share of a step); above it,
@@ -39,6 +39,11 @@ class PreparedData:
     dataset_sha256: str = ""
     dense_scaled: np.ndarray | None = None
     raw_mean: np.ndarray | None = None   # unscaled mean of the training cells (float64)
+    folds: np.ndarray | None = None      # rotating validation fold per cell (-1 held out), or None
+
+    def pass_cells(self, pass_index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(training cells, validation cells) of one pass."""
+        return pass_cells(self.split, self.folds, pass_index)
 
     @property
     def n_features(self) -> int:
@@ -98,6 +103,8 @@ def prepare(adata, cfg: Config, *, where: str = "dataset") -> PreparedData:
                         features_sha256=io.features_sha256(adata.var_names),
                         dataset_sha256=str(adata.uns.get("deepmapper", {}).get("source_sha256", "")),
                         raw_mean=raw_mean)
+    if cfg.run.rotate_validation:
+        data.folds = validation_folds(codes, split, n_validation_folds(cfg.run.val_fraction), cfg.run.seed)
     if X.shape[0] * X.shape[1] * 4 <= DENSE_LIMIT_BYTES:
         # filled block by block: the peak is the dense copy itself, not several temporaries
         dense = np.empty(X.shape, np.float32)

@@ -446,28 +446,42 @@ def train_group(data: PreparedData, cfg: Config, group: list[int], *, device, pr
     micro = _chunk(net.act_elems, K, MICRO_BATCH_BYTES, device) if net.stacked else None
     eval_chunk = _chunk(net.act_elems, K, EVAL_BYTES, device, floor=8) or EVAL_BATCH
 
+    # Each member trains and validates on its own cells (rotating validation folds). The
+    # batches run over every cell any pass may train on, whatever the group, and a (K, cells)
+    # weight keeps each member to its own: so a pass trains the same alone or stacked.
+    cells = [data.pass_cells(m.pass_index) for m in members]
+    train_pool = data.split.train if data.folds is None else np.flatnonzero(data.folds >= 0)
+    val_union = np.unique(np.concatenate([c[1] for c in cells]))
+    in_train = np.zeros((K, len(data.codes)), np.float32)
+    in_val = np.zeros((K, len(data.codes)), np.float32)
+    for k, (tr, va) in enumerate(cells):
+        in_train[k, tr], in_val[k, va] = 1.0, 1.0
+    in_train_t, in_val_t = torch.as_tensor(in_train, device=device), torch.as_tensor(in_val, device=device)
+    n_train_k = torch.as_tensor(in_train.sum(1), device=device)
+
     def val_losses() -> np.ndarray:
         net.train(False)
         total = torch.zeros(K, device=device)
-        val = data.split.val
         with torch.no_grad(), _autocast(device):
-            for i in range(0, len(val), eval_chunk):
-                sel = val[i:i + eval_chunk]
+            for i in range(0, len(val_union), eval_chunk):
+                sel = val_union[i:i + eval_chunk]
                 logits = net.forward(_images(feed(sel), perms_t, side)).float()
-                total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y_all[sel].repeat(K),
-                                         reduction="none").view(K, -1).sum(1)
-        return (total / len(val)).cpu().numpy()
+                total += (F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y_all[sel].repeat(K),
+                                          reduction="none").view(K, -1) * in_val_t[:, sel]).sum(1)
+        return (total / in_val_t.sum(1).clamp_min(1.0)).cpu().numpy()
 
     label = f"passes {group[0]}-{group[-1]}" if K > 1 else f"pass {group[0]}"
     bar = tqdm(range(1, r.epochs + 1), desc=label, unit="epoch", disable=None if progress else True,
                leave=False)
     for epoch in bar:
         net.train(True)
-        order = np.random.default_rng([r.seed, epoch]).permutation(data.split.train)  # shared batch order
+        order = np.random.default_rng([r.seed, epoch]).permutation(train_pool)  # shared batch order
         epoch_loss = torch.zeros(K, device=device)
         for i in range(0, len(order), r.batch_size):
             sel = order[i:i + r.batch_size]
             n = len(sel)
+            weight = in_train_t[:, sel]                                  # (K, n): 1 where the cell is k's
+            denom = weight.sum(1).clamp_min(1.0)
             images = _augment(_images(feed(sel), perms_t, side), members, cfg)
             masks = net.masks(n, device)
             y = y_all[sel]
@@ -478,16 +492,17 @@ def train_group(data: PreparedData, cfg: Config, group: list[int], *, device, pr
                 part = {name: mk[:, j:j + step] for name, mk in masks.items()}
                 with _autocast(device):
                     logits = net.forward(images[j:j + step], part)
-                per_member = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
-                                             y[j:j + step].repeat(K), reduction="none").view(K, -1).sum(1) / n
+                ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y[j:j + step].repeat(K),
+                                     reduction="none").view(K, -1) * weight[:, j:j + step]
+                per_member = ce.sum(1) / denom
                 loss = per_member.sum()           # members share no parameters: gradients stay separate
                 aux = net.aux_loss()
                 if aux is not None:
                     loss = loss + aux
                 loss.backward()
-                epoch_loss += per_member.detach() * n
+                epoch_loss += ce.detach().sum(1)
             optimizer.step()
-        train_l = (epoch_loss / len(order)).cpu().numpy()
+        train_l = (epoch_loss / n_train_k.clamp_min(1.0)).cpu().numpy()
         val_l = val_losses()
         for k, m in enumerate(members):
             if m.done:
@@ -510,9 +525,9 @@ def train_group(data: PreparedData, cfg: Config, group: list[int], *, device, pr
     test = data.split.test
     proba = _predict_stacked(net, feed, test, perms_t, side, eval_chunk, device)      # (K, N, C)
     # Validation loss of the weights actually used: equals the best epoch's (a restore check).
-    val = data.split.val
-    val_proba = _predict_stacked(net, feed, val, perms_t, side, eval_chunk, device)
-    restored_val_loss = -np.log(np.clip(val_proba[:, np.arange(len(val)), data.codes[val]], 1e-12, None)).mean(1)
+    val_proba = _predict_stacked(net, feed, val_union, perms_t, side, eval_chunk, device)
+    val_nll = -np.log(np.clip(val_proba[:, np.arange(len(val_union)), data.codes[val_union]], 1e-12, None))
+    restored_val_loss = (val_nll * in_val[:, val_union]).sum(1) / np.maximum(in_val[:, val_union].sum(1), 1.0)
     attr_idx = _attribution_cells(data, cfg)
     pixel_attr = _attribute_members(net, feed, data, cfg, members, perms_t, attr_idx, side, device)  # (N, K, P)
     codes = data.codes[attr_idx]
