@@ -99,6 +99,7 @@ def test_failed_run_keeps_the_earlier_results(run_dir, pbmc_h5ad):
 @pytest.mark.parametrize("args, expected", [
     (["--min-epochs", "30", "--epochs", "10"], "min_epochs"),
     (["--attribution", "shap"], "attribution"),
+    (["--label-smoothing", "1.5"], "label_smoothing"),
     (["--backbone", "resnet99"], "resnet99"),
 ])
 def test_bad_configuration_is_one_clear_line(pbmc_h5ad, tmp_path, args, expected):

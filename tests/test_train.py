@@ -260,3 +260,18 @@ def test_fixed_validation_when_rotation_is_off(dataset):
     assert data.folds is None
     for t in range(3):
         assert np.array_equal(data.pass_cells(t)[1], data.split.val)
+
+
+def test_label_smoothing_changes_the_training_target_only(dataset):
+    """With smoothing e over C classes the training loss can never fall below the entropy
+    of the smoothed target; the validation loss stays plain cross-entropy (no such floor)."""
+    cfg = Config().with_params({**FAST, "epochs": 4, "passes_per_step": 1, "label_smoothing": 0.5})
+    data = _prepared(dataset, cfg)
+    smooth = train.train_passes(data, cfg, [0], progress=False)[0]
+    plain = train.train_passes(data, cfg.with_params({"label_smoothing": 0.0}), [0], progress=False)[0]
+    c, e = data.n_classes, 0.5
+    target = np.array([1 - e + e / c] + [e / c] * (c - 1))
+    floor = float(-(target * np.log(target)).sum())
+    assert np.all(smooth.train_loss >= floor - 1e-4)
+    assert plain.train_loss[-1] < floor - 0.5          # without smoothing it goes well below
+    assert smooth.val_loss.min() < floor - 0.5          # validation: plain cross-entropy

@@ -99,6 +99,8 @@ class RunConfig:
     patience: int = _f(8, "patience", "Epochs without validation-loss improvement before stopping.")
     min_delta: float = _f(1e-3, "min_delta", "Smallest validation-loss decrease that counts as improvement.")
     batch_size: int = _f(64, "batch_size", "Training batch size.")
+    label_smoothing: float = _f(0.0, "label_smoothing",
+                                "Label smoothing of the training loss (the validation loss stays plain cross-entropy).")
     learning_rate: float = _f(2e-3, "learning_rate", "AdamW learning rate.")
     weight_decay: float = _f(1e-2, "weight_decay", "AdamW weight decay.")
     test_fraction: float = _f(0.2, "test_fraction", "Held-out fraction (fixed stratified split, from seed).")
@@ -215,6 +217,8 @@ class Config:
                 bad(f"run.{name}", f"{name} must lie in (0, 0.9) (got {v})", f"set {name} to e.g. 0.2.")
         if not 0.0 <= r.min_accuracy <= 1.0:
             bad("run.min_accuracy", f"must lie in [0, 1] (got {r.min_accuracy})", "set e.g. 0.5.")
+        if not 0.0 <= r.label_smoothing < 1.0:
+            bad("run.label_smoothing", f"must lie in [0, 1) (got {r.label_smoothing})", "use e.g. 0.1, or 0 for none.")
         if r.learning_rate <= 0 or r.weight_decay < 0:
             bad("run.learning_rate", "learning_rate must be > 0 and weight_decay >= 0", "use e.g. 2e-3 and 1e-2.")
         if r.scale not in SCALE_CHOICES:

@@ -493,7 +493,8 @@ def train_group(data: PreparedData, cfg: Config, group: list[int], *, device, pr
                 with _autocast(device):
                     logits = net.forward(images[j:j + step], part)
                 ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y[j:j + step].repeat(K),
-                                     reduction="none").view(K, -1) * weight[:, j:j + step]
+                                     reduction="none", label_smoothing=r.label_smoothing,
+                                     ).view(K, -1) * weight[:, j:j + step]
                 per_member = ce.sum(1) / denom
                 loss = per_member.sum()           # members share no parameters: gradients stay separate
                 aux = net.aux_loss()
