@@ -169,12 +169,14 @@ def test_sparse_input_is_never_densified_whole(dataset, monkeypatch):
     monkeypatch.setattr(sp.csr_matrix, "todense", lambda self, *a, **k: pytest.fail("todense on the matrix"))
     sparse_data = _prepared(sparse, cfg)
     assert sparse_data.dense_scaled is None and sp.issparse(sparse_data.X)
-    results = train.train_passes(sparse_data, cfg, [0, 1], progress=False)
+    train.train_passes(sparse_data, cfg, [0, 1], progress=False)   # incl. the wide path's logistic start
+    exact = cfg.with_params({"wide_start": "random"})   # the start agrees only to its solver tolerance
+    results = train.train_passes(sparse_data, exact, [0, 1], progress=False)
     assert densified, "batches are densified row block by row block"
     assert max(densified) <= train.EVAL_BATCH < sparse.n_obs
     # and the sparse path trains exactly what the dense path trains
     monkeypatch.undo()
-    expect = train.train_passes(dense_data, cfg, [0, 1], progress=False)
+    expect = train.train_passes(dense_data, exact, [0, 1], progress=False)
     for a, b in zip(results, expect):
         np.testing.assert_allclose(a.heldout_proba, b.heldout_proba, atol=1e-5)
         np.testing.assert_allclose(a.importance, b.importance, atol=1e-4 * float(np.abs(b.importance).max()))
@@ -275,3 +277,53 @@ def test_label_smoothing_changes_the_training_target_only(dataset):
     assert np.all(smooth.train_loss >= floor - 1e-4)
     assert plain.train_loss[-1] < floor - 0.5          # without smoothing it goes well below
     assert smooth.val_loss.min() < floor - 0.5          # validation: plain cross-entropy
+
+
+@pytest.mark.parametrize("storage", ["dense", "sparse"])
+def test_wide_path_starts_at_the_logistic_fit_of_the_pass(dataset, storage):
+    """The cnn's wide path, read through each member's arrangement, gives the same class
+    probabilities as sklearn's penalised logistic regression fitted on that pass's training
+    cells; the sparse path (fit on x / scale, intercept shifted) agrees with the dense one."""
+    import dataclasses
+
+    import scipy.sparse as sp
+    from sklearn.linear_model import LogisticRegression
+
+    cfg = Config().with_params({**FAST})
+    data = _prepared(dataset, cfg)
+    if storage == "sparse":
+        data = dataclasses.replace(data, X=sp.csr_matrix(data.X), dense_scaled=None)
+    side = train.transform.square_side(data.n_features)
+    models, gens = [], []
+    members = []
+    for t in (0, 1):
+        torch.manual_seed(t)
+        models.append(backbones.build(cfg.backbone, data.n_classes, data.n_features))
+        gens.append(torch.Generator().manual_seed(t))
+        members.append(train._MemberState(pass_index=t, perm=train.transform.arrangement(data.n_features, t),
+                                          generator=gens[-1], stopper=None))
+    net = train._Stacked(models, gens, side)
+    train._logistic_wide_start(net, members, data, side, seed=0)
+    test_cells = data.split.test
+    rows = torch.as_tensor(data.rows(test_cells))
+    for k, m in enumerate(members):
+        cells = data.pass_cells(m.pass_index)[0]
+        ref = LogisticRegression(C=1.0, max_iter=5000, tol=1e-9).fit(data.rows(cells), data.codes[cells])
+        pixels = train.transform.to_pixels(rows, torch.as_tensor(m.perm))
+        with torch.no_grad():
+            logits = pixels @ net.params["wide.weight"][k].T + net.params["wide.bias"][k]
+        # dense: centred, as sklearn; sparse: fitted uncentred, a harder problem for the same tolerance
+        np.testing.assert_allclose(torch.softmax(logits, -1).numpy(), ref.predict_proba(data.rows(test_cells)),
+                                   atol=1e-4 if storage == "dense" else 2e-2)
+    assert not torch.allclose(net.params["wide.weight"][0], net.params["wide.weight"][1])
+
+
+def test_the_wide_path_stays_fixed_and_random_start_trains_it(dataset):
+    cfg = Config().with_params({**FAST, "epochs": 2, "passes_per_step": 1})
+    data = _prepared(dataset, cfg)
+    fixed = train.train_passes(data, cfg, [0], progress=False)[0]
+    scratch = train.train_passes(data, cfg.with_params({"wide_start": "random"}), [0], progress=False)[0]
+    # the linear fit alone is already a good classifier: the first epoch starts far lower
+    assert fixed.val_loss[0] < scratch.val_loss[0] - 0.2
+    with pytest.raises(ConfigError, match="wide_start"):
+        Config().with_params({"wide_start": "lasso"})

@@ -51,11 +51,39 @@ def _top(features, values, k: int = TOP_PER_CLASS) -> list[str]:
     return [str(features[i]) for i in order]
 
 
+def fit_logistic(x, codes, *, C: float = 1.0, seed: int = 0, tol: float = 1e-4):
+    """(fitted LogisticRegression, converged) on a standardised matrix (dense or sparse):
+    the L2-penalised multinomial fit shared by the baseline and the cnn's wide path."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    model = LogisticRegression(C=C, max_iter=MAX_ITER, random_state=seed, tol=tol)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        model.fit(x, codes)
+    converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    if not converged:
+        log.warning("logistic regression did not converge in %d iterations; the fit is still usable", MAX_ITER)
+    return model, converged
+
+
+def softmax_coefficients(model, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(coef (n_classes, F), intercept (n_classes,)) giving the same probabilities as ``model``
+    through a softmax: sklearn keeps one vector for two classes (the logit of class 1)."""
+    coef, intercept = np.asarray(model.coef_, np.float64), np.asarray(model.intercept_, np.float64)
+    if coef.shape[0] == 1:
+        coef, intercept = np.vstack([-coef[0] / 2, coef[0] / 2]), np.array([-intercept[0] / 2, intercept[0] / 2])
+    # a class absent from the fitted cells gets no weights and a very low intercept
+    full_coef = np.zeros((n_classes, coef.shape[1]))
+    full_intercept = np.full(n_classes, intercept.min() - 10.0)
+    present = np.asarray(model.classes_, dtype=np.int64)
+    full_coef[present], full_intercept[present] = coef, intercept
+    return full_coef, full_intercept
+
+
 def logistic(adata, split, *, seed: int = 0, C: float = 1.0):
     """(ranking DataFrame, info dict) of a penalised logistic regression on all features."""
     import scipy.sparse as sp
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
     from . import io
@@ -69,14 +97,8 @@ def logistic(adata, split, *, seed: int = 0, C: float = 1.0):
     scaler = StandardScaler(with_mean=not sparse)
     x_fit = scaler.fit_transform(X[fit_idx])
     x_test = scaler.transform(X[split.test])
-    model = LogisticRegression(C=C, max_iter=MAX_ITER, random_state=seed)
     t0 = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        model.fit(x_fit, codes[fit_idx])
-    converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
-    if not converged:
-        log.warning("logistic regression did not converge in %d iterations; the ranking is still usable", MAX_ITER)
+    model, converged = fit_logistic(x_fit, codes[fit_idx], C=C, seed=seed)
     accuracy = float(np.mean(model.predict(x_test) == codes[split.test]))
     coef = np.asarray(model.coef_, dtype=np.float64)
     if coef.shape[0] == 1:  # two classes: one vector, positive = class 1

@@ -31,6 +31,7 @@ MODALITIES = ("rna", "atac")
 NORMALIZE_CHOICES = ("auto", "always", "never")
 SCALE_CHOICES = ("standard", "none")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
+WIDE_STARTS = ("logistic", "random")
 
 
 def _f(default, param: str, help: str, **kw):
@@ -67,6 +68,10 @@ class BackboneConfig:
     patch_size: int = _f(4, "patch_size", "Patch size of the ViT backbone.")
     depth: int = _f(4, "vit_depth", "Transformer blocks of the ViT backbone.")
     heads: int = _f(4, "vit_heads", "Attention heads of the ViT backbone.")
+    wide_start: str = _f("logistic", "wide_start",
+                         "cnn: the wide (per-pixel linear) path starts at the penalised logistic-regression fit "
+                         "of the pass's own training cells (C = 1, as the baseline) and stays fixed while the deep "
+                         "path learns what it misses; random: trained from scratch with the deep path.")
     small_stem: bool = _f(True, "small_stem", "resnet18/timm: replace the 7x7 stride-2 stem for small images.")
 
 
@@ -233,6 +238,8 @@ class Config:
             bad("backbone.kind", f"unknown backbone '{b.kind}'", f"use one of: {BACKBONE_KINDS_DOC}.")
         if b.width < 1 or b.hidden < 1 or b.patch_size < 1 or b.depth < 1 or b.heads < 1:
             bad("backbone", "width, hidden, patch_size, depth and heads must be >= 1", "use positive sizes.")
+        if b.wide_start not in WIDE_STARTS:
+            bad("backbone.wide_start", f"unknown wide_start '{b.wide_start}'", f"use one of {', '.join(WIDE_STARTS)}.")
         if not 0.0 <= b.dropout < 1.0:
             bad("backbone.dropout", f"dropout must lie in [0, 1) (got {b.dropout})", "use e.g. 0.25.")
         if au.noise_std < 0 or not 0.0 <= au.feature_dropout < 1.0:

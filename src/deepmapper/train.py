@@ -34,6 +34,10 @@ from .passfile import PassResult
 
 log = logging.getLogger(__name__)
 
+# Gradient tolerance of the wide path's logistic-regression start. sklearn's default (1e-4)
+# leaves the flat directions of a wide, weakly penalised fit far from the optimum.
+WIDE_START_TOL = 1e-6
+
 EVAL_BATCH = 512                 # no-grad chunk where activation size is not known (GPU, other kinds)
 
 
@@ -439,7 +443,15 @@ def train_group(data: PreparedData, cfg: Config, group: list[int], *, device, pr
     del models
     K = len(members)
     perms_t = torch.as_tensor(np.stack([m.perm for m in members]), device=device)
-    optimizer = _AdamW(net.parameters(), lr=r.learning_rate, weight_decay=r.weight_decay)
+    trainable = net.parameters()
+    if net.stacked and "wide.weight" in net.params and cfg.backbone.wide_start == "logistic":
+        _logistic_wide_start(net, members, data, side, seed=r.seed)
+        # fixed from here on: the deep path learns what the linear fit misses, early stopping
+        # decides how much of it to keep (epoch 0 of the deep path is the linear fit itself)
+        trainable = [p for name, p in net.params.items() if not name.startswith("wide.")]
+        for name in ("wide.weight", "wide.bias"):
+            net.params[name].requires_grad_(False)
+    optimizer = _AdamW(trainable, lr=r.learning_rate, weight_decay=r.weight_decay)
     y_all = torch.as_tensor(data.codes, device=device)
     feed = _Feeder(data, device)
     # Micro-batches only where no layer looks across the batch (stacked kinds have no BatchNorm).
@@ -559,6 +571,35 @@ def train_group(data: PreparedData, cfg: Config, group: list[int], *, device, pr
         log.info("pass %d: held-out accuracy %.3f (%s), stopped at epoch %d (best %d)", m.pass_index, accuracy,
                  "accepted" if accepted else "rejected", stopper.epochs_run, stopper.best_epoch)
     return results
+
+
+def _logistic_wide_start(net, members, data: PreparedData, side: int, *, seed: int) -> None:
+    """Set each member's wide path to the penalised logistic-regression fit of that pass's own
+    training cells (the baseline's model: C = 1, on the same standardised features), placed
+    on the pixels through the member's arrangement. Depends on the pass alone, not its group."""
+    import scipy.sparse as sp
+    import torch
+
+    from .baselines import fit_logistic, softmax_coefficients
+
+    for k, m in enumerate(members):
+        cells = data.pass_cells(m.pass_index)[0]
+        if data.dense_scaled is not None:
+            x, shift = data.dense_scaled[cells], None       # centred: well conditioned, few iterations
+        else:
+            # large sparse data is never densified: fit on x / scale; centring only moves the intercept
+            x = sp.csr_matrix(data.X[cells]) @ sp.diags(1.0 / data.scale.astype(np.float64))
+            shift = data.mean.astype(np.float64) / data.scale
+        model, _ = fit_logistic(x, data.codes[cells], seed=seed + m.pass_index, tol=WIDE_START_TOL)
+        coef, intercept = softmax_coefficients(model, data.n_classes)
+        if shift is not None:
+            intercept = intercept + coef @ shift
+        weight = np.zeros((data.n_classes, side * side), np.float32)
+        weight[:, :coef.shape[1]] = coef[:, m.perm]           # pixel i holds feature perm[i]
+        with torch.no_grad():
+            net.params["wide.weight"][k] = torch.as_tensor(weight)
+            net.params["wide.bias"][k] = torch.as_tensor(intercept, dtype=torch.float32)
+    log.info("wide path: logistic-regression start for passes %s", [m.pass_index for m in members])
 
 
 def _predict_stacked(net, feed, idx, perms_t, side: int, chunk: int, device) -> np.ndarray:
