@@ -446,8 +446,8 @@ def train_group(data: PreparedData, cfg: Config, group: list[int], *, device, pr
     trainable = net.parameters()
     if net.stacked and "wide.weight" in net.params and cfg.backbone.wide_start == "logistic":
         _logistic_wide_start(net, members, data, side, seed=r.seed)
-        # fixed from here on: the deep path learns what the linear fit misses, early stopping
-        # decides how much of it to keep (epoch 0 of the deep path is the linear fit itself)
+        # fixed from here on: the deep path learns what the linear fit misses, and early
+        # stopping decides how much of it to keep (a zero-initialised deep head measured no better)
         trainable = [p for name, p in net.params.items() if not name.startswith("wide.")]
         for name in ("wide.weight", "wide.bias"):
             net.params[name].requires_grad_(False)
@@ -597,8 +597,9 @@ def _logistic_wide_start(net, members, data: PreparedData, side: int, *, seed: i
         weight = np.zeros((data.n_classes, side * side), np.float32)
         weight[:, :coef.shape[1]] = coef[:, m.perm]           # pixel i holds feature perm[i]
         with torch.no_grad():
-            net.params["wide.weight"][k] = torch.as_tensor(weight)
-            net.params["wide.bias"][k] = torch.as_tensor(intercept, dtype=torch.float32)
+            device = net.params["wide.weight"].device
+            net.params["wide.weight"][k] = torch.as_tensor(weight, device=device)
+            net.params["wide.bias"][k] = torch.as_tensor(intercept, dtype=torch.float32, device=device)
     log.info("wide path: logistic-regression start for passes %s", [m.pass_index for m in members])
 
 
