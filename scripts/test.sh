@@ -19,4 +19,6 @@ fi
 python3 -m pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 
+# Everything is installed now: a test that would skip for a missing tool fails instead.
+export DEEPMAPPER_TEST_REQUIRE_ALL=1
 python3 -m pytest "$@"

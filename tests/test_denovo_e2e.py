@@ -21,13 +21,18 @@ from deepmapper.denovo.fasta import read_fasta
 from deepmapper.denovo.recovery import planted_ranks, read_ranks, recovery
 from deepmapper.denovo.table import read_quant_sf
 from deepmapper.seqsim import SimConfig, simulate_experiment
+from conftest import skip_unless  # noqa: E402
 
 TOOLS = ("hisat2", "hisat2-build", "salmon", "rnaspades.py")
 pytestmark = [
     pytest.mark.slow, pytest.mark.tools, pytest.mark.timeout(600),
-    pytest.mark.skipif(any(shutil.which(t) is None for t in TOOLS),
-                       reason="needs hisat2, salmon and rnaspades.py (Debian packages hisat2, salmon, spades)"),
 ]
+
+
+@pytest.fixture(scope="module", autouse=True)   # before the module's pipeline fixtures
+def _tools():
+    skip_unless(all(shutil.which(t) for t in TOOLS),
+                "needs hisat2, salmon and rnaspades.py (Debian packages hisat2, salmon, spades)")
 
 
 def _invoke(args):

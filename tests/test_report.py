@@ -23,6 +23,7 @@ from deepmapper.errors import FormatError, InputError
 from deepmapper.passfile import read_pass
 from deepmapper.report import write_report
 from deepmapper.report import mqc as mqc_mod
+from conftest import skip_unless  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("DEEPMAPPER_TEST_ARTIFACTS", REPO / "test-artifacts"))
@@ -163,8 +164,7 @@ def test_multiqc_config_ships_with_the_package():
 def browser():
     from browser import Browser, chromium_path
 
-    if chromium_path() is None:
-        pytest.skip("chromium not installed (Debian package 'chromium')")
+    skip_unless(chromium_path() is not None, "chromium not installed (Debian package 'chromium')")
     with Browser() as b:
         yield b
 
