@@ -47,10 +47,7 @@ def step_accumulate(dataset_path: Path, pass_paths: list[Path], outdir: Path, cf
 
     adata = io.read_dataset(dataset_path)
     passes = findings_mod.read_passes(pass_paths)
-    is_denovo = adata.var["is_denovo"].to_numpy() if "is_denovo" in adata.var else None
-    table, per_class, summary = findings_mod.build(
-        passes, [str(v) for v in adata.var_names], cfg=cfg, n_wanted=n_wanted, is_denovo=is_denovo,
-        n_cells=int(adata.n_obs), dataset_sha256=str(adata.uns.get("deepmapper", {}).get("source_sha256", "")))
+    table, per_class, summary = _findings(adata, passes, cfg, n_wanted)
     findings_mod.write(outdir, table, per_class, summary)
     return summary
 
@@ -79,6 +76,68 @@ def step_baselines(dataset_path: Path, outdir: Path, cfg: Config, methods=("logi
     return baselines.run_baselines(adata, outdir, split=split, seed=cfg.run.seed, methods=tuple(methods))
 
 
+# -- the in-memory core: what `run` and `deepmapper.tl` share -------------------------------
+
+def train_until_accepted(data, cfg: Config, *, device, progress: bool = True, on_pass=None,
+                         done: dict[int, PassResult] | None = None) -> list[PassResult]:
+    """Train passes 0, 1, ... until ``cfg.run.passes`` are accepted or ``max_tries`` are spent.
+
+    ``on_pass(result)`` is called as each pass finishes (``run`` writes its pass file there);
+    ``done`` holds passes already trained (by index), which are reused instead of trained again.
+    The grouping is that of ``train-pass --start 0 --count N``, so the chained steps match.
+    """
+    from .train import group_passes, train_group
+
+    done = dict(done or {})
+    wanted, max_tries = cfg.run.passes, cfg.effective_max_tries()
+    results: list[PassResult] = []
+    next_index = 0
+    while sum(r.accepted for r in results) < wanted and next_index < max_tries:
+        need = wanted - sum(r.accepted for r in results)
+        todo = list(range(next_index, min(next_index + max(need, 1), max_tries)))
+        for group in group_passes(todo, cfg):
+            if all(i in done for i in group):
+                results.extend(done[i] for i in group)
+                continue
+            for r in train_group(data, cfg, group, device=device, progress=progress):
+                if on_pass is not None:
+                    on_pass(r)
+                results.append(r)
+        next_index = todo[-1] + 1
+    return results
+
+
+def analyse(adata, cfg: Config, *, device=None, progress: bool = True, where: str = "dataset") -> dict:
+    """The whole analysis of a validated dataset (``io.build_dataset`` / ``io.from_anndata``) in memory.
+
+    Returns ``{"passes", "findings", "per_class", "summary", "evaluation"}``: the same values
+    that ``run`` writes as files (``findings.tsv`` ... ``evaluation.json``), with no file written.
+    """
+    from . import io
+    from .data import prepare
+    from .evaluate import evaluate
+    from .train import select_device
+
+    device = device or select_device(cfg.run.device)
+    data = prepare(adata, cfg, where=where)
+    results = train_until_accepted(data, cfg, device=device, progress=progress)
+    table, per_class, summary = _findings(adata, results, cfg, n_wanted=cfg.run.passes)
+    codes, classes = io.labels(adata)
+    evaluation = evaluate(findings_mod.choose(results, cfg.run.passes), codes, classes)
+    return {"passes": results, "findings": table, "per_class": per_class, "summary": summary,
+            "evaluation": evaluation}
+
+
+def _findings(adata, passes: list[PassResult], cfg: Config, n_wanted: int | None = None):
+    """(findings table, per-class table, summary) of passes trained on ``adata`` (the first
+    ``n_wanted`` accepted passes; all accepted when None)."""
+    is_denovo = adata.var["is_denovo"].to_numpy() if "is_denovo" in adata.var else None
+    return findings_mod.build(
+        passes, [str(v) for v in adata.var_names], cfg=cfg, n_wanted=n_wanted, is_denovo=is_denovo,
+        n_cells=int(adata.n_obs),
+        dataset_sha256=str(adata.uns.get("deepmapper", {}).get("source_sha256", "")))
+
+
 # -- the embedded path ----------------------------------------------------------------------
 
 def run(inputs: list[str], outdir: Path, cfg: Config, *, label_key: str | None = None, labels: Path | None = None,
@@ -90,7 +149,7 @@ def run(inputs: list[str], outdir: Path, cfg: Config, *, label_key: str | None =
     from . import inputs as inputs_mod
     from . import io
     from .data import prepare
-    from .train import group_passes, select_device, train_group
+    from .train import select_device
 
     outdir = Path(outdir)
     t_start = time.perf_counter()
@@ -108,18 +167,8 @@ def run(inputs: list[str], outdir: Path, cfg: Config, *, label_key: str | None =
                  device)
 
         passes_dir = stage / "passes"
-        wanted, max_tries = cfg.run.passes, cfg.effective_max_tries()
-        results: list[PassResult] = []
-        next_index = 0
-        while sum(r.accepted for r in results) < wanted and next_index < max_tries:
-            # Same grouping as `train-pass --start 0 --count N`, so the chained steps match.
-            need = wanted - sum(r.accepted for r in results)
-            todo = list(range(next_index, min(next_index + max(need, 1), max_tries)))
-            for group in group_passes(todo, cfg):
-                for r in train_group(data, cfg, group, device=device, progress=progress):
-                    write_pass(r, passes_dir)
-                    results.append(r)
-            next_index = todo[-1] + 1
+        results = train_until_accepted(data, cfg, device=device, progress=progress,
+                                       on_pass=lambda r: write_pass(r, passes_dir))
         pass_paths = findings_mod.pass_files(passes_dir)
         summary = step_accumulate(dataset_path, pass_paths, stage, cfg, n_wanted=wanted)
         step_evaluate(dataset_path, pass_paths, stage / "evaluation.json", n_wanted=wanted)
