@@ -170,8 +170,8 @@ def run(inputs: list[str], outdir: Path, cfg: Config, *, label_key: str | None =
         results = train_until_accepted(data, cfg, device=device, progress=progress,
                                        on_pass=lambda r: write_pass(r, passes_dir))
         pass_paths = findings_mod.pass_files(passes_dir)
-        summary = step_accumulate(dataset_path, pass_paths, stage, cfg, n_wanted=wanted)
-        step_evaluate(dataset_path, pass_paths, stage / "evaluation.json", n_wanted=wanted)
+        summary = step_accumulate(dataset_path, pass_paths, stage, cfg, n_wanted=cfg.run.passes)
+        step_evaluate(dataset_path, pass_paths, stage / "evaluation.json", n_wanted=cfg.run.passes)
         if baselines:
             step_baselines(dataset_path, stage / "baselines", cfg)
         write_json(stage / "run_info.json", {
