@@ -43,6 +43,13 @@ def load(inputs: list[str], cfg: Config, *, label_key: str | None = None, labels
         adata = _atac_features(adata, cfg)
     if i.genesets:
         adata = _geneset_features(adata, cfg)
+    # the settings that built this dataset, for the record of a chained run (config.recorded_config)
+    import json
+
+    from .config import step_params
+
+    flat = cfg.flat()
+    adata.uns["deepmapper"]["settings"] = json.dumps({k: flat[k] for k in step_params("ingest")}, sort_keys=True)
     return adata
 
 

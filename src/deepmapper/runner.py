@@ -86,15 +86,17 @@ def train_until_accepted(data, cfg: Config, *, device, progress: bool = True, on
     ``done`` holds passes already trained (by index), which are reused instead of trained again.
     The grouping is that of ``train-pass --start 0 --count N``, so the chained steps match.
     """
+    from .planning import next_round
     from .train import group_passes, train_group
 
     done = dict(done or {})
     wanted, max_tries = cfg.run.passes, cfg.effective_max_tries()
     results: list[PassResult] = []
-    next_index = 0
-    while sum(r.accepted for r in results) < wanted and next_index < max_tries:
-        need = wanted - sum(r.accepted for r in results)
-        todo = list(range(next_index, min(next_index + max(need, 1), max_tries)))
+    rounds = 0
+    # the rule of `deepmapper plan` (the pipeline's rounds): planning.next_round
+    while todo := next_round({r.pass_index: r.accepted for r in results}, wanted=wanted, max_tries=max_tries,
+                             round_index=rounds):
+        rounds += 1
         for group in group_passes(todo, cfg):
             if all(i in done for i in group):
                 results.extend(done[i] for i in group)
@@ -103,7 +105,6 @@ def train_until_accepted(data, cfg: Config, *, device, progress: bool = True, on
                 if on_pass is not None:
                     on_pass(r)
                 results.append(r)
-        next_index = todo[-1] + 1
     return results
 
 

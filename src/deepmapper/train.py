@@ -41,18 +41,7 @@ WIDE_START_TOL = 1e-6
 EVAL_BATCH = 512                 # no-grad chunk where activation size is not known (GPU, other kinds)
 
 
-def select_device(name: str = "auto"):
-    """``cuda`` when asked for or available (auto), else CPU; CPU is always a valid run."""
-    import torch
-
-    from .errors import ConfigError
-
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' requested but no CUDA GPU is visible", field="run.device",
-                          fix="use --device auto or cpu, or run on a GPU node (-profile gpu).")
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
+from .device import select_device  # noqa: E402,F401  (the device choice lives in device.py)
 
 
 def group_passes(pass_indices: list[int], cfg: Config) -> list[list[int]]:

@@ -5,15 +5,7 @@ from pathlib import Path
 
 import click
 
-from ..config import MATRIX_CHOICES_DOC, NORMALIZE_CHOICES, Config, defaults_flat, param_help
-
-_D = defaults_flat()
-_H = param_help()
-
-
-def _cfg(params: dict) -> Config:
-    """A validated Config with these flat params on top of the defaults (ConfigError names the option)."""
-    return Config().with_params(params, where="command line")
+from ._options import build_config, config_options
 
 
 @click.command("ingest")
@@ -25,32 +17,16 @@ def _cfg(params: dict) -> Config:
                    "the label column [default: population].")
 @click.option("--labels", "labels_file", default=None, type=click.Path(path_type=Path), metavar="FILE",
               help="Two columns with a header: cell (or sample) id, label.")
-@click.option("--matrix", default=_D["matrix"], show_default=True, help=f"h5ad matrix: {MATRIX_CHOICES_DOC}.")
-@click.option("--normalize", type=click.Choice(NORMALIZE_CHOICES), default=_D["normalize"], show_default=True,
-              help=_H["normalize"])
-@click.option("--min-class-size", type=int, default=_D["min_class_size"], show_default=True,
-              help=_H["min_class_size"])
-@click.option("--modality", type=click.Choice(["rna", "atac"]), default=_D["modality"], show_default=True,
-              help=_H["modality"])
-@click.option("--genesets", type=click.Path(exists=True, dir_okay=False), default=None, metavar="GMT",
-              help=_H["genesets"])
-@click.option("--geneset-min-size", type=int, default=_D["geneset_min_size"], show_default=True,
-              help=_H["geneset_min_size"])
-@click.option("--cluster/--no-cluster", default=False, show_default=True, help=_H["cluster"])
-@click.option("--cluster-resolution", type=float, default=_D["cluster_resolution"], show_default=True,
-              help=_H["cluster_resolution"])
-@click.option("--seed", type=int, default=_D["seed"], show_default=True, help="Seed for --cluster.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="The dataset file to write (e.g. dataset.h5ad); written atomically.")
-def ingest_cmd(inputs, label_key, labels_file, matrix, normalize, min_class_size, modality, genesets,
-               geneset_min_size, cluster, cluster_resolution, seed, out):
-    """Read and validate the input into one dataset.h5ad (labels, provenance, normalisation)."""
+@config_options("ingest")
+def ingest_cmd(inputs, label_key, labels_file, out, config_path, **params):
+    """Read and validate the input into one dataset.h5ad (labels, provenance, normalisation; with --cluster
+    the Leiden clusters as labels, with --genesets AUCell scores as features), as `deepmapper run` does."""
     from .. import inputs as inputs_mod
     from .. import io
 
-    cfg = _cfg({"matrix": matrix, "normalize": normalize, "min_class_size": min_class_size, "modality": modality,
-                "genesets": genesets, "geneset_min_size": geneset_min_size, "cluster": cluster,
-                "cluster_resolution": cluster_resolution, "seed": seed})
+    cfg = build_config(config_path, params)
     adata = inputs_mod.load(list(inputs), cfg, label_key=label_key, labels=labels_file)
     io.write_dataset(adata, out)
     meta = adata.uns["deepmapper"]
@@ -66,19 +42,13 @@ def ingest_cmd(inputs, label_key, labels_file, matrix, normalize, min_class_size
               help="Folder for logistic.tsv, wilcoxon.tsv and baselines.json.")
 @click.option("--method", type=click.Choice(["logistic", "wilcoxon", "all"]), default="all", show_default=True,
               help="Which baseline(s) to run.")
-@click.option("--seed", type=int, default=_D["seed"], show_default=True, help=_H["seed"])
-@click.option("--test-fraction", type=float, default=_D["test_fraction"], show_default=True,
-              help=_H["test_fraction"])
-@click.option("--val-fraction", type=float, default=_D["val_fraction"], show_default=True, help=_H["val_fraction"])
-@click.option("--min-class-size", type=int, default=_D["min_class_size"], show_default=True,
-              help=_H["min_class_size"])
-def baseline_cmd(dataset, outdir, method, seed, test_fraction, val_fraction, min_class_size):
+@config_options("baseline")
+def baseline_cmd(dataset, outdir, method, config_path, **params):
     """Logistic regression and Wilcoxon rankings on all features, on the run's held-out split."""
     from .. import baselines, io
     from ..split import stratified_split
 
-    cfg = _cfg({"seed": seed, "test_fraction": test_fraction, "val_fraction": val_fraction,
-                "min_class_size": min_class_size})
+    cfg = build_config(config_path, params)
     adata = io.read_dataset(dataset)
     codes, classes = io.labels(adata)
     split = stratified_split(codes, test_fraction=cfg.run.test_fraction, val_fraction=cfg.run.val_fraction,

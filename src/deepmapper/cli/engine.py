@@ -25,19 +25,60 @@ _pass_file = click.option("--pass-file", type=click.Path(exists=True, dir_okay=F
                           multiple=True, help="A pass file (repeatable), instead of --passes-dir.")
 
 
+def _recorded(dataset: Path, pass_paths: list[Path], own):
+    """The configuration of a chained run: ingest's settings from the dataset, training's from
+    the pass files (which must agree), this step's own (config.recorded_config)."""
+    import json
+
+    from .. import io
+    from ..config import Config, recorded_config, step_params
+    from ..errors import FormatError
+    from ..passfile import read_pass
+
+    adata = io.read_dataset(dataset)
+    settings = adata.uns.get("deepmapper", {}).get("settings")
+    sources = [(("ingest",), json.loads(settings))] if settings else []
+    train_keys, seen = step_params("train"), None
+    for path in pass_paths:
+        recorded = read_pass(path).meta.get("config")
+        if not recorded:
+            continue
+        flat = Config.from_dict(recorded, where=str(path)).flat()
+        mine = {k: flat[k] for k in train_keys}
+        if seen is not None and mine != seen[1]:
+            diff = sorted(k for k in train_keys if mine[k] != seen[1][k])
+            raise FormatError(f"pass files trained with other settings ({', '.join(diff)}) than {seen[0].name}",
+                              where=str(path), field=diff[0], fix="accumulate passes of one run only.")
+        seen = (path, mine)
+    if seen is not None:
+        sources.append((("train",), seen[1]))
+    return recorded_config(own, ("accumulate",), sources)
+
+
 @click.command("train-pass")
 @_dataset
 @click.option("--start", type=click.IntRange(min=0), default=0, show_default=True, help="First pass index.")
 @click.option("--count", type=click.IntRange(min=1), default=1, show_default=True, help="Number of passes.")
 @click.option("--outdir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Where pass_NNN.npz files are written.")
-@config_options
-def train_pass(dataset, start, count, outdir, config_path, **params):
+@click.option("--verdicts", "verdicts_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the gate's verdicts (accepted or not, per pass) as JSON: what `deepmapper plan` "
+                   "reads to plan the next round.")
+@click.option("--expect-gpu/--no-expect-gpu", default=False, show_default=True,
+              help="This task was meant for a GPU (the pipeline's gpu profile): say so loudly when none is visible.")
+@config_options("train")
+def train_pass(dataset, start, count, outdir, verdicts_path, expect_gpu, config_path, **params):
     """Train passes START..START+COUNT-1 (one arrangement each) and write their pass files."""
+    from ..device import select_device, warn_if_gpu_missing
+    from ..planning import write_verdicts
     from ..runner import pass_range, step_train
 
     cfg = build_config(config_path, params)
+    warn_if_gpu_missing(expect_gpu)
+    device = select_device(cfg.run.device)
     results = step_train(dataset, cfg, pass_range(start, count), outdir)
+    if verdicts_path is not None:
+        write_verdicts(verdicts_path, results, device=device.type, gpu_expected=expect_gpu)
     for r in results:
         click.echo(f"pass {r.pass_index}: accuracy {r.accuracy:.3f} "
                    f"{'accepted' if r.accepted else 'rejected'} (epochs {r.stop_epoch}, best {r.best_epoch})")
@@ -49,14 +90,18 @@ def train_pass(dataset, start, count, outdir, config_path, **params):
 @_pass_file
 @click.option("--outdir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Where findings.tsv, findings.json and findings_per_class.tsv are written.")
-@config_options
+@config_options("accumulate")
 def accumulate_cmd(dataset, passes_dir, pass_file, outdir, config_path, **params):
-    """Accumulate pass files into the ranking (first --passes accepted passes by index)."""
+    """Accumulate pass files into the ranking (first --passes accepted passes by index).
+
+    findings.json records the whole configuration: the settings of this step from its
+    options, those of ingest from the dataset and those of training from the pass files."""
     from ..runner import step_accumulate
 
     explicit_passes = params.get("passes")
-    cfg = build_config(config_path, params)
-    summary = step_accumulate(dataset, _passes_from(passes_dir, pass_file), outdir, cfg,
+    paths = _passes_from(passes_dir, pass_file)
+    cfg = _recorded(dataset, paths, build_config(config_path, params))
+    summary = step_accumulate(dataset, paths, outdir, cfg,
                               n_wanted=explicit_passes if explicit_passes is not None else cfg.run.passes)
     click.echo(f"{len(summary['used_passes'])} passes accumulated; top features: "
                + ", ".join(summary["top_features"][:10]))
@@ -68,12 +113,15 @@ def accumulate_cmd(dataset, passes_dir, pass_file, outdir, config_path, **params
 @_pass_file
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="evaluation.json to write.")
-@click.option("--passes", type=click.IntRange(min=1), default=None,
-              help="Use the first N accepted passes (default: all accepted).")
-def evaluate_cmd(dataset, passes_dir, pass_file, out, passes):
-    """Arrangement-ensembled accuracy, confusion matrix and per-class metrics on the held-out cells."""
+@config_options("evaluate")
+def evaluate_cmd(dataset, passes_dir, pass_file, out, config_path, **params):
+    """Arrangement-ensembled accuracy, confusion matrix and per-class metrics on the held-out cells
+    (the first --passes accepted passes; all accepted ones when --passes is not given)."""
     from ..runner import step_evaluate
 
+    explicit_passes = params.get("passes")
+    cfg = build_config(config_path, params)
+    passes = explicit_passes if explicit_passes is not None or config_path is None else cfg.run.passes
     result = step_evaluate(dataset, _passes_from(passes_dir, pass_file), out, n_wanted=passes)
     click.echo(f"ensembled held-out accuracy {result['accuracy']:.3f} over {result['n_passes']} passes")
 
