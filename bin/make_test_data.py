@@ -85,14 +85,39 @@ def write_sheet(path: Path, header: list[str], rows: list[list[str]]) -> None:
         writer.writerows(rows)
 
 
+def write_full(folder: Path, n_cells: int = 20000) -> Path:
+    """The test_full profile's input: a seeded planted dataset (deepmapper.synthetic.planted), 4 classes,
+    2,000 genes of which 20 per class are planted markers and 20 pairs combinatorial; truth.json beside."""
+    import json
+
+    from deepmapper.atomic import atomic_path, write_text
+    from deepmapper.synthetic import planted
+
+    adata, truth = planted(n_cells, 2000, n_classes=4, seed=0)
+    target = folder / "planted.h5ad"
+    with atomic_path(target) as tmp:
+        adata.write_h5ad(tmp, compression="gzip")
+    write_text(folder / "truth.json", json.dumps(truth, indent=1, default=lambda o: o.tolist()
+                                                 if hasattr(o, "tolist") else str(o)) + "\n")
+    return target
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=ROOT, help="repository root to write into [%(default)s]")
+    parser.add_argument("--full", action="store_true",
+                        help="only the test_full profile's input (assets/test_full/planted.h5ad, not in git)")
+    parser.add_argument("--full-cells", type=int, default=20000, help="cells of the test_full dataset [%(default)s]")
     args = parser.parse_args(argv)
     root = args.root
     test = root / "assets" / "test"
 
     from deepmapper.atomic import atomic_path
+
+    if args.full:
+        target = write_full(root / "assets" / "test_full", args.full_cells)
+        print(f"wrote {target}")
+        return 0
 
     adata = pbmc()
     target = test / "pbmc68k_reduced.h5ad"

@@ -2,15 +2,17 @@
 ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
     DeepMapper-NF: the DAG
 ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
-    input -> [cluster] -> dataset.h5ad (ingest, or the de-novo front end) -> [aucell]
-          -> passes (scatter over tasks, gather)  -> accumulate -> findings
-          -> baselines, evaluate                  -> report -> MultiQC
+    input -> dataset.h5ad (ingest: reading, --cluster, --modality, --genesets, as
+             `deepmapper run`; or the de-novo front end [-> aucell])
+          -> passes (rounds planned by `deepmapper plan`, tasks scattered, gathered)
+          -> accumulate -> findings;  baselines, evaluate -> report -> MultiQC
+    The rules (labels from one place, which passes to train, stacking) live in the
+    Python steps; this file only wires channels.
 ----------------------------------------------------------------------------------------
 */
 include { samplesheetToList     } from 'plugin/nf-schema'
 include { DENOVO_ASSEMBLY       } from '../subworkflows/local/denovo_assembly'
 include { TRAIN_PASSES          } from '../subworkflows/local/train_passes'
-include { DEEPMAPPER_CLUSTER    } from '../modules/local/deepmapper/cluster'
 include { DEEPMAPPER_INGEST     } from '../modules/local/deepmapper/ingest'
 include { DEEPMAPPER_AUCELL     } from '../modules/local/deepmapper/aucell'
 include { DEEPMAPPER_ACCUMULATE } from '../modules/local/deepmapper/accumulate'
@@ -18,6 +20,11 @@ include { DEEPMAPPER_BASELINE   } from '../modules/local/deepmapper/baseline'
 include { DEEPMAPPER_EVALUATE   } from '../modules/local/deepmapper/evaluate'
 include { DEEPMAPPER_REPORT     } from '../modules/local/deepmapper/report'
 include { MULTIQC               } from '../modules/local/multiqc'
+
+// A boolean param from the command line is a string under the strict parser ('true', 'false').
+def isTrue(value) {
+    return value != null && "${value}" == 'true'
+}
 
 // A CSV given without --label_key is a samplesheet (sample,path,label rows);
 // with --label_key it is one matrix whose label column is named by label_key.
@@ -32,47 +39,30 @@ def versionsYaml(procName, tools, versions) {
     return "${procName}:\n" + lines.join('\n')
 }
 
-// Labels come from one place: a label column (--label_key, --labels) or clustering
-// (--cluster). The same rule as deepmapper.cluster.check_label_source, checked
-// before any task starts. Returns the problem, or null.
-def labelSourceProblem(cluster, labelKey, labels, denovo, inputPath) {
-    if (!cluster) {
-        return null
-    }
-    if (labelKey) {
-        return "--cluster derives the labels by Leiden clustering but --label_key '${labelKey}' names existing labels. " +
-            "Fix: drop --cluster to use the labels in that column, or drop --label_key to cluster."
-    }
-    if (labels) {
-        return "--cluster derives the labels by Leiden clustering but --labels ${labels} gives them. " +
-            "Fix: drop --cluster to use that file, or drop --labels to cluster."
-    }
-    if (denovo) {
-        return "--cluster cannot be combined with --denovo: the samplesheet's label column gives the groups. Fix: drop --cluster."
-    }
-    if (!inputPath.toString().toLowerCase().endsWith(".h5ad")) {
-        return "--cluster reads one h5ad file, but --input is ${inputPath}. " +
-            "Fix: convert the matrix to h5ad first, or give labels with --label_key."
-    }
-    return null
+// The methods section of the MultiQC report: the template with the run's values filled in
+def methodsDescription(template, values) {
+    return values.inject(template.text) { text, entry -> text.replace("{{ ${entry.key} }}".toString(), "${entry.value}".toString()) }
 }
 
 workflow DEEPMAPPER {
     main:
-    def label_problem = labelSourceProblem(params.cluster, params.label_key, params.labels, params.denovo, params.input)
-    if (label_problem) {
-        error(label_problem)
+    def denovo = isTrue(params.denovo)
+    def cluster = isTrue(params.cluster)
+    // INGEST checks where the labels come from (deepmapper.cluster.check_label_source); the
+    // de-novo front end has its own labels, from the samplesheet, and no INGEST
+    if (denovo && cluster) {
+        error("--cluster cannot be combined with --denovo: the samplesheet's label column gives the groups. Fix: drop --cluster.")
     }
     def input_file = file(params.input, checkIfExists: true)
     def run_meta   = [id: input_file.baseName]
-    def sheet      = isSamplesheet(params.input, params.label_key, params.denovo)
+    def sheet      = !cluster && isSamplesheet(params.input, params.label_key, denovo)
     def rows       = sheet ? samplesheetToList(params.input, "${projectDir}/assets/schema_input.json") : []
     ch_multiqc_files = channel.empty()
 
     //
     // Dataset: de-novo front end, or ingest of matrices
     //
-    if (params.denovo) {
+    if (denovo) {
         if (!params.reference) {
             error("--denovo needs --reference: the reference transcript (cDNA) FASTA the reads are aligned to.")
         }
@@ -91,50 +81,42 @@ workflow DEEPMAPPER {
         )
         ch_dataset       = DENOVO_ASSEMBLY.out.dataset
         ch_multiqc_files = ch_multiqc_files.mix(DENOVO_ASSEMBLY.out.multiqc_files)
+        //
+        // Gene sets on the de-novo table: the last part of ingest (deepmapper.inputs.derive)
+        //
+        if (params.genesets) {
+            def gmt = file(params.genesets, checkIfExists: true)
+            DEEPMAPPER_AUCELL(ch_dataset.map { meta, dataset -> [meta, dataset, gmt] })
+            ch_dataset = DEEPMAPPER_AUCELL.out.dataset
+        }
     } else {
         def labels_file = params.labels ? file(params.labels, checkIfExists: true) : []
+        def genesets = params.genesets ? file(params.genesets, checkIfExists: true) : []
         def ch_ingest_in
-        if (params.cluster) {
-            // Leiden clusters in obs 'cluster' become the labels INGEST reads
-            DEEPMAPPER_CLUSTER(channel.value([run_meta, input_file]))
-            ch_ingest_in = DEEPMAPPER_CLUSTER.out.h5ad.map { meta, clustered -> [meta + [label_key: 'cluster'], [clustered], labels_file] }
-        } else if (sheet) {
+        if (sheet) {
             rows.each { meta, matrix_path, _fastq_1, _fastq_2 ->
                 if (!matrix_path) {
                     error("${params.input}: sample '${meta.id}' has no path. Fix: give sample,path,label rows, or run with --denovo for FASTQ rows.")
                 }
             }
-            ch_ingest_in = channel.value([run_meta + [labels: rows.collect { row -> row[0].label }], rows.collect { row -> row[1] }, labels_file])
+            ch_ingest_in = channel.value([run_meta + [labels: rows.collect { row -> row[0].label }], rows.collect { row -> row[1] }, labels_file, genesets])
         } else {
-            if (!params.label_key) {
+            if (!params.label_key && !cluster) {
                 error("--input ${params.input} is a single matrix, so --label_key must name its label column (obs column of an h5ad, column of a CSV), or use --cluster to derive labels.")
             }
-            ch_ingest_in = channel.value([run_meta + [label_key: params.label_key], [input_file], labels_file])
+            // with --cluster, INGEST derives the labels (Leiden) and refuses a --label_key or --labels
+            ch_ingest_in = channel.value([run_meta + [label_key: params.label_key], [input_file], labels_file, genesets])
         }
         DEEPMAPPER_INGEST(ch_ingest_in)
         ch_dataset = DEEPMAPPER_INGEST.out.dataset
     }
 
     //
-    // Gene sets: AUCell activities replace the genes for every later step
-    //
-    if (params.genesets) {
-        def gmt = file(params.genesets, checkIfExists: true)
-        DEEPMAPPER_AUCELL(ch_dataset.map { meta, dataset -> [meta, dataset, gmt] })
-        ch_dataset = DEEPMAPPER_AUCELL.out.dataset
-    }
-
-    //
     // Passes: scatter over tasks, gather every pass file
     //
-    // Stacked training (passes_per_step > 1) trains passes in groups; a pass's result
-    // depends on its group, so tasks must cut the passes where `deepmapper run` does.
-    def stacked = params.backbone in ['cnn', 'cnn_small'] && params.passes_per_step > 1
-    if (stacked && params.passes_per_task < params.passes && params.passes_per_task % params.passes_per_step != 0) {
-        log.warn("--passes_per_task ${params.passes_per_task} is not a multiple of --passes_per_step ${params.passes_per_step}: " +
-            "results will differ from `deepmapper run` with the same seed (still valid, not identical).")
-    }
-    TRAIN_PASSES(ch_dataset, params.passes, params.max_tries, params.passes_per_task)
+    // `deepmapper plan` decides each round (planning.next_round, the rule of `deepmapper run`)
+    // and warns when --passes_per_task cuts stacked groups apart
+    TRAIN_PASSES(ch_dataset, params.passes_per_task)
     ch_dataset_passes = ch_dataset.join(TRAIN_PASSES.out.passes)
 
     DEEPMAPPER_ACCUMULATE(ch_dataset_passes)
@@ -143,7 +125,7 @@ workflow DEEPMAPPER {
     //
     // Baselines on the same held-out split
     //
-    if (params.skip_baselines) {
+    if (isTrue(params.skip_baselines)) {
         ch_baselines = ch_dataset.map { meta, _dataset -> [meta, []] }
     } else {
         DEEPMAPPER_BASELINE(ch_dataset)
@@ -168,10 +150,19 @@ workflow DEEPMAPPER {
         .map { proc_name, tools, versions -> versionsYaml(proc_name, tools, versions) }
         .collectFile(name: 'pipeline_software_mqc_versions.yml', storeDir: "${params.outdir}/pipeline_info", newLine: true, sort: true)
 
-    if (!params.skip_multiqc) {
+    if (!isTrue(params.skip_multiqc)) {
+        // the methods description (tools, versions, citations) and the run's parameters
+        def methods_template = file(params.multiqc_methods_description ?: "${projectDir}/assets/methods_description_template.yml", checkIfExists: true)
+        def methods = methodsDescription(methods_template, [
+            workflow_name: workflow.manifest.name, workflow_version: workflow.manifest.version,
+            nextflow_version: workflow.nextflow.version, run_name: workflow.runName,
+            command_line: workflow.commandLine, profile: workflow.profile
+        ])
+        ch_methods = channel.value(methods).collectFile(name: 'methods_description_mqc.yaml')
         ch_multiqc_in = ch_multiqc_files
             .mix(DEEPMAPPER_REPORT.out.mqc.map { _meta, files -> files })
             .mix(ch_versions_yml)
+            .mix(ch_methods)
             .collect()
             .map { files -> [run_meta, files] }
         def multiqc_config = params.multiqc_config ?: "${projectDir}/assets/multiqc_config.yml"

@@ -33,6 +33,12 @@ def load(inputs: list[str], cfg: Config, *, label_key: str | None = None, labels
     i = cfg.input
     label_key = label_key if label_key is not None else i.label_key
     check_label_source(label_key, i.cluster)
+    if i.cluster and labels is not None:
+        from .errors import ConfigError
+
+        raise ConfigError(f"--cluster derives labels by clustering but --labels {labels} gives them",
+                          where="command line", field="--cluster/--labels",
+                          fix="drop --cluster to use that file, or drop --labels to cluster.")
     normalize = "never" if i.modality == "atac" else i.normalize
     if i.cluster:
         adata = _clustered(inputs, cfg)
@@ -41,16 +47,34 @@ def load(inputs: list[str], cfg: Config, *, label_key: str | None = None, labels
                               min_class_size=i.min_class_size, modality=i.modality)
     if i.modality == "atac":
         adata = _atac_features(adata, cfg)
-    if i.genesets:
-        adata = _geneset_features(adata, cfg)
-    # the settings that built this dataset, for the record of a chained run (config.recorded_config)
+    _record(adata, cfg)
+    return derive(adata, cfg)
+
+
+def derive(adata, cfg: Config):
+    """The features a validated dataset is analysed on: with ``--genesets`` the AUCell gene-set
+    scores replace the genes (labels and provenance kept); otherwise the dataset itself.
+
+    The last part of :func:`load`; the pipeline runs it on its own for datasets built by the
+    de-novo front end (``deepmapper aucell --dataset``)."""
+    if not cfg.input.genesets:
+        return adata
+    out = _geneset_features(adata, cfg)
+    _record(out, cfg, keys=("genesets", "geneset_min_size"), base=adata)
+    return out
+
+
+def _record(adata, cfg: Config, keys=None, base=None) -> None:
+    """The settings that built this dataset, for the record of a chained run (config.recorded_config)."""
     import json
 
     from .config import step_params
 
     flat = cfg.flat()
-    adata.uns["deepmapper"]["settings"] = json.dumps({k: flat[k] for k in step_params("ingest")}, sort_keys=True)
-    return adata
+    before = (base if base is not None else adata).uns["deepmapper"].get("settings")
+    settings = json.loads(before) if before else {}
+    settings.update({k: flat[k] for k in (keys or step_params("ingest"))})
+    adata.uns["deepmapper"]["settings"] = json.dumps(settings, sort_keys=True)
 
 
 def _rebuild(adata, X, var_names, *, matrix: str, normalized: bool, cfg: Config, var=None):

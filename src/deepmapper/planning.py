@@ -136,6 +136,10 @@ def read_verdicts(paths: list[Path]) -> tuple[dict[int, bool], list[str]]:
 def plan(verdicts: dict[int, bool], cfg, *, round_index: int, per_task: int) -> dict:
     """The plan of the next round as the workflow reads it (``tasks``: start/count per task)."""
     wanted, max_tries = cfg.run.passes, cfg.effective_max_tries()
+    if round_index > 0 and not verdicts:
+        raise FormatError(f"round {round_index + 1} needs the verdicts of the earlier rounds, and none were given",
+                          field="verdicts", fix="give the verdicts.json files (or pass files) of rounds "
+                                                f"1..{round_index}.")
     indices = next_round(verdicts, wanted=wanted, max_tries=max_tries, round_index=round_index)
     warnings = []
     if round_index == 0:

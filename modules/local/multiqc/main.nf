@@ -3,6 +3,7 @@
 process MULTIQC {
     tag "${meta.id}"
     label 'process_single'
+    conda "${moduleDir}/environment.yml"
     container 'ghcr.io/deepmapper-nf/deepmapper:0.1.0'
 
     input:

@@ -26,13 +26,18 @@ def _write(adata, out: Path) -> None:
 
 
 @click.command("aucell")
-@click.option("--input", "input_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+@click.option("--input", "input_path", default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Expression h5ad (cells x genes).")
+@click.option("--dataset", "dataset_path", default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Instead of --input: a dataset.h5ad (ingest, denovo table) whose features the scores replace "
+                   "exactly as `deepmapper run --genesets` does (deepmapper.inputs.derive: labels and provenance "
+                   "kept); --out is then a dataset for train-pass.")
 @click.option("--genesets", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="GMT file: set name, description, genes (tab-separated), one set per line.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Output h5ad: cells x gene sets, obs carried over.")
-@click.option("--min-size", default=5, show_default=True, type=click.IntRange(min=1),
+@click.option("--min-size", "--geneset-min-size", "min_size", default=5, show_default=True,
+              type=click.IntRange(min=1),
               help="Sets with fewer genes present in the data are dropped (with a warning listing them).")
 @click.option("--top-fraction", default=0.05, show_default=True, type=click.FloatRange(0, 1, min_open=True),
               help="Fraction of each cell's top-ranked genes over which the recovery curve is integrated.")
@@ -42,12 +47,24 @@ def _write(adata, out: Path) -> None:
 @click.option("--label-key", default=None, help="With --rss-out: obs column of labels for regulon specificity.")
 @click.option("--rss-out", default=None, type=click.Path(dir_okay=False, path_type=Path),
               help="Write regulon specificity scores (labels x sets, TSV) for --label-key.")
-def aucell_cmd(input_path, genesets, out, min_size, top_fraction, matrix, device, label_key, rss_out):
+def aucell_cmd(input_path, dataset_path, genesets, out, min_size, top_fraction, matrix, device, label_key, rss_out):
     """Score gene sets per cell with AUCell (deterministic ties, CPU or GPU)."""
     from .. import aucell
     from ..atomic import write_text
     from ..errors import ConfigError
 
+    if (input_path is None) == (dataset_path is None):
+        raise ConfigError("give either --input or --dataset", where="command line", field="--input/--dataset",
+                          fix="--input for an expression h5ad, --dataset for a dataset.h5ad of ingest.")
+    if dataset_path is not None:
+        from .. import inputs, io
+        from ..config import Config
+
+        cfg = Config().with_params({"genesets": str(genesets), "geneset_min_size": min_size, "device": device})
+        result = inputs.derive(io.read_dataset(dataset_path), cfg)
+        io.write_dataset(result, out)
+        click.echo(f"{out}: {result.n_obs} cells x {result.n_vars} gene sets", err=True)
+        return
     if (label_key is None) != (rss_out is None):
         raise ConfigError("--label-key and --rss-out go together", where="command line",
                           field="--rss-out", fix="give both to write regulon specificity scores, or neither.")

@@ -17,25 +17,27 @@ from ._options import build_config, config_options
 
 
 @click.command("plan")
-@click.option("--round", "round_index", type=click.IntRange(min=0), required=True,
-              help="Rounds already trained (0: plan the first round, no verdicts needed).")
+@click.option("--round", "round_number", type=click.IntRange(min=1), required=True,
+              help="The round to plan: 1 is the first (no verdicts needed), then 2, 3 ... "
+                   "(the verdicts of every earlier round are needed).")
 @click.option("--verdicts", "verdicts", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="verdicts.json of train-pass, or a pass_NNN.npz (repeatable): every pass trained so far.")
-@click.option("--verdicts-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="A folder searched (recursively) for verdicts*.json files, instead of --verdicts.")
+@click.option("--verdicts-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="A folder searched (recursively) for verdicts*.json files, instead of --verdicts "
+                   "(a folder that does not exist holds none: the first round).")
 @click.option("--passes-per-task", type=click.IntRange(min=1), default=4, show_default=True,
               help="Passes per task (the pipeline's --passes_per_task).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="plan.json to write.")
 @config_options("plan")
-def plan_cmd(round_index, verdicts, verdicts_dir, passes_per_task, out, config_path, **params):
+def plan_cmd(round_number, verdicts, verdicts_dir, passes_per_task, out, config_path, **params):
     """Plan the next round of passes from the verdicts so far; writes plan.json."""
     from ..atomic import write_json
     from ..planning import plan, read_verdicts
 
     cfg = build_config(config_path, params)
-    paths = list(verdicts) + (sorted(verdicts_dir.rglob("verdicts*.json")) if verdicts_dir else [])
+    paths = list(verdicts) + (sorted(verdicts_dir.rglob("verdicts*.json")) if verdicts_dir and verdicts_dir.is_dir() else [])
     found, warnings = read_verdicts(paths)
-    result = plan(found, cfg, round_index=round_index, per_task=passes_per_task)
+    result = plan(found, cfg, round_index=round_number - 1, per_task=passes_per_task)
     result["warnings"] = warnings + result["warnings"]
     write_json(out, result)
     for w in result["warnings"]:

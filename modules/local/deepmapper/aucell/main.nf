@@ -1,9 +1,10 @@
-// --genesets: AUCell activity of each gene set per cell. The cells x gene sets
-// dataset (labels and uns['deepmapper'] carried over) replaces the genes for every
-// later step, as in `deepmapper run --genesets`.
+// --genesets with --denovo: the AUCell activity of each gene set per cell replaces the
+// features of the de-novo table's dataset, through deepmapper.inputs.derive, the last part
+// of what INGEST (and `deepmapper run --genesets`) does for every other input.
 process DEEPMAPPER_AUCELL {
     tag "${meta.id}"
     label 'process_low'
+    conda "${moduleDir}/environment.yml"
     container 'ghcr.io/deepmapper-nf/deepmapper:0.1.0'
 
     input:
@@ -18,14 +19,11 @@ process DEEPMAPPER_AUCELL {
 
     script:
     def args = task.ext.args ?: ''
-    // --matrix X: the dataset's matrix is the one analysed (ingest already chose and
-    // normalised it), as in `deepmapper run --genesets`. --device cpu: only training
-    // tasks request a GPU (label process_gpu); one ranking per cell is cheap on CPU.
+    // --device cpu: only training tasks request a GPU (label process_gpu)
     """
     deepmapper aucell \\
-        --input ${dataset} \\
+        --dataset ${dataset} \\
         --genesets ${genesets} \\
-        --matrix X \\
         --device cpu \\
         --out dataset_genesets.h5ad \\
         ${args}

@@ -3,6 +3,7 @@
 process DEEPMAPPER_BASELINE {
     tag "${meta.id}"
     label 'process_low'
+    conda "${moduleDir}/environment.yml"
     container 'ghcr.io/deepmapper-nf/deepmapper:0.1.0'
 
     input:

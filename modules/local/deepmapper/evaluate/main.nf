@@ -3,6 +3,7 @@
 process DEEPMAPPER_EVALUATE {
     tag "${meta.id}"
     label 'process_single'
+    conda "${moduleDir}/environment.yml"
     container 'ghcr.io/deepmapper-nf/deepmapper:0.1.0'
 
     input:

@@ -5,6 +5,7 @@ process DEEPMAPPER_TRAINPASS {
     tag "${meta.id}"
     label 'process_medium'
     label 'process_gpu'
+    conda "${moduleDir}/environment.yml"
     container 'ghcr.io/deepmapper-nf/deepmapper:0.1.0'
 
     input:
@@ -12,9 +13,8 @@ process DEEPMAPPER_TRAINPASS {
 
     output:
     tuple val(meta), path('passes/pass_*.npz'), emit: passes
-    // one line per pass, "pass N: accuracy A accepted|rejected ...": the gate's verdicts,
-    // which decide whether TRAIN_PASSES needs a second round
-    tuple val(meta), stdout, emit: log
+    // the gate's verdicts (and the device used): what DEEPMAPPER_PLAN plans the next round from
+    tuple val(meta), path("verdicts_${meta.start}.json"), emit: verdicts
     tuple val("${task.process}"), val('deepmapper'), eval("deepmapper --version | sed 's/.*version //'"), emit: versions_deepmapper, topic: versions
     tuple val("${task.process}"), val('torch'), eval("python -c 'import torch; print(torch.__version__)'"), emit: versions_torch, topic: versions
 
@@ -23,12 +23,16 @@ process DEEPMAPPER_TRAINPASS {
 
     script:
     def args = task.ext.args ?: ''
+    // under -profile gpu: say loudly when the task sees no GPU (and record it in the verdicts)
+    def gpu  = task.ext.use_gpu ? '--expect-gpu' : '--no-expect-gpu'
     """
     deepmapper train-pass \\
         --dataset ${dataset} \\
         --start ${meta.start} \\
         --count ${meta.count} \\
         --outdir passes \\
+        --verdicts verdicts_${meta.start}.json \\
+        ${gpu} \\
         ${args}
     """
 
@@ -37,7 +41,7 @@ process DEEPMAPPER_TRAINPASS {
     mkdir -p passes
     for i in \$(seq ${meta.start} \$(( ${meta.start} + ${meta.count} - 1 ))); do
         touch passes/pass_\$(printf '%03d' \$i).npz
-        echo "pass \$i: accuracy 1.000 accepted (stub)"
     done
+    echo '{"format": "deepmapper-verdicts", "version": 1, "device": "stub", "gpu_expected": false, "passes": []}' > verdicts_${meta.start}.json
     """
 }

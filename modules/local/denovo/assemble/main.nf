@@ -2,6 +2,7 @@
 process DENOVO_ASSEMBLE {
     tag "${meta.id}"
     label 'process_high'
+    conda "${moduleDir}/environment.yml"
     container 'ghcr.io/deepmapper-nf/deepmapper:0.1.0'
 
     input:

@@ -2,6 +2,7 @@
 process DENOVO_HYBRID {
     tag "${meta.id}"
     label 'process_medium'
+    conda "${moduleDir}/environment.yml"
     container 'ghcr.io/deepmapper-nf/deepmapper:0.1.0'
 
     input:

@@ -2,6 +2,7 @@
 process DENOVO_POOL {
     tag "${meta.id}"
     label 'process_single'
+    conda "${moduleDir}/environment.yml"
     container 'ghcr.io/deepmapper-nf/deepmapper:0.1.0'
 
     input:

@@ -2,6 +2,7 @@
 process DENOVO_QUANT {
     tag "${meta.id}"
     label 'process_medium'
+    conda "${moduleDir}/environment.yml"
     container 'ghcr.io/deepmapper-nf/deepmapper:0.1.0'
 
     input:
