@@ -1,18 +1,20 @@
-"""The Nextflow pipeline, checked without the Nextflow engine (issue 3).
+"""The Nextflow pipeline, checked without the Nextflow engine (issues 3 and 14).
 
 * every .nf / .config file parses (reftrace), and a broken copy does not;
 * includes resolve, every called process/workflow is defined or included, and
   broken copies are caught;
-* every module has the nf-core anatomy; its command exists and every option it
-  passes (script and ext.args) is in that command's --help; its version commands
-  run here;
+* every module has the nf-core anatomy (conda + container, environment.yml and
+  meta.yml beside it); its command exists and every option it passes (script and
+  ext.args) is in that command's --help; each step command takes exactly the settings
+  its step declares; its version commands run here;
+* the generated files (params, schema, ext.args) equal what deepmapper.nfgen writes
+  (tests/test_nfgen.py shows that a stale one fails);
 * the modules' real commands run on the bundled pbmc68k_reduced test data, chained
-  as the workflow chains them (ingest -> 2 pass tasks -> accumulate / evaluate /
-  baselines -> report -> MultiQC), and write what each process declares; the
-  gathered findings equal those of the embedded `deepmapper run`;
+  as the workflow chains them (ingest -> plan -> pass tasks -> plan -> accumulate /
+  evaluate / baselines -> report -> MultiQC), and write what each process declares;
+  the gathered findings equal those of the embedded `deepmapper run`;
 * every stub block creates the declared outputs;
-* nextflow_schema.json is valid draft 2020-12 and agrees with nextflow.config and
-  deepmapper.config.defaults_flat(); the test profile's input ships in the repo.
+* profiles, environment files, containers and docs agree with each other.
 """
 from __future__ import annotations
 
@@ -41,8 +43,10 @@ PARAMS = nfcheck.config_params(NEXTFLOW_CONFIG)
 TEST_PARAMS = {**PARAMS, **nfcheck.config_params(REPO / "conf" / "test.config")}
 TEST_INPUT = REPO / "assets" / "test" / "pbmc68k_reduced.h5ad"
 
-# Accumulate-only and ingest-only settings that a pass task deliberately does not get.
-NOT_FOR_TRAINING = {"label_key", "matrix", "normalize", "passes", "max_tries", "top_k"}
+# Which step each generated process runs (deepmapper.nfgen), and the command of each step.
+from deepmapper import nfgen  # noqa: E402
+
+STEP_OF = {**nfgen.PROCESS_STEPS, **{p: step for p, (step, _) in nfgen.PROCESS_PARTS.items()}}
 
 
 def rel(path: Path) -> str:
@@ -116,6 +120,8 @@ def test_every_process_and_subworkflow_is_used():
     called = set()
     for path in NF_FILES:
         called |= nfcheck.check_calls(path, PLUGINS)
+    alias = nfcheck.aliases(NF_FILES)  # TRAIN_ROUND_1..3 are TRAIN_ROUND
+    called |= {alias[name] for name in called if name in alias}
     subworkflows = {w.name for p in REPO.glob("subworkflows/**/*.nf") for w in nfcheck.parse_nf(p).workflows}
     assert set(PROCESSES) - called == set()
     assert subworkflows - called == set()
@@ -162,12 +168,16 @@ def base_labels() -> set[str]:
 
 @pytest.mark.parametrize("name", sorted(PROCESSES))
 def test_module_anatomy(name):
+    import yaml
+
     proc = PROCESSES[name]
     assert proc.path.relative_to(REPO).parts[:2] == ("modules", "local") and proc.path.name == "main.nf"
     assert re.search(r"(?m)^\s*tag\s+\"\$\{meta\.id\}\"", proc.directives), "tag \"${meta.id}\""
     assert proc.labels() and set(proc.labels()) <= base_labels(), "labels must be defined in conf/base.config"
     container = re.search(r"(?m)^\s*container\s+'([^']+)'", proc.directives)
     assert container and re.fullmatch(r"[\w./-]+:\d+\.\d+\.\d+[\w.-]*", container.group(1)), "pinned container"
+    assert re.search(r'(?m)^\s*conda\s+"\$\{moduleDir\}/environment\.yml"', proc.directives), "conda directive"
+    assert (proc.path.parent / "environment.yml").is_file()
     assert proc.inputs[0].items[0][:2] == ("val", "meta"), "first input is tuple val(meta), path(...)"
     assert any(kind == "path" for kind, _, _ in proc.inputs[0].items)
     for out in proc.outputs:
@@ -181,14 +191,42 @@ def test_module_anatomy(name):
     assert versions, "versions are reported with eval(...)"
     if name != "MULTIQC":  # MULTIQC consumes the topic, so it cannot also feed it
         assert all(o.topic == "versions" for o in versions)
+    # meta.yml (nf-core): the module's own name, its tools, every input and every emit
+    meta = yaml.safe_load((proc.path.parent / "meta.yml").read_text())
+    assert meta["name"] == name.lower() and meta["description"] and meta["authors"]
+    inputs = [[next(iter(item)) for item in channel] for channel in meta["input"]]
+    assert inputs == [[item[1] for item in decl.items] for decl in proc.inputs]
+    assert list(meta["output"]) == [o.emit for o in proc.outputs]
+    tools = {next(iter(t)) for t in meta["tools"]}
+    env_tools = {dep.split("::")[-1].split("=")[0] for dep in environment(proc.path.parent) if isinstance(dep, str)}
+    assert tools - {"deepmapper"} <= env_tools and ("deepmapper" in tools) == (name != "MULTIQC")
 
 
-def test_gpu_label_only_on_training():
+def environment(folder: Path) -> list:
+    import yaml
+
+    return yaml.safe_load((folder / "environment.yml").read_text())["dependencies"]
+
+
+def test_gpu_profile_requests_the_gpu_everywhere():
+    """-profile gpu: the CUDA image, accelerator (AWS Batch, Kubernetes, Google Batch), clusterOptions
+    (SLURM ignores accelerator), --gpus all / --nv, and --expect-gpu for the loud line."""
     gpu = {n for n, p in PROCESSES.items() if "process_gpu" in p.labels()}
     assert gpu == {"DEEPMAPPER_TRAINPASS"}
-    base = (REPO / "conf" / "base.config").read_text()
-    block = nfcheck.block_body(base, "withLabel: process_gpu")
-    assert "accelerator" in block and "'--nv'" in block and "'--gpus all'" in block
+    block = nfcheck.block_body(nfcheck.block_body(NEXTFLOW_CONFIG.read_text(), "profiles"), "gpu")
+    assert "withLabel: process_gpu" in block
+    for needle in ("accelerator      = 1", "clusterOptions   = { params.gpu_cluster_options ?: null }", "'--nv'",
+                   "'--gpus all'", "container        = 'ghcr.io/deepmapper-nf/deepmapper:0.1.0-cuda'",
+                   "ext.use_gpu      = true"):
+        assert needle in block, needle
+    assert PARAMS["gpu_cluster_options"] == "--gres=gpu:1"
+    # without the profile nothing asks for a GPU (base.config), and the task says so only under it
+    base = nfcheck.block_body((REPO / "conf" / "base.config").read_text(), "withLabel: process_gpu")
+    assert "ext.use_gpu = false" in base and "accelerator" not in base
+    trainpass = PROCESSES["DEEPMAPPER_TRAINPASS"].script
+    assert trainpass.defs["gpu"] == "task.ext.use_gpu ? '--expect-gpu' : '--no-expect-gpu'"
+    for use_gpu, flag in ((True, "--expect-gpu"), (None, "--no-expect-gpu")):
+        assert nfcheck.evaluate(trainpass.defs["gpu"], {"task": {"ext": {"use_gpu": use_gpu}}}) == flag
 
 
 # -- commands and options -------------------------------------------------------------------
@@ -216,36 +254,49 @@ def test_ext_args_name_existing_processes():
         assert EXT_ARGS.get(new) == EXT_ARGS.get(old), f"{new} (alias of {old}) gets other ext.args"
 
 
-# ext.args options whose name differs from the param they carry (the command's own option name)
-RENAMED_OPTIONS = {("DEEPMAPPER_CLUSTER", "resolution"): "cluster_resolution",
-                   ("DEEPMAPPER_CLUSTER", "min-size"): "min_class_size",
-                   ("DEEPMAPPER_AUCELL", "min-size"): "geneset_min_size"}
-
-
 def params_in(name: str) -> set[str]:
     return {m for a in EXT_ARGS[name] for m in re.findall(r"params\.(\w+)", a)}
 
 
-def test_run_configuration_reaches_the_steps():
+def config_options_of(command: tuple[str, ...]) -> set[str]:
+    """The config params a command accepts (its --help options that are config fields)."""
     from deepmapper.config import defaults_flat
 
-    config = set(defaults_flat())
-    assert params_in("DEEPMAPPER_TRAINPASS") == config - NOT_FOR_TRAINING
-    assert params_in("DEEPMAPPER_ACCUMULATE") == config - {"label_key"}
-    # the steps that build the dataset get exactly the settings `deepmapper run` uses for them
-    assert params_in("DEEPMAPPER_INGEST") == {"matrix", "normalize", "min_class_size", "modality"}
-    assert params_in("DEEPMAPPER_CLUSTER") == {"modality", "cluster_resolution", "seed", "matrix", "min_class_size"}
-    assert params_in("DEEPMAPPER_AUCELL") == {"geneset_min_size"}
-    # each option carries the param of the same name: --epochs ${params.epochs}
-    checked = 0
-    for name, args in EXT_ARGS.items():
-        for arg in args:
-            m = re.fullmatch(r'"--([a-z0-9-]+) \$\{params\.(\w+)(?: \?: task\.cpus)?\}"', arg)
-            if m:
-                want = RENAMED_OPTIONS.get((name, m.group(1)), m.group(1).replace("-", "_"))
-                assert want == m.group(2), f"{name}: {arg}"
-                checked += 1
-    assert checked > 60
+    text = help_text(command)
+    return {p for p in defaults_flat() if re.search(rf"(?<![\w-])--{p.replace('_', '-')}(?![\w-])", text)}
+
+
+@pytest.mark.parametrize("name", sorted(set(STEP_OF) & set(PROCESSES)))
+def test_each_step_gets_exactly_the_settings_it_declares(name):
+    """A step process's ext.args carry exactly the settings whose `steps` name its step (less those the
+    module passes itself), and its command accepts exactly that step's settings: nothing more, so
+    changing a setting on -resume re-runs only the tasks that use it."""
+    from deepmapper.config import step_fields
+
+    step = STEP_OF[name]
+    only = nfgen.PROCESS_PARTS.get(name, (step, None))[1]
+    expected = {f.metadata["param"] for f in nfgen.step_arg_fields(step, only)}
+    assert (params_in(name) if name in EXT_ARGS else set()) == expected
+    if name == "DEEPMAPPER_AUCELL":
+        return  # part of ingest (inputs.derive): `deepmapper aucell` takes only what derive uses
+    declared = {f.metadata["param"] for _, f in step_fields(step)}
+    own = {"label_key"}
+    assert config_options_of(command_of(PROCESSES[name])) - own == declared - own
+    # what the module passes itself: the staged files and label_key (meta)
+    staged = {f.metadata["param"] for _, f in step_fields(step) if f.metadata.get("file")}
+    script = PROCESSES[name].script
+    for param in staged | (own & declared):
+        assert f"--{param.replace('_', '-')}" in script.body + " ".join(script.defs.values()), param
+
+
+def test_training_settings_never_reach_the_other_steps():
+    """The expensive step is the only one whose inputs change with the training settings, and
+    accumulate/evaluate do not get them either (they record them from the pass files)."""
+    assert "epochs" in params_in("DEEPMAPPER_TRAINPASS")
+    for name in ("DEEPMAPPER_INGEST", "DEEPMAPPER_ACCUMULATE", "DEEPMAPPER_EVALUATE", "DEEPMAPPER_PLAN"):
+        assert not {"epochs", "learning_rate", "attribution", "ig_steps"} & params_in(name), name
+    assert params_in("DEEPMAPPER_ACCUMULATE") == {"passes", "max_tries", "top_k"}
+    assert not {"top_k", "passes", "max_tries", "matrix", "normalize"} & params_in("DEEPMAPPER_TRAINPASS")
 
 
 def render_args(name: str, params: dict, cpus: int = 1) -> list[str]:
@@ -255,60 +306,85 @@ def render_args(name: str, params: dict, cpus: int = 1) -> list[str]:
     return shlex.split(nfcheck.render_ext_args(EXT_ARGS[name], {"params": params, "task": {"cpus": cpus}}))
 
 
+def as_strict_cli(params: dict) -> dict:
+    """Params as the strict syntax parser hands command-line values over: every value a string."""
+    return {k: (v if v is None else ("true" if v is True else "false" if v is False else str(v)))
+            for k, v in params.items()}
+
+
 # Every input setting away from its default, booleans both ways: what a user could set.
-FLIPPED = {"modality": "atac", "genesets": "/data/sets v2.gmt", "geneset_min_size": 3, "cluster": True,
-           "cluster_resolution": 0.5, "small_stem": False, "threads": 0}
+FLIPPED = {"modality": "atac", "geneset_min_size": 3, "cluster": True, "cluster_resolution": 0.5,
+           "small_stem": False, "threads": 0, "rotate_validation": False, "epochs": 7, "learning_rate": 0.01}
 
 
+@pytest.mark.parametrize("strict", [False, True], ids=["legacy-parser", "strict-parser"])
 @pytest.mark.parametrize("overrides", [{}, FLIPPED], ids=["test-profile", "flipped"])
-def test_ext_args_parse_to_the_run_configuration(overrides, tmp_path):
-    """train-pass and accumulate, parsed by their own click commands from the rendered ext.args,
-    build the configuration the params describe (booleans as --x/--no-x flags, null omitted)."""
+def test_ext_args_parse_to_the_run_configuration(overrides, strict, tmp_path):
+    """The step commands, parsed by their own click commands from the rendered ext.args, build the
+    configuration the params describe (booleans as --x/--no-x flags), with typed params (legacy
+    parser, config files) and with the strings the strict parser gives for command-line values."""
     from deepmapper.cli._options import build_config
+    from deepmapper.cli.data import ingest_cmd
     from deepmapper.cli.engine import accumulate_cmd, train_pass
-    from deepmapper.config import defaults_flat
+    from deepmapper.cli.plan import plan_cmd
+    from deepmapper.config import step_params
 
     params = {**TEST_PARAMS, **overrides}
+    given = as_strict_cli(params) if strict else params
     dataset = tmp_path / "dataset.h5ad"
     dataset.touch()
-    for name, command, skip in [("DEEPMAPPER_TRAINPASS", train_pass, NOT_FOR_TRAINING),
-                                ("DEEPMAPPER_ACCUMULATE", accumulate_cmd, {"label_key"})]:
-        argv = ["--dataset", str(dataset), "--outdir", str(tmp_path), *render_args(name, params, cpus=2)]
-        if name == "DEEPMAPPER_ACCUMULATE":
-            argv += ["--passes-dir", str(tmp_path)]
+    commands = [("DEEPMAPPER_TRAINPASS", train_pass, ["--dataset", str(dataset), "--outdir", str(tmp_path)]),
+                ("DEEPMAPPER_ACCUMULATE", accumulate_cmd, ["--dataset", str(dataset), "--outdir", str(tmp_path),
+                                                           "--passes-dir", str(tmp_path)]),
+                ("DEEPMAPPER_INGEST", ingest_cmd, ["--input", str(dataset), "--out", str(tmp_path / "o.h5ad")]),
+                ("DEEPMAPPER_PLAN", plan_cmd, ["--round", "1", "--out", str(tmp_path / "p.json")])]
+    for name, command, fixed in commands:
+        argv = [*fixed, *render_args(name, given, cpus=2)]
         with command.make_context(command.name, argv) as ctx:
             values = dict(ctx.params)
         cfg = build_config(values.pop("config_path"), values).flat()
-        for key in defaults_flat():
-            if key in skip:
-                continue
+        for key in step_params(STEP_OF[name]):
+            if key in ("label_key", "genesets"):
+                continue  # passed by the module itself (meta, staged file)
             want = params[key]
             if key == "threads" and name == "DEEPMAPPER_TRAINPASS":
                 want = params["threads"] or 2  # 0: the task's cpus
             assert cfg[key] == want and type(cfg[key]) is type(want), f"{name}: {key} {cfg[key]!r} != {want!r}"
-    assert render_args("DEEPMAPPER_TRAINPASS", params).count("--genesets") == (1 if params.get("genesets") else 0)
 
 
-def test_label_sources_are_checked_before_any_task():
-    """--cluster with --label_key (or --labels) stops the run with one line naming both, as the
-    Python check does; the check runs before the first process is called."""
-    from deepmapper.cluster import check_label_source
-    from deepmapper.errors import ConfigError
+def test_workflow_reads_boolean_params_as_text():
+    """Under the strict parser `--skip_multiqc false` is the string 'false', which Groovy finds true:
+    every boolean param the .nf files test goes through isTrue(), which compares the text."""
+    booleans = {p["name"] for p in nfgen.pipeline_params() if p["type"] == "boolean"}
+    from deepmapper.config import iter_fields, value_type
 
-    with pytest.raises(ConfigError, match="--label-key"):
-        check_label_source("bulk_labels", True)
+    booleans |= {f.metadata["param"] for _, f in iter_fields() if value_type(f) == "bool"}
+    checked = 0
+    for path in NF_FILES:
+        text = nfcheck.mask(path.read_text(), keep_comment_marks=True)
+        for name in booleans:
+            for m in re.finditer(rf"params\.{name}\b", text):
+                before = text[max(0, m.start() - 7):m.start()]
+                assert before.endswith("isTrue("), f"{rel(path)}: params.{name} used without isTrue()"
+                checked += 1
+    assert checked >= 5
+    for path in (REPO / "main.nf", REPO / "workflows" / "deepmapper.nf"):
+        assert "def isTrue(value) {\n    return value != null && \"${value}\" == 'true'\n}" in path.read_text()
+
+
+def test_label_sources_are_checked_by_ingest(tmp_path):
+    """Labels come from one place: INGEST (deepmapper.inputs.load, as `deepmapper run`) stops with one
+    line naming both when --cluster meets --label-key or --labels; the workflow no longer repeats it."""
+    labels = tmp_path / "labels.csv"
+    labels.write_text("cell,label\n")
+    for extra, named in ((["--label-key", "bulk_labels"], "--label-key"), (["--labels", str(labels)], "--labels")):
+        done = subprocess.run(["deepmapper", "ingest", "--input", str(TEST_INPUT), "--cluster", *extra,
+                               "--out", str(tmp_path / "o.h5ad")], capture_output=True, text=True, timeout=300)
+        assert done.returncode != 0 and "Traceback" not in done.stderr
+        errors = [line for line in done.stderr.splitlines() if line.startswith("Error")]
+        assert len(errors) == 1 and "--cluster" in errors[0] and named in errors[0]
     text = (REPO / "workflows" / "deepmapper.nf").read_text()
-    func = re.search(r"def labelSourceProblem\(cluster, labelKey, labels, denovo, inputPath\) \{(.*?)\n\}", text, re.S)
-    assert func, "workflows/deepmapper.nf defines labelSourceProblem"
-    messages = re.findall(r'return "(.*?)"(?: \+\s*"(.*?)")?\n', func.group(1))
-    assert len(messages) == 4
-    for first, second in messages:
-        assert "--cluster" in first and "Fix:" in first + second
-    assert "--label_key" in messages[0][0] and "--labels" in messages[1][0]
-    workflow = dict(nfcheck.blocks(text, "workflow"))["DEEPMAPPER"]
-    check = workflow.index("error(label_problem)")
-    first_call = min(m.start() for m in nfcheck._CALL.finditer(nfcheck.mask(workflow)))
-    assert check < workflow.index("file(params.input") and check < first_call
+    assert "labelSourceProblem" not in text and "--cluster cannot be combined with --denovo" in text
 
 
 def test_multiqc_stays_offline():
@@ -363,7 +439,7 @@ def test_schema_is_valid_draft_2020_12(schema):
 
 
 def test_schema_file_params_are_checked(schema):
-    """--genesets must be an existing .gmt file (nf-schema checks format/exists, jsonschema the pattern)."""
+    """--genesets must be an existing file (nf-schema checks format/exists); enums and bounds bite."""
     import jsonschema
 
     props = schema_params(schema)
@@ -371,26 +447,31 @@ def test_schema_file_params_are_checked(schema):
     validator = jsonschema.Draft202012Validator(schema)
     given = {k: v for k, v in TEST_PARAMS.items() if v is not None}
     validator.validate({**given, "genesets": str(REPO / "tests" / "data" / "pbmc_markers.gmt")})
-    for bad in ({"genesets": "markers.txt"}, {"genesets": "markers.gmt.bak"}, {"cluster": "yes"},
-                {"cluster_resolution": 0}, {"modality": "dna"}, {"geneset_min_size": 0}):
+    for bad in ({"cluster": "yes"}, {"cluster_resolution": 0}, {"modality": "dna"}, {"geneset_min_size": 0},
+                {"backbone": "resnet99"}, {"backbone": "timm:"}, {"test_fraction": 0.9}, {"passes": 0}):
         with pytest.raises(jsonschema.ValidationError):
             validator.validate({**given, **bad})
+    validator.validate({**given, "backbone": "timm:convnext_tiny"})
 
 
-def test_schema_config_and_python_defaults_agree(schema):
-    from deepmapper.config import defaults_flat
-
+def test_config_schema_and_docs_agree(schema):
+    """The committed files agree with each other (the generator keeps them so, test_generated_files
+    checks it): the same params, the same defaults; each param and profile is in docs/usage.md."""
     props = schema_params(schema)
     assert set(props) == set(PARAMS), "nextflow_schema.json and nextflow.config name the same params"
     for name, value in PARAMS.items():
         assert props[name].get("default") == value and type(props[name].get("default")) is type(value), name
         assert props[name].get("description"), f"{name} is documented"
-    pytype = {bool: "boolean", int: "integer", float: "number", str: "string"}
-    for name, value in defaults_flat().items():
-        assert name in PARAMS, f"config param {name} missing in nextflow.config"
-        assert PARAMS[name] == value and type(PARAMS[name]) is type(value), f"{name}: {PARAMS[name]!r} != {value!r}"
-        if value is not None:
-            assert props[name]["type"] == pytype[type(value)], name
+    usage = (REPO / "docs" / "usage.md").read_text()
+    undocumented = sorted(p for p in PARAMS if f"`--{p}`" not in usage)
+    assert not undocumented, f"docs/usage.md does not document {undocumented}"
+    missing = sorted(p for p in nfcheck.profiles(NEXTFLOW_CONFIG) if f"`{p}`" not in usage)
+    assert not missing, f"docs/usage.md does not describe the profiles {missing}"
+    for image in ("ghcr.io/deepmapper-nf/deepmapper:0.1.0", "ghcr.io/deepmapper-nf/deepmapper:0.1.0-cuda"):
+        assert image in usage
+    for how in ("containers/build.sh", "--sif", "-profile test,docker", "-profile test,local", "-profile conda",
+                "-profile mamba", "wave", "NXF_SINGULARITY_CACHEDIR", "NXF_SYNTAX_PARSER"):
+        assert how in usage, how
 
 
 def test_schema_constraints_agree_with_config_validation(schema):
@@ -413,19 +494,38 @@ def test_schema_constraints_agree_with_config_validation(schema):
             outside.append(spec["maximum"] + step)
         outside += [spec[k] for k in ("exclusiveMinimum", "exclusiveMaximum") if k in spec]
         for bad in outside:
-            if name == "seed":
-                continue  # schema-only bound: Config.validate does not check the seed
             with pytest.raises(ConfigError):
                 Config().with_params({name: bad})
             checked += 1
-    assert checked > 30
+    assert checked > 40
 
 
 def test_required_profiles_exist():
-    assert {"test", "docker", "singularity", "apptainer", "gpu", "slurm", "awsbatch"} <= nfcheck.profiles(NEXTFLOW_CONFIG)
+    names = nfcheck.profiles(NEXTFLOW_CONFIG)
+    assert {"test", "test_full", "docker", "podman", "singularity", "apptainer", "conda", "mamba", "wave", "local",
+            "gpu", "slurm", "awsbatch", "kubernetes"} <= names
     text = NEXTFLOW_CONFIG.read_text()
-    assert nfcheck.block_body(text, "manifest")
+    manifest = nfcheck.block_body(text, "manifest")
+    for key in ("name", "contributors", "homePage", "description", "mainScript", "defaultBranch", "nextflowVersion",
+                "version", "doi", "license"):
+        assert re.search(rf"(?m)^\s*{key}\s*=", manifest), f"manifest.{key}"
     assert "includeConfig 'conf/test.config'" in text
+    # the institutional profiles of nf-core/configs, skipped offline
+    include = ("includeConfig params.custom_config_base && (!System.getenv('NXF_OFFLINE') || "
+               "!params.custom_config_base.startsWith('http')) ? \"${params.custom_config_base}/nfcore_custom.config\" "
+               ": \"/dev/null\"")
+    assert include in text.splitlines()
+    assert PARAMS["custom_config_base"] == "https://raw.githubusercontent.com/nf-core/configs/master"
+    # current nf-schema (3.x: CLI values cast to the schema's types under the strict parser too)
+    assert re.search(r"id 'nf-schema@3\.\d+\.\d+'", text)
+    profiles = nfcheck.block_body(text, "profiles")
+    mamba = nfcheck.block_body(profiles, "mamba")
+    assert "conda.useMamba          = true" in mamba and "conda.enabled           = true" in mamba
+    wave = nfcheck.block_body(profiles, "wave")
+    assert "wave.enabled            = true" in wave and "'conda,container'" in wave
+    local = nfcheck.block_body(profiles, "local")
+    assert all(f"{engine}.enabled" in local for engine in ("conda", "docker", "podman", "singularity", "apptainer"))
+    assert "enabled           = true" not in local and "= true" not in local
 
 
 TEST_PROFILES = {"test": "test.config", "test_populations": "test_populations.config",
@@ -451,6 +551,23 @@ def test_test_profile_inputs_ship_and_are_valid(profile):
     text = config.read_text()
     assert "resourceLimits" in text and "bin/make_test_data.py" in text
     assert (REPO / "bin" / "make_test_data.py").is_file()
+
+
+def test_test_full_profile_generates_its_larger_input(tmp_path):
+    """test_full reads a seeded planted dataset that `bin/make_test_data.py --full` writes (kept out of
+    git): generated here at a small size, it lands where the profile looks, labelled as the profile says."""
+    import anndata as ad
+
+    params = {**PARAMS, **nfcheck.config_params(REPO / "conf" / "test_full.config", {"projectDir": str(tmp_path)})}
+    done = subprocess.run(["python", str(REPO / "bin" / "make_test_data.py"), "--full", "--full-cells", "400",
+                           "--root", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-1000:]
+    data = ad.read_h5ad(params["input"])
+    assert data.n_obs == 400 and data.n_vars == 2000 and data.obs[params["label_key"]].nunique() == 4
+    truth = json.loads((Path(params["input"]).parent / "truth.json").read_text())
+    assert set(truth["marginal"]) <= set(data.var_names)
+    assert params["passes"] >= 50 and "bin/make_test_data.py --full" in (REPO / "conf" / "test_full.config").read_text()
+    assert "/assets/test_full/" in (REPO / ".gitignore").read_text()
 
 
 def test_bundled_test_data_is_small():
@@ -526,6 +643,31 @@ class Task:
         return outputs
 
 
+def train_rounds(work: Path, meta: dict, dataset: Path, params: dict, cpus: int = 1) -> dict:
+    """subworkflows/local/train_passes and train_round: per round, DEEPMAPPER_PLAN on the verdicts so
+    far, then one DEEPMAPPER_TRAINPASS task per entry of the plan's `tasks` (the workflow's
+    splitJson(path: 'tasks')), until the plans are empty or planning.ROUNDS rounds are done."""
+    from deepmapper.planning import ROUNDS
+
+    verdicts, passes, plans = [], [], []
+    for round_number in range(1, ROUNDS + 1):
+        plan_out = Task("DEEPMAPPER_PLAN", work, str(round_number)).run(
+            {"meta": meta, "verdicts": list(verdicts), "round": round_number, "per_task": params["passes_per_task"]},
+            meta, params=params)
+        plan = json.loads(plan_out["plan"][0].read_text())
+        assert plan_out["plan"][0].name == f"plan_round{round_number}.json" and plan["round"] == round_number
+        plans.append(plan)
+        for task in plan["tasks"]:
+            chunk = {**meta, "start": task["start"], "count": task["count"], "id": f"{meta['id']}_pass{task['start']:03d}"}
+            res = Task("DEEPMAPPER_TRAINPASS", work, f"{round_number}_{task['start']}").run(
+                {"meta": chunk, "dataset": dataset}, chunk, params=params, cpus=cpus)
+            want = [f"pass_{i:03d}.npz" for i in range(task["start"], task["start"] + task["count"])]
+            assert [f.name for f in res["passes"]] == want
+            passes += res["passes"]
+            verdicts += res["verdicts"]
+    return {"passes": sorted(passes, key=lambda f: f.name), "verdicts": verdicts, "plans": plans}
+
+
 @pytest.fixture(scope="module")
 def dag(tmp_path_factory):
     """The DAG of workflows/deepmapper.nf on the test profile: one dict of outputs per step."""
@@ -534,19 +676,10 @@ def dag(tmp_path_factory):
     meta = {"id": TEST_INPUT.stem, "label_key": p["label_key"]}
     out = {}
     out["ingest"] = Task("DEEPMAPPER_INGEST", work, "1").run(
-        {"meta": meta, "inputs": [TEST_INPUT], "labels": []}, meta,
+        {"meta": meta, "inputs": [TEST_INPUT], "labels": [], "genesets": []}, meta,
         given={"sources": f"--input 'input01/{TEST_INPUT.name}'"})  # the single-matrix branch
     dataset = out["ingest"]["dataset"][0]
-    # scatter: passes 0..passes-1 in tasks of passes_per_task, as TRAIN_PASSES cuts them
-    passes = []
-    per = p["passes_per_task"]
-    for start in range(0, p["passes"], per):
-        chunk = {**meta, "start": start, "count": min(per, p["passes"] - start), "id": f"{meta['id']}_pass{start:03d}"}
-        res = Task("DEEPMAPPER_TRAINPASS", work, str(start)).run({"meta": chunk, "dataset": dataset}, chunk)
-        assert [f.name for f in res["passes"]] == [f"pass_{i:03d}.npz" for i in range(start, start + chunk["count"])]
-        passes += res["passes"]
-        out.setdefault("trainpass_stdout", []).append(res["log"])
-    out["passes"] = sorted(passes, key=lambda f: f.name)  # gather: collect(sort: by name)
+    out.update(train_rounds(work, meta, dataset, p))
     gathered = {"meta": meta, "dataset": dataset, "passes": out["passes"]}
     out["accumulate"] = Task("DEEPMAPPER_ACCUMULATE", work, "1").run(gathered, meta)
     out["evaluate"] = Task("DEEPMAPPER_EVALUATE", work, "1").run(gathered, meta)
@@ -570,17 +703,39 @@ def test_dag_ingest_and_passes(dag):
     assert [f.name for f in dag["passes"]] == [f"pass_{i:03d}.npz" for i in range(TEST_PARAMS["passes"])]
 
 
-def test_dag_gate_verdicts_reach_the_workflow(dag):
-    """TRAIN_PASSES counts accepted passes from train-pass's stdout (round two when short): that
-    count, with the workflow's own regex, equals the accepted flags in the pass files."""
+def test_dag_rounds_are_planned_from_the_verdicts(dag, tmp_path):
+    """Round 1 trains passes 0..passes-1 in tasks of passes_per_task; the verdict files say what the gate
+    decided (the same as the pass files); with every pass accepted, rounds 2 and 3 plan nothing. A
+    rejected pass (verdicts rewritten) makes the plan command schedule more, from the next index on."""
     from deepmapper.passfile import read_pass
 
-    text = (REPO / "subworkflows" / "local" / "train_passes" / "main.nf").read_text()
-    regex = re.search(r"line ==~ /(.+?)/ }", text).group(1)
-    counted = sum(1 for out in dag["trainpass_stdout"] for line in out.splitlines() if re.fullmatch(regex, line))
-    flags = [read_pass(f).accepted for f in dag["passes"]]
-    assert counted == sum(flags)
-    assert sum(1 for out in dag["trainpass_stdout"] for line in out.splitlines() if line.startswith("pass ")) == len(flags)
+    p = TEST_PARAMS
+    first = dag["plans"][0]
+    assert first["passes"] == list(range(p["passes"]))
+    assert first["tasks"] == [{"start": s, "count": min(p["passes_per_task"], p["passes"] - s)}
+                              for s in range(0, p["passes"], p["passes_per_task"])]
+    recorded = {}
+    for path in dag["verdicts"]:
+        data = json.loads(path.read_text())
+        assert data["device"] == "cpu" and data["gpu_expected"] is False
+        recorded.update({v["pass_index"]: v["accepted"] for v in data["passes"]})
+    assert recorded == {read_pass(f).pass_index: read_pass(f).accepted for f in dag["passes"]}
+    if all(recorded.values()):
+        assert [plan["tasks"] for plan in dag["plans"][1:]] == [[], []] and dag["plans"][1]["done"]
+    # the same command on verdicts with passes 1 and 2 rejected: 2 of 4 accepted, rate 1/2 -> 4 more
+    rejected = tmp_path / "verdicts"
+    rejected.mkdir()
+    for path in dag["verdicts"]:
+        data = json.loads(path.read_text())
+        for v in data["passes"]:
+            v["accepted"] = v["pass_index"] not in (1, 2)
+        (rejected / path.name).write_text(json.dumps(data))
+    meta = {"id": "again"}
+    plan = Task("DEEPMAPPER_PLAN", tmp_path, "2").run(
+        {"meta": meta, "verdicts": sorted(rejected.iterdir()), "round": 2, "per_task": p["passes_per_task"]},
+        meta, params=p)
+    plan = json.loads(plan["plan"][0].read_text())
+    assert plan["accepted"] == p["passes"] - 2 and plan["passes"] == list(range(p["passes"], 2 * p["passes"]))
 
 
 def test_dag_findings_rank_every_feature(dag):
@@ -622,15 +777,18 @@ def run_options(params: dict) -> list[str]:
 def test_dag_equals_embedded_run(dag, tmp_path):
     """Distributed (task per chunk of passes, gathered) and embedded give the same findings."""
     # torch's numerics depend on its thread count: the pass tasks ran with
-    # --threads ${params.threads ?: task.cpus} = 1 thread, so the embedded run does too
+    # --threads <task.cpus> (threads 0) = 1 thread, so the embedded run does too
     p = {**TEST_PARAMS, "threads": TEST_PARAMS["threads"] or 1}
     done = subprocess.run(["deepmapper", "run", "--input", str(TEST_INPUT), "--label-key", p["label_key"],
                            "--outdir", str(tmp_path / "run"), "--no-report", "--no-baselines", *run_options(p)],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    tsv, _json, per_class = dag["accumulate"]["findings"]
+    tsv, js, per_class = dag["accumulate"]["findings"]
     assert (tmp_path / "run" / "findings.tsv").read_bytes() == tsv.read_bytes()
     assert (tmp_path / "run" / "findings_per_class.tsv").read_bytes() == per_class.read_bytes()
+    # accumulate got only --passes/--max-tries/--top-k and recorded the rest from the dataset
+    # (ingest's settings) and the pass files (training's): the same record as the embedded run
+    assert (tmp_path / "run" / "findings.json").read_bytes() == js.read_bytes()
 
 
 def test_ingest_of_samplesheet_populations(tmp_path):
@@ -642,7 +800,7 @@ def test_ingest_of_samplesheet_populations(tmp_path):
     dirs = [REPO / r["path"] for r in rows]
     # the value of `def sources` for these rows: [meta.labels, inputs].transpose().collect {...}
     sources = " ".join(f"--input '{r['label']}=input{k:02d}/{d.name}'" for k, (r, d) in enumerate(zip(rows, dirs), 1))
-    out = Task("DEEPMAPPER_INGEST", tmp_path, "sheet").run({"meta": meta, "inputs": dirs, "labels": []}, meta,
+    out = Task("DEEPMAPPER_INGEST", tmp_path, "sheet").run({"meta": meta, "inputs": dirs, "labels": [], "genesets": []}, meta,
                                                            given={"sources": sources})
     data = ad.read_h5ad(out["dataset"][0])
     key = data.uns["deepmapper"]["label_key"]
@@ -655,8 +813,10 @@ GMT = REPO / "tests" / "data" / "pbmc_markers.gmt"
 
 @pytest.fixture(scope="module")
 def derived_dag(tmp_path_factory):
-    """--cluster and --genesets (issue 7): CLUSTER -> INGEST --label-key cluster -> AUCELL, whose
-    dataset then feeds a pass task, accumulate, evaluate and the baselines."""
+    """--cluster and --genesets (issue 7): INGEST builds the dataset as `deepmapper run` does
+    (inputs.load: Leiden labels, then AUCell scores of the staged GMT); its dataset then feeds the
+    rounds of passes, accumulate, evaluate and the baselines. AUCELL (the de-novo branch's
+    inputs.derive) runs on the genes-only dataset and must give the same dataset."""
     import anndata as ad
 
     work = tmp_path_factory.mktemp("derived")
@@ -669,20 +829,20 @@ def derived_dag(tmp_path_factory):
     params = {**TEST_PARAMS, "input": str(small), "label_key": None, "cluster": True, "genesets": str(GMT),
               "geneset_min_size": 2, "passes": 2, "passes_per_task": 2, "threads": 1, "backbone": "mlp",
               "epochs": 30, "min_epochs": 5, "patience": 5}
-    meta = {"id": small.stem}
+    meta = {"id": small.stem, "label_key": None}
     out = {"params": params, "input": small}
-    out["cluster"] = Task("DEEPMAPPER_CLUSTER", work, "1").run({"meta": meta, "h5ad": small}, meta, params=params)
-    meta = {**meta, "label_key": "cluster"}  # as the workflow hands it to INGEST
     out["ingest"] = Task("DEEPMAPPER_INGEST", work, "1").run(
-        {"meta": meta, "inputs": out["cluster"]["h5ad"], "labels": []}, meta, params=params,
-        given={"sources": "--input 'input01/clustered.h5ad'"})
+        {"meta": meta, "inputs": [small], "labels": [], "genesets": GMT}, meta, params=params,
+        given={"sources": f"--input 'input01/{small.name}'"})
+    dataset = out["ingest"]["dataset"][0]
+    genes_only = {**params, "genesets": None}
+    out["ingest_genes"] = Task("DEEPMAPPER_INGEST", work, "genes").run(
+        {"meta": meta, "inputs": [small], "labels": [], "genesets": []}, meta, params=genes_only,
+        given={"sources": f"--input 'input01/{small.name}'"})
     out["aucell"] = Task("DEEPMAPPER_AUCELL", work, "1").run(
-        {"meta": meta, "dataset": out["ingest"]["dataset"][0], "genesets": GMT}, meta, params=params)
-    dataset = out["aucell"]["dataset"][0]
-    chunk = {**meta, "start": 0, "count": 2, "id": f"{meta['id']}_pass000"}
-    out["trainpass"] = Task("DEEPMAPPER_TRAINPASS", work, "0").run({"meta": chunk, "dataset": dataset}, chunk,
-                                                                   params=params)
-    gathered = {"meta": meta, "dataset": dataset, "passes": out["trainpass"]["passes"]}
+        {"meta": meta, "dataset": out["ingest_genes"]["dataset"][0], "genesets": GMT}, meta, params=params)
+    out.update(train_rounds(work, meta, dataset, params))
+    gathered = {"meta": meta, "dataset": dataset, "passes": out["passes"]}
     out["accumulate"] = Task("DEEPMAPPER_ACCUMULATE", work, "1").run(gathered, meta, params=params)
     out["evaluate"] = Task("DEEPMAPPER_EVALUATE", work, "1").run(gathered, meta, params=params)
     out["baseline"] = Task("DEEPMAPPER_BASELINE", work, "1").run({"meta": meta, "dataset": dataset}, meta,
@@ -690,31 +850,40 @@ def derived_dag(tmp_path_factory):
     return out
 
 
-def test_cluster_labels_reach_ingest(derived_dag):
-    import anndata as ad
+def test_cluster_labels_and_genesets_in_ingest(derived_dag):
+    """INGEST with --cluster: Leiden clusters are the classes (label key 'cluster'); with the GMT the
+    features are the AUCell scores; AUCELL on the genes-only dataset gives the same dataset."""
+    import numpy as np
 
-    clustered = ad.read_h5ad(derived_dag["cluster"]["h5ad"][0])
-    data = ad.read_h5ad(derived_dag["ingest"]["dataset"][0])
-    assert data.uns["deepmapper"]["label_key"] == "cluster"
-    assert data.uns["deepmapper"]["modality"] == derived_dag["params"]["modality"]
-    assert data.n_vars == 765 and data.n_obs == clustered.n_obs == 140
-    assert list(data.obs["cluster"].astype(str)) == list(clustered.obs["cluster"].astype(str))
-    assert 2 <= data.obs["cluster"].nunique() <= 10
-    assert clustered.uns["cluster"]["resolution"] == derived_dag["params"]["cluster_resolution"]
+    from deepmapper import io
+
+    data = io.read_dataset(derived_dag["ingest"]["dataset"][0])
+    genes = io.read_dataset(derived_dag["ingest_genes"]["dataset"][0])
+    assert data.uns["deepmapper"]["label_key"] == "cluster" and 2 <= data.obs["cluster"].nunique() <= 10
+    assert genes.n_vars == 765 and data.n_obs == genes.n_obs == 140
+    assert list(data.obs["cluster"].astype(str)) == list(genes.obs["cluster"].astype(str))
+    derived = io.read_dataset(derived_dag["aucell"]["dataset"][0])
+    assert list(derived.var_names) == list(data.var_names)
+    assert np.array_equal(np.asarray(derived.X), np.asarray(data.X))
+    settings = json.loads(data.uns["deepmapper"]["settings"])
+    assert settings["cluster"] is True and settings["geneset_min_size"] == 2
+    # the same settings; the GMT was staged under another folder by each task
+    derived_settings = json.loads(derived.uns["deepmapper"]["settings"])
+    assert Path(settings.pop("genesets")).name == Path(derived_settings.pop("genesets")).name == GMT.name
+    assert settings == derived_settings
 
 
-def test_aucell_dataset_feeds_the_later_steps(derived_dag):
-    """AUCELL's output is a dataset `train-pass --dataset` (and accumulate, evaluate, baseline) accept:
+def test_geneset_dataset_feeds_the_later_steps(derived_dag):
+    """The gene-set dataset is one `train-pass --dataset` (and accumulate, evaluate, baseline) accept:
     cells x gene sets, the cluster labels and uns['deepmapper'] carried over."""
     import pandas as pd
 
     from deepmapper import io
 
-    data = io.read_dataset(derived_dag["aucell"]["dataset"][0])
+    data = io.read_dataset(derived_dag["ingest"]["dataset"][0])
     assert list(data.var_names) == ["B_CELL_MARKERS", "NK_CELL_MARKERS", "TOO_SMALL_AFTER_MATCHING"]
-    assert data.n_obs == 140 and data.uns["deepmapper"]["label_key"] == "cluster"
     assert float(data.X.min()) >= 0.0 and float(data.X.max()) <= 1.0  # AUC fractions
-    assert [f.name for f in derived_dag["trainpass"]["passes"]] == ["pass_000.npz", "pass_001.npz"]
+    assert [f.name for f in derived_dag["passes"]] == ["pass_000.npz", "pass_001.npz"]
     table = pd.read_csv(derived_dag["accumulate"]["findings"][0], sep="\t")
     assert sorted(table["feature"]) == sorted(data.var_names)
     evaluation = json.loads(derived_dag["evaluate"]["evaluation"][0].read_text())
@@ -732,7 +901,7 @@ def test_derived_dag_equals_embedded_run(derived_dag, tmp_path):
                            "--no-report", "--no-baselines", *run_options(p)],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    embedded, chained = ad.read_h5ad(tmp_path / "run" / "dataset.h5ad"), ad.read_h5ad(derived_dag["aucell"]["dataset"][0])
+    embedded, chained = ad.read_h5ad(tmp_path / "run" / "dataset.h5ad"), ad.read_h5ad(derived_dag["ingest"]["dataset"][0])
     assert list(embedded.var_names) == list(chained.var_names)
     assert list(embedded.obs["cluster"].astype(str)) == list(chained.obs["cluster"].astype(str))
     assert np.array_equal(np.asarray(embedded.X), np.asarray(chained.X))
@@ -740,8 +909,11 @@ def test_derived_dag_equals_embedded_run(derived_dag, tmp_path):
     assert (tmp_path / "run" / "findings.tsv").read_bytes() == tsv.read_bytes()
     assert (tmp_path / "run" / "findings_per_class.tsv").read_bytes() == per_class.read_bytes()
     recorded = json.loads((tmp_path / "run" / "findings.json").read_text())["config"]
-    assert json.loads(js.read_text())["config"] == recorded
-    assert recorded["input"]["cluster"] is True and recorded["input"]["genesets"] == str(GMT)
+    chained_config = json.loads(js.read_text())["config"]
+    # the task saw the GMT staged as genesets/<name>; every other setting is recorded the same
+    assert chained_config["input"].pop("genesets") == f"genesets/{GMT.name}"
+    assert recorded["input"].pop("genesets") == str(GMT)
+    assert chained_config == recorded and recorded["input"]["cluster"] is True
 
 
 @pytest.fixture(scope="module")
@@ -817,14 +989,16 @@ STUB_SOURCES = {
     "reads": ["S1_1.fastq.gz", "S1_2.fastq.gz"], "index": "index", "reads_1": ["S1.unaligned_1.fastq.gz"],
     "reads_2": ["S1.unaligned_2.fastq.gz"], "assembly": "assembly.fa", "denovo": "denovo.fa",
     "samplesheet": "samplesheet.csv", "quants": ["S1"], "h5ad": "input.h5ad", "genesets": "sets.gmt",
+    "verdicts": ["verdicts_0.json"],
 }
+STUB_VALUES = {"round": 2, "per_task": 2}
 
 
 @pytest.mark.parametrize("name", sorted(PROCESSES))
 def test_stub_creates_declared_outputs(name, tmp_path):
     src = tmp_path / "src"
     src.mkdir()
-    sources = {"meta": STUB_META, "meta2": {"id": "ref"}}
+    sources = {"meta": STUB_META, "meta2": {"id": "ref"}, **STUB_VALUES}
     for key, value in STUB_SOURCES.items():
         names = value if isinstance(value, list) else [value]
         for n in names:
@@ -840,7 +1014,7 @@ def test_stub_creates_declared_outputs(name, tmp_path):
 
 # Intermediates that stay in the work directory (conf/modules.config publishes nothing of them).
 NOT_PUBLISHED = {("DENOVO_INDEX", "index"), ("DENOVO_POOL", "reads"), ("DENOVO_ALIGN", "unaligned"),
-                 ("DENOVO_HYBRID", "index")}
+                 ("DENOVO_HYBRID", "index"), ("DEEPMAPPER_TRAINPASS", "verdicts")}
 
 
 def test_output_docs_cover_every_published_file():
@@ -851,7 +1025,8 @@ def test_output_docs_cover_every_published_file():
             if (proc.name, out.emit) in NOT_PUBLISHED:
                 continue
             for pat in out.patterns:
-                for alt in nfcheck._braces(pat.replace("${meta.id}", "\x00")):
+                templated = pat.replace("${meta.id}", "\x00").replace("${round}", "\x00")
+                for alt in nfcheck._braces(templated):
                     parts = alt.split("/")
                     # a wildcard leaf is only meaningful with its folder (baselines/*.tsv)
                     tail = "/".join(parts[-2:]) if "*" in parts[-1] and len(parts) > 1 else parts[-1]
@@ -862,8 +1037,8 @@ def test_output_docs_cover_every_published_file():
                     checked += 1
     assert checked >= 15
     usage = (REPO / "docs" / "usage.md").read_text()
-    for word in ("-resume", "passes_per_task", "slurm", "awsbatch", "-profile test", "DEEPMAPPER_CLUSTER",
-                 "DEEPMAPPER_AUCELL"):
+    for word in ("-resume", "passes_per_task", "slurm", "awsbatch", "-profile test", "DEEPMAPPER_PLAN",
+                 "DEEPMAPPER_AUCELL", "DEEPMAPPER_INGEST", "deepmapper plan"):
         assert word in usage
     for name in ("modality", "cluster", "cluster_resolution", "genesets", "geneset_min_size"):
         assert f"`--{name}`" in usage, f"docs/usage.md documents --{name}"
@@ -891,13 +1066,114 @@ def test_hadolint_rejects_a_sloppy_dockerfile(tmp_path):
 
 
 def test_images_pin_the_tools():
-    env = (REPO / "containers" / "environment.yml").read_text()
-    for tool in ("hisat2", "salmon", "spades", "trinity", "samtools"):
-        assert re.search(rf"^\s+- {tool}=\d+(\.\d+)+\b", env, re.M), f"{tool} pinned in environment.yml"
+    env = environment(REPO / "containers")
+    pins = dict(dep.split("::")[-1].split("=") for dep in env if isinstance(dep, str))
+    for tool in ("hisat2", "salmon", "spades", "trinity", "samtools", "python", "procps-ng"):
+        assert re.fullmatch(r"\d+(\.\d+)+", pins.get(tool, "")), f"{tool} pinned in containers/environment.yml"
     for dockerfile in DOCKERFILES:
-        assert re.search(r"multiqc==\d+\.\d+", dockerfile.read_text())
+        text = dockerfile.read_text()
+        assert re.search(r"multiqc==\d+\.\d+", text) and "timm==" in text
     containers = {m for p in PROCESSES.values() for m in re.findall(r"container\s+'([^']+)'", p.directives)}
-    assert containers == {"ghcr.io/deepmapper-nf/deepmapper:0.1.0"}
-    assert "ghcr.io/deepmapper-nf/deepmapper:0.1.0-cuda" in NEXTFLOW_CONFIG.read_text()
     version = re.search(r'^version = "([^"]+)"', (REPO / "pyproject.toml").read_text(), re.M).group(1)
+    assert containers == {f"ghcr.io/deepmapper-nf/deepmapper:{version}"}
+    assert f"ghcr.io/deepmapper-nf/deepmapper:{version}-cuda" in NEXTFLOW_CONFIG.read_text()
     assert f"version         = '{version}'" in NEXTFLOW_CONFIG.read_text()  # manifest = package = image tag
+
+
+def test_build_script_builds_the_tags_the_modules_use(tmp_path):
+    """containers/build.sh: valid bash; with a stand-in engine it builds the CPU and CUDA images
+    under exactly the module/gpu-profile tags, from the repository root, and checks each one runs."""
+    script = REPO / "containers" / "build.sh"
+    assert os.access(script, os.X_OK)
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    fake = tmp_path / "fake-docker"
+    log = tmp_path / "calls.txt"
+    fake.write_text(f"#!/usr/bin/env bash\necho \"$PWD $*\" >> {log}\n")
+    fake.chmod(0o755)
+    done = subprocess.run(["bash", str(script), "--all", "--engine", str(fake)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    calls = log.read_text().splitlines()
+    builds = [c for c in calls if " build " in c]
+    assert [c.split()[0] for c in builds] == [str(REPO)] * 2
+    tags = [c.split(" -t ")[1].split()[0] for c in builds]
+    module_tag = next(iter({m for p in PROCESSES.values() for m in re.findall(r"container\s+'([^']+)'", p.directives)}))
+    assert tags == [module_tag, f"{module_tag}-cuda"]
+    assert "-f containers/Dockerfile " in builds[0] and "-f containers/Dockerfile.cuda " in builds[1]
+    assert sum(" run --rm " in c and "deepmapper --version" in c for c in calls) == 2
+    # --sif: the name Nextflow looks for in NXF_SINGULARITY_CACHEDIR
+    text = script.read_text()
+    assert "tr '/:' '--'" in text and ".img" in text and "containers/deepmapper.def" in text
+    assert (REPO / "containers" / "deepmapper.def").is_file()
+    assert "ghcr.io-deepmapper-nf-deepmapper-" in (REPO / "docs" / "usage.md").read_text()
+
+
+ENV_FILES = sorted(REPO.glob("modules/local/**/environment.yml"))
+VERSIONS = json.loads((REPO / "tests" / "data" / "environment_versions.json").read_text())
+
+
+@pytest.mark.parametrize("path", ENV_FILES, ids=rel)
+def test_environment_files_pin_packages_that_exist(path):
+    """Every conda package is pinned to a version that nf-core/modules' own environment files use for
+    the same tool (recorded in tests/data/environment_versions.json); every PyPI pin is a release pip
+    lists; the module's tools match the image's pins; deepmapper comes from this repository."""
+    image = dict(dep.split("::")[-1].split("=") for dep in environment(REPO / "containers") if isinstance(dep, str))
+    deps = environment(path.parent)
+    assert yaml_channels(path) == ["conda-forge", "bioconda"]
+    for dep in deps:
+        if isinstance(dep, dict):
+            for spec in dep["pip"]:
+                check_pip_spec(spec)
+            continue
+        channel, pin = dep.split("::")
+        name, version = pin.split("=")
+        if channel == "bioconda":
+            assert version in VERSIONS["bioconda"]["tools"][name]["versions_in_history"], f"{name}={version}"
+        else:
+            assert channel == "conda-forge" and version in VERSIONS["conda-forge"]["packages"][name], dep
+        if name in image and name != "multiqc":
+            assert image[name] == version, f"{name}: {version} here, {image[name]} in the image"
+    names = [d.split("::")[-1].split("=")[0] for d in deps if isinstance(d, str)]
+    if path.parent.name != "multiqc":
+        assert any(isinstance(d, dict) for d in deps) and "python" in names and "procps-ng" in names
+
+
+def yaml_channels(path: Path) -> list:
+    import yaml
+
+    return yaml.safe_load(path.read_text())["channels"]
+
+
+def check_pip_spec(spec: str) -> None:
+    version = re.search(r'^version = "([^"]+)"', (REPO / "pyproject.toml").read_text(), re.M).group(1)
+    if spec.startswith("deepmapper"):
+        homepage = re.search(r"homePage\s*=\s*'([^']+)'", NEXTFLOW_CONFIG.read_text()).group(1)
+        assert spec == f"deepmapper[timm] @ git+{homepage}.git@{version}", spec
+        return
+    name, pinned = spec.split("==")
+    assert pinned in VERSIONS["pypi"]["packages"][name], spec
+    pyproject = (REPO / "pyproject.toml").read_text()
+    if f'"{name}==' in pyproject:
+        assert f'"{name}=={pinned}"' in pyproject, f"{spec}: pyproject.toml pins another {name}"
+
+
+def test_deepmapper_installs_from_the_repository(tmp_path):
+    """The environment files' deepmapper entry, pointed at this checkout instead of the release tag,
+    is a package pip can build and install: the name, version and extras of pyproject.toml."""
+    done = subprocess.run(["pip", "install", "--dry-run", "--no-deps", "--no-build-isolation", "--no-index",
+                           "--report", str(tmp_path / "report.json"), "--quiet", f"deepmapper[timm] @ file://{REPO}"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-1500:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    [item] = report["install"]
+    version = re.search(r'^version = "([^"]+)"', (REPO / "pyproject.toml").read_text(), re.M).group(1)
+    assert item["metadata"]["name"] == "deepmapper" and item["metadata"]["version"] == version
+    assert item["requested_extras"] == ["timm"]
+
+
+def test_versions_record_names_what_was_compared():
+    assert VERSIONS["bioconda"]["compared_with"].startswith("nf-core/modules ")
+    for tool in ("hisat2", "salmon", "spades", "trinity", "samtools", "multiqc"):
+        entry = VERSIONS["bioconda"]["tools"][tool]
+        assert entry["files"] and entry["current"] and set(entry["current"]) <= set(entry["versions_in_history"])
+    assert "pip index versions" in VERSIONS["pypi"]["compared_with"]
