@@ -26,8 +26,8 @@ workflow TRAIN_ROUND {
 
     ch_tasks = ch_dataset
         .combine(ch_plan_file.splitJson(path: 'tasks'))
-        .map { meta, dataset, task ->
-            [meta + [start: task.start, count: task.count, id: "${meta.id}_pass" + String.format('%03d', task.start)], dataset]
+        .map { meta, dataset, chunk ->
+            [meta + [start: chunk.start, count: chunk.count, id: "${meta.id}_pass" + String.format('%03d', chunk.start)], dataset]
         }
     DEEPMAPPER_TRAINPASS(ch_tasks)
 
