@@ -9,7 +9,12 @@ from pathlib import Path
 
 import click
 
-_MATRIX_HELP = "Matrix of the h5ad: auto (.raw when present, else X), X, raw or layer:<name>."
+from ..config import DEVICE_CHOICES, MODALITIES, defaults_flat, param_help
+
+# the options these tools share with the run configuration take its defaults and help
+_D = defaults_flat()
+_H = param_help()
+_MATRIX_HELP = _H["matrix"]
 
 
 def _read(path: Path):
@@ -36,14 +41,14 @@ def _write(adata, out: Path) -> None:
               help="GMT file: set name, description, genes (tab-separated), one set per line.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Output h5ad: cells x gene sets, obs carried over.")
-@click.option("--min-size", "--geneset-min-size", "min_size", default=5, show_default=True,
+@click.option("--min-size", "--geneset-min-size", "min_size", default=_D["geneset_min_size"], show_default=True,
               type=click.IntRange(min=1),
               help="Sets with fewer genes present in the data are dropped (with a warning listing them).")
 @click.option("--top-fraction", default=0.05, show_default=True, type=click.FloatRange(0, 1, min_open=True),
               help="Fraction of each cell's top-ranked genes over which the recovery curve is integrated.")
-@click.option("--matrix", default="auto", show_default=True, help=_MATRIX_HELP)
-@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
-              help="auto: cuda when present, else cpu.")
+@click.option("--matrix", default=_D["matrix"], show_default=True, help=_MATRIX_HELP)
+@click.option("--device", default=_D["device"], show_default=True, type=click.Choice(DEVICE_CHOICES),
+              help=_H["device"])
 @click.option("--label-key", default=None, help="With --rss-out: obs column of labels for regulon specificity.")
 @click.option("--rss-out", default=None, type=click.Path(dir_okay=False, path_type=Path),
               help="Write regulon specificity scores (labels x sets, TSV) for --label-key.")
@@ -81,19 +86,20 @@ def aucell_cmd(input_path, dataset_path, genesets, out, min_size, top_fraction, 
 @click.command("cluster")
 @click.option("--input", "input_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="h5ad: expression (rna) or peak/tile counts (atac), cells x features.")
-@click.option("--modality", default="rna", show_default=True, type=click.Choice(["rna", "atac"]),
+@click.option("--modality", default=_D["modality"], show_default=True, type=click.Choice(MODALITIES),
               help="rna: PCA; atac: binarise, TF-IDF, iterative LSI with the depth filter.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Output h5ad: the input with obs[KEY] and the embedding in obsm (X_pca or X_lsi).")
-@click.option("--resolution", default=1.0, show_default=True, type=click.FloatRange(0, min_open=True),
+@click.option("--resolution", "--cluster-resolution", "resolution", default=_D["cluster_resolution"],
+              show_default=True, type=click.FloatRange(0, min_open=True),
               help="Leiden resolution (higher gives more clusters).")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the SVD and of Leiden.")
+@click.option("--seed", default=_D["seed"], show_default=True, type=int, help="Seed of the SVD and of Leiden.")
 @click.option("--key", default="cluster", show_default=True, help="obs column that receives the clusters.")
 @click.option("--n-components", default=None, type=click.IntRange(min=2),
               help="Embedding size [default: 50 for rna, 30 for atac].")
 @click.option("--n-neighbors", default=None, type=click.IntRange(min=2),
               help="Neighbours of the kNN graph [default: 15 for rna, 50 for atac].")
-@click.option("--matrix", default="auto", show_default=True, help=_MATRIX_HELP)
+@click.option("--matrix", default=_D["matrix"], show_default=True, help=_MATRIX_HELP)
 @click.option("--min-size", default=0, show_default=True, type=click.IntRange(min=0),
               help="Drop the cells of clusters smaller than this (as 'deepmapper run --cluster' does with "
                    "--min-class-size); 0 keeps every cluster.")
