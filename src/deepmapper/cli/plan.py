@@ -13,7 +13,10 @@ from pathlib import Path
 
 import click
 
+from ..nfgen import pipeline_params
 from ._options import build_config, config_options
+
+_PIPELINE_DEFAULTS = {p["name"]: p["default"] for p in pipeline_params()}
 
 
 @click.command("plan")
@@ -25,8 +28,8 @@ from ._options import build_config, config_options
 @click.option("--verdicts-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="A folder searched (recursively) for verdicts*.json files, instead of --verdicts "
                    "(a folder that does not exist holds none: the first round).")
-@click.option("--passes-per-task", type=click.IntRange(min=1), default=4, show_default=True,
-              help="Passes per task (the pipeline's --passes_per_task).")
+@click.option("--passes-per-task", type=click.IntRange(min=1), default=_PIPELINE_DEFAULTS["passes_per_task"],
+              show_default=True, help="Passes per task (the pipeline's --passes_per_task, same default).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="plan.json to write.")
 @config_options("plan")
 def plan_cmd(round_number, verdicts, verdicts_dir, passes_per_task, out, config_path, **params):
