@@ -139,7 +139,7 @@ def _summary(summary: dict) -> dict:
         if v is None:
             continue
         out[k] = np.asarray(v) if isinstance(v, list) else v
-    stab = pd.DataFrame(summary.get("stability") or [])
+    stab = pd.DataFrame(summary.get("stability") or [], columns=["threshold", "n_selected", "pfer_bound"])
     if len(stab):
         stab["pfer_bound"] = stab["pfer_bound"].astype(float)   # None (JSON null) -> NaN: infinite bound
         stab.loc[stab["pfer_bound"].isna(), "pfer_bound"] = np.inf
@@ -154,8 +154,8 @@ def _evaluation(evaluation: dict) -> dict:
     out = {}
     for k, v in evaluation.items():
         if k == "per_class":
-            out[k] = pd.DataFrame(v).T.astype({"precision": float, "recall": float, "f1": float,
-                                               "support": np.int64})
+            cols = {"precision": float, "recall": float, "f1": float, "support": np.int64}
+            out[k] = pd.DataFrame(v).T[list(cols)].astype(cols)
         elif k == "confusion_matrix":
             out[k] = np.asarray(v, dtype=np.int64)
         elif isinstance(v, list):
