@@ -167,7 +167,6 @@ def run(inputs: list[str], outdir: Path, cfg: Config, *, label_key: str | None =
                  device)
 
         passes_dir = stage / "passes"
-        wanted = cfg.run.passes
         results = train_until_accepted(data, cfg, device=device, progress=progress,
                                        on_pass=lambda r: write_pass(r, passes_dir))
         pass_paths = findings_mod.pass_files(passes_dir)
