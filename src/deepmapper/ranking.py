@@ -10,8 +10,9 @@ analysis ran in memory or came from ``deepmapper run`` / ``nextflow run``:
         ``passes``, ``seed``, ``backbone``, ``attribution``, ``top_k`` and the
         whole flat configuration in ``config``.
     ``names``, ``scores``, ``logfoldchanges``, ``pvals``, ``pvals_adj``, ``mean_rank``
-        structured arrays with one field per group, ``n_genes`` rows, best
-        first. A group's features are ordered by their Borda mean rank over the
+        structured arrays with one field per group (groups in sorted order,
+        the order of DeepMapper's classes), ``n_genes`` rows (the per-class
+        tables' length: 50, or fewer features), best first. A group's features are ordered by their Borda mean rank over the
         passes of the signed attribution towards that group
         (``findings_per_class.tsv``); ``scores`` is the median signed attribution
         share; ``logfoldchanges`` is computed as scanpy does (log2 of the ratio of
