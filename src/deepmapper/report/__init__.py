@@ -37,8 +37,8 @@ def write_report(results_dir, outdir, *, multiqc: bool = True, multiqc_config=No
         # report.html is complete without it: say so in one line instead of failing the run.
         skipped = "MultiQC is not installed"
         logging.getLogger(__name__).warning(
-            "MultiQC is not installed: wrote %s, skipped the MultiQC report "
-            "(pip install 'deepmapper[report]' adds it)", html_path)
+            "MultiQC is not installed: report.html is written, the MultiQC report is skipped "
+            "(pip install 'deepmapper[report]' adds it)")
     elif multiqc:
         multiqc_report = run_multiqc(outdir / "mqc", outdir / "multiqc", config=multiqc_config)
     return ReportFiles(html=html_path, mqc=mqc_files, multiqc=multiqc_report, multiqc_skipped=skipped)
