@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Installs everything the test suite needs on a fresh Debian machine, then runs it.
+# Installs everything the test suite needs on a fresh Debian/Ubuntu machine, then runs it.
+# Python packages go into the active virtual environment, or into .venv (created when missing;
+# see scripts/_env.sh), never into the system Python.
 # Usage: scripts/test.sh [pytest args]   (CI runs it with no arguments)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/_env.sh
+source scripts/_env.sh
 
 # Debian tools for the de-novo front end and the browser test of report.html.
 tools=(hisat2 salmon spades samtools chromium chromium-driver)
@@ -15,10 +19,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# torch is pinned: these exact builds install from local files on our machines.
-python3 -m pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
-python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+dm_activate_env
+# torch at the tested builds first (local files on our machines), then the package and its test extras.
+dm_pip "${DM_TORCH_PINS[@]}"
+dm_pip -e '.[test]'
 
 # Everything is installed now: a test that would skip for a missing tool fails instead.
 export DEEPMAPPER_TEST_REQUIRE_ALL=1
-python3 -m pytest "$@"
+python -m pytest "$@"

@@ -28,14 +28,22 @@ def demo_input(outdir: Path) -> Path:
 
 
 def run_demo(outdir: Path, cfg: Config, *, open_report: bool = True, report: bool = True):
+    """Run the demo into ``outdir``; returns (summary, report.html path, MultiQC report path or None).
+
+    The MultiQC report is made when MultiQC is installed (the ``report`` extra);
+    without it the run still writes ``report.html`` and says so in one line.
+    """
+    from .report import multiqc_available
     from .runner import run
 
     outdir = Path(outdir)
     summary = run([str(demo_input(outdir))], outdir, cfg, label_key=LABEL_KEY, report=report)
     report_path = (outdir / "report.html").resolve()
+    multiqc_path = (outdir / "multiqc" / "multiqc_report.html").resolve() \
+        if report and multiqc_available() else None
     if open_report and report and _has_browser():
         webbrowser.open(report_path.as_uri())
-    return summary, report_path
+    return summary, report_path, multiqc_path
 
 
 def _has_browser() -> bool:

@@ -163,12 +163,16 @@ def demo_cmd(outdir, open_report, config_path, **params):
     from ..demo import run_demo
 
     cfg = build_config(config_path, params)
-    summary, report = run_demo(outdir, cfg, open_report=open_report)
+    summary, report, multiqc_report = run_demo(outdir, cfg, open_report=open_report)
     click.echo(f"{summary['n_passes_accepted']}/{summary['n_passes_run']} passes accepted, mean held-out "
                f"accuracy {summary['mean_accuracy']:.3f}")
+    click.echo("top features per cell type:")
     for cls, top in summary["per_class_top"].items():
         click.echo(f"  {cls}: {', '.join(top[:8])}")
+    click.echo(f"results: {Path(outdir).resolve()}")
     click.echo(f"report: {report}")
+    click.echo(f"MultiQC report: {multiqc_report}" if multiqc_report else
+               "MultiQC report: skipped (MultiQC is not installed; pip install 'deepmapper[report]' adds it)")
 
 
 COMMANDS = [train_pass, accumulate_cmd, evaluate_cmd, run_cmd, demo_cmd]

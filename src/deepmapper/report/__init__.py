@@ -10,13 +10,15 @@ passes, baselines, evaluation, dataset; see docs/developers.md) and writes
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
-__all__ = ["write_report", "ReportFiles"]
+__all__ = ["write_report", "ReportFiles", "multiqc_available"]
 
 
 class ReportFiles(dict):
-    """Paths written by :func:`write_report`: keys ``html``, ``mqc`` (list), ``multiqc`` (or None)."""
+    """Paths written by :func:`write_report`: keys ``html``, ``mqc`` (list), ``multiqc`` (or None), and
+    ``multiqc_skipped`` (why the MultiQC report was not made, or None)."""
 
 
 def write_report(results_dir, outdir, *, multiqc: bool = True, multiqc_config=None) -> ReportFiles:
@@ -30,6 +32,20 @@ def write_report(results_dir, outdir, *, multiqc: bool = True, multiqc_config=No
     mqc_files = write_custom_content(results, outdir / "mqc")
     html_path = write_text(outdir / "report.html", build_html(results))
     multiqc_report = None
-    if multiqc:
+    skipped = None if multiqc else "not asked for"
+    if multiqc and not multiqc_available():
+        # report.html is complete without it: say so in one line instead of failing the run.
+        skipped = "MultiQC is not installed"
+        logging.getLogger(__name__).warning(
+            "MultiQC is not installed: report.html is written, the MultiQC report is skipped "
+            "(pip install 'deepmapper[report]' adds it)")
+    elif multiqc:
         multiqc_report = run_multiqc(outdir / "mqc", outdir / "multiqc", config=multiqc_config)
-    return ReportFiles(html=html_path, mqc=mqc_files, multiqc=multiqc_report)
+    return ReportFiles(html=html_path, mqc=mqc_files, multiqc=multiqc_report, multiqc_skipped=skipped)
+
+
+def multiqc_available() -> bool:
+    """True when MultiQC can be run by this Python (``python -m multiqc``)."""
+    import importlib.util
+
+    return importlib.util.find_spec("multiqc") is not None

@@ -1,0 +1,279 @@
+"""The ranking inside an AnnData: what ``deepmapper.tl.rank_features`` writes and ``read_results`` loads.
+
+Both paths end in :func:`store`, so a notebook sees one structure whether the
+analysis ran in memory or came from ``deepmapper run`` / ``nextflow run``:
+
+``adata.uns[key]`` (the layout of ``scanpy.tl.rank_genes_groups``)
+    ``params``
+        ``groupby``, ``reference`` (``"rest"``), ``method`` (``"deepmapper"``),
+        ``use_raw``, ``layer`` (as scanpy), plus ``matrix``, ``n_genes``,
+        ``passes``, ``seed``, ``backbone``, ``attribution``, ``top_k`` and the
+        whole flat configuration in ``config``.
+    ``names``, ``scores``, ``logfoldchanges``, ``pvals``, ``pvals_adj``, ``mean_rank``
+        structured arrays with one field per group (groups in sorted order,
+        the order of DeepMapper's classes), ``n_genes`` rows (the per-class
+        tables' length: 50, or fewer features), best first. A group's features are ordered by their Borda mean rank over the
+        passes of the signed attribution towards that group
+        (``findings_per_class.tsv``); ``scores`` is the median signed attribution
+        share; ``logfoldchanges`` is computed as scanpy does (log2 of the ratio of
+        ``expm1`` of the group and rest means of the analysed matrix: meaningful
+        on log1p data). DeepMapper is not a test: ``pvals`` and ``pvals_adj`` are
+        NaN (use ``pfer_bound`` for error control).
+    ``ranking``
+        DataFrame, one row per analysed feature (index), best first: ``rank``,
+        ``selection_frequency``, ``median_importance``, ``mean_rank``,
+        ``pfer_bound``, ``is_denovo`` (``findings.tsv``).
+    ``summary``
+        per-pass accuracies, accepted flags, stop and best epochs, the passes
+        used, the stability table (DataFrame), versions (``findings.json``).
+    ``evaluation``
+        arrangement-ensembled held-out accuracy, ``confusion_matrix`` (array),
+        ``per_class`` metrics (DataFrame) (``evaluation.json``).
+    ``features``, ``pass_importance``, ``pass_indices``
+        the analysed features in dataset order (the order arrangements permute)
+        and the per-pass importances of the passes used (``passes/``; absent
+        when a results directory has no pass files).
+
+``adata.var`` columns ``{key}_rank``, ``{key}_selection_frequency``,
+``{key}_median_importance``, ``{key}_mean_rank``, ``{key}_pfer_bound``: one value
+per feature of ``adata.var_names`` (NaN for a feature that was not analysed,
+e.g. a gene of ``adata.var`` missing from ``adata.raw``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import FormatError, InputError
+
+KEY = "deepmapper"
+VAR_COLUMNS = ("rank", "selection_frequency", "median_importance", "mean_rank", "pfer_bound")
+_SUMMARY_KEYS = ("accuracies", "accepted", "stop_epochs", "best_epochs", "early_stopped", "pass_indices",
+                 "used_passes", "n_passes_run", "n_passes_accepted", "mean_accuracy", "n_features", "n_cells",
+                 "classes", "top_k", "features_sha256", "dataset_sha256")
+
+
+def store(target, dataset, *, findings, per_class, summary: dict, evaluation: dict | None, key_added: str,
+          params: dict, pass_importance=None, pass_indices=None) -> None:
+    """Write the ranking of ``dataset`` (the analysed AnnData) into ``target.uns[key_added]`` and
+    ``target.var`` (``target`` may be ``dataset`` itself)."""
+    import pandas as pd
+
+    from . import io
+
+    classes = [str(c) for c in summary["classes"]]
+    features = np.asarray([str(v) for v in dataset.var_names], dtype=object)
+    ranking = findings.copy()
+    ranking.index = pd.Index(ranking.pop("feature").astype(str).to_numpy(), dtype=object)
+    ranking = ranking.sort_values("rank", kind="stable")
+    ranking["is_denovo"] = ranking["is_denovo"].astype(bool)
+
+    # per-group structured arrays, as scanpy's rank_genes_groups (one field per group)
+    codes, ds_classes = io.labels(dataset)
+    lfc_all = _log_fold_changes(dataset.X, codes, len(ds_classes))
+    position = {f: i for i, f in enumerate(features)}
+    cols: dict[str, dict[str, np.ndarray]] = {c: {} for c in ("names", "scores", "logfoldchanges", "pvals",
+                                                              "pvals_adj", "mean_rank")}
+    per_class = per_class.copy()
+    per_class["class"] = per_class["class"].astype(str)
+    lengths = set()
+    for cls in classes:
+        rows = per_class[per_class["class"] == cls].sort_values("rank", kind="stable")
+        names = rows["feature"].astype(str).to_numpy(dtype=object)
+        lengths.add(len(names))
+        c = ds_classes.index(cls)
+        cols["names"][cls] = names
+        cols["scores"][cls] = rows["median_importance"].to_numpy(np.float32)
+        cols["mean_rank"][cls] = rows["mean_rank"].to_numpy(np.float64)
+        cols["logfoldchanges"][cls] = lfc_all[c, [position[n] for n in names]].astype(np.float32)
+        cols["pvals"][cls] = np.full(len(names), np.nan)
+        cols["pvals_adj"][cls] = np.full(len(names), np.nan)
+    if len(lengths) != 1:
+        raise FormatError(f"the per-class tables have different lengths ({sorted(lengths)})",
+                          field="findings_per_class", fix="rerun the accumulate step.")
+    n_genes = lengths.pop()
+    uns = {"params": {**params, "n_genes": int(n_genes)}}
+    for col, per_group in cols.items():
+        uns[col] = np.rec.fromarrays([per_group[c] for c in classes], names=classes)
+    uns["ranking"] = ranking
+    uns["summary"] = _summary(summary)
+    if evaluation is not None:
+        uns["evaluation"] = _evaluation(evaluation)
+    uns["features"] = features
+    if pass_importance is not None:
+        uns["pass_importance"] = np.asarray(pass_importance, dtype=np.float32)
+        uns["pass_indices"] = np.asarray(pass_indices, dtype=np.int64)
+    target.uns[key_added] = uns
+
+    # per-feature columns on the caller's var (NaN where a var feature was not analysed)
+    aligned = ranking.reindex(pd.Index([str(v) for v in target.var_names], dtype=object))
+    for col in VAR_COLUMNS:
+        values = aligned[col].to_numpy()
+        if col == "rank" and not np.isnan(values.astype(float)).any():
+            values = values.astype(np.int64)
+        target.var[f"{key_added}_{col}"] = values
+
+
+def _log_fold_changes(X, codes: np.ndarray, n_classes: int) -> np.ndarray:
+    """(n_classes, n_features) log2 fold change of each group against the rest, as scanpy computes it."""
+    import scipy.sparse as sp
+
+    n = X.shape[0]
+    onehot = sp.csr_matrix((np.ones(n), (codes, np.arange(n))), shape=(n_classes, n))
+    sums = onehot @ X
+    sums = np.asarray(sums.toarray() if sp.issparse(sums) else sums, dtype=np.float64)
+    total = sums.sum(axis=0, keepdims=True)
+    sizes = np.bincount(codes, minlength=n_classes).astype(np.float64)[:, None]
+    mean_group = sums / sizes
+    mean_rest = (total - sums) / np.maximum(n - sizes, 1)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        return np.log2((np.expm1(mean_group) + 1e-9) / (np.expm1(mean_rest) + 1e-9))
+
+
+def _summary(summary: dict) -> dict:
+    import pandas as pd
+
+    out = {}
+    for k in _SUMMARY_KEYS:
+        v = summary.get(k)
+        if v is None:
+            continue
+        out[k] = np.asarray(v) if isinstance(v, list) else v
+    stab = pd.DataFrame(summary.get("stability") or [], columns=["threshold", "n_selected", "pfer_bound"])
+    if len(stab):
+        stab["pfer_bound"] = stab["pfer_bound"].astype(float)   # None (JSON null) -> NaN: infinite bound
+        stab.loc[stab["pfer_bound"].isna(), "pfer_bound"] = np.inf
+    out["stability"] = stab
+    out["versions"] = {str(k): str(v) for k, v in (summary.get("versions") or {}).items()}
+    return out
+
+
+def _evaluation(evaluation: dict) -> dict:
+    import pandas as pd
+
+    out = {}
+    for k, v in evaluation.items():
+        if k == "per_class":
+            cols = {"precision": float, "recall": float, "f1": float, "support": np.int64}
+            out[k] = pd.DataFrame(v).T[list(cols)].astype(cols)
+        elif k == "confusion_matrix":
+            out[k] = np.asarray(v, dtype=np.int64)
+        elif isinstance(v, list):
+            out[k] = np.asarray(v)
+        else:
+            out[k] = v
+    return out
+
+
+def matrix_params(matrix: str) -> tuple[bool, str | None]:
+    """(use_raw, layer) as scanpy names them, for the dataset's ``matrix`` provenance."""
+    if str(matrix).startswith("layer:"):
+        return False, str(matrix).split(":", 1)[1]
+    return str(matrix) == "raw", None
+
+
+def run_params(cfg, *, groupby: str, use_raw: bool, layer: str | None, matrix: str) -> dict:
+    """``uns[key]['params']``: scanpy's keys, then DeepMapper's."""
+    flat = cfg.flat()
+    return {"groupby": str(groupby), "reference": "rest", "method": "deepmapper", "use_raw": bool(use_raw),
+            "layer": layer, "matrix": str(matrix), "passes": int(cfg.run.passes), "seed": int(cfg.run.seed),
+            "backbone": str(cfg.backbone.kind), "attribution": str(cfg.attribution.method),
+            "top_k": int(cfg.run.top_k), "config": flat}
+
+
+def get(adata, key: str = KEY) -> dict:
+    """``adata.uns[key]``, or one clear error when it is not a DeepMapper result."""
+    uns = adata.uns.get(key) if hasattr(adata, "uns") else None
+    if not isinstance(uns, dict) or (uns.get("params") or {}).get("method") != "deepmapper":
+        have = [k for k, v in getattr(adata, "uns", {}).items()
+                if isinstance(v, dict) and (v.get("params") or {}).get("method") == "deepmapper"]
+        raise InputError(f"no DeepMapper result in adata.uns['{key}']", field="key",
+                         fix=(f"use key={have[0]!r}" if have else
+                              "run deepmapper.tl.rank_features(adata, groupby) or deepmapper.read_results(outdir) "
+                              "first") + ".")
+    return uns
+
+
+# -- reading a results directory -----------------------------------------------------------
+
+def read_results(outdir, *, key_added: str = KEY):
+    """Load a finished ``deepmapper run`` or ``nextflow run`` results directory into an AnnData.
+
+    Parameters
+    ----------
+    outdir
+        The ``--outdir`` of the run: ``dataset.h5ad``, ``findings.tsv``,
+        ``findings_per_class.tsv`` and ``findings.json`` are required;
+        ``evaluation.json`` and ``passes/pass_NNN.npz`` are read when present.
+    key_added
+        Key in ``uns`` (and prefix of the ``var`` columns) to store the result under.
+
+    Returns
+    -------
+    anndata.AnnData
+        The dataset as analysed (``dataset.h5ad``: the matrix, the labels in
+        ``obs``), with ``uns[key_added]`` and the ``var`` columns that
+        :func:`deepmapper.tl.rank_features` writes, so ``sc.get.rank_genes_groups_df``,
+        ``sc.pl.rank_genes_groups_dotplot`` and :mod:`deepmapper.pl` work on it.
+        Floating-point values are those of the files (6 significant digits in
+        the TSV files).
+
+    Raises
+    ------
+    InputError
+        The directory or one of the required files is missing.
+    FormatError
+        A file is damaged, or the files are not from one run.
+    """
+    from . import io
+    from .config import Config
+    from .passfile import read_pass
+    from .report.results import _read_json, _read_tsv
+
+    root = Path(outdir)
+    if not root.is_dir():
+        raise InputError("results directory not found", where=str(root), field="outdir",
+                         fix="give the --outdir of a finished 'deepmapper run' or 'nextflow run'.")
+    for name in ("dataset.h5ad", "findings.tsv", "findings_per_class.tsv", "findings.json"):
+        if not (root / name).is_file():
+            raise InputError(f"{name} is missing", where=str(root), field=name,
+                             fix="give the --outdir of a finished run (its accumulate step writes the findings, "
+                                 "ingest writes dataset.h5ad).")
+    dataset = io.read_dataset(root / "dataset.h5ad")
+    findings = _read_tsv(root / "findings.tsv", ("feature", "rank", "selection_frequency", "median_importance",
+                                                  "mean_rank", "pfer_bound", "is_denovo"))
+    findings["is_denovo"] = findings["is_denovo"].map(lambda v: str(v).strip().lower() in ("true", "1"))
+    per_class = _read_tsv(root / "findings_per_class.tsv", ("class", "feature", "rank", "median_importance",
+                                                            "mean_rank"))
+    summary = _read_json(root / "findings.json")
+    if set(findings["feature"]) != {str(v) for v in dataset.var_names}:
+        raise FormatError(f"findings.tsv ranks {len(findings)} features, dataset.h5ad holds {dataset.n_vars} "
+                          "(or other names)", where=str(root), field="feature",
+                          fix="use findings and dataset.h5ad from the same run.")
+    evaluation = _read_json(root / "evaluation.json") if (root / "evaluation.json").is_file() else None
+
+    used = [int(i) for i in summary.get("used_passes", [])]
+    pass_importance = None
+    files = {int(f.stem.split("_")[-1]): f for f in (root / "passes").glob("pass_*.npz")} \
+        if (root / "passes").is_dir() else {}
+    if used and all(i in files for i in used):
+        rows = []
+        for i in used:
+            p = read_pass(files[i])
+            if p.n_features != dataset.n_vars:
+                raise FormatError(f"pass {i} has {p.n_features} features, dataset.h5ad {dataset.n_vars}",
+                                  where=str(files[i]), field="importance",
+                                  fix="use pass files and findings from the same run.")
+            rows.append(p.importance)
+        pass_importance = np.stack(rows)
+
+    meta = dataset.uns["deepmapper"]
+    use_raw, layer = matrix_params(meta.get("matrix", "X"))
+    cfg = Config.from_dict(summary.get("config") or {}, where=str(root / "findings.json"))
+    params = run_params(cfg, groupby=meta["label_key"], use_raw=use_raw, layer=layer,
+                        matrix=meta.get("matrix", "X"))
+    store(dataset, dataset, findings=findings, per_class=per_class, summary=summary, evaluation=evaluation,
+          key_added=key_added, params=params, pass_importance=pass_importance,
+          pass_indices=used if pass_importance is not None else None)
+    return dataset

@@ -1,0 +1,172 @@
+"""Tools in the scanpy style: ``deepmapper.tl.rank_features``.
+
+The analysis of ``deepmapper run`` (the same ``runner.analyse``), in memory, on an
+AnnData a notebook already holds; the result goes back into that AnnData in the
+layout of ``scanpy.tl.rank_genes_groups`` (see :mod:`deepmapper.ranking`).
+"""
+from __future__ import annotations
+
+import difflib
+
+from .errors import ConfigError, InputError
+
+__all__ = ["rank_features"]
+
+# Config parameters that rank_features sets through its own arguments.
+_OWN_SETTINGS = {
+    "label_key": "pass the label column as groupby",
+    "matrix": "choose the matrix with layer= or use_raw=",
+    "cluster": "cluster first (e.g. sc.tl.leiden) and pass groupby='leiden'",
+}
+
+
+def rank_features(adata, groupby: str, *, layer: str | None = None, use_raw: bool | None = None,
+                  passes: int = 10, key_added: str = "deepmapper", copy: bool = False, **settings):
+    """Rank every feature that separates the groups of ``adata.obs[groupby]``.
+
+    Each feature becomes one pixel of a square pseudo-image under a seeded
+    random arrangement; a small image model learns the groups; attributions
+    (integrated gradients by default) are projected back to features and
+    accumulated over ``passes`` arrangements into one ranking with stability
+    statistics. This is the analysis of ``deepmapper run`` (same code, same
+    result for the same seed and thread count), run in memory on the GPU when
+    one is visible, else on the CPU.
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix (cells x features). Counts are normalised
+        (``normalize_total`` + ``log1p``) only when the chosen matrix looks like
+        counts (setting ``normalize``).
+    groupby
+        Column of ``adata.obs`` holding the groups (at least two, each with at
+        least ``min_class_size`` cells).
+    layer
+        Analyse ``adata.layers[layer]`` instead of ``X``.
+    use_raw
+        Analyse ``adata.raw``. Default: ``adata.raw`` when present and no
+        ``layer`` is given, else ``adata.X`` (as scanpy).
+    passes
+        Number of accepted passes (arrangements) to accumulate.
+    key_added
+        Key in ``adata.uns`` and prefix of the ``adata.var`` columns.
+    copy
+        Return a copy of ``adata`` holding the result instead of writing into it.
+    **settings
+        Any flat run parameter of ``deepmapper run`` (``deepmapper run --help``,
+        :mod:`deepmapper.config`), e.g. ``epochs=20``, ``seed=1``,
+        ``backbone="cnn_small"``, ``attribution="saliency"``, ``threads=1``,
+        ``device="cpu"``.
+
+    Returns
+    -------
+    anndata.AnnData or None
+        ``adata`` copied with the result if ``copy``, else None. Sets
+
+        ``adata.uns[key_added]``
+            ``params``, and structured arrays ``names``, ``scores``,
+            ``logfoldchanges``, ``pvals``, ``pvals_adj``, ``mean_rank`` with one
+            field per group (as ``scanpy.tl.rank_genes_groups``); ``ranking``
+            (one row per feature: ``rank``, ``selection_frequency``,
+            ``median_importance``, ``mean_rank``, ``pfer_bound``), ``summary``,
+            ``evaluation``, ``features``, ``pass_importance``, ``pass_indices``.
+            DeepMapper is not a statistical test: ``pvals`` are NaN.
+        ``adata.var[f"{key_added}_rank"]``, ``_selection_frequency``, ``_median_importance``, ``_mean_rank``, ``_pfer_bound``
+            per feature (NaN for features not analysed).
+
+    Raises
+    ------
+    InputError
+        ``groupby``, ``layer`` or ``raw`` is missing, or the data cannot be
+        analysed (one group, too few cells, NaN values, ...).
+    ConfigError
+        An unknown or invalid setting.
+
+    Examples
+    --------
+    >>> import scanpy as sc, deepmapper as dm
+    >>> adata = sc.datasets.pbmc68k_reduced()
+    >>> dm.tl.rank_features(adata, "bulk_labels", passes=4, epochs=20)
+    >>> sc.get.rank_genes_groups_df(adata, group=None, key="deepmapper").head()
+    >>> sc.pl.rank_genes_groups_dotplot(adata, key="deepmapper", n_genes=3)
+    """
+    from . import io, ranking, runner
+
+    where = "deepmapper.tl.rank_features"
+    cfg = _config(passes, settings, where)
+    matrix = _matrix(adata, groupby, layer, use_raw, where)
+    dataset = io.from_anndata(adata, label_key=groupby, matrix=matrix,
+                              normalize="never" if cfg.input.modality == "atac" else cfg.input.normalize,
+                              min_class_size=cfg.input.min_class_size, modality=cfg.input.modality,
+                              source=f"AnnData ({where})")
+    dataset = _derived_features(dataset, cfg)
+    if cfg.run.threads:
+        import torch
+
+        torch.set_num_threads(cfg.run.threads)
+    out = runner.analyse(dataset, cfg, progress=True, where=where)
+    target = adata.copy() if copy else adata
+    used = {p.pass_index: p for p in out["passes"]}
+    pass_indices = [int(i) for i in out["summary"]["used_passes"]]
+    raw_used, layer_used = ranking.matrix_params(matrix)
+    ranking.store(target, dataset, findings=out["findings"], per_class=out["per_class"], summary=out["summary"],
+                  evaluation=out["evaluation"], key_added=key_added,
+                  params=ranking.run_params(cfg, groupby=groupby, use_raw=raw_used, layer=layer_used,
+                                            matrix=matrix),
+                  pass_importance=[used[i].importance for i in pass_indices], pass_indices=pass_indices)
+    return target if copy else None
+
+
+def _config(passes, settings: dict, where: str):
+    from .config import Config, iter_fields
+
+    known = {f.metadata["param"] for _, f in iter_fields()}
+    for name in settings:
+        if name in _OWN_SETTINGS:
+            raise ConfigError(f"'{name}' is not a setting of rank_features", where=where, field=name,
+                              fix=_OWN_SETTINGS[name] + ".")
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=3)
+            raise ConfigError(f"unknown setting '{name}'", where=where, field=name,
+                              fix=(f"did you mean {', '.join(close)}? " if close else "")
+                              + "Settings are the flat parameters of 'deepmapper run --help', e.g. epochs=20.")
+    return Config().with_params({**settings, "passes": passes}, where=where)
+
+
+def _matrix(adata, groupby, layer, use_raw, where: str) -> str:
+    """The ``matrix`` choice (``X``, ``raw``, ``layer:NAME``) for scanpy's layer/use_raw arguments."""
+    def columns():
+        return ", ".join(map(str, list(adata.obs.columns)[:12])) or "none"
+
+    if not isinstance(groupby, str) or groupby not in adata.obs.columns:
+        close = difflib.get_close_matches(str(groupby), [str(c) for c in adata.obs.columns], n=1)
+        raise InputError(f"no obs column '{groupby}' (obs columns: {columns()})", where=where, field="groupby",
+                         fix=(f"did you mean '{close[0]}'? " if close else "")
+                         + "pass the adata.obs column that holds the groups.")
+    if layer is not None:
+        if use_raw:
+            raise InputError("layer and use_raw=True are given together", where=where, field="layer",
+                             fix="choose one: layer='NAME' or use_raw=True.")
+        if layer not in adata.layers:
+            raise InputError(f"no layer '{layer}' (layers: {', '.join(adata.layers.keys()) or 'none'})",
+                             where=where, field="layer", fix="pass an existing layer, or layer=None for X.")
+        return f"layer:{layer}"
+    if use_raw is None:
+        use_raw = adata.raw is not None
+    if use_raw:
+        if adata.raw is None:
+            raise InputError("use_raw=True but adata.raw is None", where=where, field="use_raw",
+                             fix="use use_raw=False (X) or layer='NAME'.")
+        return "raw"
+    return "X"
+
+
+def _derived_features(dataset, cfg):
+    """What ``deepmapper run`` does after reading: ATAC TF-IDF, AUCell gene-set features."""
+    from . import inputs
+
+    if cfg.input.modality == "atac":
+        dataset = inputs._atac_features(dataset, cfg)
+    if cfg.input.genesets:
+        dataset = inputs._geneset_features(dataset, cfg)
+    return dataset

@@ -1,0 +1,268 @@
+"""The Python API: deepmapper.tl.rank_features, deepmapper.pl, deepmapper.read_results, on pbmc68k_reduced.
+
+Small settings (2 passes of a few epochs): the point is the structure and that
+the API, the CLI and the files agree, not the accuracy (bench/ measures that).
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+from click.testing import CliRunner  # noqa: E402
+
+import deepmapper as dm  # noqa: E402
+from deepmapper.cli import cli  # noqa: E402
+from deepmapper.errors import ConfigError, InputError  # noqa: E402
+
+FAST = dict(epochs=4, min_epochs=1, patience=2, ig_steps=8, attribution_max_samples=64, threads=1)
+FAST_CLI = ["--passes", "2", "--epochs", "4", "--min-epochs", "1", "--patience", "2", "--ig-steps", "8",
+            "--attribution-max-samples", "64", "--threads", "1"]
+KEY = "deepmapper"
+RECARRAYS = ("names", "scores", "logfoldchanges", "pvals", "pvals_adj", "mean_rank")
+VAR_COLUMNS = ("rank", "selection_frequency", "median_importance", "mean_rank", "pfer_bound")
+
+
+@pytest.fixture(scope="module")
+def api(pbmc, one_torch_thread):
+    adata = pbmc.copy()
+    assert dm.tl.rank_features(adata, "bulk_labels", passes=2, **FAST) is None
+    return adata
+
+
+@pytest.fixture(scope="module")
+def cli_dir(pbmc_h5ad, tmp_path_factory, one_torch_thread):
+    out = tmp_path_factory.mktemp("cli_run")
+    res = CliRunner().invoke(cli, ["run", "--input", str(pbmc_h5ad), "--label-key", "bulk_labels", "--outdir",
+                                   str(out), "--no-report", "--no-baselines", *FAST_CLI], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def from_files(cli_dir):
+    return dm.read_results(cli_dir)
+
+
+def test_api_writes_the_documented_keys(api, pbmc, tmp_path):
+    uns = api.uns[KEY]
+    classes = sorted(pbmc.obs["bulk_labels"].astype(str).unique())
+    for k in ("params", *RECARRAYS, "ranking", "summary", "evaluation", "features", "pass_importance",
+              "pass_indices"):
+        assert k in uns, k
+    p = uns["params"]
+    assert (p["groupby"], p["reference"], p["method"], p["use_raw"], p["layer"]) == \
+        ("bulk_labels", "rest", "deepmapper", True, None)     # pbmc68k_reduced has .raw: used, as in scanpy
+    assert p["passes"] == 2 and p["config"]["epochs"] == 4 and p["n_genes"] == 50
+    for k in RECARRAYS:
+        assert list(uns[k].dtype.names) == classes and len(uns[k]) == 50, k
+    raw_genes = set(pbmc.raw.var_names)
+    for c in classes:
+        assert set(uns["names"][c]) <= raw_genes and len(set(uns["names"][c])) == 50
+    assert np.isnan(uns["pvals"]["CD19+ B"]).all()            # not a test: no p-values, said so
+    ranking = uns["ranking"]
+    assert len(ranking) == 765 and ranking["rank"].tolist() == list(range(1, 766))
+    assert ranking["selection_frequency"].between(0, 1).all()
+    assert uns["pass_importance"].shape == (2, 765) and list(uns["pass_indices"]) == [0, 1]
+    ev = uns["evaluation"]
+    assert ev["confusion_matrix"].shape == (10, 10) and ev["confusion_matrix"].sum() == ev["heldout_size"]
+    assert ev["accuracy"] > ev["majority_rate"]               # the model learnt something
+    for col in VAR_COLUMNS:
+        assert f"{KEY}_{col}" in api.var.columns, col
+    assert sorted(api.var[f"{KEY}_rank"]) == list(range(1, 766))
+    top = ranking.index[0]
+    assert api.var.loc[top, f"{KEY}_rank"] == 1
+    assert api.var.loc[top, f"{KEY}_selection_frequency"] == ranking.loc[top, "selection_frequency"]
+    # the AnnData can still be written and read back with the result in it
+    api.write_h5ad(tmp_path / "with_result.h5ad")
+    import anndata as ad
+
+    back = ad.read_h5ad(tmp_path / "with_result.h5ad")
+    assert list(back.uns[KEY]["names"]["CD34+"]) == list(uns["names"]["CD34+"])
+
+
+def test_scanpy_reads_the_result(api):
+    import matplotlib.pyplot as plt
+    import scanpy as sc
+
+    df = sc.get.rank_genes_groups_df(api, group=None, key=KEY)
+    assert len(df) == 10 * 50
+    assert {"group", "names", "scores", "logfoldchanges", "pvals", "pvals_adj"} <= set(df.columns)
+    mono = df[df["group"] == "CD14+ Monocyte"]
+    assert mono["names"].tolist() == list(api.uns[KEY]["names"]["CD14+ Monocyte"])
+
+    # logfoldchanges are scanpy's own definition on the analysed matrix (.raw here)
+    ref = api.copy()
+    sc.tl.rank_genes_groups(ref, "bulk_labels", method="t-test", use_raw=True, key_added="ttest")
+    theirs = sc.get.rank_genes_groups_df(ref, group=None, key="ttest").set_index(["group", "names"])
+    ours = df.set_index(["group", "names"])["logfoldchanges"]
+    np.testing.assert_allclose(ours.to_numpy(), theirs.loc[ours.index, "logfoldchanges"].to_numpy(),
+                               rtol=1e-4, atol=1e-4)
+
+    axes = sc.pl.rank_genes_groups_dotplot(api, key=KEY, n_genes=2, dendrogram=False, show=False)
+    shown = [t.get_text() for t in axes["mainplot_ax"].get_xticklabels()]
+    expected = [g for c in api.uns[KEY]["names"].dtype.names for g in api.uns[KEY]["names"][c][:2]]
+    assert shown == expected
+    plt.close("all")
+
+
+def test_api_and_cli_run_give_identical_rankings(api, cli_dir):
+    table = pd.read_csv(cli_dir / "findings.tsv", sep="\t", keep_default_na=False)
+    ranking = api.uns[KEY]["ranking"]
+    assert ranking.index.tolist() == table["feature"].tolist()
+    assert ranking["rank"].tolist() == table["rank"].tolist()
+    np.testing.assert_allclose(ranking["selection_frequency"], table["selection_frequency"], rtol=1e-5)
+    per_class = pd.read_csv(cli_dir / "findings_per_class.tsv", sep="\t", keep_default_na=False)
+    for c in api.uns[KEY]["names"].dtype.names:
+        assert list(api.uns[KEY]["names"][c]) == per_class.loc[per_class["class"] == c, "feature"].tolist(), c
+
+
+def test_read_results_equals_the_in_memory_result(api, from_files):
+    a, b = api.uns[KEY], from_files.uns[KEY]
+    assert set(a) == set(b)
+    assert a["params"] == b["params"]
+    for k in RECARRAYS:
+        assert a[k].dtype == b[k].dtype, k
+    for c in a["names"].dtype.names:
+        assert list(a["names"][c]) == list(b["names"][c]), c
+        for k in ("scores", "logfoldchanges", "mean_rank"):
+            np.testing.assert_allclose(a[k][c], b[k][c], rtol=1e-5, atol=1e-7, err_msg=f"{k} {c}")
+    pd.testing.assert_frame_equal(a["ranking"], b["ranking"], rtol=1e-5)
+    np.testing.assert_array_equal(a["pass_importance"], b["pass_importance"])     # the pass files, exactly
+    np.testing.assert_array_equal(a["features"], b["features"])
+    assert a["evaluation"].keys() == b["evaluation"].keys()
+    np.testing.assert_array_equal(a["evaluation"]["confusion_matrix"], b["evaluation"]["confusion_matrix"])
+    pd.testing.assert_frame_equal(a["evaluation"]["per_class"], b["evaluation"]["per_class"])
+    for k, v in a["summary"].items():
+        if k == "dataset_sha256":   # the input file's checksum; an in-memory AnnData has none
+            assert v == "" and len(b["summary"][k]) == 64
+        elif isinstance(v, pd.DataFrame):
+            pd.testing.assert_frame_equal(v, b["summary"][k])
+        elif isinstance(v, np.ndarray):
+            np.testing.assert_array_equal(v, b["summary"][k], err_msg=k)
+        else:
+            assert v == b["summary"][k], k
+    for col in VAR_COLUMNS:
+        left = api.var[f"{KEY}_{col}"]
+        right = from_files.var[f"{KEY}_{col}"].reindex(left.index)
+        np.testing.assert_allclose(left.to_numpy(float), right.to_numpy(float), rtol=1e-5, err_msg=col)
+    # the files' AnnData is the dataset as analysed: the labels are there for scanpy's plots
+    assert from_files.obs["bulk_labels"].tolist() == api.obs["bulk_labels"].astype(str).tolist()
+
+
+def test_plots_draw_the_result(from_files, tmp_path):
+    import matplotlib.pyplot as plt
+
+    uns = from_files.uns[KEY]
+    top = uns["ranking"].head(12)
+
+    ax = dm.pl.rank_features(from_files, n_features=12, show=False, save=tmp_path / "top.png")
+    widths = [bar.get_width() for bar in ax.patches]
+    np.testing.assert_allclose(widths, top["selection_frequency"])
+    assert [t.get_text() for t in ax.get_yticklabels()] == top.index.tolist()
+    assert (tmp_path / "top.png").stat().st_size > 1000
+
+    ax = dm.pl.stability(from_files, n_features=12, show=False)
+    from matplotlib.collections import PathCollection
+
+    from deepmapper.accumulate import ranks
+
+    dots = [c.get_offsets()[:, 1] for c in ax.collections if isinstance(c, PathCollection)]
+    per_pass = ranks(uns["pass_importance"].astype(np.float64))        # the rank of each feature in each pass
+    cols = [list(uns["features"]).index(f) for f in top.index]
+    assert len(dots) == 12
+    for y, j in zip(dots, cols):
+        np.testing.assert_array_equal(y, per_pass[:, j])
+
+    ax = dm.pl.attribution_map(from_files, arrangement=1, show=False)
+    from deepmapper.transform import arrangement, square_side
+
+    image = ax.images[0].get_array()
+    side = square_side(765)
+    assert image.shape == (side, side) and image.mask.sum() == side * side - 765   # padding is blank
+    perm = arrangement(765, int(uns["params"]["seed"]) + 1)
+    p = int(np.flatnonzero(perm == list(uns["features"]).index(top.index[0]))[0])
+    assert image[p // side, p % side] == pytest.approx(top["median_importance"].iloc[0])
+    ranked = dm.pl.attribution_map(from_files, arrangement="rank", show=False).images[0].get_array()
+    assert ranked[0, 0] == pytest.approx(top["median_importance"].iloc[0])
+    plt.close("all")
+
+    with pytest.raises(InputError, match="no DeepMapper result"):
+        dm.pl.rank_features(from_files, key="nope", show=False)
+    with pytest.raises(InputError, match="arrangement"):
+        dm.pl.attribution_map(from_files, arrangement=-1, show=False)
+
+
+def test_copy_leaves_the_input_alone(pbmc, one_torch_thread):
+    adata = pbmc.copy()
+    out = dm.tl.rank_features(adata, "bulk_labels", passes=1, key_added="dm1", copy=True,
+                              **{**FAST, "epochs": 2})
+    assert "dm1" not in adata.uns and "dm1_rank" not in adata.var.columns
+    assert out is not adata and "dm1" in out.uns and "dm1_rank" in out.var.columns
+
+
+def test_layer_and_x_are_analysed_as_asked(pbmc, one_torch_thread):
+    adata = pbmc.copy()
+    adata.layers["lognorm"] = adata.raw.X.copy()
+    dm.tl.rank_features(adata, "bulk_labels", layer="lognorm", passes=1, key_added="lay",
+                        **{**FAST, "epochs": 2})
+    p = adata.uns["lay"]["params"]
+    assert (p["layer"], p["use_raw"], p["matrix"]) == ("lognorm", False, "layer:lognorm")
+
+
+@pytest.mark.parametrize("kwargs, error, words", [
+    (dict(groupby="bulk_label"), InputError, ["no obs column 'bulk_label'", "did you mean 'bulk_labels'"]),
+    (dict(layer="counts"), InputError, ["no layer 'counts'"]),
+    (dict(layer="lognorm", use_raw=True), InputError, ["layer and use_raw"]),
+    (dict(epoch=3), ConfigError, ["unknown setting 'epoch'", "epochs"]),
+    (dict(label_key="bulk_labels"), ConfigError, ["groupby"]),
+    (dict(epochs=0), ConfigError, ["epochs"]),
+    (dict(backbone="cnn_huge"), ConfigError, ["unknown backbone 'cnn_huge'"]),
+])
+def test_bad_arguments_give_one_clear_error(pbmc, kwargs, error, words):
+    adata = pbmc.copy()
+    adata.layers["lognorm"] = adata.raw.X.copy()
+    kwargs = {"groupby": "bulk_labels", **kwargs}
+    with pytest.raises(error) as info:
+        dm.tl.rank_features(adata, kwargs.pop("groupby"), passes=2, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message and "Fix:" in message
+    for w in words:
+        assert w in message
+    assert KEY not in adata.uns                                 # nothing half-written
+
+
+def test_use_raw_without_raw_is_an_error(pbmc):
+    adata = pbmc.copy()
+    del adata.raw
+    with pytest.raises(InputError, match="adata.raw is None"):
+        dm.tl.rank_features(adata, "bulk_labels", use_raw=True)
+
+
+def test_read_results_says_what_is_missing(cli_dir, tmp_path):
+    import shutil
+
+    with pytest.raises(InputError, match="results directory not found"):
+        dm.read_results(tmp_path / "nothing")
+    partial = tmp_path / "partial"
+    shutil.copytree(cli_dir, partial)
+    (partial / "findings_per_class.tsv").unlink()
+    with pytest.raises(InputError, match="findings_per_class.tsv is missing"):
+        dm.read_results(partial)
+
+
+def test_import_stays_light_and_exports_the_api():
+    code = ("import sys, deepmapper as dm; heavy = [m for m in ('torch', 'scanpy', 'anndata', 'matplotlib', "
+            "'sklearn', 'pandas') if m in sys.modules]; assert not heavy, heavy; "
+            "assert callable(dm.tl.rank_features) and callable(dm.read_results); "
+            "assert callable(dm.pl.rank_features) and callable(dm.pl.attribution_map); "
+            "print(sorted(dm.__all__))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['__version__', 'pl', 'read_results', 'tl']"
