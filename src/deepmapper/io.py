@@ -789,9 +789,12 @@ def _read_labels_file(path: Path, obs_names: list, label_key: str | None):
 
 def write_dataset(adata, path: str | os.PathLike) -> Path:
     """Write ``dataset.h5ad`` atomically (a failure leaves any earlier file untouched)."""
+    from . import faults
+
     path = Path(path)
     with atomic_path(path, suffix=".h5ad") as tmp:
         adata.write_h5ad(tmp)
+        faults.point("ingest")
     log.info("wrote %s (%d cells x %d features)", path, adata.n_obs, adata.n_vars)
     return path
 
