@@ -21,7 +21,7 @@ from . import faults, publish
 from . import findings as findings_mod
 from .atomic import write_json
 from .config import Config
-from .errors import DeepMapperError
+from .errors import DeepMapperError, InputError
 from .passfile import PassResult, write_pass
 
 log = logging.getLogger(__name__)
@@ -202,6 +202,7 @@ def run(inputs: list[str], outdir: Path, cfg: Config, *, label_key: str | None =
             data = prepare(adata, cfg, where=str(inputs[0]))
             log.info("%d cells x %d features, %d classes; device %s; run %s", adata.n_obs, adata.n_vars,
                      data.n_classes, device, run_id)
+            check_trainable(data, cfg, where=str(inputs[0]), field=adata.uns["deepmapper"].get("label_key"))
             done = _reusable_passes(out, run_dir, info["resume_key"], data, cfg, resume=resume)
 
             def on_pass(r: PassResult) -> None:
@@ -238,6 +239,33 @@ def run(inputs: list[str], outdir: Path, cfg: Config, *, label_key: str | None =
                                  fix="see the line(s) above; rerun with the step off (--no-report, --no-baselines) "
                                      "or fix its cause.")
     return summary
+
+
+MIN_TRAINING_CELLS = 2
+
+
+def check_trainable(data, cfg: Config, *, where: str, field: str | None = None) -> None:
+    """Refuse before training when the split leaves a class fewer than 2 cells to train on: such a
+    run trains every pass and then fails the accuracy gate, whatever the number of epochs."""
+    train_counts = np.bincount(data.codes[data.split.train], minlength=data.n_classes)
+    low = [c for c in range(data.n_classes) if train_counts[c] < MIN_TRAINING_CELLS]
+    if not low:
+        return
+    sizes = np.bincount(data.codes, minlength=data.n_classes)
+    need = next(n for n in range(3, 1000) if _n_train(n, cfg) >= MIN_TRAINING_CELLS)
+    listed = ", ".join(f"'{data.classes[c]}' ({sizes[c]} cells, {train_counts[c]} to train on)" for c in low[:5])
+    raise InputError(f"class(es) too small to learn from: {listed}; the split holds out "
+                     f"{cfg.run.test_fraction:g} and validates on {cfg.run.val_fraction:g} of each class",
+                     where=where, field=field or "labels",
+                     fix=f"give every class at least {need} cells (add cells, or merge or drop the smallest "
+                         "classes).")
+
+
+def _n_train(n: int, cfg: Config) -> int:
+    n_test = max(1, int(round(n * cfg.run.test_fraction)))
+    rest = n - n_test
+    n_val = max(1, int(round(rest * cfg.run.val_fraction)))
+    return rest - min(n_val, rest - 1)
 
 
 def stamp(r: PassResult, data, adata) -> PassResult:
