@@ -25,6 +25,7 @@ error); ``never`` uses the matrix as it is.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import hashlib
@@ -835,15 +836,81 @@ def _read_labels_file(path: Path, obs_names: list, label_key: str | None):
 # -- the dataset file ------------------------------------------------------------------------
 
 def write_dataset(adata, path: str | os.PathLike) -> Path:
-    """Write ``dataset.h5ad`` atomically (a failure leaves any earlier file untouched)."""
+    """Write ``dataset.h5ad`` atomically (a failure leaves any earlier file untouched).
+
+    A disk that fills up (or a file-size limit) is an OSError naming the file; h5py would
+    otherwise crash the process while cleaning up after the failed write (a segfault, exit 139),
+    so the file is written by a forked child where that is possible (:func:`_write_h5ad_isolated`).
+    """
     from . import faults
 
     path = Path(path)
-    with atomic_path(path, suffix=".h5ad") as tmp:
-        adata.write_h5ad(tmp)
-        faults.point("ingest")
+    try:
+        with atomic_path(path, suffix=".h5ad") as tmp:
+            _write_h5ad_isolated(adata, tmp)
+            faults.point("ingest")
+    except OSError as err:
+        raise OSError(err.errno, os.strerror(err.errno) if err.errno else str(err), str(path)) from None
     log.info("wrote %s (%d cells x %d features)", path, adata.n_obs, adata.n_vars)
     return path
+
+
+def _write_h5ad_isolated(adata, target: Path) -> None:
+    """``adata.write_h5ad(target)`` in a forked child (POSIX): an error comes back as an OSError or
+    FormatError, a crash of the HDF5 library ends the child only. In-process elsewhere."""
+    if not hasattr(os, "fork"):
+        adata.write_h5ad(target)
+        return
+    import errno as errno_mod
+    import signal
+
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                   # child: write, report, leave without any cleanup
+        code = 0
+        try:
+            os.close(read_fd)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)                    # h5py prints its own tracebacks while unwinding
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            adata.write_h5ad(target)
+        except BaseException as err:               # noqa: BLE001 - everything goes back to the parent
+            code = 1
+            no = getattr(err, "errno", None) or (errno_mod.ENOSPC if "No space left" in str(err) else
+                                                 errno_mod.EFBIG if "too large" in str(err).lower() else 0)
+            text = f"{no}\t{err.__class__.__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            with contextlib.suppress(OSError):
+                os.write(write_fd, text.encode(errors="replace")[:4000])
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    try:
+        chunks = []
+        while True:
+            block = os.read(read_fd, 4096)
+            if not block:
+                break
+            chunks.append(block)
+        _, status = os.waitpid(pid, 0)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        raise
+    finally:
+        os.close(read_fd)
+    message = b"".join(chunks).decode(errors="replace")
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 and not message:
+        return
+    no, _, detail = message.partition("\t")
+    if no.strip().isdigit() and int(no):
+        raise OSError(int(no), f"{os.strerror(int(no))} ({detail[:200]})" if detail else os.strerror(int(no)),
+                      str(target))
+    if os.WIFSIGNALED(status):
+        detail = f"the writer was stopped by signal {os.WTERMSIG(status)}"
+    raise FormatError(f"cannot write the dataset ({detail[:200] or 'unknown error'})", where=str(target),
+                      field="dataset", fix="check the free space and permissions of the output directory.")
 
 
 def read_dataset(path: str | os.PathLike):

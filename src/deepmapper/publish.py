@@ -79,8 +79,8 @@ def os_error(err: OSError, *, what: str = "") -> OutputError:
     code = err.errno
     if code in _NO_SPACE or "No space left" in str(err):
         return OutputError(f"no space left while writing ({reason})", where=where, field="--outdir", exit_code=3,
-                           fix="free space on that disk or choose an --outdir on another; finished passes are "
-                               "kept for --resume.")
+                           fix="free space on that disk, or choose an --outdir on another disk (passes that "
+                               "finished are kept for --resume).")
     if code in (errno.EACCES, errno.EPERM, errno.EROFS):
         return OutputError(f"cannot write here ({reason})", where=where, field="--outdir",
                            fix="choose a writable --outdir, or fix its permissions.")
