@@ -123,6 +123,7 @@ def analyse(adata, cfg: Config, *, device=None, progress: bool = True, where: st
 
     device = device or select_device(cfg.run.device)
     data = prepare(adata, cfg, where=where)
+    check_trainable(data, cfg, where=where, field=adata.uns.get("deepmapper", {}).get("label_key"))
     results = train_until_accepted(data, cfg, device=device, progress=progress)
     table, per_class, summary = _findings(adata, results, cfg, n_wanted=cfg.run.passes)
     codes, classes = io.labels(adata)
