@@ -81,8 +81,8 @@ def _check_against_dataset(read, adata, where: str) -> None:
 
     meta = adata.uns.get("deepmapper", {})
     _, classes = io.labels(adata)
-    want = {"features_sha256": io.features_sha256(adata.var_names), "dataset_sha256": str(meta.get("source_sha256", "")),
-            "label_key": meta.get("label_key"), "classes": classes}
+    want = {"features_sha256": io.features_sha256(adata.var_names),
+            "dataset_sha256": str(meta.get("source_sha256", "")), "label_key": meta.get("label_key"), "classes": classes}
     fix = f"give the dataset the passes were trained on (not {where}), or retrain the passes on this one."
     for p, path in read:
         got = {"features_sha256": p.features_sha256, "dataset_sha256": p.dataset_sha256,

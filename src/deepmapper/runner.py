@@ -219,9 +219,10 @@ def run(inputs: list[str], outdir: Path, cfg: Config, *, label_key: str | None =
             # optional: a failure is reported, the required results are still published
             failed: list[tuple[str, str]] = []
             if baselines:
-                _optional("baselines", failed, lambda: step_baselines(dataset_path, run_dir / "baselines", cfg))
+                _optional("baselines", failed, run_dir,
+                          lambda: step_baselines(dataset_path, run_dir / "baselines", cfg))
             if report:
-                _optional("report", failed, lambda: _report(run_dir, multiqc_ok))
+                _optional("report", failed, run_dir, lambda: _report(run_dir, multiqc_ok))
             info.update({"state": "complete", "seconds": round(time.perf_counter() - t_start, 2),
                          "device": str(device), "torch_threads": torch.get_num_threads(),
                          "passes_run": len(results), "passes_accepted": sum(r.accepted for r in results),
@@ -369,14 +370,24 @@ def _check_optional_tools(report: bool) -> bool:
     return True
 
 
-def _optional(name: str, failed: list, fn) -> None:
+def _optional(name: str, failed: list, run_dir: Path, fn) -> None:
+    """Run an optional step; on failure record it and remove what it wrote (no half report is published)."""
+    import shutil
+
+    before = {e.name for e in run_dir.iterdir()}
     try:
         fn()
-    except (DeepMapperError, Exception) as err:   # not BaseException: Ctrl-C / SIGTERM still stop the run
+    except Exception as err:   # not BaseException: Ctrl-C / SIGTERM still stop the run
         why = err.format() if isinstance(err, DeepMapperError) else f"{err.__class__.__name__}: {err}"
         why = why.splitlines()[0] if why else err.__class__.__name__
         log.error("optional step '%s' failed, the required results are kept: %s", name, why)
         failed.append((name, why))
+        for entry in run_dir.iterdir():
+            if entry.name not in before:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
 
 
 def _report(run_dir: Path, multiqc: bool) -> None:
