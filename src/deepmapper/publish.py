@@ -140,14 +140,14 @@ class OutDir:
             self._check_entries()
 
     def _check_entries(self) -> None:
-        legacy = not self.meta.exists() and (self.path / "findings.json").is_file() \
-            and not (self.path / "findings.json").is_symlink()
         for name, is_dir in KNOWN.items():
             entry = self.path / name
             if self._is_ours(entry) or not os.path.lexists(entry):
                 continue
-            if legacy and not entry.is_symlink() and entry.is_dir() == is_dir:
-                continue   # results of an earlier DeepMapper version: moved aside when this run publishes
+            if not entry.is_symlink() and entry.is_dir() == is_dir:
+                # results of an earlier DeepMapper version, or a report rewritten in place by
+                # 'deepmapper report': replaced when this run publishes, as before
+                continue
             kind = "a link" if entry.is_symlink() else ("a directory" if entry.is_dir() else "a file")
             raise ConfigError(f"{kind} named '{name}' is in the way of the results (not written by "
                               "'deepmapper run')", where=str(entry), field="--outdir",
