@@ -129,6 +129,22 @@ def test_a_file_in_the_way_is_refused_before_anything_is_read(pbmc_h5ad, tmp_pat
     assert "pass 0" not in proc.stderr and time.perf_counter() - t0 < 60
 
 
+def test_results_of_an_earlier_version_are_replaced_whole(pbmc_h5ad, tmp_path, reference):
+    out = tmp_path / "out"
+    (out / "passes").mkdir(parents=True)          # the layout main wrote: plain files, no .deepmapper
+    for name in ("findings.tsv", "findings.json", "evaluation.json", "report.html"):
+        (out / name).write_text("old\n")
+    (out / "passes" / "pass_000.npz").write_bytes(b"old")
+    (out / "passes" / "pass_009.npz").write_bytes(b"old")
+    (out / "my_notes.txt").write_text("keep me\n")
+    proc = _run(pbmc_h5ad, out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_one_run(out)
+    assert not (out / "report.html").exists() and not (out / "passes" / "pass_009.npz").exists()
+    assert (out / "findings.tsv").read_bytes() == (reference / "findings.tsv").read_bytes()
+    assert (out / "my_notes.txt").read_text() == "keep me\n"
+
+
 def test_a_failing_optional_step_keeps_the_required_results(pbmc_h5ad, tmp_path, monkeypatch):
     import deepmapper.report as report_mod
     from deepmapper.errors import ToolError
