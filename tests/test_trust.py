@@ -56,11 +56,13 @@ def one_error(proc_or_result) -> str:
     return errors[0]
 
 
-def published_files(outdir: Path) -> dict[str, bytes]:
-    """What a reader sees in outdir (hidden entries aside)."""
+def published_files(outdir: Path, *, results_only: bool = False) -> dict[str, bytes]:
+    """What a reader sees in outdir (hidden entries aside; with results_only, the run's links only)."""
     out = {}
     for entry in sorted(outdir.iterdir()):
         if entry.name.startswith("."):
+            continue
+        if results_only and not (entry.is_symlink() and os.readlink(entry).startswith(".deepmapper/current/")):
             continue
         for f in (entry.rglob("*") if entry.is_dir() else [entry]):
             rel = f.relative_to(outdir).as_posix()
@@ -74,7 +76,7 @@ def assert_one_run(outdir: Path) -> str:
     else; returns the run id (the manifest's, run_info.json's)."""
     import hashlib
 
-    files = published_files(outdir)
+    files = published_files(outdir, results_only=True)
     manifest = json.loads(files.pop("manifest.json"))
     assert sorted(files) == sorted(manifest["files"])
     for rel, data in files.items():
