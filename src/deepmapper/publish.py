@@ -262,21 +262,30 @@ class OutDir:
         manifest = write_manifest(run_dir, run_id)
         names = sorted(e.name for e in run_dir.iterdir() if not e.name.startswith("."))
         displaced = self.meta / f"displaced-{run_id}"
-        for name in names:
-            link = self.path / name
-            if self._is_ours(link):
-                continue
-            if os.path.lexists(link):      # an earlier version's result (checked up front): moved aside
-                displaced.mkdir(parents=True, exist_ok=True)
-                os.replace(link, displaced / name)
-            tmp = self.path / f".{name}.link-{run_id}"
-            os.symlink(f"{META}/current/{name}", tmp)
-            os.replace(tmp, link)
-        earlier = self.current()
-        faults.point("publish", 0)
-        tmp = self.meta / f".current-{run_id}"
-        os.symlink(f"runs/{run_dir.name}", tmp)
-        os.replace(tmp, self.current_link)          # the one step that publishes the run
+        made = []
+        try:
+            for name in names:
+                link = self.path / name
+                if self._is_ours(link):
+                    continue
+                if os.path.lexists(link):      # an earlier version's result (checked up front): moved aside
+                    displaced.mkdir(parents=True, exist_ok=True)
+                    os.replace(link, displaced / name)
+                tmp = self.path / f".{name}.link-{run_id}"
+                os.symlink(f"{META}/current/{name}", tmp)
+                os.replace(tmp, link)
+                made.append(link)
+            earlier = self.current()
+            faults.point("publish", 0)
+            tmp = self.meta / f".current-{run_id}"
+            os.symlink(f"runs/{run_dir.name}", tmp)
+            os.replace(tmp, self.current_link)          # the one step that publishes the run
+        except BaseException:
+            for link in made:                           # not switched: the new links point at nothing
+                if not link.exists():
+                    with contextlib.suppress(OSError):
+                        link.unlink()
+            raise
         _fsync_dir(self.meta)
         faults.point("publish", 1)
         for entry in self.path.iterdir():           # links the new run did not write: now dangling
