@@ -14,7 +14,7 @@ each pass file is written as it finishes). For each point x signal:
    byte-identical to an uninterrupted run's, and leave one run directory.
 
 Prints one row per case: outcome after the kill, passes reused by the resume, seconds lost
-(killed run + resume - uninterrupted run). Exit status 1 when any case fails a check.
+(killed run + resume - uninterrupted run), in wall time and in CPU time. Exit status 1 when any case fails a check.
 """
 from __future__ import annotations
 
@@ -38,13 +38,23 @@ SIGNALS = ["KILL", "TERM"]
 COMPARED = ["findings.tsv", "findings.json", "findings_per_class.tsv", "evaluation.json"]
 
 
+def _children_cpu() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def deepmapper(args, *, env_extra=None, timeout=900) -> tuple[subprocess.CompletedProcess, float]:
+    """Run the CLI; returns (process, seconds). ``proc.cpu_seconds``: CPU time of the run (user +
+    system, with its children), which a busy machine does not inflate as it does wall time."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
     env.update(env_extra or {})
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _children_cpu()
     proc = subprocess.run([sys.executable, "-c", "from deepmapper.cli import main; main()", *map(str, args)],
                           env=env, capture_output=True, text=True, timeout=timeout)
+    proc.cpu_seconds = _children_cpu() - c0
     return proc, time.perf_counter() - t0
 
 
@@ -84,10 +94,11 @@ def prepare(workdir: Path) -> dict:
     ref = workdir / "reference"
     proc, t_ref = deepmapper(run_args(ref))
     assert proc.returncode == 0, proc.stderr[-2000:]
+    proc_ref_cpu = proc.cpu_seconds
     earlier = workdir / "earlier"
     proc, _ = deepmapper(run_args(earlier, "--seed", "1"))
     assert proc.returncode == 0, proc.stderr[-2000:]
-    return {"reference": ref, "earlier": earlier, "seconds": t_ref,
+    return {"reference": ref, "earlier": earlier, "seconds": t_ref, "cpu_seconds": proc_ref_cpu,
             "reference_files": {n: (ref / n).read_bytes() for n in COMPARED}}
 
 
@@ -99,6 +110,7 @@ def case(workdir: Path, base: dict, point: str, signal: str) -> dict:
     row = {"point": point, "signal": signal, "problems": []}
     proc, t_fault = deepmapper(run_args(outdir), env_extra={"DEEPMAPPER_FAULT": point,
                                                             "DEEPMAPPER_FAULT_SIGNAL": signal})
+    cpu_fault = proc.cpu_seconds
     want_rc = -9 if signal == "KILL" else (143 if signal == "TERM" else 130)
     if proc.returncode != want_rc:
         row["problems"].append(f"exit {proc.returncode}, expected {want_rc}")
@@ -119,11 +131,12 @@ def case(workdir: Path, base: dict, point: str, signal: str) -> dict:
     proc, t_resume = deepmapper(run_args(outdir, "--resume"))
     if proc.returncode != 0:
         row["problems"].append(f"resume exit {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}")
-        row.update(reused=None, lost=None)
+        row.update(reused=None, lost=None, cpu_lost=None)
         return row
     info = json.loads((outdir / "run_info.json").read_text())
     row["reused"] = info.get("passes_reused")
     row["lost"] = round(t_fault + t_resume - base["seconds"], 1)
+    row["cpu_lost"] = round(cpu_fault + proc.cpu_seconds - base["cpu_seconds"], 1)
     for n in COMPARED:
         if (outdir / n).read_bytes() != base["reference_files"][n]:
             row["problems"].append(f"{n} differs from the uninterrupted run")
@@ -144,16 +157,19 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(ROOT / "src"))
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="deepmapper-faults-"))
     base = prepare(workdir)
-    print(f"uninterrupted run: {base['seconds']:.1f} s (pbmc68k_reduced, {' '.join(SETTINGS)})")
-    print(f"{'point':<12} {'signal':<7} {'outcome after the kill':<24} {'reused':>6} {'s lost':>7}  check")
+    print(f"uninterrupted run: {base['seconds']:.1f} s wall, {base['cpu_seconds']:.1f} s CPU "
+          f"(pbmc68k_reduced, {' '.join(SETTINGS)})")
+    print("lost = killed run + resume - uninterrupted run (wall s, and CPU s, which load does not inflate)")
+    print(f"{'point':<12} {'signal':<7} {'outcome after the kill':<24} {'reused':>6} {'s lost':>7} {'cpu lost':>8}"
+          "  check")
     failed = 0
     for point in args.points.split(","):
         for sig in args.signals.split(","):
             row = case(workdir, base, point, sig)
             ok = not row["problems"]
             failed += not ok
-            print(f"{point:<12} {sig:<7} {row['outcome']:<24} {str(row['reused']):>6} {str(row['lost']):>7}  "
-                  f"{'ok' if ok else '; '.join(row['problems'])}", flush=True)
+            print(f"{point:<12} {sig:<7} {row['outcome']:<24} {str(row['reused']):>6} {str(row['lost']):>7} "
+                  f"{str(row['cpu_lost']):>8}  {'ok' if ok else '; '.join(row['problems'])}", flush=True)
     print(f"{failed} case(s) failed" if failed else "every case: earlier or new complete set; resume byte-identical")
     return 1 if failed else 0
 
