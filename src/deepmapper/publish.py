@@ -275,6 +275,11 @@ class OutDir:
                 os.symlink(f"{META}/current/{name}", tmp)
                 os.replace(tmp, link)
                 made.append(link)
+            for name in KNOWN:             # an earlier version's result this run does not write: stale
+                entry = self.path / name
+                if name not in names and os.path.lexists(entry) and not self._is_ours(entry):
+                    displaced.mkdir(parents=True, exist_ok=True)
+                    os.replace(entry, displaced / name)
             earlier = self.current()
             faults.point("publish", 0)
             tmp = self.meta / f".current-{run_id}"
