@@ -290,6 +290,13 @@ class OutDir:
                 if not link.exists():
                     with contextlib.suppress(OSError):
                         link.unlink()
+            if displaced.is_dir():                      # and an earlier version's results go back
+                for entry in displaced.iterdir():
+                    with contextlib.suppress(OSError):
+                        if os.path.lexists(self.path / entry.name):
+                            (self.path / entry.name).unlink()
+                        os.replace(entry, self.path / entry.name)
+                shutil.rmtree(displaced, ignore_errors=True)
             raise
         _fsync_dir(self.meta)
         faults.point("publish", 1)
