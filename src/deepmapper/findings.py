@@ -12,31 +12,90 @@ from pathlib import Path
 import numpy as np
 
 from . import accumulate as acc
+from . import faults
 from .atomic import write_json, write_text
 from .config import Config
 from .errors import FormatError, InputError
-from .passfile import PassResult, read_pass
+from .passfile import PassResult, first_difference, identity, read_pass
 from .versions import versions
 
 PER_CLASS_TOP = 50
 
 
-def read_passes(paths: list[Path]) -> list[PassResult]:
-    passes = sorted((read_pass(p) for p in paths), key=lambda p: p.pass_index)
-    if not passes:
+def read_passes(paths: list[Path], *, dataset=None, dataset_path: str | None = None) -> list[PassResult]:
+    """Read pass files and check that they belong together: same dataset, features, classes,
+    label column, run seed and split, backbone, attribution and the settings that change what a
+    pass computes (:func:`deepmapper.passfile.binding_config`). With ``dataset`` (the AnnData of
+    ``dataset.h5ad``) they are also checked against it. Any mismatch is one line naming the file,
+    the field and the fix."""
+    paths = [Path(p) for p in paths]
+    read = sorted(((read_pass(p), p) for p in paths), key=lambda t: t[0].pass_index)
+    if not read:
         raise InputError("no pass files found", fix="run train-pass first, or check --passes-dir.")
-    seen = set()
-    for p in passes:
+    seen: dict[int, Path] = {}
+    for p, path in read:
         if p.pass_index in seen:
-            raise FormatError(f"pass {p.pass_index} given twice", field="pass_index",
-                              fix="give each pass file once.")
-        seen.add(p.pass_index)
-    ref = passes[0]
-    for p in passes[1:]:
-        if p.features_sha256 != ref.features_sha256 or p.n_features != ref.n_features:
-            raise FormatError(f"pass {p.pass_index} was run on other features than pass {ref.pass_index}",
-                              field="features_sha256", fix="accumulate passes of one dataset only.")
-    return passes
+            raise FormatError(f"pass {p.pass_index} given twice (also {seen[p.pass_index]})", where=str(path),
+                              field="pass_index", fix="give each pass file once.")
+        seen[p.pass_index] = path
+    ref, ref_path = read[0]
+    ref_id = identity(ref)
+    for p, path in read[1:]:
+        if p.n_features != ref.n_features:
+            raise FormatError(f"pass {p.pass_index} has {p.n_features} features, pass {ref.pass_index} "
+                              f"({ref_path.name}) {ref.n_features}", where=str(path), field="features_sha256",
+                              fix="accumulate passes of one dataset only.")
+        pid = identity(p)
+        for key, want in ref_id.items():
+            got = pid[key]
+            if want is None or got is None or got == want:
+                continue
+            raise FormatError(f"pass {p.pass_index} differs from pass {ref.pass_index} ({ref_path.name}) in "
+                              f"{_what(key, got, want)}", where=str(path), field=_FIELD_OF.get(key, key),
+                              fix="accumulate passes of one run only (one dataset, label column, seed and "
+                                  "settings); retrain the odd ones with train-pass.")
+    if dataset is not None:
+        _check_against_dataset(read, dataset, dataset_path or "dataset")
+    return [p for p, _ in read]
+
+
+_FIELD_OF = {"seed": "seed", "split_sha256": "split", "heldout_index": "heldout_index", "config": "config"}
+
+
+def _what(key: str, got, want) -> str:
+    if key == "config":
+        return "settings: " + first_difference(got, want)
+    if key == "seed":
+        return f"run seed ({got} vs {want}: another split of the cells)"
+    if key in ("heldout_index", "split_sha256"):
+        return "the train/validation/held-out split of the cells"
+    if key == "classes":
+        return f"classes ({len(got)} vs {len(want)}: {first_difference(dict(enumerate(got)), dict(enumerate(want)))})"
+    if isinstance(got, dict):
+        return f"{key}: " + first_difference(got, want)
+    return f"{key} ({str(got)[:40]} vs {str(want)[:40]})"
+
+
+def _check_against_dataset(read, adata, where: str) -> None:
+    from . import io
+
+    meta = adata.uns.get("deepmapper", {})
+    _, classes = io.labels(adata)
+    want = {"features_sha256": io.features_sha256(adata.var_names),
+            "dataset_sha256": str(meta.get("source_sha256", "")), "label_key": meta.get("label_key"), "classes": classes}
+    fix = f"give the dataset the passes were trained on (not {where}), or retrain the passes on this one."
+    for p, path in read:
+        got = {"features_sha256": p.features_sha256, "dataset_sha256": p.dataset_sha256,
+               "label_key": p.meta.get("label_key"), "classes": list(p.classes)}
+        for key, w in want.items():
+            g = got[key]
+            if not w or not g or g == w:
+                continue
+            raise FormatError(f"pass {p.pass_index} was trained on another dataset: {_what(key, g, w)}",
+                              where=str(path), field=key, fix=fix)
+        if p.heldout_index.size and int(p.heldout_index.max()) >= adata.n_obs:
+            raise FormatError(f"pass {p.pass_index} holds out cell {int(p.heldout_index.max())} but the dataset "
+                              f"has {adata.n_obs} cells", where=str(path), field="heldout_index", fix=fix)
 
 
 def pass_files(passes_dir: Path) -> list[Path]:
@@ -126,5 +185,6 @@ def build(passes: list[PassResult], feature_names: list[str], *, cfg: Config, n_
 def write(outdir: Path, table, per_class, summary) -> None:
     outdir = Path(outdir)
     write_text(outdir / "findings.tsv", table.to_csv(sep="\t", index=False, float_format="%.6g"))
+    faults.point("accumulate")
     write_text(outdir / "findings_per_class.tsv", per_class.to_csv(sep="\t", index=False, float_format="%.6g"))
     write_json(outdir / "findings.json", summary)

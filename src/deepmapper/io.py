@@ -25,6 +25,7 @@ error); ``never`` uses the matrix as it is.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import hashlib
@@ -47,6 +48,11 @@ DENOVO_PREFIX = "DENOVO_"
 POPULATION_KEY = "population"
 _CHUNK = 1 << 24  # values per chunk when scanning large matrices (bounds temporary memory)
 _TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t", ".txt": "\t"}
+# The stratified split needs one held-out, one validation and one training cell per class.
+MIN_CELLS_PER_CLASS = 3
+# pandas' default missing-value strings: they mean "missing" in feature columns, not in ids or labels.
+_NA_VALUES = {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>",
+              "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"}
 
 
 # -- small helpers ----------------------------------------------------------------------
@@ -186,6 +192,36 @@ def normalize_log1p(X, target_sum: float = TARGET_SUM):
     return np.log1p(X * scale[:, None]).astype(np.float32)
 
 
+def _strip_labels(lab, *, where: str, label_key: str):
+    """Labels without leading/trailing whitespace; a warning names the classes this merges."""
+    stripped = lab.str.strip()
+    changed = lab != stripped
+    if changed.any():
+        variants = lab.groupby(stripped.to_numpy()).nunique()
+        merged = sorted(variants.index[variants > 1])
+        if merged:
+            log.warning("%s: labels in '%s' that differ only in leading/trailing spaces are one class: %s", where,
+                        label_key, _few([f"'{m}'" for m in merged]))
+        else:
+            log.info("%s: stripped leading/trailing spaces from %d labels in '%s'", where, int(changed.sum()),
+                     label_key)
+    return stripped
+
+
+def check_float32_range(X, var_names, *, where: str, field: str = "X") -> None:
+    """Values beyond float32 (about 3.4e38) would become infinite: report them as overflow."""
+    X = _as_csr_or_dense(X)
+    if _values(X).dtype.itemsize <= 4 or not np.issubdtype(_values(X).dtype, np.floating):
+        return
+    limit = float(np.finfo(np.float32).max)
+    n, listed = _bad_value_report(X, list(var_names), lambda v: np.isfinite(v) & (np.abs(v) > limit))
+    if n:
+        big = max(float(np.abs(v[np.isfinite(v)]).max()) for _, v in _chunks(_values(X)) if v.size)
+        raise InputError(f"{n} values overflow 32-bit floats (largest magnitude {big:.3g} > {limit:.3g}), in "
+                         f"feature(s) {listed}", where=where, field=field,
+                         fix="rescale these values (e.g. log-transform or divide) before ingest.")
+
+
 # -- the one constructor ------------------------------------------------------------------
 
 def build_dataset(X, obs_names, var_names, labels, *, label_key: str, source: str, var=None,
@@ -227,12 +263,14 @@ def build_dataset(X, obs_names, var_names, labels, *, label_key: str, source: st
                          fix="make cell ids unique (e.g. prefix the sample name).")
 
     if sp.issparse(X):
+        check_float32_range(X, var_names, where=where, field=matrix)
         X = sp.csr_matrix(X, dtype=np.float32)  # may share the caller's arrays: fix a copy, never the original
         if not X.has_canonical_format or not np.all(X.data != 0):
             X = X.copy()
             X.sum_duplicates()
             X.eliminate_zeros()
     else:
+        check_float32_range(X, var_names, where=where, field=matrix)
         X = np.ascontiguousarray(np.asarray(X), dtype=np.float32)
     check_finite(X, var_names, where=where, field=matrix)
 
@@ -244,20 +282,25 @@ def build_dataset(X, obs_names, var_names, labels, *, label_key: str, source: st
     if missing.any():
         raise InputError(f"{int(missing.sum())} cells have no label (e.g. {_few(lab.index[missing], 3)})",
                          where=where, field=label_key, fix="fill in their labels or drop those cells.")
-    lab = lab.astype(str)
+    lab = _strip_labels(lab.astype(str), where=where, label_key=label_key)
     sizes = lab.value_counts()
     classes = sorted(sizes.index)
     if len(classes) < 2:
         raise InputError(f"only one class ('{classes[0]}') in '{label_key}'; a comparison needs at least two",
                          where=where, field=label_key,
                          fix="choose a label column with two or more groups (--label-key), or add the other group.")
-    need = max(3, int(min_class_size))
+    need = max(MIN_CELLS_PER_CLASS, int(min_class_size))
     small = sizes[sizes < need].sort_values()
     if len(small):
         listed = ", ".join(f"'{k}' ({v} cells)" for k, v in small.items())
-        raise InputError(f"class(es) with fewer than {need} cells: {listed}", where=where, field=label_key,
-                         fix="merge or drop these classes, or lower --min-class-size "
-                             "(the stratified split needs at least 3 per class).")
+        if int(small.min()) < MIN_CELLS_PER_CLASS:
+            fix = (f"add cells to these classes, merge them with related classes, or drop them: the stratified "
+                   f"split needs at least {MIN_CELLS_PER_CLASS} per class (held-out, validation, training), "
+                   "whatever --min-class-size says.")
+        else:
+            fix = (f"merge or drop these classes, or lower --min-class-size to {int(small.min())} "
+                   f"(the smallest allowed is {MIN_CELLS_PER_CLASS}).")
+        raise InputError(f"class(es) with fewer than {need} cells: {listed}", where=where, field=label_key, fix=fix)
 
     obs = pd.DataFrame({label_key: pd.Categorical(lab.to_numpy(), categories=classes)}, index=obs_names)
     if var is None:
@@ -358,6 +401,7 @@ def read_input(paths, *, label_key: str | None, labels=None, matrix: str = "auto
 
     X = _as_csr_or_dense(raw.X)
     where = raw.source
+    check_float32_range(X, raw.var_names, where=where, field=raw.matrix)
     check_finite(X, raw.var_names, where=where, field=raw.matrix)
     counts = looks_like_counts(X)
     if normalize == "always":
@@ -560,8 +604,12 @@ def _read_table(path: Path, *, label_key, use_labels: bool) -> _Raw:
         dup = names[names.duplicated()].unique()
         raise InputError(f"{len(dup)} duplicate feature names, e.g. {_few(dup)}", where=str(path),
                          field="var_names", fix="make column names unique (e.g. append the gene id).")
+    # "NA", "None", "null" ... are missing values in feature columns only: as a cell id or label they are text.
+    label_raw = [h for h in header[1:] if label_key is not None and h.strip() == label_key]
+    na = {h: sorted(_NA_VALUES) for h in header[1:] if h not in label_raw}
     try:
-        df = pd.read_csv(path, sep=sep, index_col=0, low_memory=False)
+        df = pd.read_csv(path, sep=sep, index_col=0, low_memory=False, keep_default_na=False, na_values=na,
+                         dtype={h: str for h in [header[0], *label_raw]})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
         raise InputError(f"cannot parse the table ({exc.__class__.__name__}: {str(exc).splitlines()[0][:120]})",
                          where=str(path), field="X",
@@ -588,7 +636,7 @@ def _read_table(path: Path, *, label_key, use_labels: bool) -> _Raw:
         example = f" (e.g. '{bad.iloc[0]}' for cell {bad.index[0]})" if len(bad) else ""
         raise InputError(f"column '{col}' is not numeric{example}", where=str(path), field=col,
                          fix="remove it, or name it with --label-key if it holds the labels.")
-    raw.X = df.to_numpy(dtype=np.float32)
+    raw.X = df.to_numpy(dtype=np.float64)   # float32 after the overflow check (build_dataset)
     raw.var_names = list(df.columns)
     return raw
 
@@ -788,12 +836,81 @@ def _read_labels_file(path: Path, obs_names: list, label_key: str | None):
 # -- the dataset file ------------------------------------------------------------------------
 
 def write_dataset(adata, path: str | os.PathLike) -> Path:
-    """Write ``dataset.h5ad`` atomically (a failure leaves any earlier file untouched)."""
+    """Write ``dataset.h5ad`` atomically (a failure leaves any earlier file untouched).
+
+    A disk that fills up (or a file-size limit) is an OSError naming the file; h5py would
+    otherwise crash the process while cleaning up after the failed write (a segfault, exit 139),
+    so the file is written by a forked child where that is possible (:func:`_write_h5ad_isolated`).
+    """
+    from . import faults
+
     path = Path(path)
-    with atomic_path(path, suffix=".h5ad") as tmp:
-        adata.write_h5ad(tmp)
+    try:
+        with atomic_path(path, suffix=".h5ad") as tmp:
+            _write_h5ad_isolated(adata, tmp)
+            faults.point("ingest")
+    except OSError as err:
+        raise OSError(err.errno, os.strerror(err.errno) if err.errno else str(err), str(path)) from None
     log.info("wrote %s (%d cells x %d features)", path, adata.n_obs, adata.n_vars)
     return path
+
+
+def _write_h5ad_isolated(adata, target: Path) -> None:
+    """``adata.write_h5ad(target)`` in a forked child (POSIX): an error comes back as an OSError or
+    FormatError, a crash of the HDF5 library ends the child only. In-process elsewhere."""
+    if not hasattr(os, "fork"):
+        adata.write_h5ad(target)
+        return
+    import errno as errno_mod
+    import signal
+
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                   # child: write, report, leave without any cleanup
+        code = 0
+        try:
+            os.close(read_fd)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)                    # h5py prints its own tracebacks while unwinding
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            adata.write_h5ad(target)
+        except BaseException as err:               # noqa: BLE001 - everything goes back to the parent
+            code = 1
+            no = getattr(err, "errno", None) or (errno_mod.ENOSPC if "No space left" in str(err) else
+                                                 errno_mod.EFBIG if "too large" in str(err).lower() else 0)
+            text = f"{no}\t{err.__class__.__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            with contextlib.suppress(OSError):
+                os.write(write_fd, text.encode(errors="replace")[:4000])
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    try:
+        chunks = []
+        while True:
+            block = os.read(read_fd, 4096)
+            if not block:
+                break
+            chunks.append(block)
+        _, status = os.waitpid(pid, 0)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        raise
+    finally:
+        os.close(read_fd)
+    message = b"".join(chunks).decode(errors="replace")
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 and not message:
+        return
+    no, _, detail = message.partition("\t")
+    if no.strip().isdigit() and int(no):
+        raise OSError(int(no), f"{os.strerror(int(no))} ({detail[:200]})" if detail else os.strerror(int(no)),
+                      str(target))
+    if os.WIFSIGNALED(status):
+        detail = f"the writer was stopped by signal {os.WTERMSIG(status)}"
+    raise FormatError(f"cannot write the dataset ({detail[:200] or 'unknown error'})", where=str(target),
+                      field="dataset", fix="check the free space and permissions of the output directory.")
 
 
 def read_dataset(path: str | os.PathLike):

@@ -3,7 +3,10 @@
 Each module in this package exposes ``COMMANDS`` (a list of click commands or
 groups); they are registered here, so adding a step never edits this file.
 Errors meant for the user (:class:`deepmapper.errors.DeepMapperError`) become a
-single ``Error: ...`` line and a non-zero exit, never a traceback.
+single ``Error: ...`` line and a non-zero exit, never a traceback; so do OS errors
+(no space: exit 3, permissions and other path problems: exit 2). Ctrl-C exits 130
+and SIGTERM 143, each with one line, after stopping child processes (see
+:mod:`deepmapper.interrupt`, installed by :func:`main`).
 """
 from __future__ import annotations
 
@@ -24,12 +27,27 @@ class _UserError(click.ClickException):
         self.exit_code = err.exit_code
 
 
+def _interrupted(err: BaseException, name: str, code: int):
+    hint = getattr(err, "resume_hint", "")
+    click.echo(f"Error: interrupted by {name}" + (f"; {hint}." if hint else "."), err=True)
+    return click.exceptions.Exit(code)
+
+
 class _Group(click.Group):
     def invoke(self, ctx):
+        from ..interrupt import Terminated
+        from ..publish import os_error
+
         try:
             return super().invoke(ctx)
         except DeepMapperError as err:
             raise _UserError(err) from None
+        except KeyboardInterrupt as err:
+            raise _interrupted(err, "Ctrl-C (SIGINT)", 130) from None
+        except Terminated as err:
+            raise _interrupted(err, "SIGTERM", 143) from None
+        except OSError as err:
+            raise _UserError(os_error(err)) from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -54,4 +72,7 @@ _register()
 
 
 def main(argv: list[str] | None = None) -> None:
+    from ..interrupt import install
+
+    install()
     cli.main(args=argv, prog_name="deepmapper")

@@ -137,14 +137,27 @@ def evaluate_cmd(dataset, passes_dir, pass_file, out, config_path, **params):
 @click.option("--report/--no-report", default=True, show_default=True, help="Write report.html and MultiQC.")
 @click.option("--baselines/--no-baselines", default=True, show_default=True,
               help="Also rank with logistic regression and Wilcoxon for comparison.")
+@click.option("--resume", is_flag=True, default=False,
+              help="Reuse the verified passes of an interrupted run of the same input and settings in --outdir "
+                   "(without it they are removed).")
+@click.option("--wait", is_flag=True, default=False,
+              help="When another run is writing into --outdir, wait for it instead of failing at once.")
 @config_options
-def run_cmd(inputs, label_key, labels, outdir, report, baselines, config_path, **params):
+def run_cmd(inputs, label_key, labels, outdir, report, baselines, resume, wait, config_path, **params):
     """The whole analysis in one process: ingest, passes, accumulate, evaluate, baselines, report."""
-    from ..runner import run
+    from ..runner import OptionalStepFailed, run
 
     cfg = build_config(config_path, params)
-    summary = run(list(inputs), outdir, cfg, label_key=label_key, labels=labels, report=report,
-                  baselines=baselines)
+    try:
+        summary = run(list(inputs), outdir, cfg, label_key=label_key, labels=labels, report=report,
+                      baselines=baselines, resume=resume, wait=wait)
+    except OptionalStepFailed as err:
+        _run_summary(err.summary, outdir, report and (outdir / "report.html").exists())
+        raise
+    _run_summary(summary, outdir, report)
+
+
+def _run_summary(summary, outdir, report) -> None:
     click.echo(f"{summary['n_passes_accepted']}/{summary['n_passes_run']} passes accepted, mean held-out "
                f"accuracy {summary['mean_accuracy']:.3f}")
     click.echo("top features: " + ", ".join(summary["top_features"][:15]))

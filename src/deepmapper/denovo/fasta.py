@@ -1,8 +1,10 @@
-"""Reading, checking and writing FASTA (plain or gzipped)."""
+"""Reading, checking and writing FASTA (plain or gzipped), with Biopython's ``SimpleFastaParser``."""
 from __future__ import annotations
 
+import gzip
 import os
 import re
+import zlib
 from pathlib import Path
 from typing import Iterator
 
@@ -15,40 +17,45 @@ _SEQ_OK = re.compile(r"^[ACGTUNRYKMSWBDHVacgtunrykmswbdhv.*-]*$")
 
 
 def iter_fasta(path: str | os.PathLike, *, field: str = "fasta") -> Iterator[tuple[str, str]]:
-    """Yield (id, sequence); the id is the header up to the first whitespace.
+    """Yield (id, sequence) of every record, streaming; the id is the header up to the first whitespace.
 
-    Raises InputError (naming the file, line and fix) when the file is not FASTA.
+    Raises InputError (naming the file, the record and the fix) when the file is not FASTA.
     """
+    from Bio.SeqIO.FastaIO import SimpleFastaParser
+
     path = Path(path)
     if not path.exists():
         raise InputError("FASTA file not found", where=str(path), field=field, fix="check the path.")
-    name, chunks = None, []
-    with open_text(path) as fh:
-        for lineno, line in enumerate(fh, start=1):
-            line = line.rstrip("\r\n")
-            if line.startswith(">"):
-                if name is not None:
-                    yield name, "".join(chunks)
-                parts = line[1:].split()
+    n = 0
+    try:
+        with open_text(path) as fh:
+            first = ""
+            for line in fh:                     # SimpleFastaParser skips text before the first '>'
+                if line.strip():
+                    first = line
+                    break
+            if first and not first.startswith(">"):
+                raise InputError(f"record 1: the file does not start with a '>' header, it is not FASTA"
+                                 f" (found {first.strip()[:20]!r})", where=str(path), field=field,
+                                 fix="give a (gzipped) FASTA file of transcript sequences.")
+            if not first:
+                return
+            fh.seek(0)
+            for title, seq in SimpleFastaParser(fh):
+                n += 1
+                parts = title.split()
                 if not parts:
-                    raise InputError(f"line {lineno}: a '>' header without an id", where=str(path), field=field,
+                    raise InputError(f"record {n}: a '>' header without an id", where=str(path), field=field,
                                      fix="give every record an id ('>id description').")
-                name, chunks = parts[0], []
-            elif not line.strip():
-                continue
-            else:
-                if name is None:
-                    raise InputError(f"line {lineno}: the file does not start with a '>' header, it is not FASTA"
-                                     f" (found {line[:20]!r})", where=str(path), field=field,
-                                     fix="give a (gzipped) FASTA file of transcript sequences.")
-                if not _SEQ_OK.match(line):
-                    bad = sorted(set(re.sub(r"[ACGTUNRYKMSWBDHVacgtunrykmswbdhv.*-]", "", line)))[:5]
-                    raise InputError(f"line {lineno}: characters {''.join(bad)!r} are not nucleotides",
-                                     where=str(path), field=field,
+                if not _SEQ_OK.match(seq):
+                    bad = sorted(set(re.sub(r"[ACGTUNRYKMSWBDHVacgtunrykmswbdhv.*-]", "", seq)))[:5]
+                    raise InputError(f"record {n} ({parts[0][:40]}): characters {''.join(bad)!r} are not "
+                                     "nucleotides", where=str(path), field=field,
                                      fix="give a nucleotide FASTA (cDNA), not protein or FASTQ.")
-                chunks.append(line.strip())
-    if name is not None:
-        yield name, "".join(chunks)
+                yield parts[0], seq
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as err:
+        raise InputError(f"cannot read the file after record {n} ({err})", where=str(path), field=field,
+                         fix="check that it is a complete FASTA or FASTA.gz file (re-copy it).") from None
 
 
 def read_fasta(path: str | os.PathLike, *, field: str = "fasta", allow_empty: bool = False) -> dict[str, str]:

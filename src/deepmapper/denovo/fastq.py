@@ -2,22 +2,24 @@
 
 The tools report a truncated or malformed FASTQ late and cryptically (HISAT2
 "reads file contained a pattern with more than 2 quality values per base",
-rnaSPAdes an assertion), so every FASTQ is checked up front and a problem is
-reported with the file, the record number and the fix.
+rnaSPAdes an assertion), so every FASTQ is read in full up front, with
+Biopython's ``FastqGeneralIterator`` (streaming, one record at a time), and a
+problem is reported with the file, the record number and the fix. Paired files
+are read side by side: the same number of records and the same read names
+(up to a ``/1`` ``/2`` suffix), record for record.
 """
 from __future__ import annotations
 
 import gzip
+import itertools
 import os
+import re
 import shutil
+import zlib
 from pathlib import Path
 
 from .. import atomic
 from ..errors import InputError
-
-# Checking every record of a multi-GB FASTQ in Python costs minutes; the first
-# records catch wrong formats and mixed-up files, the tools catch the rest.
-DEFAULT_MAX_RECORDS = 200_000
 
 
 def open_text(path: str | os.PathLike):
@@ -30,55 +32,119 @@ def open_text(path: str | os.PathLike):
     return open(path, "r", encoding="ascii", errors="replace")
 
 
-def check_fastq(path: str | os.PathLike, *, field: str = "fastq", max_records: int | None = DEFAULT_MAX_RECORDS
-                ) -> int:
-    """Validate a FASTQ file; return the number of records checked.
+_READ_ERRORS = (OSError, EOFError, gzip.BadGzipFile, zlib.error)
+_BASES = re.compile(r"[ACGTUNRYKMSWBDHVacgtunrykmswbdhv.]+\Z")
 
-    Checks: the file exists and is not empty; each record is four lines; the
-    header starts with '@'; the third line starts with '+'; sequence and quality
-    have the same, non-zero length.
-    """
-    path = Path(path)
+
+def _check_exists(path: Path, field: str) -> None:
     if not path.exists():
         raise InputError("FASTQ file not found", where=str(path), field=field,
                          fix="check the path (relative samplesheet paths are read from the current directory, "
                              "then from the samplesheet's directory).")
     if not path.is_file():
         raise InputError("not a regular file", where=str(path), field=field, fix="give the path of a FASTQ file.")
+
+
+def _records(path: Path, field: str):
+    """(title, sequence, quality) of every record, checked; InputError names the record on damage."""
+    from Bio.SeqIO.QualityIO import FastqGeneralIterator
+
     n = 0
     try:
         with open_text(path) as fh:
-            while max_records is None or n < max_records:
+            for title, seq, qual in FastqGeneralIterator(fh):
+                n += 1
+                if not seq:
+                    raise InputError(f"record {n} ({title[:40]}) has an empty sequence", where=str(path),
+                                     field=field, fix="re-copy the file; it may be corrupted.")
+                if not _BASES.match(seq):   # a damaged record that the lenient parser read on through
+                    raise _layout_error(path, field, n - 1, f"record {n} holds characters that are not bases")
+                yield title, seq, qual
+    except ValueError as err:
+        raise _layout_error(path, field, n, str(err)) from None
+    except _READ_ERRORS as err:
+        raise InputError(f"cannot read the file after record {n} ({err})", where=str(path), field=field,
+                         fix="check that it is a complete FASTQ or FASTQ.gz file (re-copy or re-download "
+                             "it).") from None
+
+
+def _layout_error(path: Path, field: str, n_ok: int, detail: str) -> InputError:
+    """After Biopython stopped at record ``n_ok + 1``: name the first record that breaks the 4-line
+    layout in plain words (re-reading the start of the file), else pass Biopython's reason on."""
+    fix_layout = "give a FASTQ file (4 lines per read: @name, sequence, +, qualities)."
+    try:
+        with open_text(path) as fh:
+            rec = 0
+            while rec <= n_ok + 1:
                 header = fh.readline()
                 if not header:
                     break
-                if not header.strip() and not fh.readline():  # tolerate one trailing blank line
+                if not header.strip() and not fh.readline():
                     break
                 seq, plus, qual = fh.readline(), fh.readline(), fh.readline()
-                rec = n + 1
+                rec += 1
+                name = header.strip()[:40]
                 if not header.startswith("@"):
-                    raise InputError(f"record {rec} does not start with '@' (found {header[:20]!r})",
-                                     where=str(path), field=field,
-                                     fix="give a FASTQ file (4 lines per read: @name, sequence, +, qualities).")
+                    return InputError(f"record {rec} does not start with '@' (found {header[:20]!r})",
+                                      where=str(path), field=field, fix=fix_layout)
                 if not qual:
-                    raise InputError(f"record {rec} ({header.strip()[:40]}) is truncated (fewer than 4 lines)",
-                                     where=str(path), field=field, fix="re-copy or re-download the file.")
+                    return InputError(f"record {rec} ({name}) is truncated (fewer than 4 lines)",
+                                      where=str(path), field=field, fix="re-copy or re-download the file.")
                 if not plus.startswith("+"):
-                    raise InputError(f"record {rec} ({header.strip()[:40]}): third line does not start with '+'",
-                                     where=str(path), field=field,
-                                     fix="give a FASTQ file with 4 lines per read (multi-line FASTQ is not "
-                                         "supported).")
+                    return InputError(f"record {rec} ({name}): third line does not start with '+'",
+                                      where=str(path), field=field, fix=fix_layout)
                 s, q = seq.rstrip("\r\n"), qual.rstrip("\r\n")
                 if not s or len(s) != len(q):
-                    raise InputError(f"record {rec} ({header.strip()[:40]}): sequence length {len(s)} and "
-                                     f"quality length {len(q)} differ or are zero",
-                                     where=str(path), field=field, fix="re-copy the file; it may be corrupted.")
-                n += 1
-    except (OSError, EOFError, gzip.BadGzipFile) as err:
-        raise InputError(f"cannot read the file ({err})", where=str(path), field=field,
-                         fix="check that it is a complete FASTQ or FASTQ.gz file.") from None
+                    return InputError(f"record {rec} ({name}): sequence length {len(s)} and quality length "
+                                      f"{len(q)} differ or are zero", where=str(path), field=field,
+                                      fix="re-copy the file; it may be corrupted.")
+    except _READ_ERRORS:
+        pass
+    return InputError(f"record {n_ok + 1} is malformed ({detail.rstrip('.')})", where=str(path), field=field,
+                      fix="re-copy the file; it may be corrupted.")
+
+
+def check_fastq(path: str | os.PathLike, *, field: str = "fastq", mate: str | os.PathLike | None = None,
+                mate_field: str | None = None) -> int:
+    """Read a whole FASTQ file (streaming) and check every record; return the number of records.
+
+    Checks: the file exists and is not empty; every record has a header starting with '@', a
+    sequence, a '+' line and as many quality values as bases. With ``mate`` (the read-2 file of a
+    pair) both are read side by side: the same number of records, the same read names (a trailing
+    ``/1`` / ``/2`` aside), record for record.
+    """
+    path = Path(path)
+    _check_exists(path, field)
+    if mate is not None:
+        return _check_pair(path, Path(mate), field, mate_field or f"{field} (mate)")
+    n = sum(1 for _ in _records(path, field))
     if n == 0:
         raise InputError("FASTQ file holds no reads", where=str(path), field=field,
+                         fix="remove this sample from the samplesheet or give the right file.")
+    return n
+
+
+def read_name(title: str) -> str:
+    """The read name of a FASTQ title: the first word, without a /1 or /2 mate suffix."""
+    name = title.split(None, 1)[0] if title.strip() else ""
+    return name[:-2] if name.endswith(("/1", "/2")) else name
+
+
+def _check_pair(path1: Path, path2: Path, field1: str, field2: str) -> int:
+    _check_exists(path2, field2)
+    n = 0
+    fix = "give the two files of one paired-end run, unsorted and unfiltered (or re-pair them, e.g. with repair.sh)."
+    for a, b in itertools.zip_longest(_records(path1, field1), _records(path2, field2)):
+        n += 1
+        if a is None or b is None:
+            short, other = (path1, path2) if a is None else (path2, path1)
+            raise InputError(f"{short.name} ends after {n - 1} records but its mate {other.name} has more",
+                             where=str(short), field=field1 if a is None else field2, fix=fix)
+        if read_name(a[0]) != read_name(b[0]):
+            raise InputError(f"record {n}: read '{read_name(a[0])[:40]}' in {path1.name} but "
+                             f"'{read_name(b[0])[:40]}' in {path2.name}", where=str(path2), field=field2, fix=fix)
+    if n == 0:
+        raise InputError("FASTQ file holds no reads", where=str(path1), field=field1,
                          fix="remove this sample from the samplesheet or give the right file.")
     return n
 

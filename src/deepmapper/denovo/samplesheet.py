@@ -97,9 +97,8 @@ def read_samplesheet(path: str | os.PathLike, *, check_files: bool = True, min_g
                          fix="label the samples of each group (e.g. control / treated).")
     if check_files:
         for s in samples:
-            check_fastq(s.fastq_1, field=f"fastq_1 of {s.sample}")
-            if s.fastq_2 is not None:
-                check_fastq(s.fastq_2, field=f"fastq_2 of {s.sample}")
+            check_fastq(s.fastq_1, field=f"fastq_1 of {s.sample}", mate=s.fastq_2,
+                        mate_field=f"fastq_2 of {s.sample}")
     return samples
 
 

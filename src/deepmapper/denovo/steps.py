@@ -113,9 +113,7 @@ def align(sample: str, fastq_1: str | os.PathLike, fastq_2: str | os.PathLike | 
     find_tool("hisat2")
     _check_index(index)
     if check_inputs:
-        fq.check_fastq(fastq_1, field="--fastq-1")
-        if fastq_2:
-            fq.check_fastq(fastq_2, field="--fastq-2")
+        fq.check_fastq(fastq_1, field="--fastq-1", mate=fastq_2 or None, mate_field="--fastq-2")
     log_dir = Path(log_dir) if log_dir else outdir / "logs"
     out1 = outdir / f"{sample}.unaligned_1.fastq.gz"
     out2 = outdir / f"{sample}.unaligned_2.fastq.gz"
@@ -315,9 +313,7 @@ def quant(sample: str, fastq_1: str | os.PathLike, fastq_2: str | os.PathLike | 
         raise InputError("no Salmon index in this directory", where=str(index), field="--index",
                          fix="run 'deepmapper denovo hybrid' and give DIR/salmon_index.")
     if check_inputs:
-        fq.check_fastq(fastq_1, field="--fastq-1")
-        if fastq_2:
-            fq.check_fastq(fastq_2, field="--fastq-2")
+        fq.check_fastq(fastq_1, field="--fastq-1", mate=fastq_2 or None, mate_field="--fastq-2")
     log_dir = Path(log_dir) if log_dir else outdir / "logs"
     with _scratch(outdir, f"salmon_{sample}") as tmp:
         cmd = ["salmon", "quant", "-i", str(index), "-l", "A", "-p", str(threads), "-o", str(tmp / sample)]
