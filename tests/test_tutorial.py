@@ -79,4 +79,6 @@ def test_tutorial_runs_and_shows_its_results(tmp_path, monkeypatch):
     overlap = got["overlap"]
     assert set(overlap) == set(got["groups"]) and all(0 <= v <= 10 for v in overlap.values())
     # both rank markers of the same cells: the top 10 lists share genes in most groups
+    # (measured: 10 of 10 groups share genes, 4.0 of the top 10 on average)
     assert sum(v > 0 for v in overlap.values()) >= 7, overlap
+    assert sum(overlap.values()) / len(overlap) >= 2, overlap
