@@ -165,9 +165,10 @@ class OutDir:
         """Hold the outdir's advisory lock; OutdirBusy at once when another run holds it (or wait)."""
         if not self.path.exists():
             self.created = True
-        self.meta.mkdir(parents=True, exist_ok=True)
         announced = False
         while True:
+            # (again after waiting: a run that failed in an outdir it created removes the outdir)
+            self.meta.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
