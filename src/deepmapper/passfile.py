@@ -39,6 +39,12 @@ class PassResult:
     features_sha256: str = ""                # identity of the feature list the pass was run on
     dataset_sha256: str = ""
     meta: dict = field(default_factory=dict)  # backbone, attribution method, device, config, timing
+    # screened pairs the pass placed side by side (feature indices) and, with the pair channel, the
+    # mean |attribution| of each pair's product and its mean signed attribution per class (own cells).
+    # Optional: pass files without them read as "no pairs".
+    pairs: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
+    pair_importance: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    pair_class_importance: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
 
     @property
     def n_features(self) -> int:
@@ -46,6 +52,7 @@ class PassResult:
 
 
 _ARRAYS = ("importance", "class_importance", "train_loss", "val_loss", "heldout_index", "heldout_proba")
+_OPTIONAL_ARRAYS = ("pairs", "pair_importance", "pair_class_importance")
 _SCALARS = ("pass_index", "seed", "accuracy", "accepted", "stop_epoch", "best_epoch", "early_stopped",
             "classes", "features_sha256", "dataset_sha256")
 
@@ -59,7 +66,7 @@ def write_pass(result: PassResult, outdir: str | Path) -> Path:
     header = {"format": FORMAT, "version": VERSION}
     header.update({k: _plain(getattr(result, k)) for k in _SCALARS})
     header["meta"] = result.meta
-    arrays = {k: np.asarray(getattr(result, k)) for k in _ARRAYS}
+    arrays = {k: np.asarray(getattr(result, k)) for k in _ARRAYS + _OPTIONAL_ARRAYS}
     with atomic_path(target) as tmp:
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, header=np.frombuffer(json.dumps(header, sort_keys=True).encode(), dtype=np.uint8),
@@ -75,6 +82,7 @@ def read_pass(path: str | Path) -> PassResult:
         with np.load(path, allow_pickle=False) as data:
             header = json.loads(bytes(data["header"]).decode())
             arrays = {k: data[k] for k in _ARRAYS}
+            arrays.update({k: data[k] for k in _OPTIONAL_ARRAYS if k in data.files})
     except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
         raise FormatError(f"not a readable DeepMapper pass file ({exc.__class__.__name__})", where=str(path),
                           fix="rerun the train-pass step that wrote it.") from None

@@ -27,14 +27,44 @@ log = logging.getLogger(__name__)
 
 # -- steps -----------------------------------------------------------------------------
 
+def step_interactions(dataset_path: Path, cfg: Config, outdir: Path, *, progress: bool = True):
+    """The pair screen on the run's non-held-out cells: ``outdir/interactions.tsv`` (best first)."""
+    from . import interactions, io
+    from .data import prepare
+
+    adata = io.read_dataset(dataset_path)
+    data = prepare(adata, cfg, where=str(dataset_path))
+    result = interactions.screen_prepared(data, cfg, progress=progress)
+    interactions.write_table(result, Path(outdir) / "interactions.tsv")
+    return result
+
+
+def use_interactions(data, cfg: Config, table_text: str | None, *, where: str = "interactions.tsv"):
+    """Hand the screen's pairs (interactions.tsv as text) to the prepared data; no-op when off."""
+    from . import interactions
+
+    if cfg.interactions.enabled and table_text is not None:
+        data.with_interactions(interactions.parse_table(table_text, where=where), cfg, where=where)
+    return data
+
+
 def step_train(dataset_path: Path, cfg: Config, pass_indices: list[int], outdir: Path, *,
-               progress: bool = True) -> list[PassResult]:
-    from . import io
+               progress: bool = True, interactions_path: Path | None = None) -> list[PassResult]:
+    """Train passes. With interactions on, the pairs come from ``interactions_path``
+    (interactions.tsv of step_interactions), or from the same screen run here when none is given."""
+    from . import interactions, io
     from .data import prepare
     from .train import train_passes
 
     adata = io.read_dataset(dataset_path)
     data = prepare(adata, cfg, where=str(dataset_path))
+    if cfg.interactions.enabled:
+        if interactions_path is not None:
+            interactions.read_table(interactions_path)          # a missing or broken file: one clear error
+            text = Path(interactions_path).read_text(encoding="utf-8")
+        else:
+            text = interactions.table_text(interactions.screen_prepared(data, cfg, progress=progress))
+        use_interactions(data, cfg, text, where=str(interactions_path or "interaction screen"))
     results = train_passes(data, cfg, pass_indices, progress=progress)
     for r in results:
         write_pass(r, outdir)
@@ -118,14 +148,19 @@ def analyse(adata, cfg: Config, *, device=None, progress: bool = True, where: st
     from .evaluate import evaluate
     from .train import select_device
 
+    from . import interactions
+
     device = device or select_device(cfg.run.device)
     data = prepare(adata, cfg, where=where)
+    screen = interactions.screen_prepared(data, cfg, device=device, progress=progress) \
+        if cfg.interactions.enabled else None
+    use_interactions(data, cfg, interactions.table_text(screen) if screen is not None else None)
     results = train_until_accepted(data, cfg, device=device, progress=progress)
     table, per_class, summary = _findings(adata, results, cfg, n_wanted=cfg.run.passes)
     codes, classes = io.labels(adata)
     evaluation = evaluate(findings_mod.choose(results, cfg.run.passes), codes, classes)
     return {"passes": results, "findings": table, "per_class": per_class, "summary": summary,
-            "evaluation": evaluation}
+            "evaluation": evaluation, "interactions": None if screen is None else screen.table}
 
 
 def _findings(adata, passes: list[PassResult], cfg: Config, n_wanted: int | None = None):
@@ -152,6 +187,7 @@ def run(inputs: list[str], outdir: Path, cfg: Config, *, label_key: str | None =
     from .train import select_device
 
     outdir = Path(outdir)
+    wanted = cfg.run.passes
     t_start = time.perf_counter()
     # Read and validate before anything is written: bad input leaves outdir as it was.
     adata = inputs_mod.load(inputs, cfg, label_key=label_key, labels=labels)
@@ -163,6 +199,12 @@ def run(inputs: list[str], outdir: Path, cfg: Config, *, label_key: str | None =
         io.write_dataset(adata, dataset_path)
         adata = io.read_dataset(dataset_path)  # train on exactly what the step commands would read
         data = prepare(adata, cfg, where=str(inputs[0]))
+        if cfg.interactions.enabled:   # the screen on the training cells; the passes read its pairs back
+            from . import interactions
+
+            interactions.write_table(interactions.screen_prepared(data, cfg, device=device, progress=progress),
+                                     stage / "interactions.tsv")
+            use_interactions(data, cfg, (stage / "interactions.tsv").read_text(encoding="utf-8"))
         log.info("%d cells x %d features, %d classes; device %s", adata.n_obs, adata.n_vars, data.n_classes,
                  device)
 

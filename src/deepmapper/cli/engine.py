@@ -31,13 +31,16 @@ _pass_file = click.option("--pass-file", type=click.Path(exists=True, dir_okay=F
 @click.option("--count", type=click.IntRange(min=1), default=1, show_default=True, help="Number of passes.")
 @click.option("--outdir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Where pass_NNN.npz files are written.")
+@click.option("--interactions-tsv", "interactions_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="interactions.tsv of 'deepmapper interactions' (the screened pairs); "
+                                 "without it the same screen is run here.")
 @config_options
-def train_pass(dataset, start, count, outdir, config_path, **params):
+def train_pass(dataset, start, count, outdir, interactions_path, config_path, **params):
     """Train passes START..START+COUNT-1 (one arrangement each) and write their pass files."""
     from ..runner import pass_range, step_train
 
     cfg = build_config(config_path, params)
-    results = step_train(dataset, cfg, pass_range(start, count), outdir)
+    results = step_train(dataset, cfg, pass_range(start, count), outdir, interactions_path=interactions_path)
     for r in results:
         click.echo(f"pass {r.pass_index}: accuracy {r.accuracy:.3f} "
                    f"{'accepted' if r.accepted else 'rejected'} (epochs {r.stop_epoch}, best {r.best_epoch})")
