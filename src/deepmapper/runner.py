@@ -77,8 +77,8 @@ def step_accumulate(dataset_path: Path, pass_paths: list[Path], outdir: Path, cf
 
     adata = io.read_dataset(dataset_path)
     passes = findings_mod.read_passes(pass_paths)
-    table, per_class, summary = _findings(adata, passes, cfg, n_wanted)
-    findings_mod.write(outdir, table, per_class, summary)
+    table, per_class, summary, pairs = _findings(adata, passes, cfg, n_wanted)
+    findings_mod.write(outdir, table, per_class, summary, pairs)
     return summary
 
 
@@ -94,8 +94,10 @@ def step_evaluate(dataset_path: Path, pass_paths: list[Path], out: Path, n_wante
     return result
 
 
-def step_baselines(dataset_path: Path, outdir: Path, cfg: Config, methods=("logistic", "wilcoxon")) -> dict:
-    from . import baselines, io
+def step_baselines(dataset_path: Path, outdir: Path, cfg: Config, methods=("logistic", "wilcoxon"),
+                   interactions_path: Path | None = None) -> dict:
+    """Logistic regression and Wilcoxon; with ``interactions_path`` the pair screen alone too."""
+    from . import baselines, interactions, io
     from .split import stratified_split
 
     adata = io.read_dataset(dataset_path)
@@ -103,7 +105,9 @@ def step_baselines(dataset_path: Path, outdir: Path, cfg: Config, methods=("logi
     split = stratified_split(codes, test_fraction=cfg.run.test_fraction, val_fraction=cfg.run.val_fraction,
                              seed=cfg.run.seed, classes=classes, min_class_size=cfg.input.min_class_size,
                              where=str(dataset_path))
-    return baselines.run_baselines(adata, outdir, split=split, seed=cfg.run.seed, methods=tuple(methods))
+    screen = interactions.read_table(interactions_path) if interactions_path is not None else None
+    return baselines.run_baselines(adata, outdir, split=split, seed=cfg.run.seed, methods=tuple(methods),
+                                   screen=screen, q_threshold=cfg.interactions.q_threshold)
 
 
 # -- the in-memory core: what `run` and `deepmapper.tl` share -------------------------------
@@ -156,15 +160,15 @@ def analyse(adata, cfg: Config, *, device=None, progress: bool = True, where: st
         if cfg.interactions.enabled else None
     use_interactions(data, cfg, interactions.table_text(screen) if screen is not None else None)
     results = train_until_accepted(data, cfg, device=device, progress=progress)
-    table, per_class, summary = _findings(adata, results, cfg, n_wanted=cfg.run.passes)
+    table, per_class, summary, pairs = _findings(adata, results, cfg, n_wanted=cfg.run.passes)
     codes, classes = io.labels(adata)
     evaluation = evaluate(findings_mod.choose(results, cfg.run.passes), codes, classes)
     return {"passes": results, "findings": table, "per_class": per_class, "summary": summary,
-            "evaluation": evaluation, "interactions": None if screen is None else screen.table}
+            "evaluation": evaluation, "pairs": pairs, "interactions": None if screen is None else screen.table}
 
 
 def _findings(adata, passes: list[PassResult], cfg: Config, n_wanted: int | None = None):
-    """(findings table, per-class table, summary) of passes trained on ``adata`` (the first
+    """(findings table, per-class table, summary, pair table) of passes trained on ``adata`` (the first
     ``n_wanted`` accepted passes; all accepted when None)."""
     is_denovo = adata.var["is_denovo"].to_numpy() if "is_denovo" in adata.var else None
     return findings_mod.build(
@@ -215,7 +219,9 @@ def run(inputs: list[str], outdir: Path, cfg: Config, *, label_key: str | None =
         summary = step_accumulate(dataset_path, pass_paths, stage, cfg, n_wanted=cfg.run.passes)
         step_evaluate(dataset_path, pass_paths, stage / "evaluation.json", n_wanted=cfg.run.passes)
         if baselines:
-            step_baselines(dataset_path, stage / "baselines", cfg)
+            screened = stage / "interactions.tsv"
+            step_baselines(dataset_path, stage / "baselines", cfg,
+                           interactions_path=screened if screened.is_file() else None)
         write_json(stage / "run_info.json", {
             "seconds": round(time.perf_counter() - t_start, 2), "device": str(device),
             "torch_threads": torch.get_num_threads(), "inputs": [str(i) for i in inputs],

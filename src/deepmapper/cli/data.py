@@ -72,7 +72,12 @@ def ingest_cmd(inputs, label_key, labels_file, matrix, normalize, min_class_size
 @click.option("--val-fraction", type=float, default=_D["val_fraction"], show_default=True, help=_H["val_fraction"])
 @click.option("--min-class-size", type=int, default=_D["min_class_size"], show_default=True,
               help=_H["min_class_size"])
-def baseline_cmd(dataset, outdir, method, seed, test_fraction, val_fraction, min_class_size):
+@click.option("--interactions-tsv", "interactions_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="interactions.tsv of the run: also rank genes by the pair screen alone.")
+@click.option("--interaction-q", type=float, default=_D["interaction_q"], show_default=True,
+              help=_H["interaction_q"])
+def baseline_cmd(dataset, outdir, method, seed, test_fraction, val_fraction, min_class_size, interactions_path,
+                 interaction_q):
     """Logistic regression and Wilcoxon rankings on all features, on the run's held-out split."""
     from .. import baselines, io
     from ..split import stratified_split
@@ -85,7 +90,11 @@ def baseline_cmd(dataset, outdir, method, seed, test_fraction, val_fraction, min
                              seed=cfg.run.seed, classes=classes, min_class_size=cfg.input.min_class_size,
                              where=str(dataset))
     methods = baselines.METHODS if method == "all" else (method,)
-    summary = baselines.run_baselines(adata, outdir, split=split, seed=cfg.run.seed, methods=methods)
+    from ..interactions import read_table
+
+    screen = read_table(interactions_path) if interactions_path else None
+    summary = baselines.run_baselines(adata, outdir, split=split, seed=cfg.run.seed, methods=methods,
+                                      screen=screen, q_threshold=interaction_q)
     if "logistic" in summary:
         lg = summary["logistic"]
         click.echo(f"logistic regression: held-out accuracy {lg['accuracy']:.4f} on {lg['n_test']} cells "
