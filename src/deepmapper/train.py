@@ -113,13 +113,12 @@ class _Stacked:
     stacked = True
 
     def __init__(self, models, generators, side: int, channels_last: bool = False, grouped: bool = False,
-                 channels: int = 1, wide_deep: bool = False):
+                 channels: int = 1, wide_deep: bool | None = None):
         import torch
 
         self.k = len(models)
         self.grouped = grouped
         self.channels = channels
-        self.wide_deep = wide_deep
         self.template = copy.deepcopy(models[0]).cpu()
         named = [dict(m.named_parameters()) for m in models]
         self.params = {n: torch.stack([d[n].detach() for d in named]).requires_grad_(True) for n in named[0]}
@@ -127,6 +126,12 @@ class _Stacked:
         self.training = True
         self.channels_last = channels_last
         self._check(self.template)
+        if wide_deep is None:   # a wide (linear) path plus a deep rest, summed (backbones.Kind.wide)
+            import torch.nn as nn
+
+            wide_deep = isinstance(getattr(self.template, "wide", None), nn.Linear) and \
+                hasattr(self.template, "deep")
+        self.wide_deep = wide_deep
         self.drop_shapes, self.act_elems = _probe(self.template, side, channels)
 
     @staticmethod
