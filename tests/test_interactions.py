@@ -241,7 +241,7 @@ def test_pair_channel_training_stacked_equals_one_at_a_time(planted_path):
 def test_run_and_chained_steps_give_the_same_bytes_and_pairs_reach_the_report(planted_path, tmp_path):
     from click.testing import CliRunner
 
-    from deepmapper.cli import main
+    from deepmapper.cli import cli as main
 
     path, truth = planted_path
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in FAST.items()]
