@@ -129,8 +129,7 @@ def build(passes: list[PassResult], feature_names: list[str], *, cfg: Config, n_
         "top_pairs": pair_table.head(20).to_dict(orient="records"),
         "kinds": {k: int((kind == k).sum()) for k in KINDS},
     }
-    summary["top_pairs"] = [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
-                            for row in summary["top_pairs"]]
+    summary["top_pairs"] = [{k: _json_value(v) for k, v in row.items()} for row in summary["top_pairs"]]
     return table, per_class, summary, pair_table
 
 
@@ -192,6 +191,11 @@ def pair_findings(used: list[PassResult], names: np.ndarray, result):
 
 
 KINDS = ("marginal", "interaction", "both")
+
+
+def _json_value(v):
+    v = v.item() if hasattr(v, "item") else v
+    return None if isinstance(v, float) and not np.isfinite(v) else v
 
 
 def write(outdir: Path, table, per_class, summary, pairs=None) -> None:
