@@ -31,12 +31,19 @@ torch on the run's device (cuda when present), float32.
 
 Calibration: the training labels are permuted ``permutations`` times (seeded);
 each permutation is re-standardised within its permuted classes and screened
-like the data. ``p_fwer`` (family-wise adjusted) is the share of permutations
-whose largest statistic over all pairs and classes reaches the pair's;
-``p_value`` is the pair's tail probability in the pooled null of all pairs'
-statistics over all permutations (kept as a fine histogram, so memory stays
-bounded; counted conservatively, bin containing the value included); ``q_value``
-is Benjamini-Hochberg over every tested pair and class. Only the
+like the data. Each tested class's null |t| is kept as a fine histogram (memory
+stays bounded) and gives that class's scale, the 99th percentile of its null:
+a small class has heavy-tailed statistics (6 cells often correlate near +-1), and
+dividing by its own null scale (``scaled_score``) puts every class on one footing.
+``p_fwer`` (family-wise adjusted) is the share of permutations whose largest
+scaled statistic over all pairs and classes reaches the pair's; ``p_value`` is
+the pair's tail probability in the pooled null of every class's scaled
+statistics over all permutations (counted conservatively, the histogram bin
+holding the value included); ``q_value`` is Benjamini-Hochberg over every tested
+pair and class. Classes with fewer than ``MIN_TEST_CELLS`` screened cells (or
+rests that small) are not tested, and a pair is tested for a class only when both
+genes vary there (non-zero in at least ``min_detected`` of the class's cells): a
+gene that is off in a class has no co-variation in it to compare. Only the
 ``keep`` best pairs are listed; their q is computed from the full count of
 tests and is at least the exact BH q (conservative).
 
@@ -58,7 +65,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("feature_a", "feature_b", "class", "score", "p_value", "p_fwer", "q_value", "corr_in_class",
+COLUMNS = ("feature_a", "feature_b", "class", "score", "scaled_score", "p_value", "p_fwer", "q_value", "corr_in_class",
            "corr_rest", "n_class", "n_rest")
 # Screened columns kept dense when they fit (bytes); above, column blocks are densified on demand.
 DENSE_LIMIT_BYTES = 1024 * 1024 * 1024
@@ -68,6 +75,7 @@ MAX_BLOCK = 2048
 HIST_WIDTH = 0.005         # null histogram bin width (|t| units)
 HIST_MAX = 200.0           # |t| above this lands in the last bin
 KEEP = 2000                # best pairs listed in interactions.tsv
+MIN_TEST_CELLS = 10        # a class (and its rest) needs this many screened cells to be tested
 
 
 @dataclass
@@ -172,13 +180,15 @@ def _class_stats(cols: _Columns, codes_t, n_classes: int, blocks):
     counts = onehot.sum(1, keepdim=True).clamp_min(1.0)
     mean = torch.empty(n_classes, cols.p, device=cols.device)
     std = torch.empty(n_classes, cols.p, device=cols.device)
+    detected = torch.empty(n_classes, cols.p, device=cols.device)
     for b in blocks:
         x = cols.block(b).double()
         m = (onehot.double() @ x) / counts.double()
         sq = (onehot.double() @ (x * x)) / counts.double()
         mean[:, b] = m.float()
         std[:, b] = torch.sqrt((sq - m * m).clamp_min(0.0)).float()
-    return mean, std
+        detected[:, b] = ((onehot.double() @ (x != 0).double()) / counts.double()).float()
+    return mean, std, detected
 
 
 def _standardised(cols: _Columns, b: slice, codes_t, mean, std):
@@ -195,7 +205,7 @@ def torch_where_pos(s):
 
 
 def _screen_labelling(cols: _Columns, codes: np.ndarray, n_classes: int, tested: list[int], block: int,
-                      on_block):
+                      on_block, min_detected: float = 0.0):
     """Run the screen for one labelling; ``on_block(I, J, t)`` gets (len(tested), bI, bJ) t statistics
     for the block pair (upper triangle only when I == J, other entries 0)."""
     import torch
@@ -203,7 +213,10 @@ def _screen_labelling(cols: _Columns, codes: np.ndarray, n_classes: int, tested:
     device = cols.device
     codes_t = torch.as_tensor(codes, device=device)
     blocks = [slice(s, min(s + block, cols.p)) for s in range(0, cols.p, block)]
-    mean, std = _class_stats(cols, codes_t, n_classes, blocks)
+    mean, std, detected = _class_stats(cols, codes_t, n_classes, blocks)
+    # a pair is tested for class c only when both genes vary in c (detected in at least min_detected
+    # of its cells): a gene that is off in a class has no co-variation there to compare
+    in_class = (detected >= max(min_detected, 1e-12)) & (std > 1e-8)
     order = torch.as_tensor(np.argsort(codes, kind="stable"), device=device)
     counts = np.bincount(codes, minlength=n_classes)
     bounds = np.concatenate([[0], np.cumsum(counts)])
@@ -242,6 +255,7 @@ def _screen_labelling(cols: _Columns, codes: np.ndarray, n_classes: int, tested:
                 se = torch.sqrt(vc / nc + vr / nr)
                 out[k] = torch.where(se > 1e-12, (mc - mr) / torch.where(se > 1e-12, se, torch.ones_like(se)),
                                      torch.zeros_like(se))
+                out[k] *= in_class[c, blocks[bi]][:, None] & in_class[c, blocks[bj]][None, :]
             if bi == bj:
                 out = torch.triu(out, diagonal=1)
             on_block(blocks[bi], blocks[bj], out, (m1, t1))
@@ -274,22 +288,62 @@ def screen(X, codes: np.ndarray, classes: list[str], feature_names: list[str], *
     n_classes = len(classes)
     present = np.unique(codes_s)
     sel = prefilter(Xs, cfg.min_detected, cfg.max_features)
-    tested = [int(present[0])] if len(present) == 2 else [int(c) for c in present]
+    counts = np.bincount(codes_s, minlength=n_classes)
+    big = [int(c) for c in present if counts[c] >= MIN_TEST_CELLS and len(codes_s) - counts[c] >= MIN_TEST_CELLS]
+    tested = big[:1] if len(present) == 2 else big
     names = [str(feature_names[j]) for j in sel]
     p = len(sel)
     n_tests = len(tested) * p * (p - 1) // 2
     empty = pd.DataFrame({c: [] for c in COLUMNS})
-    if p < 2 or len(present) < 2:
+    if p < 2 or len(present) < 2 or not tested:
         log.info("interaction screen: %d features pass the detection filter; nothing to test", p)
         return ScreenResult(empty, names, 0, len(cells), cfg.permutations, [], time.perf_counter() - t0)
     cols = _Columns(Xs[:, sel] if hasattr(Xs, "tocsc") else np.asarray(Xs)[:, sel], device)
     block = _block_size(p, n_classes)
     n_bins = int(HIST_MAX / HIST_WIDTH) + 1
-    hist = torch.zeros(n_bins, dtype=torch.float64, device=device)
-    cand_rows = []   # (scores, k, i, j) numpy arrays
+    T = len(tested)
+    hist = torch.zeros(T, n_bins, dtype=torch.float64, device=device)     # per tested class
+    upper = torch.triu_indices(block, block, 1, device=device)
+
+    def null(bI, bJ, t, sums):
+        score = t.abs()
+        if bI == bJ:   # the lower triangle and diagonal are structural zeros, not statistics
+            n = t.shape[1]
+            iu = upper[:, (upper[0] < n) & (upper[1] < n)]
+            score = score[:, iu[0], iu[1]]
+        score = score.reshape(T, -1)
+        bins = (score / HIST_WIDTH).long().clamp_max(n_bins - 1)
+        hist.scatter_add_(1, bins, torch.ones_like(bins, dtype=torch.float64))
+        if score.shape[1]:
+            current[:] = np.maximum(current, score.max(dim=1).values.cpu().numpy())
+
+    # 1. the permutations first: each tested class's null distribution, and so its scale
+    rng = np.random.default_rng([int(seed), 15485863])
+    bar = tqdm(total=cfg.permutations + 1, desc="interaction screen", unit="labelling",
+               disable=None if progress else True, leave=False)
+    null_max = []
+    for _ in range(cfg.permutations):
+        current = np.zeros(T)
+        _screen_labelling(cols, rng.permutation(codes_s), n_classes, tested, block, null, cfg.min_detected)
+        null_max.append(current.copy())
+        bar.update(1)
+    hist_np = hist.cpu().numpy()
+    tail = np.flip(np.cumsum(np.flip(hist_np, 1), 1), 1)          # (T, bins): null values >= bin start
+    n_null = float(hist_np.sum())
+    # Per-class scale: the 99th percentile of the class's null |t|. A small class has heavy-tailed
+    # statistics (a correlation of 6 cells is often near +-1); dividing by its own null scale
+    # puts every class on one footing before the pooled null and the family-wise maximum.
+    scale = np.ones(T)
+    for k in range(T):
+        total = tail[k, 0]
+        if total > 0:
+            at = int(np.searchsorted(-tail[k], -0.01 * total, side="right"))
+            scale[k] = max(HIST_WIDTH, (at + 1) * HIST_WIDTH)
+    scale_t = torch.as_tensor(scale, dtype=torch.float32, device=device)
+    cand_rows = []
 
     def observe(bI, bJ, t, sums):
-        score = t.abs()
+        score = t.abs() / scale_t[:, None, None]
         flat = score.reshape(-1)
         take = min(keep, int((flat > 0).sum()))
         if take == 0:
@@ -301,65 +355,49 @@ def screen(X, codes: np.ndarray, classes: list[str], feature_names: list[str], *
         m1, t1 = sums
         c_idx = np.asarray(tested)[k]
         ct = torch.as_tensor(c_idx, device=t.device)
-        it, jt = torch.as_tensor(i, device=t.device), torch.as_tensor(j, device=t.device)
+        kt, it, jt = (torch.as_tensor(v, device=t.device) for v in (k, i, j))
         within = m1[ct, it, jt].double().cpu().numpy()
         total = t1[it, jt].double().cpu().numpy()
         counts = np.bincount(codes_s, minlength=n_classes).astype(np.float64)
         in_c = within / np.maximum(counts[c_idx], 1.0)
         rest = (total - within) / np.maximum(len(codes_s) - counts[c_idx], 1.0)
-        sign = np.sign(t.reshape(-1)[torch.as_tensor(idx, device=t.device)].cpu().numpy())
+        raw = t[kt, it, jt].double().cpu().numpy()
         cand_rows.append((val.cpu().numpy().astype(np.float64), c_idx, i + bI.start, j + bJ.start, in_c, rest,
-                          sign))
+                          raw))
         if sum(len(r[0]) for r in cand_rows) > 4 * keep:
             _prune(cand_rows, keep)
 
-    null_max = []
-
-    def null(bI, bJ, t, sums):
-        score = t.abs().reshape(-1)
-        if bI == bJ:   # the lower triangle and diagonal are structural zeros, not statistics
-            mask = torch.triu(torch.ones(t.shape[1], t.shape[2], dtype=torch.bool, device=t.device), 1)
-            score = t.abs()[:, mask].reshape(-1)
-        hist.add_(torch.bincount((score / HIST_WIDTH).long().clamp_max(n_bins - 1), minlength=n_bins).double())
-        current[0] = max(current[0], float(score.max()) if score.numel() else 0.0)
-
-    rng = np.random.default_rng([int(seed), 15485863])
-    bar = tqdm(total=cfg.permutations + 1, desc="interaction screen", unit="labelling",
-               disable=None if progress else True, leave=False)
-    _screen_labelling(cols, codes_s, n_classes, tested, block, observe)
+    # 2. the data
+    _screen_labelling(cols, codes_s, n_classes, tested, block, observe, cfg.min_detected)
     bar.update(1)
-    for _ in range(cfg.permutations):
-        current = [0.0]
-        _screen_labelling(cols, rng.permutation(codes_s), n_classes, tested, block, null)
-        null_max.append(current[0])
-        bar.update(1)
     bar.close()
     _prune(cand_rows, keep)
+    nm = np.max(np.asarray(null_max).reshape(-1, T) / scale[None, :], axis=1) if null_max else np.zeros(0)
     if not cand_rows:
-        return ScreenResult(empty, names, n_tests, len(cells), cfg.permutations, null_max,
+        return ScreenResult(empty, names, n_tests, len(cells), cfg.permutations, list(nm),
                             time.perf_counter() - t0)
-    score, c_idx, i, j, in_c, rest, sign = cand_rows[0]
-    # tail counts of the pooled null: bins from the one holding the score upwards (conservative)
-    tail = torch.flip(torch.cumsum(torch.flip(hist, [0]), 0), [0]).cpu().numpy()
-    n_null = float(hist.sum().item())
-    bins = np.minimum((score / HIST_WIDTH).astype(np.int64), n_bins - 1)
-    p_value = (1.0 + tail[bins]) / (1.0 + n_null)
-    nm = np.asarray(null_max)
-    p_fwer = (1.0 + (nm[None, :] >= score[:, None]).sum(1)) / (1.0 + len(nm))
-    order = np.lexsort((j, i, c_idx, p_value, -score))
+    scaled, c_idx, i, j, in_c, rest, raw = cand_rows[0]
+    # pooled null of the scaled statistics: every class's tail at the value's own scale (the bin
+    # holding it included: conservative)
+    bins = np.minimum((scaled[None, :] * scale[:, None] / HIST_WIDTH).astype(np.int64), n_bins - 1)
+    count = tail[np.arange(T)[:, None], bins].sum(0)
+    p_value = (1.0 + count) / (1.0 + n_null)
+    p_fwer = (1.0 + (nm[None, :] >= scaled[:, None] - 1e-9).sum(1)) / (1.0 + len(nm))
+    order = np.lexsort((j, i, c_idx, p_value, -scaled))
     q = _bh(p_value[order], n_tests)
     table = pd.DataFrame({
         "feature_a": [names[v] for v in i[order]], "feature_b": [names[v] for v in j[order]],
         "class": [str(classes[c]) for c in c_idx[order]],
-        "score": score[order] * sign[order], "p_value": p_value[order], "p_fwer": p_fwer[order], "q_value": q,
-        "corr_in_class": in_c[order], "corr_rest": rest[order],
+        "score": raw[order], "scaled_score": scaled[order], "p_value": p_value[order], "p_fwer": p_fwer[order],
+        "q_value": q, "corr_in_class": in_c[order], "corr_rest": rest[order],
         "n_class": np.bincount(codes_s, minlength=n_classes)[c_idx[order]],
         "n_rest": len(codes_s) - np.bincount(codes_s, minlength=n_classes)[c_idx[order]],
     })
     secs = time.perf_counter() - t0
-    log.info("interaction screen: %d features, %d tests, %d permutations (null max %.2f-%.2f), %d pairs "
+    log.info("interaction screen: %d features, %d tests, %d permutations (scaled null max %.2f-%.2f), %d pairs "
              "with q < %g, %.1f s", p, n_tests, cfg.permutations, nm.min() if len(nm) else 0,
              nm.max() if len(nm) else 0, int((q < cfg.q_threshold).sum()), cfg.q_threshold, secs)
+    null_max = list(nm)
     return ScreenResult(table, names, n_tests, len(cells), cfg.permutations, null_max, secs)
 
 
@@ -432,16 +470,14 @@ def select_pairs(table, feature_names: list[str], *, q_threshold: float, max_pai
                  where: str = "interactions.tsv"):
     """The pairs the model uses: (pairs (M, 2) int64 feature indices, classes list, scores).
 
-    Rows with q below the threshold, best first (by |score|); greedy: a pair is taken only when
+    Rows with q below the threshold, in the table's order (best first); greedy: a pair is taken only when
     neither of its features is in a pair already taken, so every feature sits in at most one
     placed pair, its best one (the others stay in interactions.tsv). At most ``max_pairs``.
     """
     from .errors import FormatError
 
     index = {str(n): k for k, n in enumerate(feature_names)}
-    rows = table[table["q_value"] < q_threshold]
-    rows = rows.iloc[np.lexsort((np.arange(len(rows)), -np.abs(rows["score"].to_numpy(np.float64))))] \
-        if len(rows) else rows
+    rows = table[table["q_value"] < q_threshold]          # the table is best first
     used, pairs, pair_classes, scores = set(), [], [], []
     for a, b, c, s in zip(rows["feature_a"], rows["feature_b"], rows["class"], rows["score"]):
         if a not in index or b not in index:
