@@ -50,16 +50,16 @@ def main() -> None:
             res = interactions.screen_prepared(data, cfg, progress=False)
             q = res.table["q_value"].to_numpy()
             results[kind].append((int((q < cfg.interactions.q_threshold).sum()), float(q.min()) if len(q) else 1.0,
-                                  float(res.table["score"].abs().max()) if len(q) else 0.0,
+                                  float(res.table["scaled_score"].max()) if len(q) else 0.0,
                                   float(np.max(res.null_max)) if res.null_max else 0.0))
     print(f"{args.seeds} seeds, {args.cells} cells x {args.features} genes, {args.classes} classes, "
           f"default screen settings; {time.perf_counter() - t0:.0f} s in all")
     for kind, rows in results.items():
         n_any = sum(r[0] > 0 for r in rows)
         print(f"\n{kind}: {n_any}/{len(rows)} runs report any pair with q < 0.05")
-        print("  seed  pairs  min q   max |t|  max of permutation maxima")
+        print("  seed  pairs  min q   largest scaled statistic  largest of the permutation maxima")
         for seed, (n, qmin, tmax, nmax) in enumerate(rows):
-            print(f"  {seed:4d}  {n:5d}  {qmin:.3f}  {tmax:7.2f}  {nmax:7.2f}")
+            print(f"  {seed:4d}  {n:5d}  {qmin:.3f}  {tmax:24.2f}  {nmax:7.2f}")
 
 
 if __name__ == "__main__":
