@@ -15,6 +15,7 @@ include { DENOVO_ASSEMBLY       } from '../subworkflows/local/denovo_assembly'
 include { TRAIN_PASSES          } from '../subworkflows/local/train_passes'
 include { DEEPMAPPER_INGEST     } from '../modules/local/deepmapper/ingest'
 include { DEEPMAPPER_AUCELL     } from '../modules/local/deepmapper/aucell'
+include { DEEPMAPPER_INTERACTIONS } from '../modules/local/deepmapper/interactions'
 include { DEEPMAPPER_ACCUMULATE } from '../modules/local/deepmapper/accumulate'
 include { DEEPMAPPER_BASELINE   } from '../modules/local/deepmapper/baseline'
 include { DEEPMAPPER_EVALUATE   } from '../modules/local/deepmapper/evaluate'
@@ -112,6 +113,16 @@ workflow DEEPMAPPER {
     }
 
     //
+    // Gene pairs: the pair screen on the training cells (train-pass runs the same screen)
+    //
+    if (isTrue(params.interactions)) {
+        DEEPMAPPER_INTERACTIONS(ch_dataset)
+        ch_interactions = DEEPMAPPER_INTERACTIONS.out.interactions
+    } else {
+        ch_interactions = ch_dataset.map { meta, _dataset -> [meta, []] }
+    }
+
+    //
     // Passes: scatter over tasks, gather every pass file
     //
     // `deepmapper plan` decides each round (planning.next_round, the rule of `deepmapper run`)
@@ -135,7 +146,10 @@ workflow DEEPMAPPER {
     //
     // Report and MultiQC
     //
-    ch_findings = DEEPMAPPER_ACCUMULATE.out.findings.map { meta, tsv, json, per_class -> [meta, [tsv, json, per_class]] }
+    ch_findings = DEEPMAPPER_ACCUMULATE.out.findings
+        .join(DEEPMAPPER_ACCUMULATE.out.pairs)
+        .join(ch_interactions)
+        .map { meta, tsv, json, per_class, pairs, screen -> [meta, [tsv, json, per_class, pairs] + (screen ? [screen] : [])] }
     ch_report_in = ch_dataset_passes
         .join(ch_findings)
         .join(ch_baselines)

@@ -1,7 +1,8 @@
 """Per-pixel attributions of a trained model: one entry point, several methods.
 
 ``attribute(model, images, targets, cfg, baseline)`` returns float32
-``(N, side*side)``; ``transform.to_features`` maps the pixels back to features.
+``(N, channels*side*side)`` (channel-major; one channel unless the model takes
+the pair channel); ``transform.to_features`` maps the pixels back to features.
 
 Methods (``cfg.method``):
 
@@ -50,7 +51,7 @@ METHODS = ("integrated_gradients", "saliency", "occlusion", "attention_rollout")
 def attribute(model, images, targets, cfg, baseline=None, *, progress: bool = False) -> np.ndarray:
     """Signed per-pixel attributions ``(N, side*side)`` float32 of ``targets`` for ``images``.
 
-    ``images``: ``(N, 1, side, side)`` tensor or array; ``targets``: ``N`` class
+    ``images``: ``(N, channels, side, side)`` tensor or array; ``targets``: ``N`` class
     indices; ``cfg``: :class:`deepmapper.config.AttributionConfig`. With
     ``progress`` a bar over the chunks is shown on a terminal (quiet in logs).
     """
@@ -63,16 +64,16 @@ def attribute(model, images, targets, cfg, baseline=None, *, progress: bool = Fa
     device = _device(model)
     x = torch.as_tensor(np.asarray(images) if not torch.is_tensor(images) else images,
                         dtype=torch.float32).to(device)
-    if x.ndim != 4 or x.shape[1] != 1 or x.shape[2] != x.shape[3]:
-        raise ValueError(f"images must be (N, 1, side, side), got {tuple(x.shape)}")
-    n, side = x.shape[0], x.shape[-1]
+    if x.ndim != 4 or x.shape[1] < 1 or x.shape[2] != x.shape[3]:
+        raise ValueError(f"images must be (N, channels, side, side), got {tuple(x.shape)}")
+    n, channels, side = x.shape[0], x.shape[1], x.shape[-1]
     t = torch.as_tensor(np.asarray(targets.cpu() if torch.is_tensor(targets) else targets),
                         dtype=torch.long).reshape(-1).to(device)
     if t.shape[0] != n:
         raise ValueError(f"{t.shape[0]} targets for {n} images")
-    base = _baseline(cfg, baseline, side, device)
+    base = _baseline(cfg, baseline, side, device, channels)
     if n == 0:
-        return np.zeros((0, side * side), dtype=np.float32)
+        return np.zeros((0, channels * side * side), dtype=np.float32)
 
     if cfg.method == "attention_rollout":
         if not hasattr(model, "record_attention"):
@@ -80,13 +81,16 @@ def attribute(model, images, targets, cfg, baseline=None, *, progress: bool = Fa
                               f"(backbone vit), not {type(model).__name__}",
                               field="attribution.method",
                               fix="use backbone vit, or attribution integrated_gradients.")
+        if channels != 1:
+            raise ConfigError("attention_rollout reads one-channel images", field="attribution.method",
+                              fix="use integrated_gradients, or --no-pair-channel.")
         fn = _rollout
     else:
         fn = {"integrated_gradients": _integrated_gradients, "saliency": _saliency,
               "occlusion": _occlusion}[cfg.method]
 
     chunk = max(1, int(cfg.internal_batch_size))
-    out = np.empty((n, side * side), dtype=np.float32)
+    out = np.empty((n, channels * side * side), dtype=np.float32)
     with _frozen_eval(model):
         for start in tqdm(range(0, n, chunk), desc=f"attribution ({cfg.method})", unit="chunk",
                           disable=None if progress else True, leave=False):
@@ -106,16 +110,16 @@ def _device(model):
     return torch.device("cpu")
 
 
-def _baseline(cfg, baseline, side, device):
+def _baseline(cfg, baseline, side, device, channels: int = 1):
     import torch
 
     if baseline is None or cfg.baseline == "zeros":
-        return torch.zeros(1, 1, side, side, device=device)
+        return torch.zeros(1, channels, side, side, device=device)
     b = torch.as_tensor(np.asarray(baseline) if not torch.is_tensor(baseline) else baseline,
                         dtype=torch.float32).to(device)
-    if b.numel() != side * side:
-        raise ValueError(f"baseline must be (1, 1, {side}, {side}), got {tuple(b.shape)}")
-    return b.reshape(1, 1, side, side)
+    if b.numel() != channels * side * side:
+        raise ValueError(f"baseline must be (1, {channels}, {side}, {side}), got {tuple(b.shape)}")
+    return b.reshape(1, channels, side, side)
 
 
 @contextmanager

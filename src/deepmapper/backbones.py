@@ -12,10 +12,12 @@ regression reaches 0.84-0.85. ``cnn`` therefore has a linear "wide" path from
 every pixel to the logits (at least as expressive as logistic regression per
 feature) plus a small convolutional "deep" path that is flattened, never pooled.
 
-Stackable kinds (``stackable(kind)``) contain only convolutions, linear layers,
-ReLU and dropout -- no BatchNorm running statistics -- so several arrangements
-can be trained at once with ``torch.func.stack_module_state`` and
-``vmap(functional_call)``.
+Every kind is registered (``Kind``) with what the trainer may do with it:
+``stackable`` (only convolutions, linear layers, ReLU and dropout -- no
+BatchNorm running statistics -- so several arrangements train at once as one
+stacked model), ``wide`` (a per-pixel linear path that can start at the
+logistic-regression fit) and ``channels`` (2: it also takes the product channel
+of the screened pairs). ``KINDS`` and ``stackable(kind)`` are derived from it.
 
 torch, torchvision and timm are imported inside the builders so that importing
 this module (and ``deepmapper --help``) stays fast.
@@ -23,6 +25,7 @@ this module (and ``deepmapper --help``) stays fast.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Callable
 
@@ -76,13 +79,13 @@ def _classes() -> SimpleNamespace:
         1x1 convolution so the flattened head stays small. No pooling anywhere.
         """
 
-        def __init__(self, side: int, n_classes: int, width: int, dropout: float):
+        def __init__(self, side: int, n_classes: int, width: int, dropout: float, channels: int = 1):
             super().__init__()
             narrow = max(4, width // 4)
             half = _half(side)
-            self.wide = nn.Linear(side * side, n_classes)
+            self.wide = nn.Linear(channels * side * side, n_classes)
             self.deep = nn.Sequential(
-                nn.Conv2d(1, width, 3, padding=1), nn.ReLU(),
+                nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(),
                 nn.Conv2d(width, width, 3, stride=2, padding=1), nn.ReLU(),
                 nn.Conv2d(width, narrow, 1), nn.ReLU(),
                 nn.Flatten(),
@@ -213,11 +216,11 @@ def __getattr__(name):
 
 # -- builders ------------------------------------------------------------------------------
 
-def _build_cnn(spec, n_classes: int, side: int):
-    return _classes().WideDeepCNN(side, n_classes, spec.width, spec.dropout)
+def _build_cnn(spec, n_classes: int, side: int, channels: int = 1):
+    return _classes().WideDeepCNN(side, n_classes, spec.width, spec.dropout, channels)
 
 
-def _build_cnn_small(spec, n_classes: int, side: int):
+def _build_cnn_small(spec, n_classes: int, side: int, channels: int = 1):
     """The reference DeepMapper shape: two 3x3 convs, global average pooling, linear.
 
     Kept faithful (fixed 16/32 channels, no dropout) because it is the
@@ -225,7 +228,7 @@ def _build_cnn_small(spec, n_classes: int, side: int):
     """
     nn = _nn()
     return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(channels, 16, 3, padding=1), nn.ReLU(),
         nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(),
         nn.Linear(32, n_classes),
@@ -257,16 +260,16 @@ def _groups(channels: int) -> int:
     return 1
 
 
-def _build_linear(spec, n_classes: int, side: int):
+def _build_linear(spec, n_classes: int, side: int, channels: int = 1):
     nn = _nn()
-    return nn.Sequential(nn.Flatten(), nn.Linear(side * side, n_classes))
+    return nn.Sequential(nn.Flatten(), nn.Linear(channels * side * side, n_classes))
 
 
-def _build_mlp(spec, n_classes: int, side: int):
+def _build_mlp(spec, n_classes: int, side: int, channels: int = 1):
     nn = _nn()
     return nn.Sequential(
         nn.Flatten(),
-        nn.Linear(side * side, spec.hidden), nn.ReLU(),
+        nn.Linear(channels * side * side, spec.hidden), nn.ReLU(),
         nn.Dropout(spec.dropout),
         nn.Linear(spec.hidden, n_classes),
     )
@@ -376,20 +379,46 @@ def _shrink_stem(model) -> None:
 
 # -- registry ---------------------------------------------------------------------------
 
-_REGISTRY: dict[str, Callable] = {
-    "cnn": _build_cnn,
-    "cnn_small": _build_cnn_small,
-    "cnn_mid": _build_cnn_mid,
-    "resnet18": _build_resnet18,
-    "linear": _build_linear,
-    "mlp": _build_mlp,
-    "vit": _build_vit,
-    "vae": _build_vae,
+@dataclass(frozen=True)
+class Kind:
+    """A backbone and what the trainer may do with it.
+
+    ``stackable``: only conv/linear/ReLU/dropout/flatten/average-pool modules, no BatchNorm
+    buffers, so several arrangements train at once as one stacked model; ``wide``: has a
+    per-pixel linear path ``wide`` (plus the ``deep`` rest, summed) that can start at the
+    logistic-regression fit; ``channels``: most input channels it takes (2: the features and
+    the product of each placed pair, see ``train``).
+    """
+
+    build: Callable
+    stackable: bool = False
+    wide: bool = False
+    channels: int = 1
+
+
+_REGISTRY: dict[str, Kind] = {
+    "cnn": Kind(_build_cnn, stackable=True, wide=True, channels=2),
+    "cnn_small": Kind(_build_cnn_small, stackable=True, channels=2),
+    "cnn_mid": Kind(_build_cnn_mid),
+    "resnet18": Kind(_build_resnet18),
+    "linear": Kind(_build_linear, stackable=True, channels=2),
+    "mlp": Kind(_build_mlp, stackable=True, channels=2),
+    "vit": Kind(_build_vit),
+    "vae": Kind(_build_vae),
 }
+_TIMM = Kind(None)
 KINDS: tuple[str, ...] = tuple(_REGISTRY) + ("timm:<name>",)
 DEFAULT_KIND = "cnn"
-# pure conv/linear/ReLU/dropout: safe for torch.func stacking (no BatchNorm buffers)
-_STACKABLE = frozenset({"cnn", "cnn_small", "linear", "mlp"})
+
+
+def kind_info(kind: str) -> Kind:
+    """The registry entry of a kind (timm models: not stackable, no wide path, one channel)."""
+    kind = (kind or "").strip()
+    if kind.startswith("timm:"):
+        return _TIMM
+    if kind not in _REGISTRY:
+        raise ConfigError(f"unknown backbone '{kind}'", field=FIELD, fix=f"use one of: {kinds_doc()}.")
+    return _REGISTRY[kind]
 
 
 def kinds_doc() -> str:
@@ -397,12 +426,14 @@ def kinds_doc() -> str:
 
 
 def stackable(kind: str) -> bool:
-    """True when several copies can be trained at once with ``torch.func`` stacking."""
-    return kind in _STACKABLE
+    """True when several copies can be trained at once as one stacked model."""
+    kind = (kind or "").strip()
+    return kind in _REGISTRY and _REGISTRY[kind].stackable
 
 
-def build(spec, n_classes: int, n_features: int):
-    """Build the model named by ``spec.kind`` for ``n_features`` pixels and ``n_classes`` logits.
+def build(spec, n_classes: int, n_features: int, channels: int = 1):
+    """Build the model named by ``spec.kind`` for ``n_features`` pixels and ``n_classes`` logits,
+    taking ``channels`` input channels (at most ``kind_info(kind).channels``).
 
     Weights are randomly initialised from torch's global generator (seed it
     first); nothing is ever downloaded.
@@ -414,7 +445,10 @@ def build(spec, n_classes: int, n_features: int):
     kind = (spec.kind or "").strip()
     if kind.startswith("timm:"):
         return _build_timm(kind[len("timm:"):], spec, n_classes, side)
-    builder = _REGISTRY.get(kind)
-    if builder is None:
-        raise ConfigError(f"unknown backbone '{kind}'", field=FIELD, fix=f"use one of: {kinds_doc()}.")
-    return builder(spec, n_classes, side)
+    info = kind_info(kind)
+    if channels > info.channels:
+        raise ConfigError(f"backbone '{kind}' takes {info.channels} input channel(s), not {channels}",
+                          field=FIELD, fix="use backbone cnn for the pair channel, or --no-pair-channel.")
+    if info.channels == 1:
+        return info.build(spec, n_classes, side)
+    return info.build(spec, n_classes, side, channels)

@@ -12,6 +12,7 @@ position so it can tell features apart.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -201,6 +202,45 @@ class RunConfig:
     threads: int = _f(0, "threads", "CPU threads for torch; 0 leaves torch's default.", min=0, steps=_TRAIN)
 
 
+INTERACTION_STEPS = ("interactions", "train", "accumulate", "report")
+
+
+@dataclass
+class InteractionConfig:
+    """The pair screen (``deepmapper.interactions``) and how the model uses its pairs."""
+
+    enabled: bool = _f(True, "interactions",
+                       "Screen gene pairs whose co-variation differs between classes (training cells only, "
+                       "within-class standardised, permutation-calibrated), place the screened pairs in adjacent "
+                       "pixels and give the cnn their products as a second input channel.",
+                       steps=INTERACTION_STEPS)
+    q_threshold: float = _f(0.05, "interaction_q",
+                            "Pairs with a screen q-value (Benjamini-Hochberg over all pairs and classes, "
+                            "permutation p-values) below this are used by the model and reported.",
+                            min=0.0, max=1.0, steps=INTERACTION_STEPS + ("baseline",))
+    max_pairs: int = _f(32, "interaction_max_pairs",
+                        "At most this many screened pairs are placed side by side (best first; each gene in "
+                        "one placed pair).", min=1, steps=INTERACTION_STEPS)
+    max_features: int = _f(2000, "interaction_max_features",
+                           "The screen tests the pairs among at most this many features (the most variable of "
+                           "those detected in enough cells; label-free). Cost grows with its square.",
+                           min=2, steps=INTERACTION_STEPS)
+    min_detected: float = _f(0.1, "interaction_min_detected",
+                             "A feature enters the screen only when non-zero in at least this fraction of the "
+                             "screened cells (rare features make spurious pairs).",
+                             min=0.0, max=1.0, steps=INTERACTION_STEPS)
+    permutations: int = _f(20, "interaction_permutations",
+                           "Label permutations calibrating the screen; at least 1 / interaction_q, or no pair "
+                           "can pass.", min=1, steps=INTERACTION_STEPS)
+    max_cells: int = _f(20000, "interaction_max_cells",
+                        "The screen uses at most this many training cells (a stratified, seeded sample).",
+                        min=10, steps=INTERACTION_STEPS)
+    pair_channel: bool = _f(True, "pair_channel",
+                            "cnn: a second, fixed input channel holds the standardised product of each placed "
+                            "pair (at the pair's left pixel); off: the arrangement only.",
+                            steps=("train",))
+
+
 @dataclass
 class Config:
     input: InputConfig = field(default_factory=InputConfig)
@@ -208,6 +248,7 @@ class Config:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
     attribution: AttributionConfig = field(default_factory=AttributionConfig)
+    interactions: InteractionConfig = field(default_factory=InteractionConfig)
 
     # -- views ---------------------------------------------------------------
     def to_dict(self) -> dict[str, dict[str, Any]]:
@@ -340,6 +381,24 @@ class Config:
             bad("input", "geneset_min_size must be >= 1 and cluster_resolution > 0", "use the defaults (5, 1.0).")
         if i.min_class_size < 2:
             bad("input.min_class_size", "min_class_size must be >= 2", "set it to at least 2.")
+        ix = self.interactions
+        if not 0.0 < ix.q_threshold < 1.0:
+            bad("interactions.q_threshold", f"interaction_q must lie in (0, 1) (got {ix.q_threshold})",
+                "use e.g. 0.05.")
+        if ix.max_features < 2:
+            bad("interactions.max_features", f"interaction_max_features must be at least 2 (got {ix.max_features})",
+                "a pair needs two features: use e.g. 2000.")
+        if ix.max_pairs < 1 or ix.max_cells < 10:
+            bad("interactions.max_pairs", "interaction_max_pairs must be >= 1 and interaction_max_cells >= 10",
+                "use the defaults (32, 20000).")
+        if not 0.0 <= ix.min_detected < 1.0:
+            bad("interactions.min_detected", f"interaction_min_detected must lie in [0, 1) (got {ix.min_detected})",
+                "use e.g. 0.1.")
+        if ix.permutations < 1 or ix.permutations * ix.q_threshold < 1.0 - 1e-9:
+            bad("interactions.permutations",
+                f"{ix.permutations} permutations cannot give any pair q < {ix.q_threshold} "
+                "(the smallest permutation p-value times the number of pairs is about 1 / permutations)",
+                f"set interaction_permutations >= {math.ceil(1.0 / ix.q_threshold - 1e-9)}.")
         # the declared constraints of every field (also those of sections without checks above)
         for sec, f in iter_fields():
             problem = check_value(f, getattr(getattr(self, sec), f.name))

@@ -40,6 +40,12 @@ class PreparedData:
     dense_scaled: np.ndarray | None = None
     raw_mean: np.ndarray | None = None   # unscaled mean of the training cells (float64)
     folds: np.ndarray | None = None      # rotating validation fold per cell (-1 held out), or None
+    # screened pairs the model uses (``with_interactions``): (M, 2) feature indices, the class each
+    # was screened for, and the standardisation of their products (scaled features) on training cells
+    pairs: np.ndarray | None = None
+    pair_classes: list[str] | None = None
+    pair_mean: np.ndarray | None = None
+    pair_scale: np.ndarray | None = None
 
     def pass_cells(self, pass_index: int) -> tuple[np.ndarray, np.ndarray]:
         """(training cells, validation cells) of one pass."""
@@ -63,6 +69,47 @@ class PreparedData:
         if self.dense_scaled is not None:
             return self.dense_scaled[idx]
         return _scaled(self.X[idx], self.mean, self.scale)
+
+    @property
+    def n_pairs(self) -> int:
+        return 0 if self.pairs is None else int(self.pairs.shape[0])
+
+    def pair_products(self, rows: np.ndarray) -> np.ndarray:
+        """Standardised products of the placed pairs from scaled rows: (len(rows), n_pairs) float32."""
+        a, b = self.pairs[:, 0], self.pairs[:, 1]
+        out = rows[:, a] * rows[:, b]
+        out -= self.pair_mean
+        out /= self.pair_scale
+        return out.astype(np.float32, copy=False)
+
+    def with_interactions(self, table, cfg: Config, *, where: str = "interactions.tsv") -> "PreparedData":
+        """Use the screen's pairs (``interactions.select_pairs``): sets ``pairs`` and the standardisation of
+        their products, fitted on the training cells like the features' own. Returns self."""
+        from .interactions import select_pairs
+
+        pairs, classes, _ = select_pairs(table, self.feature_names, q_threshold=cfg.interactions.q_threshold,
+                                         max_pairs=cfg.interactions.max_pairs, where=where)
+        from .transform import max_pairs as room
+
+        pairs, classes = pairs[:room(self.n_features)], classes[:room(self.n_features)]
+        self.pairs, self.pair_classes = pairs, classes
+        if len(pairs) == 0:
+            self.pair_mean = self.pair_scale = np.zeros(0, np.float32)
+            return self
+        s1, s2 = np.zeros(len(pairs)), np.zeros(len(pairs))
+        train = np.sort(self.split.train)
+        self.pair_mean, self.pair_scale = np.zeros(len(pairs), np.float32), np.ones(len(pairs), np.float32)
+        step = 4096
+        for i in range(0, len(train), step):
+            prod = self.pair_products(self.rows(train[i:i + step])).astype(np.float64)
+            s1 += prod.sum(0)
+            s2 += (prod * prod).sum(0)
+        n = max(1, len(train))
+        mean = s1 / n
+        std = np.sqrt(np.maximum(s2 / n - mean ** 2, 0.0))
+        std[std < 1e-8] = 1.0
+        self.pair_mean, self.pair_scale = mean.astype(np.float32), std.astype(np.float32)
+        return self
 
     def train_mean_features(self) -> np.ndarray:
         """Mean scaled feature vector of the training cells (the default attribution baseline)."""

@@ -1,8 +1,10 @@
 """From pass files to findings: the accumulate step's files.
 
-``findings.tsv`` (one row per feature, ordered by rank), ``findings_per_class.tsv``
-(top features per class, by the signed attribution towards that class) and
-``findings.json`` (run summary). Output is deterministic: same passes, same
+``findings.tsv`` (one row per feature, ordered by rank, with its ``kind``:
+marginal, interaction or both, and its placed ``partners``), ``findings_per_class.tsv``
+(top features per class, by the signed attribution towards that class),
+``findings_pairs.tsv`` (the placed pairs, accumulated over passes like features)
+and ``findings.json`` (run summary). Output is deterministic: same passes, same
 bytes (no timings here; those go to ``run_info.json``).
 """
 from __future__ import annotations
@@ -113,7 +115,7 @@ def choose(passes: list[PassResult], n_wanted: int | None) -> list[PassResult]:
 
 def build(passes: list[PassResult], feature_names: list[str], *, cfg: Config, n_wanted: int | None = None,
           is_denovo: np.ndarray | None = None, n_cells: int | None = None, dataset_sha256: str = ""):
-    """Returns (findings rows, per-class rows, summary dict)."""
+    """Returns (findings rows, per-class rows, summary dict, accumulated pairs)."""
     import pandas as pd
 
     used = choose(passes, n_wanted)
@@ -130,6 +132,7 @@ def build(passes: list[PassResult], feature_names: list[str], *, cfg: Config, n_
     order = result.order()
     names = np.asarray(feature_names, dtype=object)
     denovo = np.zeros(len(names), bool) if is_denovo is None else np.asarray(is_denovo, bool)
+    kind, partners, pair_table = pair_findings(used, names, result)
     table = pd.DataFrame({
         "feature": names[order],
         "rank": result.rank[order],
@@ -138,6 +141,8 @@ def build(passes: list[PassResult], feature_names: list[str], *, cfg: Config, n_
         "mean_rank": result.mean_rank[order],
         "pfer_bound": result.pfer_bound[order],
         "is_denovo": denovo[order],
+        "kind": kind[order],
+        "partners": partners[order],
     })
 
     classes = used[0].classes
@@ -178,13 +183,85 @@ def build(passes: list[PassResult], feature_names: list[str], *, cfg: Config, n_
         "versions": versions(),
         "dataset_sha256": dataset_sha256,
         "features_sha256": used[0].features_sha256,
+        "n_pairs": int(len(pair_table)),
+        "pair_channel": bool(used[0].meta.get("pair_channel", False)),
+        "top_pairs": pair_table.head(20).to_dict(orient="records"),
+        "kinds": {k: int((kind == k).sum()) for k in KINDS},
     }
-    return table, per_class, summary
+    summary["top_pairs"] = [{k: _json_value(v) for k, v in row.items()} for row in summary["top_pairs"]]
+    return table, per_class, summary, pair_table
 
 
-def write(outdir: Path, table, per_class, summary) -> None:
+def pair_findings(used: list[PassResult], names: np.ndarray, result):
+    """Per feature ``kind`` and ``partners``, and the accumulated pair table.
+
+    The passes of a run place the same screened pairs (one screen per run). A pair's
+    product-channel attribution is credited to both of its genes in the pass file; here a gene's
+    share of importance coming from its pair is the median over passes of
+    ``pair importance / gene importance``: ``interaction`` when at least 2/3, ``marginal`` when at
+    most 1/3 (or the gene is in no placed pair, or the pair channel was off), ``both`` between.
+    ``partners``: the gene's placed partner and the class the pair was screened for.
+    """
+    import pandas as pd
+
+    n = len(names)
+    kind = np.full(n, "marginal", dtype=object)
+    partners = np.full(n, "", dtype=object)
+    ref = used[0]
+    pairs = np.asarray(ref.pairs, dtype=np.int64).reshape(-1, 2)
+    for p in used[1:]:
+        if not np.array_equal(np.asarray(p.pairs).reshape(-1, 2), pairs):
+            raise FormatError(f"pass {p.pass_index} placed other pairs than pass {ref.pass_index}",
+                              field="pairs", fix="accumulate passes of one run (one interactions.tsv).")
+    columns = ["feature_a", "feature_b", "class", "rank", "selection_frequency", "median_importance",
+               "mean_rank", "rank_a", "rank_b"]
+    if len(pairs) == 0:
+        return kind, partners, pd.DataFrame({c: [] for c in columns})
+    pair_classes = list(ref.meta.get("pair_classes", [""] * len(pairs)))
+    for m, (a, b) in enumerate(pairs):
+        partners[a] = f"{names[b]} ({pair_classes[m]})"
+        partners[b] = f"{names[a]} ({pair_classes[m]})"
+    has_channel = all(len(p.pair_importance) == len(pairs) and p.meta.get("pair_channel", True) for p in used)
+    if not has_channel:
+        rank = np.arange(1, len(pairs) + 1)
+        table = pd.DataFrame({"feature_a": names[pairs[:, 0]], "feature_b": names[pairs[:, 1]],
+                              "class": pair_classes, "rank": rank, "selection_frequency": np.nan,
+                              "median_importance": np.nan, "mean_rank": np.nan,
+                              "rank_a": result.rank[pairs[:, 0]], "rank_b": result.rank[pairs[:, 1]]})
+        return kind, partners, table
+    pair_imp = np.stack([p.pair_importance for p in used]).astype(np.float64)        # (passes, M)
+    gene_imp = np.stack([p.importance for p in used]).astype(np.float64)             # (passes, F)
+    for col in (0, 1):
+        g = pairs[:, col]
+        share = np.median(pair_imp / np.maximum(gene_imp[:, g], 1e-30), axis=0)
+        kind[g] = np.where(share >= 2 / 3, "interaction", np.where(share > 1 / 3, "both", "marginal"))
+    pacc = acc.accumulate(pair_imp, min(len(pairs), 10))
+    # on the scale of the features' median_importance: each pass's pair importance over the pass's
+    # total feature importance
+    scaled = np.median(pair_imp / np.maximum(gene_imp.sum(axis=1, keepdims=True), 1e-30), axis=0)
+    order = pacc.order()
+    table = pd.DataFrame({
+        "feature_a": names[pairs[order, 0]], "feature_b": names[pairs[order, 1]],
+        "class": np.asarray(pair_classes, dtype=object)[order], "rank": pacc.rank[order],
+        "selection_frequency": pacc.selection_frequency[order], "median_importance": scaled[order],
+        "mean_rank": pacc.mean_rank[order], "rank_a": result.rank[pairs[order, 0]],
+        "rank_b": result.rank[pairs[order, 1]]})
+    return kind, partners, table
+
+
+KINDS = ("marginal", "interaction", "both")
+
+
+def _json_value(v):
+    v = v.item() if hasattr(v, "item") else v
+    return None if isinstance(v, float) and not np.isfinite(v) else v
+
+
+def write(outdir: Path, table, per_class, summary, pairs=None) -> None:
     outdir = Path(outdir)
     write_text(outdir / "findings.tsv", table.to_csv(sep="\t", index=False, float_format="%.6g"))
     faults.point("accumulate")
+    if pairs is not None:
+        write_text(outdir / "findings_pairs.tsv", pairs.to_csv(sep="\t", index=False, float_format="%.6g"))
     write_text(outdir / "findings_per_class.tsv", per_class.to_csv(sep="\t", index=False, float_format="%.6g"))
     write_json(outdir / "findings.json", summary)

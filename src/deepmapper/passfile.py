@@ -55,6 +55,12 @@ class PassResult:
     dataset_sha256: str = ""
     meta: dict = field(default_factory=dict)  # backbone, attribution, device, config, timing; from the
     #                                           runner also label_key, split_sha256, dataset (identity)
+    # screened pairs the pass placed side by side (feature indices) and, with the pair channel, the
+    # mean |attribution| of each pair's product and its mean signed attribution per class (own cells).
+    # Optional: pass files without them read as "no pairs".
+    pairs: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
+    pair_importance: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    pair_class_importance: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
 
     @property
     def n_features(self) -> int:

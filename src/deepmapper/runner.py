@@ -29,14 +29,44 @@ log = logging.getLogger(__name__)
 
 # -- steps -----------------------------------------------------------------------------
 
+def step_interactions(dataset_path: Path, cfg: Config, outdir: Path, *, progress: bool = True):
+    """The pair screen on the run's non-held-out cells: ``outdir/interactions.tsv`` (best first)."""
+    from . import interactions, io
+    from .data import prepare
+
+    adata = io.read_dataset(dataset_path)
+    data = prepare(adata, cfg, where=str(dataset_path))
+    result = interactions.screen_prepared(data, cfg, progress=progress)
+    interactions.write_table(result, Path(outdir) / "interactions.tsv")
+    return result
+
+
+def use_interactions(data, cfg: Config, table_text: str | None, *, where: str = "interactions.tsv"):
+    """Hand the screen's pairs (interactions.tsv as text) to the prepared data; no-op when off."""
+    from . import interactions
+
+    if cfg.interactions.enabled and table_text is not None:
+        data.with_interactions(interactions.parse_table(table_text, where=where), cfg, where=where)
+    return data
+
+
 def step_train(dataset_path: Path, cfg: Config, pass_indices: list[int], outdir: Path, *,
-               progress: bool = True) -> list[PassResult]:
-    from . import io
+               progress: bool = True, interactions_path: Path | None = None) -> list[PassResult]:
+    """Train passes. With interactions on, the pairs come from ``interactions_path``
+    (interactions.tsv of step_interactions), or from the same screen run here when none is given."""
+    from . import interactions, io
     from .data import prepare
     from .train import train_passes
 
     adata = io.read_dataset(dataset_path)
     data = prepare(adata, cfg, where=str(dataset_path))
+    if cfg.interactions.enabled:
+        if interactions_path is not None:
+            interactions.read_table(interactions_path)          # a missing or broken file: one clear error
+            text = Path(interactions_path).read_text(encoding="utf-8")
+        else:
+            text = interactions.table_text(interactions.screen_prepared(data, cfg, progress=progress))
+        use_interactions(data, cfg, text, where=str(interactions_path or "interaction screen"))
     results = train_passes(data, cfg, pass_indices, progress=progress)
     for r in results:
         write_pass(stamp(r, data, adata), outdir)
@@ -49,8 +79,8 @@ def step_accumulate(dataset_path: Path, pass_paths: list[Path], outdir: Path, cf
 
     adata = io.read_dataset(dataset_path)
     passes = findings_mod.read_passes(pass_paths, dataset=adata, dataset_path=str(dataset_path))
-    table, per_class, summary = _findings(adata, passes, cfg, n_wanted)
-    findings_mod.write(outdir, table, per_class, summary)
+    table, per_class, summary, pairs = _findings(adata, passes, cfg, n_wanted)
+    findings_mod.write(outdir, table, per_class, summary, pairs)
     return summary
 
 
@@ -67,8 +97,10 @@ def step_evaluate(dataset_path: Path, pass_paths: list[Path], out: Path, n_wante
     return result
 
 
-def step_baselines(dataset_path: Path, outdir: Path, cfg: Config, methods=("logistic", "wilcoxon")) -> dict:
-    from . import baselines, io
+def step_baselines(dataset_path: Path, outdir: Path, cfg: Config, methods=("logistic", "wilcoxon"),
+                   interactions_path: Path | None = None) -> dict:
+    """Logistic regression and Wilcoxon; with ``interactions_path`` the pair screen alone too."""
+    from . import baselines, interactions, io
     from .split import stratified_split
 
     adata = io.read_dataset(dataset_path)
@@ -76,7 +108,9 @@ def step_baselines(dataset_path: Path, outdir: Path, cfg: Config, methods=("logi
     split = stratified_split(codes, test_fraction=cfg.run.test_fraction, val_fraction=cfg.run.val_fraction,
                              seed=cfg.run.seed, classes=classes, min_class_size=cfg.input.min_class_size,
                              where=str(dataset_path))
-    return baselines.run_baselines(adata, outdir, split=split, seed=cfg.run.seed, methods=tuple(methods))
+    screen = interactions.read_table(interactions_path) if interactions_path is not None else None
+    return baselines.run_baselines(adata, outdir, split=split, seed=cfg.run.seed, methods=tuple(methods),
+                                   screen=screen, q_threshold=cfg.interactions.q_threshold)
 
 
 # -- the in-memory core: what `run` and `deepmapper.tl` share -------------------------------
@@ -122,19 +156,24 @@ def analyse(adata, cfg: Config, *, device=None, progress: bool = True, where: st
     from .evaluate import evaluate
     from .train import select_device
 
+    from . import interactions
+
     device = device or select_device(cfg.run.device)
     data = prepare(adata, cfg, where=where)
     check_trainable(data, cfg, where=where, field=adata.uns.get("deepmapper", {}).get("label_key"))
+    screen = interactions.screen_prepared(data, cfg, device=device, progress=progress) \
+        if cfg.interactions.enabled else None
+    use_interactions(data, cfg, interactions.table_text(screen) if screen is not None else None)
     results = train_until_accepted(data, cfg, device=device, progress=progress)
-    table, per_class, summary = _findings(adata, results, cfg, n_wanted=cfg.run.passes)
+    table, per_class, summary, pairs = _findings(adata, results, cfg, n_wanted=cfg.run.passes)
     codes, classes = io.labels(adata)
     evaluation = evaluate(findings_mod.choose(results, cfg.run.passes), codes, classes)
     return {"passes": results, "findings": table, "per_class": per_class, "summary": summary,
-            "evaluation": evaluation}
+            "evaluation": evaluation, "pairs": pairs, "interactions": None if screen is None else screen.table}
 
 
 def _findings(adata, passes: list[PassResult], cfg: Config, n_wanted: int | None = None):
-    """(findings table, per-class table, summary) of passes trained on ``adata`` (the first
+    """(findings table, per-class table, summary, pair table) of passes trained on ``adata`` (the first
     ``n_wanted`` accepted passes; all accepted when None)."""
     is_denovo = adata.var["is_denovo"].to_numpy() if "is_denovo" in adata.var else None
     return findings_mod.build(
@@ -205,6 +244,13 @@ def run(inputs: list[str], outdir: Path, cfg: Config, *, label_key: str | None =
             log.info("%d cells x %d features, %d classes; device %s; run %s", adata.n_obs, adata.n_vars,
                      data.n_classes, device, run_id)
             check_trainable(data, cfg, where=str(inputs[0]), field=adata.uns["deepmapper"].get("label_key"))
+            screened = run_dir / "interactions.tsv"
+            if cfg.interactions.enabled:   # the screen on the training cells; the passes read its pairs back
+                from . import interactions
+
+                interactions.write_table(interactions.screen_prepared(data, cfg, device=device, progress=progress),
+                                         screened)
+                use_interactions(data, cfg, screened.read_text(encoding="utf-8"))
             done = _reusable_passes(out, run_dir, info["resume_key"], data, cfg, resume=resume)
 
             def on_pass(r: PassResult) -> None:
@@ -221,7 +267,8 @@ def run(inputs: list[str], outdir: Path, cfg: Config, *, label_key: str | None =
             failed: list[tuple[str, str]] = []
             if baselines:
                 _optional("baselines", failed, run_dir,
-                          lambda: step_baselines(dataset_path, run_dir / "baselines", cfg))
+                          lambda: step_baselines(dataset_path, run_dir / "baselines", cfg,
+                                                 interactions_path=screened if screened.is_file() else None))
             if report:
                 _optional("report", failed, run_dir, lambda: _report(run_dir, multiqc_ok))
             info.update({"state": "complete", "seconds": round(time.perf_counter() - t_start, 2),

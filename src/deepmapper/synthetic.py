@@ -61,14 +61,29 @@ def _base_level(sparsity: float, sigma_mu: float = 1.0) -> float:
     return float(np.sqrt(lo * hi))
 
 
+PAIR_SHAPES = ("flip", "and", "sum")
+
+
 def planted(n_cells: int = 600, n_features: int = 2000, *, n_marginal: int = 20, n_combo: int = 20,
             n_classes: int = 2, seed: int = 0, effect: float = 1.0, correlation: float = 0.9,
-            sparsity: float = 0.6):
+            sparsity: float = 0.6, pair_shape: str = "flip", pair_effect: float = 1.5):
     """(AnnData dataset, truth) with ``truth = {"marginal": [...], "combo": [...], "combo_pairs": [...]}``.
 
     ``effect``: log-scale mean shift of a marginal gene in its class; ``correlation``:
     latent correlation of a combo pair (its sign flips in the pair's class);
     ``sparsity``: target fraction of zero counts over the whole matrix.
+
+    ``pair_shape``: how a pair carries its class (the pair's class ``k``):
+
+    - ``flip`` (default): latent correlation ``+correlation`` in the other classes, ``-correlation``
+      in class ``k``; each gene alone has the same distribution in every class;
+    - ``and``: co-activation. Each gene of the pair is "on" (log shift ``pair_effect``) in a third
+      of the cells of every class; in class ``k`` both are on together or both off, in the other
+      classes at most one is on. Each gene alone still has the same distribution in every class;
+    - ``sum``: a threshold on the pair's sum. In class ``k`` the latent values satisfy
+      ``z_a + z_b > 0`` (drawn from the standard normal restricted to that half-plane); elsewhere
+      they are unrestricted. Each gene alone shifts a little in class ``k`` (mean 0.56 latent
+      units), the pair's sum a lot.
     """
     from .io import build_dataset, normalize_log1p
 
@@ -78,6 +93,8 @@ def planted(n_cells: int = 600, n_features: int = 2000, *, n_marginal: int = 20,
         raise ValueError("n_combo must be even (combo genes come in pairs)")
     if n_marginal + n_combo > n_features // 2:
         raise ValueError("n_marginal + n_combo must be at most half of n_features")
+    if pair_shape not in PAIR_SHAPES:
+        raise ValueError(f"pair_shape must be one of {PAIR_SHAPES}")
     if not 0.0 < sparsity < 1.0 or not 0.0 <= correlation < 1.0:
         raise ValueError("sparsity must lie in (0, 1) and correlation in [0, 1)")
     rng = np.random.default_rng([int(seed), 20240])
@@ -103,8 +120,22 @@ def planted(n_cells: int = 600, n_features: int = 2000, *, n_marginal: int = 20,
     for j, (a, b) in enumerate(pairs):
         k = j % n_classes
         pair_class[j] = k
-        rho = np.where(codes == k, -correlation, correlation)
-        z[:, b] = rho * z[:, a] + np.sqrt(1.0 - rho ** 2) * z[:, b]
+        own = codes == k
+        if pair_shape == "flip":
+            rho = np.where(own, -correlation, correlation)
+            z[:, b] = rho * z[:, a] + np.sqrt(1.0 - rho ** 2) * z[:, b]
+        elif pair_shape == "and":
+            state = rng.integers(0, 3, n_cells)           # others: a on, b on, or neither (1/3 each)
+            a_on, b_on = state == 0, state == 1
+            both = rng.random(n_cells) < 1.0 / 3.0        # class k: both on (1/3) or neither
+            a_on = np.where(own, both, a_on)
+            b_on = np.where(own, both, b_on)
+            shift[:, a] += pair_effect * a_on
+            shift[:, b] += pair_effect * b_on
+        else:  # sum: class k keeps z_a + z_b > 0 (a reflection through the origin keeps N(0, I))
+            flip = own & (z[:, a] + z[:, b] < 0)
+            z[flip, a] *= -1.0
+            z[flip, b] *= -1.0
     size = np.exp(rng.normal(0.0, SIZE_SD, n_cells) - SIZE_SD ** 2 / 2)
     rate = size[:, None] * np.exp(log_mu[None, :] + SIGMA * z - SIGMA ** 2 / 2 + shift)
     counts = rng.poisson(rate).astype(np.float32)
@@ -115,6 +146,8 @@ def planted(n_cells: int = 600, n_features: int = 2000, *, n_marginal: int = 20,
     params = {"kind": "planted", "n_cells": n_cells, "n_features": n_features, "n_marginal": n_marginal,
               "n_combo": n_combo, "n_classes": n_classes, "seed": seed, "effect": effect,
               "correlation": correlation, "sparsity": sparsity}
+    if pair_shape != "flip":   # the default keeps its former source string (and checksum)
+        params.update(pair_shape=pair_shape, pair_effect=pair_effect)
     adata = build_dataset(X, [f"cell{i:05d}" for i in range(n_cells)], names,
                           np.asarray(classes, dtype=object)[codes], label_key=LABEL_KEY,
                           source="synthetic:" + json.dumps(params, sort_keys=True),

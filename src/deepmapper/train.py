@@ -48,7 +48,7 @@ def group_passes(pass_indices: list[int], cfg: Config) -> list[list[int]]:
     """Chunks of passes trained together: ``passes_per_step`` for stackable backbones, else 1."""
     from . import backbones
 
-    size = cfg.run.passes_per_step if backbones.stackable(cfg.backbone.kind) else 1
+    size = cfg.run.passes_per_step if backbones.kind_info(cfg.backbone.kind).stackable else 1
     return [list(pass_indices[i:i + size]) for i in range(0, len(pass_indices), size)]
 
 
@@ -101,11 +101,13 @@ class _Stacked:
 
     stacked = True
 
-    def __init__(self, models, generators, side: int, channels_last: bool = False, grouped: bool = False):
+    def __init__(self, models, generators, side: int, channels_last: bool = False, grouped: bool = False,
+                 channels: int = 1, wide_deep: bool | None = None):
         import torch
 
         self.k = len(models)
         self.grouped = grouped
+        self.channels = channels
         self.template = copy.deepcopy(models[0]).cpu()
         named = [dict(m.named_parameters()) for m in models]
         self.params = {n: torch.stack([d[n].detach() for d in named]).requires_grad_(True) for n in named[0]}
@@ -113,7 +115,13 @@ class _Stacked:
         self.training = True
         self.channels_last = channels_last
         self._check(self.template)
-        self.drop_shapes, self.act_elems = _probe(self.template, side)
+        if wide_deep is None:   # a wide (linear) path plus a deep rest, summed (backbones.Kind.wide)
+            import torch.nn as nn
+
+            wide_deep = isinstance(getattr(self.template, "wide", None), nn.Linear) and \
+                hasattr(self.template, "deep")
+        self.wide_deep = wide_deep
+        self.drop_shapes, self.act_elems = _probe(self.template, side, channels)
 
     @staticmethod
     def _check(module):
@@ -143,15 +151,16 @@ class _Stacked:
         return out
 
     def forward(self, x, masks=None):
-        """(B, K, s, s) -> (K, B, C)."""
+        """(B, K*channels, s, s) -> (K, B, n_classes); member k's channels are k*channels.. ."""
         import torch
 
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         model = self.template
+        c = self.channels
         # images travel as one (B, K*C, H, W) tensor (grouped) or as K tensors (B, C, H, W)
-        images = x if self.grouped else [x[:, k:k + 1] for k in range(self.k)]
-        if type(model).__name__ == "WideDeepCNN":
+        images = x if self.grouped else [x[:, k * c:(k + 1) * c] for k in range(self.k)]
+        if self.wide_deep:
             flat = x.reshape(x.shape[0], self.k, -1).transpose(0, 1)
             return self._run(model.wide, "wide.", flat, masks) + self._run(model.deep, "deep.", images, masks)
         return self._run(model, "", images, masks)
@@ -227,8 +236,9 @@ class _Single:
     stacked = False
     k = 1
 
-    def __init__(self, model, side: int):
+    def __init__(self, model, side: int, channels: int = 1):
         self.model = model
+        self.channels = channels
         self.act_elems = None
 
     def parameters(self):
@@ -301,7 +311,7 @@ class _AdamW:
             torch._foreach_addcdiv_(ps, ms, denom, -self.lr / (1.0 - self.b1 ** self.t))
 
 
-def _probe(module, side: int):
+def _probe(module, side: int, channels: int = 1):
     """Input shape of every Dropout, and activation elements per image (convs and linears)."""
     import torch
     import torch.nn as nn
@@ -317,7 +327,7 @@ def _probe(module, side: int):
     module.train(True)
     try:
         with torch.no_grad():
-            module(torch.zeros(1, 1, side, side))
+            module(torch.zeros(1, channels, side, side))
     finally:
         module.train(was)
         for h in hooks:
@@ -334,22 +344,56 @@ class _MemberState:
     best_state: dict | None = None
     train_loss: list | None = None
     done: bool = False
+    pair_pixels: np.ndarray | None = None     # left pixel of each placed pair (M,)
 
 
-def _images(rows, perms_t, side: int):
-    """(B, F) scaled features -> (B, K, side, side) for K arrangements, one gather, padding zero."""
-    import torch.nn.functional as F
+class _Imager:
+    """Scaled feature rows (B, F) -> the K members' images (B, K * channels, side, side).
 
-    n = rows.shape[1]
-    pixels = rows[:, perms_t]                    # (B, K, F)
-    pad = side * side - n
-    if pad:
-        pixels = F.pad(pixels, (0, pad))
-    return pixels.reshape(rows.shape[0], perms_t.shape[0], side, side)
+    Channel 0 of member k: the features under its arrangement (padding zero). Channel 1 (the
+    pair channel, when ``channels == 2``): the standardised product of each placed pair at
+    the pair's left pixel, zero elsewhere. One gather per channel, no loop over features.
+    """
+
+    def __init__(self, data: PreparedData, members: list, side: int, channels: int, device):
+        import torch
+
+        self.side, self.channels, self.k = side, channels, len(members)
+        self.perms = torch.as_tensor(np.stack([m.perm for m in members]), device=device)
+        if channels == 2:
+            where = np.zeros((self.k, side * side), np.int64)      # 0: no pair, m + 1: pair m
+            for k, m in enumerate(members):
+                where[k, m.pair_pixels] = np.arange(1, data.n_pairs + 1)
+            self.where = torch.as_tensor(where, device=device)
+            self.a = torch.as_tensor(data.pairs[:, 0], device=device)
+            self.b = torch.as_tensor(data.pairs[:, 1], device=device)
+            self.mean = torch.as_tensor(data.pair_mean, device=device)
+            self.scale = torch.as_tensor(data.pair_scale, device=device)
+
+    def __call__(self, rows, *, products: bool = True):
+        """``products=False``: the pair channel left at zero (the attribution baseline's: the mean
+        of a standardised product)."""
+        import torch
+        import torch.nn.functional as F
+
+        n, s = rows.shape[1], self.side
+        pixels = rows[:, self.perms]                    # (B, K, F)
+        if s * s - n:
+            pixels = F.pad(pixels, (0, s * s - n))
+        if self.channels == 1:
+            return pixels.reshape(rows.shape[0], self.k, s, s)
+        if products:
+            prod = (rows[:, self.a] * rows[:, self.b] - self.mean) / self.scale
+        else:
+            prod = torch.zeros(rows.shape[0], self.a.shape[0], dtype=rows.dtype, device=rows.device)
+        ext = torch.cat([torch.zeros_like(prod[:, :1]), prod], dim=1)      # (B, 1 + M)
+        pair = ext[:, self.where]                                          # (B, K, s*s)
+        return torch.stack([pixels, pair], dim=2).reshape(rows.shape[0], self.k * 2, s, s)
 
 
-def _augment(images, members: list[_MemberState], cfg: Config):
-    """Per-member Gaussian noise and pixel dropout, each from that member's own generator."""
+def _augment(images, members: list[_MemberState], cfg: Config, channels: int = 1):
+    """Per-member Gaussian noise and pixel dropout on the feature channel, each from that member's own
+    generator (the pair channel is left as computed)."""
     import torch
 
     noise_std, drop = cfg.augmentation.noise_std, cfg.augmentation.feature_dropout
@@ -358,13 +402,14 @@ def _augment(images, members: list[_MemberState], cfg: Config):
     shape = (images.shape[0], images.shape[2], images.shape[3])
     out = []
     for k, m in enumerate(members):
-        x = images[:, k]
+        x = images[:, k * channels]
         if noise_std > 0:
             x = x + noise_std * torch.randn(shape, generator=m.generator).to(x.device)
         if drop > 0:
             keep = (torch.rand(shape, generator=m.generator) >= drop).to(x.device)
             x = x * keep
         out.append(x)
+        out.extend(images[:, k * channels + c] for c in range(1, channels))
     return torch.stack(out, dim=1)
 
 
@@ -403,49 +448,108 @@ def _autocast(device):
     return torch.autocast("cuda", dtype=dtype)
 
 
+# -- a group of passes, stage by stage ---------------------------------------------------
+
+@dataclass
+class _Group:
+    """What the stages of :func:`train_group` share."""
+
+    passes: list
+    members: list
+    net: object
+    imager: _Imager
+    feed: _Feeder
+    side: int
+    channels: int
+    trainable: list
+    micro: int | None
+    eval_chunk: int
+    t0: float
+    val_union: np.ndarray | None = None      # set by the fit: every member's validation cells
+    in_val: np.ndarray | None = None
+
+
+def pair_channels(data: PreparedData, cfg: Config) -> int:
+    """2 when the model gets the pair channel (pairs placed, pair_channel on, a kind that takes it)."""
+    from . import backbones
+
+    ok = cfg.interactions.pair_channel and data.n_pairs > 0
+    return 2 if ok and backbones.kind_info(cfg.backbone.kind).channels >= 2 else 1
+
+
+def member_arrangement(data: PreparedData, seed: int) -> np.ndarray:
+    """Pass arrangement: the placed pairs side by side (when any), everything else at random."""
+    if data.n_pairs:
+        return transform.pair_arrangement(data.n_features, data.pairs, seed)
+    return transform.arrangement(data.n_features, seed)
+
+
 def train_group(data: PreparedData, cfg: Config, group: list[int], *, device, progress: bool = True
                 ) -> list[PassResult]:
+    """Train passes ``group`` together: set up -> fit with early stopping -> held-out
+    prediction -> attribution -> pass results. Each pass's result depends on its index only."""
+    g = _setup_group(data, cfg, group, device)
+    _fit_group(g, data, cfg, device, progress)
+    return _finish_group(g, data, cfg, device)
+
+
+def _setup_group(data: PreparedData, cfg: Config, group: list[int], device) -> _Group:
+    """Members (arrangement, weights, generator, early stopping), the model, the wide path's start."""
     import torch
-    import torch.nn.functional as F
-    from tqdm.auto import tqdm
 
     from . import backbones
 
     t0 = time.perf_counter()
     r = cfg.run
     n_features, side = data.n_features, transform.square_side(data.n_features)
+    info = backbones.kind_info(cfg.backbone.kind)
+    channels = pair_channels(data, cfg)
     members, models = [], []
     for t in group:
         seed = r.seed + t
         torch.manual_seed(seed)                   # weight init of pass t
-        models.append(backbones.build(cfg.backbone, data.n_classes, n_features).to(device))
-        members.append(_MemberState(pass_index=t, perm=transform.arrangement(n_features, seed),
-                                    generator=torch.Generator().manual_seed(seed),
-                                    stopper=EarlyStopping(r.patience, r.min_delta, r.min_epochs), train_loss=[]))
-    if backbones.stackable(cfg.backbone.kind):
+        models.append(backbones.build(cfg.backbone, data.n_classes, n_features, channels).to(device))
+        perm = member_arrangement(data, seed)
+        members.append(_MemberState(pass_index=t, perm=perm, generator=torch.Generator().manual_seed(seed),
+                                    stopper=EarlyStopping(r.patience, r.min_delta, r.min_epochs), train_loss=[],
+                                    pair_pixels=transform.pair_pixels(perm, data.pairs) if data.n_pairs else None))
+    if info.stackable:
         net = _Stacked(models, [m.generator for m in members], side, grouped=device.type == "cuda",
-                       channels_last=device.type == "cpu" and side >= CHANNELS_LAST_SIDE)
+                       channels_last=device.type == "cpu" and side >= CHANNELS_LAST_SIDE, channels=channels,
+                       wide_deep=info.wide)
     else:
         if len(models) != 1:
             raise ValueError(f"backbone {cfg.backbone.kind} is not stackable: train its passes one at a time")
-        net = _Single(models[0], side)
+        net = _Single(models[0], side, channels)
     del models
-    K = len(members)
-    perms_t = torch.as_tensor(np.stack([m.perm for m in members]), device=device)
     trainable = net.parameters()
-    if net.stacked and "wide.weight" in net.params and cfg.backbone.wide_start == "logistic":
-        _logistic_wide_start(net, members, data, side, seed=r.seed)
+    if net.stacked and info.wide and cfg.backbone.wide_start == "logistic":
+        _logistic_wide_start(net, members, data, side, seed=r.seed, channels=channels)
         # fixed from here on: the deep path learns what the linear fit misses, and early
         # stopping decides how much of it to keep (a zero-initialised deep head measured no better)
         trainable = [p for name, p in net.params.items() if not name.startswith("wide.")]
         for name in ("wide.weight", "wide.bias"):
             net.params[name].requires_grad_(False)
-    optimizer = _AdamW(trainable, lr=r.learning_rate, weight_decay=r.weight_decay)
-    y_all = torch.as_tensor(data.codes, device=device)
-    feed = _Feeder(data, device)
+    K = len(members)
     # Micro-batches only where no layer looks across the batch (stacked kinds have no BatchNorm).
     micro = _chunk(net.act_elems, K, MICRO_BATCH_BYTES, device) if net.stacked else None
     eval_chunk = _chunk(net.act_elems, K, EVAL_BYTES, device, floor=8) or EVAL_BATCH
+    return _Group(passes=list(group), members=members, net=net, imager=_Imager(data, members, side, channels, device),
+                  feed=_Feeder(data, device), side=side, channels=channels, trainable=trainable, micro=micro,
+                  eval_chunk=eval_chunk, t0=t0)
+
+
+def _fit_group(g: _Group, data: PreparedData, cfg: Config, device, progress: bool) -> None:
+    """Epochs over the shared batch order until every member's early stopping fired; every member
+    then continues with its best epoch's weights."""
+    import torch
+    import torch.nn.functional as F
+    from tqdm.auto import tqdm
+
+    r, net, members, feed, imager = cfg.run, g.net, g.members, g.feed, g.imager
+    K = len(members)
+    optimizer = _AdamW(g.trainable, lr=r.learning_rate, weight_decay=r.weight_decay)
+    y_all = torch.as_tensor(data.codes, device=device)
 
     # Each member trains and validates on its own cells (rotating validation folds). The
     # batches run over every cell any pass may train on, whatever the group, and a (K, cells)
@@ -464,14 +568,14 @@ def train_group(data: PreparedData, cfg: Config, group: list[int], *, device, pr
         net.train(False)
         total = torch.zeros(K, device=device)
         with torch.no_grad(), _autocast(device):
-            for i in range(0, len(val_union), eval_chunk):
-                sel = val_union[i:i + eval_chunk]
-                logits = net.forward(_images(feed(sel), perms_t, side)).float()
+            for i in range(0, len(val_union), g.eval_chunk):
+                sel = val_union[i:i + g.eval_chunk]
+                logits = net.forward(imager(feed(sel))).float()
                 total += (F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y_all[sel].repeat(K),
                                           reduction="none").view(K, -1) * in_val_t[:, sel]).sum(1)
         return (total / in_val_t.sum(1).clamp_min(1.0)).cpu().numpy()
 
-    label = f"passes {group[0]}-{group[-1]}" if K > 1 else f"pass {group[0]}"
+    label = f"passes {g.passes[0]}-{g.passes[-1]}" if K > 1 else f"pass {g.passes[0]}"
     bar = tqdm(range(1, r.epochs + 1), desc=label, unit="epoch", disable=None if progress else True,
                leave=False)
     for epoch in bar:
@@ -483,11 +587,11 @@ def train_group(data: PreparedData, cfg: Config, group: list[int], *, device, pr
             n = len(sel)
             weight = in_train_t[:, sel]                                  # (K, n): 1 where the cell is k's
             denom = weight.sum(1).clamp_min(1.0)
-            images = _augment(_images(feed(sel), perms_t, side), members, cfg)
+            images = _augment(imager(feed(sel)), members, cfg, g.channels)
             masks = net.masks(n, device)
             y = y_all[sel]
             optimizer.zero_grad(set_to_none=True)
-            step = micro or n
+            step = g.micro or n
             for j in range(0, n, step):
                 # Gradients of the micro-batches add up to the full batch's: the step is unchanged.
                 part = {name: mk[:, j:j + step] for name, mk in masks.items()}
@@ -520,18 +624,25 @@ def train_group(data: PreparedData, cfg: Config, group: list[int], *, device, pr
             break
     bar.close()
     del optimizer
-
     # Every member continues with its best epoch's weights (restore-best-weights).
     net.load([m.best_state if m.best_state is not None else net.snapshot(k) for k, m in enumerate(members)])
     net.train(False)
+    g.val_union, g.in_val = val_union, in_val
+
+
+def _finish_group(g: _Group, data: PreparedData, cfg: Config, device) -> list[PassResult]:
+    """Held-out prediction, the restore check, attribution and back-projection: the pass results."""
+    r, net, members = cfg.run, g.net, g.members
+    K = len(members)
     test = data.split.test
-    proba = _predict_stacked(net, feed, test, perms_t, side, eval_chunk, device)      # (K, N, C)
+    proba = _predict_stacked(net, g.feed, test, g.imager, g.eval_chunk, device)      # (K, N, C)
     # Validation loss of the weights actually used: equals the best epoch's (a restore check).
-    val_proba = _predict_stacked(net, feed, val_union, perms_t, side, eval_chunk, device)
+    val_union, in_val = g.val_union, g.in_val
+    val_proba = _predict_stacked(net, g.feed, val_union, g.imager, g.eval_chunk, device)
     val_nll = -np.log(np.clip(val_proba[:, np.arange(len(val_union)), data.codes[val_union]], 1e-12, None))
     restored_val_loss = (val_nll * in_val[:, val_union]).sum(1) / np.maximum(in_val[:, val_union].sum(1), 1.0)
     attr_idx = _attribution_cells(data, cfg)
-    pixel_attr = _attribute_members(net, feed, data, cfg, members, perms_t, attr_idx, side, device)  # (N, K, P)
+    pixel_attr = _attribute_members(net, g, data, cfg, attr_idx, device)      # (N, K, channels, P)
     codes = data.codes[attr_idx]
     onehot = np.zeros((data.n_classes, len(attr_idx)))
     onehot[codes, np.arange(len(attr_idx))] = 1.0
@@ -542,9 +653,20 @@ def train_group(data: PreparedData, cfg: Config, group: list[int], *, device, pr
         accuracy = float((proba[k].argmax(1) == data.codes[test]).mean())
         accepted = gate(accuracy, min_accuracy=r.min_accuracy, majority_rate=data.majority_rate())
         # back-projection: one gather through the inverse arrangement (feature j sits at pixel inv[j])
-        feat_attr = pixel_attr[:, k, transform.inverse(m.perm)].astype(np.float64)
+        feat_attr = pixel_attr[:, k, 0, transform.inverse(m.perm)].astype(np.float64)
         importance = np.abs(feat_attr).mean(axis=0)
         class_imp = (onehot @ feat_attr) / counts      # mean signed attribution over each class's cells
+        pairs = data.pairs if data.n_pairs else np.zeros((0, 2), np.int64)
+        pair_imp = np.zeros(len(pairs))
+        pair_class_imp = np.zeros((data.n_classes, len(pairs)))
+        if g.channels == 2:
+            # a pair's product-channel attribution is credited in full to both of its genes
+            pair_attr = pixel_attr[:, k, 1, m.pair_pixels].astype(np.float64)          # (N, M)
+            pair_imp = np.abs(pair_attr).mean(axis=0)
+            pair_class_imp = (onehot @ pair_attr) / counts
+            for col in (0, 1):
+                np.add.at(importance, pairs[:, col], pair_imp)
+                np.add.at(class_imp, (slice(None), pairs[:, col]), pair_class_imp)
         stopper = m.stopper
         results.append(PassResult(
             pass_index=m.pass_index, seed=r.seed + m.pass_index, accuracy=accuracy, accepted=accepted,
@@ -553,60 +675,73 @@ def train_group(data: PreparedData, cfg: Config, group: list[int], *, device, pr
             train_loss=np.asarray(m.train_loss, np.float32), val_loss=np.asarray(stopper.history, np.float32),
             heldout_index=test.astype(np.int64), heldout_proba=proba[k].astype(np.float32),
             classes=list(data.classes), features_sha256=data.features_sha256, dataset_sha256=data.dataset_sha256,
+            pairs=np.asarray(pairs, np.int64), pair_importance=pair_imp.astype(np.float32),
+            pair_class_importance=pair_class_imp.astype(np.float32),
             meta={"backbone": cfg.backbone.kind, "attribution": cfg.attribution.method, "device": str(device),
-                  "trained_with": list(group), "n_attributed": int(len(attr_idx)),
+                  "trained_with": list(g.passes), "n_attributed": int(len(attr_idx)),
                   "restored_val_loss": round(float(restored_val_loss[k]), 6),
-                  "seconds": round((time.perf_counter() - t0) / K, 3), "config": cfg.to_dict()}))
+                  "pair_classes": list(data.pair_classes or []), "pair_channel": g.channels == 2,
+                  "seconds": round((time.perf_counter() - g.t0) / K, 3), "config": cfg.to_dict()}))
         log.info("pass %d: held-out accuracy %.3f (%s), stopped at epoch %d (best %d)", m.pass_index, accuracy,
                  "accepted" if accepted else "rejected", stopper.epochs_run, stopper.best_epoch)
     return results
 
 
-def _logistic_wide_start(net, members, data: PreparedData, side: int, *, seed: int) -> None:
+def _logistic_wide_start(net, members, data: PreparedData, side: int, *, seed: int, channels: int = 1) -> None:
     """Set each member's wide path to the penalised logistic-regression fit of that pass's own
-    training cells (the baseline's model: C = 1, on the same standardised features), placed
-    on the pixels through the member's arrangement. Depends on the pass alone, not its group."""
+    training cells (the baseline's model: C = 1, on the same standardised features, plus the
+    standardised pair products when the pair channel is on), placed on the pixels through the
+    member's arrangement. Depends on the pass alone, not its group."""
     import scipy.sparse as sp
     import torch
 
     from .baselines import fit_logistic, softmax_coefficients
 
+    n_pairs = data.n_pairs if channels == 2 else 0
     for k, m in enumerate(members):
         cells = data.pass_cells(m.pass_index)[0]
         if data.dense_scaled is not None:
             x, shift = data.dense_scaled[cells], None       # centred: well conditioned, few iterations
+            if n_pairs:
+                x = np.hstack([x, data.pair_products(x)])
         else:
             # large sparse data is never densified: fit on x / scale; centring only moves the intercept
             x = sp.csr_matrix(data.X[cells]) @ sp.diags(1.0 / data.scale.astype(np.float64))
             shift = data.mean.astype(np.float64) / data.scale
+            if n_pairs:
+                cols = np.unique(data.pairs)
+                sub = np.zeros((len(cells), data.n_features), np.float32)
+                sub[:, cols] = (np.asarray(data.X[cells][:, cols].todense()) - data.mean[cols]) / data.scale[cols]
+                x = sp.hstack([x, sp.csr_matrix(data.pair_products(sub))], format="csr")
+                shift = np.concatenate([shift, np.zeros(n_pairs)])
         model, _ = fit_logistic(x, data.codes[cells], seed=seed + m.pass_index, tol=WIDE_START_TOL)
         coef, intercept = softmax_coefficients(model, data.n_classes)
         if shift is not None:
             intercept = intercept + coef @ shift
-        weight = np.zeros((data.n_classes, side * side), np.float32)
-        weight[:, :coef.shape[1]] = coef[:, m.perm]           # pixel i holds feature perm[i]
+        weight = np.zeros((data.n_classes, channels, side * side), np.float32)
+        weight[:, 0, :data.n_features] = coef[:, m.perm]          # pixel i holds feature perm[i]
+        if n_pairs:
+            weight[:, 1, m.pair_pixels] = coef[:, data.n_features:]
         with torch.no_grad():
             device = net.params["wide.weight"].device
-            net.params["wide.weight"][k] = torch.as_tensor(weight, device=device)
+            net.params["wide.weight"][k] = torch.as_tensor(weight.reshape(data.n_classes, -1), device=device)
             net.params["wide.bias"][k] = torch.as_tensor(intercept, dtype=torch.float32, device=device)
     log.info("wide path: logistic-regression start for passes %s", [m.pass_index for m in members])
 
 
-def _predict_stacked(net, feed, idx, perms_t, side: int, chunk: int, device) -> np.ndarray:
+def _predict_stacked(net, feed, idx, imager, chunk: int, device) -> np.ndarray:
     """Softmax of every member on the given cells: (K, N, C)."""
     import torch
 
     out = []
     with torch.no_grad(), _autocast(device):
         for i in range(0, len(idx), chunk):
-            out.append(torch.softmax(net.forward(_images(feed(idx[i:i + chunk]), perms_t, side)).float(),
-                                     dim=-1).cpu().numpy())
+            out.append(torch.softmax(net.forward(imager(feed(idx[i:i + chunk]))).float(), dim=-1).cpu().numpy())
     return np.concatenate(out, axis=1) if out else np.zeros((net.k, 0, 0), np.float32)
 
 
-def _attribute_members(net, feed, data: PreparedData, cfg: Config, members, perms_t, idx, side: int,
-                       device) -> np.ndarray:
-    """Signed per-pixel attributions of every member on the cells ``idx``: (N, K, side*side).
+def _attribute_members(net, g: _Group, data: PreparedData, cfg: Config, idx, device) -> np.ndarray:
+    """Signed per-pixel attributions of every member on the cells ``idx``: (N, K, channels, side*side).
 
     Integrated gradients and saliency of a stacked model run for all members in
     one call: the members share no weights, so the gradient of the summed logits
@@ -618,33 +753,34 @@ def _attribute_members(net, feed, data: PreparedData, cfg: Config, members, perm
 
     from . import attribution
 
-    K, acfg = net.k, cfg.attribution
-    baseline = _baseline_image(data, cfg, device)
-    base = torch.cat([baseline(m.perm) for m in members], dim=1)            # (1, K, s, s)
+    K, acfg, C, side, feed = net.k, cfg.attribution, g.channels, g.side, g.feed
+    base = _baseline_image(data, cfg, g.imager, device)                    # (1, K*C, s, s)
     targets = torch.as_tensor(data.codes[idx], device=device)
     # images per forward: the configured bound, lowered on CPU so that the
     # activations kept for the backward pass stay within EVAL_BYTES
     budget = _chunk(net.act_elems, K, EVAL_BYTES // 3, device)
     step = max(1, min(acfg.internal_batch_size, budget or acfg.internal_batch_size))
-    pixel = np.empty((len(idx), K, side * side), np.float32)
+    pixel = np.empty((len(idx), K, C, side * side), np.float32)
     batched = net.stacked and acfg.method in ("integrated_gradients", "saliency")
     if not batched:
         modules = [net.member(net.snapshot(k), device) for k in range(K)]
         sub = dataclasses.replace(acfg, internal_batch_size=step)
     for i in range(0, len(idx), step):
         sel = slice(i, i + step)
-        images = _images(feed(idx[sel]), perms_t, side)                     # (n, K, s, s)
+        images = g.imager(feed(idx[sel]))                                  # (n, K*C, s, s)
         if batched:
-            pixel[sel] = _attribute_stacked(net, images, targets[sel], base, acfg).reshape(images.shape[0], K, -1)
+            pixel[sel] = _attribute_stacked(net, images, targets[sel], base, acfg).reshape(
+                images.shape[0], K, C, -1)
         else:
             for k in range(K):
-                pixel[sel, k] = attribution.attribute(modules[k], images[:, k:k + 1], targets[sel], sub,
-                                                      baseline=base[:, k:k + 1])
+                pixel[sel, k] = attribution.attribute(
+                    modules[k], images[:, k * C:(k + 1) * C], targets[sel], sub,
+                    baseline=base[:, k * C:(k + 1) * C]).reshape(images.shape[0], C, -1)
     return pixel
 
 
 def _attribute_stacked(net, images, targets, base, acfg):
-    """IG or saliency of all K members at once on (N, K, s, s) images -> (N, K, s, s)."""
+    """IG or saliency of all K members at once on (N, K*C, s, s) images -> (N, K*C, s, s)."""
     from captum.attr import IntegratedGradients, Saliency
 
     def forward(x):
@@ -676,13 +812,13 @@ def _attribution_cells(data: PreparedData, cfg: Config) -> np.ndarray:
     return np.sort(np.concatenate(chosen))[: max(cap, len(np.unique(codes)))]
 
 
-def _baseline_image(data: PreparedData, cfg: Config, device):
-    """Returns perm -> (1, 1, side, side) reference image for path attribution methods."""
+def _baseline_image(data: PreparedData, cfg: Config, imager: _Imager, device):
+    """(1, K*channels, side, side) reference images of the members for path attribution methods:
+    the training-mean features (pair channel 0, the mean of a standardised product), or zeros."""
     import torch
 
     side = transform.square_side(data.n_features)
     if cfg.attribution.baseline == "zeros":
-        zero = torch.zeros(1, 1, side, side, device=device)
-        return lambda perm: zero
+        return torch.zeros(1, imager.k * imager.channels, side, side, device=device)
     mean = torch.as_tensor(data.train_mean_features()[None], device=device)
-    return lambda perm: _images(mean, torch.as_tensor(perm, device=device)[None], side)
+    return imager(mean, products=False)

@@ -5,6 +5,13 @@ feature ``perm[p]`` sits at pixel ``p`` (row-major) of a ``side x side`` image,
 ``side = ceil(sqrt(n))``; pixels ``n..side*side-1`` are padding and stay zero.
 Every function indexes the last axis, so it works on numpy arrays and torch
 tensors alike, and on any leading batch shape.
+
+With screened pairs (:func:`pair_arrangement`), each pair occupies a horizontal
+domino: two pixels side by side in one row, at columns ``(2m, 2m + 1)``. The
+dominoes used are drawn at random, the order within each at random, and every
+other feature takes a random remaining pixel, all from the pass seed; with no
+pairs the arrangement is exactly :func:`arrangement`'s. A feature may be in one
+pair only (``interactions.select_pairs`` keeps each feature's best pair).
 """
 from __future__ import annotations
 
@@ -24,6 +31,60 @@ def square_side(n_features: int) -> int:
 def arrangement(n_features: int, seed: int) -> np.ndarray:
     """Seeded permutation (int64) of the features: pass t uses ``seed + t``."""
     return np.random.default_rng(int(seed)).permutation(n_features).astype(np.int64)
+
+
+def dominoes(n_features: int) -> np.ndarray:
+    """Left pixels of the non-overlapping horizontal pixel pairs inside the first ``n_features`` pixels:
+    columns (0, 1), (2, 3), ... of every row, padding excluded."""
+    side = square_side(n_features)
+    left = np.arange(0, max(0, n_features - 1), dtype=np.int64)
+    col = left % side
+    return left[(col % 2 == 0) & (col + 1 < side)]
+
+
+def max_pairs(n_features: int) -> int:
+    """How many pairs an image of ``n_features`` pixels can hold side by side."""
+    return int(len(dominoes(n_features)))
+
+
+def pair_arrangement(n_features: int, pairs, seed: int) -> np.ndarray:
+    """Seeded permutation with every pair ``(a, b)`` of ``pairs`` (M, 2) in adjacent pixels.
+
+    ``pairs`` must be disjoint (no feature twice) and fit (:func:`max_pairs`); with no pairs this
+    is :func:`arrangement` (same seed, same permutation).
+    """
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    if len(pairs) == 0:
+        return arrangement(n_features, seed)
+    flat = pairs.ravel()
+    if len(np.unique(flat)) != len(flat) or flat.min() < 0 or flat.max() >= n_features:
+        raise ValueError("pairs must be disjoint feature indices in 0..n_features-1")
+    slots = dominoes(n_features)
+    if len(pairs) > len(slots):
+        raise ValueError(f"{len(pairs)} pairs do not fit side by side in {n_features} pixels "
+                         f"(at most {len(slots)})")
+    rng = np.random.default_rng([int(seed), 2])
+    chosen = rng.choice(slots, size=len(pairs), replace=False)
+    flip = rng.integers(0, 2, len(pairs)).astype(bool)
+    perm = np.full(n_features, -1, dtype=np.int64)
+    perm[chosen] = np.where(flip, pairs[:, 1], pairs[:, 0])
+    perm[chosen + 1] = np.where(flip, pairs[:, 0], pairs[:, 1])
+    free = perm < 0
+    rest = np.setdiff1d(np.arange(n_features, dtype=np.int64), flat)
+    perm[free] = rng.permutation(rest)
+    return perm
+
+
+def pair_pixels(perm: np.ndarray, pairs) -> np.ndarray:
+    """Left pixel of each pair under ``perm`` (M,); ValueError when a pair is not side by side."""
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    inv = inverse(np.asarray(perm))
+    pa, pb = inv[pairs[:, 0]], inv[pairs[:, 1]]
+    left, right = np.minimum(pa, pb), np.maximum(pa, pb)
+    side = square_side(len(perm))
+    if np.any(right - left != 1) or np.any(left // side != right // side):
+        raise ValueError("a pair is not in adjacent pixels of one row")
+    return left
 
 
 def inverse(perm: np.ndarray) -> np.ndarray:

@@ -42,8 +42,10 @@ def ingest_cmd(inputs, label_key, labels_file, out, config_path, **params):
               help="Folder for logistic.tsv, wilcoxon.tsv and baselines.json.")
 @click.option("--method", type=click.Choice(["logistic", "wilcoxon", "all"]), default="all", show_default=True,
               help="Which baseline(s) to run.")
+@click.option("--interactions-tsv", "interactions_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="interactions.tsv of the run: also rank genes by the pair screen alone.")
 @config_options("baseline")
-def baseline_cmd(dataset, outdir, method, config_path, **params):
+def baseline_cmd(dataset, outdir, method, interactions_path, config_path, **params):
     """Logistic regression and Wilcoxon rankings on all features, on the run's held-out split."""
     from .. import baselines, io
     from ..split import stratified_split
@@ -55,7 +57,11 @@ def baseline_cmd(dataset, outdir, method, config_path, **params):
                              seed=cfg.run.seed, classes=classes, min_class_size=cfg.input.min_class_size,
                              where=str(dataset))
     methods = baselines.METHODS if method == "all" else (method,)
-    summary = baselines.run_baselines(adata, outdir, split=split, seed=cfg.run.seed, methods=methods)
+    from ..interactions import read_table
+
+    screen = read_table(interactions_path) if interactions_path else None
+    summary = baselines.run_baselines(adata, outdir, split=split, seed=cfg.run.seed, methods=methods,
+                                      screen=screen, q_threshold=cfg.interactions.q_threshold)
     if "logistic" in summary:
         lg = summary["logistic"]
         click.echo(f"logistic regression: held-out accuracy {lg['accuracy']:.4f} on {lg['n_test']} cells "

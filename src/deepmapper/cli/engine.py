@@ -66,8 +66,11 @@ def _recorded(dataset: Path, pass_paths: list[Path], own):
                    "reads to plan the next round.")
 @click.option("--expect-gpu/--no-expect-gpu", default=False, show_default=True,
               help="This task was meant for a GPU (the pipeline's gpu profile): say so loudly when none is visible.")
+@click.option("--interactions-tsv", "interactions_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="interactions.tsv of 'deepmapper interactions' (the screened pairs); "
+                                 "without it the same screen is run here.")
 @config_options("train")
-def train_pass(dataset, start, count, outdir, verdicts_path, expect_gpu, config_path, **params):
+def train_pass(dataset, start, count, outdir, verdicts_path, expect_gpu, interactions_path, config_path, **params):
     """Train passes START..START+COUNT-1 (one arrangement each) and write their pass files."""
     from ..device import select_device, warn_if_gpu_missing
     from ..planning import write_verdicts
@@ -76,7 +79,7 @@ def train_pass(dataset, start, count, outdir, verdicts_path, expect_gpu, config_
     cfg = build_config(config_path, params)
     warn_if_gpu_missing(expect_gpu)
     device = select_device(cfg.run.device)
-    results = step_train(dataset, cfg, pass_range(start, count), outdir)
+    results = step_train(dataset, cfg, pass_range(start, count), outdir, interactions_path=interactions_path)
     if verdicts_path is not None:
         write_verdicts(verdicts_path, results, device=device.type, gpu_expected=expect_gpu)
     for r in results:

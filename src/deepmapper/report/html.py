@@ -42,6 +42,7 @@ def build_html(res: Results) -> str:
         ("passes", "Passes", _passes(res)),
         ("loss", "Loss curves", _loss(res)),
         ("attribution-map", "Attribution map", _attribution_map(res)),
+        ("pairs", "Gene pairs", _pairs(res)),
         ("baselines", "Baselines", _baselines(res)),
         ("run", "Parameters and versions", _run(res)),
     ]
@@ -163,12 +164,18 @@ def _feature_table(res: Results) -> str:
                ("pfer_bound", "PFER bound", "num")]
     columns += [(f"rank_{m}", f"{m.capitalize()} rank", "num") for m in baseline_rank]
     columns.append(("is_denovo", "De novo", "flag"))
+    has_kind = "kind" in df.columns
+    if has_kind:
+        columns += [("kind", "Kind", "text"), ("partners", "Partner", "text")]
     rows = []
     for r in df.itertuples(index=False):
         row = [int(r.rank), str(r.feature), float(r.selection_frequency), float(r.median_importance),
                float(r.mean_rank), finite_or_none(r.pfer_bound)]
         row += [_int_or_none(baseline_rank[m].get(r.feature)) for m in baseline_rank]
         row.append(bool(r.is_denovo))
+        if has_kind:
+            partner = r.partners if isinstance(r.partners, str) else ""
+            row += [str(r.kind), partner]
         rows.append(row)
     spec = {"columns": [{"key": k, "title": t, "type": ty} for k, t, ty in columns], "rows": rows,
             "filename": f"{res.sample_name}_findings.tsv"}
@@ -447,7 +454,8 @@ def _baselines(res: Results) -> str:
     table = _table(["Rank"] + list(cols), rows, cls="plain side-by-side")
     agree = mqc.agreement(res)
     fig = go.Figure()
-    labels = {"logistic": "Logistic regression", "wilcoxon": "Wilcoxon", "chance": "Chance"}
+    labels = {"logistic": "Logistic regression", "wilcoxon": "Wilcoxon", "interactions": "Pair screen alone",
+              "chance": "Chance"}
     for m, d in agree.items():
         fig.add_trace(go.Scatter(x=list(d), y=list(d.values()), mode="lines+markers", name=labels.get(m, m),
                                  line=dict(dash="dash", color=MUTED) if m == "chance" else None))
@@ -458,9 +466,70 @@ def _baselines(res: Results) -> str:
     acc = (res.baselines_meta.get("logistic") or {}).get("accuracy")
     text = ("<p>The same question answered by simpler methods: penalised logistic regression on all features"
             + (f" (held-out accuracy {_pct(acc)})" if acc is not None else "")
-            + " and a per-class Wilcoxon test. <span class='shared'>Highlighted</span>: also in DeepMapper's "
+            + ", a per-class Wilcoxon test"
+            + (" and the pair screen alone (genes by their best screened pair)" if "interactions" in res.baselines
+               else "")
+            + ". <span class='shared'>Highlighted</span>: also in DeepMapper's "
               f"top {N_SIDE_BY_SIDE}.</p>")
     return text + table + _fig_html(fig, "plot-baselines")
+
+
+N_PAIR_SCATTERS = 6
+
+
+def _pairs(res: Results) -> str:
+    """The top pairs table and, per top pair, gene a against gene b coloured by class."""
+    import plotly.graph_objects as go
+    from plotly.colors import qualitative
+
+    rows = mqc.pair_rows(res)
+    if not rows:
+        if res.interactions is None and res.pairs is None:
+            return _note("This run screened no gene pairs (interactions off, or no interactions.tsv).")
+        return _note("The pair screen found no pair below the q threshold: no gene pair differs in its "
+                     "within-class correlation more than the label permutations allow.")
+
+    def fmt(v, spec):
+        return "" if v is None else format(v, spec)
+
+    table = _table(["Rank", "Gene a", "Gene b", "Class", "Screen t", "q", "Corr. in class", "Corr. rest",
+                    "Importance"],
+                   [[r["rank"], html.escape(r["feature_a"]), html.escape(r["feature_b"]), html.escape(r["class"]),
+                     fmt(r["score"], ".2f"), fmt(r["q_value"], ".3g"), fmt(r["corr_in_class"], ".2f"),
+                     fmt(r["corr_rest"], ".2f"), fmt(r["median_importance"], ".3g")] for r in rows])
+    text = ("<p>Pairs of genes whose correlation <i>inside</i> a class differs from the rest: each gene "
+            "alone may not separate the classes at all. Found by the pair screen on training cells "
+            "(values standardised within each class, calibrated by permuting the labels; q: "
+            "Benjamini-Hochberg), placed side by side in every arrangement, and ranked by the "
+            "attribution of the pair's product channel over the passes. Each gene's own row in the "
+            "ranked table says whether it counts through its pair (<i>interaction</i>), alone "
+            "(<i>marginal</i>) or both.</p>")
+    figs = []
+    palette = qualitative.D3 + qualitative.Set2
+    labels = res.pair_labels
+    classes = [c for c in res.classes if c in set(labels)] or list(dict.fromkeys(labels))
+    for i, r in enumerate(rows[:N_PAIR_SCATTERS]):
+        a, b = res.pair_values.get(r["feature_a"]), res.pair_values.get(r["feature_b"])
+        if a is None or b is None:
+            continue
+        fig = go.Figure()
+        for k, c in enumerate(classes):
+            mask = [lab == c for lab in labels]
+            emph = c == r["class"]
+            fig.add_trace(go.Scattergl(
+                x=[v for v, m in zip(a, mask) if m], y=[v for v, m in zip(b, mask) if m], mode="markers",
+                name=c, marker=dict(size=5 if emph else 4, color=palette[k % len(palette)],
+                                    opacity=0.85 if emph else 0.35)))
+        fig.update_layout(title=f"{r['feature_a']} x {r['feature_b']} (class {r['class']})", height=380,
+                          xaxis_title=r["feature_a"], yaxis_title=r["feature_b"], legend=dict(font=dict(size=10)))
+        figs.append(_fig_html(fig, f"plot-pair-{i}"))
+    if not figs:
+        scatter = _note("dataset.h5ad is absent: no scatter of the pairs' genes.")
+    else:
+        scatter = ("<p>Per pair, every plotted cell's expression of gene a against gene b, coloured by class "
+                   "(the pair's class drawn darker): a flipped or lost correlation shows as a differently "
+                   "tilted cloud.</p>" + '<div class="pair-grid">' + "".join(figs) + "</div>")
+    return text + table + scatter
 
 
 def _run(res: Results) -> str:

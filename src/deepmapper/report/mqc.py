@@ -77,6 +77,8 @@ def write_custom_content(results: Results, outdir: str | Path) -> list[Path]:
     agree = agreement(results)
     if agree:
         written.append(_agreement(results, agree, outdir))
+    if pair_rows(results):
+        written.append(_pairs(results, outdir))
     written += [_parameters(results, outdir), _versions(results, outdir)]
     return written
 
@@ -160,6 +162,66 @@ def _pass_table(res: Results, outdir: Path) -> Path:
                                                                    stops, bests)]
     return _tsv(outdir / "deepmapper_passes_mqc.tsv", header,
                 ["Pass", "accuracy", "accepted", "stop_epoch", "best_epoch"], rows)
+
+
+N_PAIRS = 20
+
+
+def pair_rows(res: Results, n: int = N_PAIRS) -> list[dict]:
+    """The top gene pairs: the model's placed pairs (findings_pairs.tsv, accumulated over passes)
+    with the screen's statistics joined in, or the screen's passing pairs when the model used none."""
+    screen = {}
+    q_max = ((res.summary.get("config") or {}).get("interactions") or {}).get("q_threshold", 0.05)
+    if res.interactions is not None:
+        for r in res.interactions.itertuples(index=False):
+            screen.setdefault((str(r.feature_a), str(r.feature_b), str(r[2])), r)
+    rows = []
+    source = res.pairs if res.pairs is not None and len(res.pairs) else None
+    if source is not None:
+        for r in source.head(n).itertuples(index=False):
+            key = (str(r.feature_a), str(r.feature_b), str(r[2]))
+            st = screen.get(key) or screen.get((key[1], key[0], key[2]))
+            rows.append({"pair": f"{key[0]} x {key[1]}", "feature_a": key[0], "feature_b": key[1],
+                         "class": key[2], "rank": int(r.rank),
+                         "median_importance": _num(getattr(r, "median_importance", None)),
+                         "score": _num(getattr(st, "score", None)), "q_value": _num(getattr(st, "q_value", None)),
+                         "corr_in_class": _num(getattr(st, "corr_in_class", None)),
+                         "corr_rest": _num(getattr(st, "corr_rest", None))})
+    elif res.interactions is not None:
+        passed = res.interactions[res.interactions["q_value"] < q_max].head(n)
+        for i, r in enumerate(passed.itertuples(index=False), start=1):
+            rows.append({"pair": f"{r.feature_a} x {r.feature_b}", "feature_a": str(r.feature_a),
+                         "feature_b": str(r.feature_b), "class": str(r[2]), "rank": i, "median_importance": None,
+                         "score": _num(r.score), "q_value": _num(r.q_value), "corr_in_class": _num(r.corr_in_class),
+                         "corr_rest": _num(r.corr_rest)})
+    return rows
+
+
+def _num(v):
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if f == f else None
+
+
+def _pairs(res: Results, outdir: Path) -> Path:
+    header = {
+        "id": "deepmapper_pairs", "section_name": "Gene pairs",
+        "description": "Gene pairs whose correlation inside a class differs from the rest (the permutation-"
+                       "calibrated pair screen on training cells), as the model used them: rank by the "
+                       "attribution of the pair's product, accumulated over passes.",
+        "plot_type": "table",
+        "pconfig": {"id": "deepmapper_pairs", "title": "DeepMapper: gene pairs", "col1_header": "Pair"},
+        "headers": {"class": {"title": "Class"}, "rank": {"title": "Rank", "format": "{:,.0f}"},
+                    "score": {"title": "Screen t", "format": "{:,.2f}"},
+                    "q_value": {"title": "q", "format": "{:,.3g}"},
+                    "corr_in_class": {"title": "Corr. in class", "format": "{:,.2f}", "min": -1, "max": 1},
+                    "corr_rest": {"title": "Corr. rest", "format": "{:,.2f}", "min": -1, "max": 1}},
+    }
+    cols = ["class", "rank", "score", "q_value", "corr_in_class", "corr_rest"]
+    rows = [[r["pair"]] + ["" if r[c] is None else r[c] for c in cols] for r in pair_rows(res)]
+    return _tsv(outdir / "deepmapper_pairs_mqc.tsv", header, ["Pair"] + cols, rows)
 
 
 def _loss_curves(res: Results, outdir: Path) -> Path:

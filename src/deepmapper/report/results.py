@@ -50,6 +50,10 @@ class Results:
     dataset: dict = field(default_factory=dict)     # n_cells, n_features, source, source_sha256, label_key, ...
     run_info: dict | None = None
     notes: list[str] = field(default_factory=list)
+    pairs: Any = None                  # findings_pairs.tsv (placed pairs, accumulated) or None
+    interactions: Any = None           # interactions.tsv (the screen) or None
+    pair_values: dict = field(default_factory=dict)   # gene -> values of the plotted cells
+    pair_labels: list = field(default_factory=list)   # class of each plotted cell
 
     @property
     def n_features(self) -> int:
@@ -139,6 +143,7 @@ def load_results(results_dir: str | Path) -> Results:
 
     res.passes = _read_passes(root / "passes", res)
     _read_baselines(root / "baselines", res)
+    _read_pairs(root, res)
 
     eval_path = root / "evaluation.json"
     if eval_path.is_file():
@@ -258,6 +263,53 @@ def _read_passes(folder: Path, res: Results) -> list[PassSummary]:
     return out
 
 
+N_PAIR_PLOTS = 6        # pairs drawn as gene a against gene b
+MAX_PLOT_CELLS = 3000   # cells on each pair's scatter (a seeded sample beyond)
+
+
+def _read_pairs(root: Path, res: Results) -> None:
+    """findings_pairs.tsv and interactions.tsv (both optional), and the expression of the genes of the
+    top pairs from dataset.h5ad for the scatter plots."""
+    import numpy as np
+
+    path = root / "findings_pairs.tsv"
+    if path.is_file():
+        res.pairs = _read_tsv(path, ("feature_a", "feature_b", "class", "rank"))
+        res.pairs = res.pairs.sort_values("rank", kind="stable").reset_index(drop=True)
+    screen = root / "interactions.tsv"
+    if screen.is_file():
+        from ..interactions import read_table
+
+        res.interactions = read_table(screen)
+    if res.pairs is None and res.interactions is None:
+        res.notes.append("No interactions.tsv or findings_pairs.tsv: the run screened no gene pairs.")
+        return
+    top = res.pairs if res.pairs is not None and len(res.pairs) else res.interactions
+    genes = list(dict.fromkeys([str(g) for a, b in zip(top["feature_a"].head(N_PAIR_PLOTS),
+                                                        top["feature_b"].head(N_PAIR_PLOTS)) for g in (a, b)]))
+    dataset = root / "dataset.h5ad"
+    if not genes or not dataset.is_file():
+        return
+    import anndata
+
+    adata = anndata.read_h5ad(dataset, backed="r")
+    try:
+        label_key = adata.uns.get("deepmapper", {}).get("label_key")
+        names = [str(v) for v in adata.var_names]
+        cols = [names.index(g) for g in genes if g in names]
+        if label_key not in adata.obs.columns or not cols:
+            return
+        n = adata.n_obs
+        rows = np.arange(n) if n <= MAX_PLOT_CELLS else \
+            np.sort(np.random.default_rng(0).choice(n, MAX_PLOT_CELLS, replace=False))
+        block = adata.X[rows][:, cols]
+        block = block.toarray() if hasattr(block, "toarray") else np.asarray(block)
+        res.pair_values = {names[c]: [round(float(v), 4) for v in block[:, k]] for k, c in enumerate(cols)}
+        res.pair_labels = [str(v) for v in np.asarray(adata.obs[label_key])[rows]]
+    finally:
+        adata.file.close()
+
+
 def _read_baselines(folder: Path, res: Results) -> None:
     for method in ("logistic", "wilcoxon"):
         path = folder / f"{method}.tsv"
@@ -266,6 +318,10 @@ def _read_baselines(folder: Path, res: Results) -> None:
                 .reset_index(drop=True)
         else:
             res.notes.append(f"baselines/{method}.tsv is absent: no comparison with {method}.")
+    path = folder / "interactions.tsv"      # the pair screen alone (runs with interactions on)
+    if path.is_file():
+        res.baselines["interactions"] = _read_tsv(path, BASELINE_COLUMNS).sort_values("rank", kind="stable") \
+            .reset_index(drop=True)
     meta = folder / "baselines.json"
     if meta.is_file():
         res.baselines_meta = _read_json(meta)

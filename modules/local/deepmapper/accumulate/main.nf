@@ -10,6 +10,7 @@ process DEEPMAPPER_ACCUMULATE {
 
     output:
     tuple val(meta), path('findings.tsv'), path('findings.json'), path('findings_per_class.tsv'), emit: findings
+    tuple val(meta), path('findings_pairs.tsv'), emit: pairs
     tuple val("${task.process}"), val('deepmapper'), eval("deepmapper --version | sed 's/.*version //'"), emit: versions_deepmapper, topic: versions
 
     when:
@@ -27,6 +28,6 @@ process DEEPMAPPER_ACCUMULATE {
 
     stub:
     """
-    touch findings.tsv findings.json findings_per_class.tsv
+    touch findings.tsv findings.json findings_per_class.tsv findings_pairs.tsv
     """
 }

@@ -1,0 +1,33 @@
+// The pair screen: gene pairs whose within-class correlation differs between classes,
+// on the run's non-held-out cells, calibrated by permuting the labels. Its table is
+// published and goes to the report; train-pass runs the same screen (same seed, same
+// pairs) when it is not handed the table.
+process DEEPMAPPER_INTERACTIONS {
+    tag "${meta.id}"
+    label 'process_medium'
+    container 'ghcr.io/deepmapper-nf/deepmapper:0.1.0'
+
+    input:
+    tuple val(meta), path(dataset)
+
+    output:
+    tuple val(meta), path('interactions.tsv'), emit: interactions
+    tuple val("${task.process}"), val('deepmapper'), eval("deepmapper --version | sed 's/.*version //'"), emit: versions_deepmapper, topic: versions
+
+    when:
+    task.ext.when == null || task.ext.when
+
+    script:
+    def args = task.ext.args ?: ''
+    """
+    deepmapper interactions \\
+        --dataset ${dataset} \\
+        --outdir . \\
+        ${args}
+    """
+
+    stub:
+    """
+    printf 'feature_a\\tfeature_b\\tclass\\tscore\\tp_value\\tp_fwer\\tq_value\\tcorr_in_class\\tcorr_rest\\tn_class\\tn_rest\\n' > interactions.tsv
+    """
+}
