@@ -95,7 +95,7 @@ class InputConfig:
                         choices=NORMALIZE_CHOICES, steps=("ingest",))
     min_class_size: int = _f(5, "min_class_size",
                              "Smallest number of cells a class needs for a stratified split.",
-                             min=2, steps=("ingest", "train", "baseline"))
+                             min=2, steps=("ingest", "interactions", "train", "baseline"))
     modality: str = _f("rna", "modality",
                        "rna, or atac (peak/tile counts: binarised, then log TF-IDF; peak names kept).",
                        choices=MODALITIES, steps=("ingest",))
@@ -162,7 +162,7 @@ class AttributionConfig:
 @dataclass
 class RunConfig:
     seed: int = _f(0, "seed", "Seed of every random choice; pass t uses seed + t for its arrangement.",
-                   min=0, steps=("ingest", "train", "baseline"))
+                   min=0, steps=("ingest", "interactions", "train", "baseline"))
     passes: int = _f(10, "passes", "Number of accepted passes (arrangements) to accumulate.", min=1,
                      steps=("plan", "accumulate", "evaluate"))
     max_tries: int = _f(0, "max_tries", "Most passes to try before giving up; 0 means 2 x passes.", min=0,
@@ -180,26 +180,26 @@ class RunConfig:
     learning_rate: float = _f(2e-3, "learning_rate", "AdamW learning rate.", gt=0, steps=_TRAIN)
     weight_decay: float = _f(1e-2, "weight_decay", "AdamW weight decay.", min=0, steps=_TRAIN)
     test_fraction: float = _f(0.2, "test_fraction", "Held-out fraction (fixed stratified split, from seed).",
-                              gt=0, lt=0.9, steps=("train", "baseline"))
+                              gt=0, lt=0.9, steps=("interactions", "train", "baseline"))
     val_fraction: float = _f(0.1, "val_fraction", "Validation fraction of the training cells, for early stopping.",
-                             gt=0, lt=0.9, steps=("train", "baseline"))
+                             gt=0, lt=0.9, steps=("interactions", "train", "baseline"))
     rotate_validation: bool = _f(True, "rotate_validation",
                                  "Pass t validates on fold t mod round(1/val_fraction) of the non-held-out cells "
                                  "and trains on the rest, so the passes together learn from every one of them; "
-                                 "off: one fixed validation set for all passes.", steps=_TRAIN)
+                                 "off: one fixed validation set for all passes.", steps=("interactions", "train"))
     min_accuracy: float = _f(0.0, "min_accuracy",
                              "Gate: a pass is accepted when its held-out accuracy is at least this "
                              "and above the majority-class rate.", min=0, max=1, steps=_TRAIN)
     top_k: int = _f(50, "top_k", "Size of the per-pass top set for selection frequency.", min=1,
                     steps=("accumulate",))
     scale: str = _f("standard", "scale", "Per-feature scaling fitted on training cells: standard or none.",
-                    choices=SCALE_CHOICES, steps=_TRAIN)
+                    choices=SCALE_CHOICES, steps=("interactions", "train"))
     device: str = _f("auto", "device", "auto (cuda when present, else cpu), cpu or cuda.", choices=DEVICE_CHOICES,
-                     steps=_TRAIN)
+                     steps=("interactions", "train"))
     passes_per_step: int = _f(4, "passes_per_step",
                               f"Arrangements trained together in one stacked model ({_stackable_doc()}); "
                               "1 = one at a time.", min=1, steps=("plan", "train"))
-    threads: int = _f(0, "threads", "CPU threads for torch; 0 leaves torch's default.", min=0, steps=_TRAIN)
+    threads: int = _f(0, "threads", "CPU threads for torch; 0 leaves torch's default.", min=0, steps=("interactions", "train"))
 
 
 INTERACTION_STEPS = ("interactions", "train", "accumulate", "report")

@@ -13,7 +13,7 @@ from ._options import build_config, config_options
               help="dataset.h5ad written by 'deepmapper ingest'.")
 @click.option("--outdir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Where interactions.tsv is written.")
-@config_options
+@config_options("interactions")
 def interactions_cmd(dataset, outdir, config_path, **params):
     """Screen gene pairs whose within-class correlation differs between classes (permutation-calibrated)
     on the run's non-held-out cells, and write interactions.tsv (best first)."""
