@@ -217,7 +217,7 @@ class InteractionConfig:
     q_threshold: float = _f(0.05, "interaction_q",
                             "Pairs with a screen q-value (Benjamini-Hochberg over all pairs and classes, "
                             "permutation p-values) below this are used by the model and reported.",
-                            min=0.0, max=1.0, steps=INTERACTION_STEPS + ("baseline",))
+                            gt=0.0, lt=1.0, steps=INTERACTION_STEPS + ("baseline",))
     max_pairs: int = _f(32, "interaction_max_pairs",
                         "At most this many screened pairs are placed side by side (best first; each gene in "
                         "one placed pair).", min=1, steps=INTERACTION_STEPS)
@@ -228,7 +228,7 @@ class InteractionConfig:
     min_detected: float = _f(0.1, "interaction_min_detected",
                              "A feature enters the screen only when non-zero in at least this fraction of the "
                              "screened cells (rare features make spurious pairs).",
-                             min=0.0, max=1.0, steps=INTERACTION_STEPS)
+                             min=0.0, lt=1.0, steps=INTERACTION_STEPS)
     permutations: int = _f(20, "interaction_permutations",
                            "Label permutations calibrating the screen; at least 1 / interaction_q, or no pair "
                            "can pass.", min=1, steps=INTERACTION_STEPS)
