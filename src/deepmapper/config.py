@@ -110,6 +110,10 @@ class InputConfig:
                        steps=("ingest",))
     cluster_resolution: float = _f(1.0, "cluster_resolution", "Leiden resolution for --cluster.", gt=0,
                                    steps=("ingest",))
+    missing_labels: str = _f("", "missing_labels",
+                             "Label values that mean 'no label', comma-separated (e.g. NA,None): those cells are "
+                             "left out, with a warning. Default: none, so NA, None, ... are labels like any other.",
+                             steps=("ingest",))
 
 
 @dataclass

@@ -44,7 +44,8 @@ def load(inputs: list[str], cfg: Config, *, label_key: str | None = None, labels
         adata = _clustered(inputs, cfg)
     else:
         adata = io.read_input(inputs, label_key=label_key, labels=labels, matrix=i.matrix, normalize=normalize,
-                              min_class_size=i.min_class_size, modality=i.modality)
+                              min_class_size=i.min_class_size, modality=i.modality,
+                              missing_labels=io.parse_missing_labels(i.missing_labels))
     if i.modality == "atac":
         adata = _atac_features(adata, cfg)
     _record(adata, cfg)

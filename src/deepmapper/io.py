@@ -345,8 +345,12 @@ class _Raw:
 
 
 def read_input(paths, *, label_key: str | None, labels=None, matrix: str = "auto", normalize: str = "auto",
-               min_class_size: int = 5, modality: str = "rna"):
-    """Read one input (or several labelled populations) into a validated dataset AnnData."""
+               min_class_size: int = 5, modality: str = "rna", missing_labels=()):
+    """Read one input (or several labelled populations) into a validated dataset AnnData.
+
+    ``missing_labels``: label values (after stripping spaces) that mean "no label"; those cells are
+    left out with a warning. By default no value is special: "NA" is a class like any other.
+    """
     if normalize not in ("auto", "always", "never"):
         raise InputError(f"unknown normalize '{normalize}'", where="--normalize", field="normalize",
                          fix="use auto, always or never.")
@@ -398,6 +402,8 @@ def read_input(paths, *, label_key: str | None, labels=None, matrix: str = "auto
         raw.labels, raw.label_key = _read_labels_file(Path(labels), raw.obs_names, label_key)
     elif raw.labels is None:
         _missing_label_column(raw, spec)
+    if missing_labels:
+        _drop_missing_labels(raw, missing_labels)
 
     X = _as_csr_or_dense(raw.X)
     where = raw.source
@@ -433,6 +439,32 @@ def read_input(paths, *, label_key: str | None, labels=None, matrix: str = "auto
              "sparse" if _is_sparse(adata.X) else "dense", len(sizes), raw.label_key,
              ", ".join(f"{k} {v}" for k, v in sizes.items()))
     return adata
+
+
+def parse_missing_labels(text) -> tuple[str, ...]:
+    """``"NA, None"`` (the --missing-labels setting) -> ``("NA", "None")``."""
+    if isinstance(text, (list, tuple)):
+        return tuple(str(t).strip() for t in text if str(t).strip())
+    return tuple(t.strip() for t in str(text or "").split(",") if t.strip())
+
+
+def _drop_missing_labels(raw: _Raw, missing_labels) -> None:
+    """Leave out the cells whose label is one of ``missing_labels`` (the user asked for it)."""
+    values = set(parse_missing_labels(missing_labels))
+    lab = np.asarray([("" if v is None else str(v)).strip() for v in raw.labels], dtype=object)
+    drop = np.isin(lab, list(values))
+    if not drop.any():
+        return
+    if drop.all():
+        raise InputError(f"every cell's label is one of the missing values ({', '.join(sorted(values))})",
+                         where=raw.source, field=raw.label_key or "labels",
+                         fix="check --missing-labels and the label column.")
+    keep = np.flatnonzero(~drop)
+    log.warning("%s: %d cells left out: their label is one of %s (--missing-labels)", raw.source,
+                int(drop.sum()), ", ".join(sorted(values)))
+    raw.X = _as_csr_or_dense(raw.X)[keep]
+    raw.obs_names = [raw.obs_names[i] for i in keep]
+    raw.labels = np.asarray(raw.labels, dtype=object)[keep]
 
 
 def _is_sparse(X) -> bool:
@@ -993,6 +1025,6 @@ def ingest(paths, out: str | os.PathLike, *, label_key: str | None, labels=None,
     cfg = cfg or InputConfig()
     adata = read_input(paths, label_key=label_key if label_key is not None else cfg.label_key, labels=labels,
                        matrix=cfg.matrix, normalize=cfg.normalize, min_class_size=cfg.min_class_size,
-                       modality=modality)
+                       modality=modality, missing_labels=parse_missing_labels(cfg.missing_labels))
     write_dataset(adata, out)
     return adata
