@@ -206,7 +206,7 @@ class RunConfig:
     threads: int = _f(0, "threads", "CPU threads for torch; 0 leaves torch's default.", min=0, steps=("interactions", "train"))
 
 
-INTERACTION_STEPS = ("interactions", "train", "accumulate", "report")
+INTERACTION_STEPS = ("interactions", "train")
 
 
 @dataclass

@@ -47,7 +47,8 @@ def _recorded(dataset: Path, pass_paths: list[Path], own):
         mine = {k: flat[k] for k in train_keys}
         if seen is not None and mine != seen[1]:
             diff = sorted(k for k in train_keys if mine[k] != seen[1][k])
-            raise FormatError(f"pass files trained with other settings ({', '.join(diff)}) than {seen[0].name}",
+            what = ", ".join(f"{k} ({mine[k]} vs {seen[1][k]})" for k in diff)
+            raise FormatError(f"pass files trained with other settings: {what} than {seen[0].name}",
                               where=str(path), field=diff[0], fix="accumulate passes of one run only.")
         seen = (path, mine)
     if seen is not None:

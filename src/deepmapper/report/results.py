@@ -167,8 +167,10 @@ def _read_tsv(path: Path, required):
 
     try:
         # Names stay text: a gene called "NA" or a class called "01" must not become NaN or 1.
-        df = pd.read_csv(path, sep="\t", dtype={"feature": str, "class": str}, keep_default_na=False,
-                         na_values=[""])
+        df = pd.read_csv(path, sep="\t", dtype={"feature": str, "class": str, "kind": str, "partners": str},
+                         keep_default_na=False, na_values=[""])
+        if "partners" in df.columns:          # no partner is the empty text, as findings.build writes it
+            df["partners"] = df["partners"].fillna("")
     except (OSError, ValueError) as exc:
         raise FormatError(f"not a readable TSV ({exc.__class__.__name__})", where=str(path),
                           fix="rerun the step that wrote it.") from None

@@ -5,6 +5,7 @@
 process DEEPMAPPER_INTERACTIONS {
     tag "${meta.id}"
     label 'process_medium'
+    conda "${moduleDir}/environment.yml"
     container 'ghcr.io/deepmapper-nf/deepmapper:0.1.0'
 
     input:
