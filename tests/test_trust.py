@@ -237,8 +237,10 @@ def _wait_for(proc: subprocess.Popen, predicate, timeout: float = 300) -> list[s
 
 def test_ctrl_c_exits_130_with_one_line(pbmc_h5ad, tmp_path):
     out = tmp_path / "out"
+    # 12 passes (the last --passes wins): the run is still training when Ctrl-C arrives, even when pass 1
+    # would otherwise finish before the signal on a loaded machine
     proc = dm_popen("run", "--input", pbmc_h5ad, "--label-key", "bulk_labels", "--outdir", out, "--no-report",
-                    "--no-baselines", *TINY)
+                    "--no-baselines", *TINY, "--passes", "12")
     chunks = _wait_for(proc, lambda text: "pass 0:" in text)
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=120)

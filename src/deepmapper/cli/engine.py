@@ -32,27 +32,20 @@ def _recorded(dataset: Path, pass_paths: list[Path], own):
 
     from .. import io
     from ..config import Config, recorded_config, step_params
-    from ..errors import FormatError
     from ..passfile import read_pass
 
     adata = io.read_dataset(dataset)
     settings = adata.uns.get("deepmapper", {}).get("settings")
     sources = [(("ingest",), json.loads(settings))] if settings else []
-    train_keys, seen = step_params("train"), None
+    # Passes that disagree are refused by findings.read_passes (the one place passes are checked
+    # against each other); the training settings recorded here are those of the first pass.
+    train_keys = step_params("train")
     for path in pass_paths:
         recorded = read_pass(path).meta.get("config")
-        if not recorded:
-            continue
-        flat = Config.from_dict(recorded, where=str(path)).flat()
-        mine = {k: flat[k] for k in train_keys}
-        if seen is not None and mine != seen[1]:
-            diff = sorted(k for k in train_keys if mine[k] != seen[1][k])
-            what = ", ".join(f"{k} ({mine[k]} vs {seen[1][k]})" for k in diff)
-            raise FormatError(f"pass files trained with other settings: {what} than {seen[0].name}",
-                              where=str(path), field=diff[0], fix="accumulate passes of one run only.")
-        seen = (path, mine)
-    if seen is not None:
-        sources.append((("train",), seen[1]))
+        if recorded:
+            flat = Config.from_dict(recorded, where=str(path)).flat()
+            sources.append((("train",), {k: flat[k] for k in train_keys}))
+            break
     return recorded_config(own, ("accumulate",), sources)
 
 
