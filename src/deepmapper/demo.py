@@ -38,8 +38,8 @@ def run_demo(outdir: Path, cfg: Config, *, open_report: bool = True, report: boo
 
     outdir = Path(outdir)
     summary = run([str(demo_input(outdir))], outdir, cfg, label_key=LABEL_KEY, report=report)
-    report_path = (outdir / "report.html").resolve()
-    multiqc_path = (outdir / "multiqc" / "multiqc_report.html").resolve() \
+    report_path = (outdir / "report.html").absolute()  # the published link, not the run directory behind it
+    multiqc_path = (outdir / "multiqc" / "multiqc_report.html").absolute() \
         if report and multiqc_available() else None
     if open_report and report and _has_browser():
         webbrowser.open(report_path.as_uri())
