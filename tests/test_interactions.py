@@ -19,11 +19,15 @@ from deepmapper.errors import ConfigError
 torch = pytest.importorskip("torch")
 
 
-def _within_class_z(X, codes):
+def _within_class_z(X, codes, statistic="value"):
+    from scipy import stats
+
     Z = np.empty(X.shape, np.float64)
     for c in np.unique(codes):
         m = codes == c
         x = X[m].astype(np.float64)
+        if statistic == "rank":       # normal scores of the within-class mid-ranks
+            x = stats.norm.ppf((stats.rankdata(x, axis=0) - 0.5) / len(x))
         sd = x.std(0)
         Z[m] = np.where(sd > 1e-8, (x - x.mean(0)) / np.where(sd > 1e-8, sd, 1.0), 0.0)
     return Z
@@ -37,8 +41,9 @@ def _screen(X, codes, n_classes, **kw):
                                device=torch.device("cpu"), **kw)
 
 
+@pytest.mark.parametrize("statistic", ["rank", "value"])
 @pytest.mark.parametrize("n_classes", [2, 3])
-def test_statistic_equals_welch_t_of_the_within_class_products(n_classes):
+def test_statistic_equals_welch_t_of_the_within_class_products(n_classes, statistic):
     from scipy import stats
 
     rng = np.random.default_rng(3)
@@ -46,10 +51,12 @@ def test_statistic_equals_welch_t_of_the_within_class_products(n_classes):
     X = rng.normal(size=(n, p)).astype(np.float32) * rng.uniform(0.5, 3, p).astype(np.float32)
     codes = rng.integers(0, n_classes, n)
     X[codes == 1, 4] = 0.7 * X[codes == 1, 2] + 0.3 * X[codes == 1, 4]
-    res = _screen(X, codes, n_classes, keep=10_000)
+    # count-like ties: a third of one feature's values are exactly zero (they share their mid-rank)
+    X[rng.random(n) < 0.33, 6] = 0.0
+    res = _screen(X, codes, n_classes, keep=10_000, cfg={"statistic": statistic})
     assert res.n_tests == (1 if n_classes == 2 else n_classes) * p * (p - 1) // 2
     assert len(res.table) == res.n_tests
-    Z = _within_class_z(X, codes)
+    Z = _within_class_z(X, codes, statistic)
     for r in res.table.itertuples(index=False):
         i, j, c = int(r.feature_a[1:]), int(r.feature_b[1:]), int(r[2][1:])
         prod = Z[:, i] * Z[:, j]
@@ -104,6 +111,7 @@ def test_blocked_sparse_and_dense_screens_agree(monkeypatch):
     whole = _screen(X, codes, 3, keep=500).table
     monkeypatch.setattr(interactions, "MAX_BLOCK", 16)
     monkeypatch.setattr(interactions, "DENSE_LIMIT_BYTES", 0)      # column blocks from the CSC matrix
+    monkeypatch.setattr(interactions, "RANK_CHUNK", 150)           # the ranking in chunks of two columns
     blocked = _screen(sp.csr_matrix(X), codes, 3, keep=500).table
     pd.testing.assert_frame_equal(whole[["feature_a", "feature_b", "class"]],
                                   blocked[["feature_a", "feature_b", "class"]])
@@ -300,3 +308,18 @@ def test_old_pass_files_without_pairs_still_read(tmp_path):
     np.savez_compressed(path, **kept)
     back = read_pass(path)
     assert back.pairs.shape == (0, 2) and back.pair_importance.shape == (0,)
+
+
+def test_table_text_keeps_the_q_values_that_decide_which_pairs_are_used():
+    """With 20 permutations the best reachable q is just under 0.05: written with six digits it would
+    read back as 0.05 and the model would drop a pair the screen passed."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(240, 9)).astype(np.float32)
+    codes = rng.integers(0, 2, 240)               # two classes: one test per pair, one pair beats the null
+    X[codes == 1, 4] = 0.7 * X[codes == 1, 2] + 0.3 * X[codes == 1, 4]
+    res = _screen(X, codes, 2, keep=10_000)
+    back = interactions.parse_table(interactions.table_text(res))
+    np.testing.assert_array_equal(back["q_value"].to_numpy(), res.table["q_value"].to_numpy())
+    assert 0.049 < res.table["q_value"].iloc[0] < 0.05
+    pairs, _, _ = interactions.select_pairs(back, [f"f{i}" for i in range(9)], q_threshold=0.05, max_pairs=4)
+    assert sorted(pairs.ravel().tolist()) == [2, 4]

@@ -207,6 +207,7 @@ class RunConfig:
 
 
 INTERACTION_STEPS = ("interactions", "train")
+INTERACTION_STATISTICS = ("rank", "value")
 
 
 @dataclass
@@ -233,6 +234,10 @@ class InteractionConfig:
                              "A feature enters the screen only when non-zero in at least this fraction of the "
                              "screened cells (rare features make spurious pairs).",
                              min=0.0, lt=1.0, steps=INTERACTION_STEPS)
+    statistic: str = _f("rank", "interaction_statistic",
+                        "What the screen correlates within each class: 'rank' (normal scores of the within-class "
+                        "ranks, ties averaged: robust to zero-inflated, heavy-tailed counts) or 'value' (the "
+                        "values themselves, Pearson).", choices=INTERACTION_STATISTICS, steps=INTERACTION_STEPS)
     permutations: int = _f(20, "interaction_permutations",
                            "Label permutations calibrating the screen; at least 1 / interaction_q, or no pair "
                            "can pass.", min=1, steps=INTERACTION_STEPS)
