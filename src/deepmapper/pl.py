@@ -185,15 +185,17 @@ def attribution_map(adata, key: str = "deepmapper", *, arrangement: int | str = 
     pixel_of[perm] = np.arange(n)
     from matplotlib.patches import Rectangle
 
+    right = set()
     for a, b in placed:                           # each placed pair: one outlined domino of two pixels
         left = min(pixel_of[a], pixel_of[b])
+        right.add(int(left) + 1)
         ax.add_patch(Rectangle((left % side - 0.5, left // side - 0.5), 2, 1, fill=False, ec="tab:green",
                                lw=0.9, label="_pair"))
     for name in table.sort_values("rank", kind="stable").index[:max(int(annotate), 0)]:
         p = pixel_of[features.index(str(name))]
         ax.plot(p % side, p // side, marker="s", ms=6, mfc="none", mec="tab:cyan", mew=1.0)
-        ax.annotate(str(name), (p % side, p // side), xytext=(4, 4), textcoords="offset points", fontsize=7,
-                    color="tab:cyan")
+        ax.annotate(str(name), (p % side, p // side), xytext=(4, -10 if int(p) in right else 4),  # no overlap
+                    textcoords="offset points", fontsize=7, color="tab:cyan")
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(f"DeepMapper attribution map ({title}, {side}x{side})")
@@ -333,6 +335,11 @@ def _analysed_values(adata, uns: dict, genes: list[str], rows: np.ndarray, key: 
             raise InputError("the result was computed on adata.raw but adata.raw is None", field="raw",
                              fix="plot on the AnnData that deepmapper.tl.rank_features analysed.")
         X, names = adata.raw.X, adata.raw.var_names
+    elif matrix.startswith("derived:"):
+        raise InputError(f"the analysed values ({matrix.split(':', 1)[1]}) were computed from adata and are not "
+                         "held in it", field="values_from",
+                         fix="run the analysis with 'deepmapper run' and plot deepmapper.read_results(outdir): "
+                             "its dataset.h5ad holds the analysed values.")
     elif matrix.startswith("layer:"):
         name = matrix.split(":", 1)[1]
         if name not in adata.layers:

@@ -168,6 +168,10 @@ def pair_table(pairs, screen=None):
     table = table[list(PAIR_COLUMNS)].reset_index(drop=True)
     for col in ("feature_a", "feature_b", "class"):
         table[col] = table[col].astype(str).astype(object)
+    for col in ("rank", "rank_a", "rank_b"):
+        table[col] = table[col].astype(np.int64)
+    for col in ("selection_frequency", "median_importance", "mean_rank"):
+        table[col] = table[col].astype(np.float64)
     if len(table):
         table = table.sort_values("rank", kind="stable").reset_index(drop=True)
     stats: dict[tuple, int] = {}

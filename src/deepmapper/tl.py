@@ -122,9 +122,19 @@ def rank_features(adata, groupby: str, *, layer: str | None = None, use_raw: boo
                                             matrix=matrix),
                   pass_importance=[used[i].importance for i in pass_indices], pass_indices=pass_indices,
                   pairs=out.get("pairs"), screen=out.get("interactions"), placed_pairs=placed,
-                  values_from={"matrix": matrix,
-                               "normalize": bool(dataset.uns.get("deepmapper", {}).get("normalized", False))})
+                  values_from=_values_from(dataset, matrix))
     return target if copy else None
+
+
+def _values_from(dataset, matrix: str) -> dict:
+    """Where the caller's AnnData holds the analysed values (``uns[key]['values_from']``): the matrix read,
+    normalised or not; ``derived:...`` when the analysed features were computed from it (ATAC TF-IDF,
+    AUCell gene-set scores) and are not in the AnnData."""
+    meta = dataset.uns.get("deepmapper", {})
+    derived = str(meta.get("matrix", matrix))
+    if derived in ("tfidf", "aucell"):
+        return {"matrix": f"derived:{derived}", "normalize": False}
+    return {"matrix": matrix, "normalize": bool(meta.get("normalized", False))}
 
 
 def _config(passes, settings: dict, where: str):
