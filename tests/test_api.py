@@ -54,7 +54,7 @@ def test_api_writes_the_documented_keys(api, pbmc, tmp_path):
     uns = api.uns[KEY]
     classes = sorted(pbmc.obs["bulk_labels"].astype(str).unique())
     for k in ("params", *RECARRAYS, "ranking", "summary", "evaluation", "features", "pass_importance",
-              "pass_indices"):
+              "pass_indices", "pairs", "placed_pairs", "values_from"):
         assert k in uns, k
     p = uns["params"]
     assert (p["groupby"], p["reference"], p["method"], p["use_raw"], p["layer"]) == \
@@ -154,6 +154,14 @@ def test_read_results_equals_the_in_memory_result(api, from_files):
         np.testing.assert_allclose(left.to_numpy(float), right.to_numpy(float), rtol=1e-5, err_msg=col)
     # the files' AnnData is the dataset as analysed: the labels are there for scanpy's plots
     assert from_files.obs["bulk_labels"].tolist() == api.obs["bulk_labels"].astype(str).tolist()
+    # the pairs the screen placed (none or some), and where each AnnData holds the analysed values
+    text = ["feature_a", "feature_b", "class"]
+    assert a["pairs"][text].equals(b["pairs"][text]) and a["pairs"].columns.equals(b["pairs"].columns)
+    pd.testing.assert_frame_equal(a["pairs"].drop(columns=text), b["pairs"].drop(columns=text), rtol=1e-5)
+    np.testing.assert_array_equal(a["placed_pairs"], b["placed_pairs"])
+    assert a["placed_pairs"].shape == (a["summary"]["n_pairs"], 2)
+    assert a["values_from"] == {"matrix": "raw", "normalize": False}     # pbmc68k_reduced's .raw is log1p
+    assert b["values_from"] == {"matrix": "X", "normalize": False}       # dataset.h5ad: the values as analysed
 
 
 def test_plots_draw_the_result(from_files, tmp_path):
@@ -181,12 +189,13 @@ def test_plots_draw_the_result(from_files, tmp_path):
         np.testing.assert_array_equal(y, per_pass[:, j])
 
     ax = dm.pl.attribution_map(from_files, arrangement=1, show=False)
-    from deepmapper.transform import arrangement, square_side
+    from deepmapper.transform import pair_arrangement, square_side
 
     image = ax.images[0].get_array()
     side = square_side(765)
     assert image.shape == (side, side) and image.mask.sum() == side * side - 765   # padding is blank
-    perm = arrangement(765, int(uns["params"]["seed"]) + 1)
+    # the pass's arrangement: its placed pairs side by side (tests/test_pl.py checks it against training)
+    perm = pair_arrangement(765, uns["placed_pairs"], int(uns["params"]["seed"]) + 1)
     p = int(np.flatnonzero(perm == list(uns["features"]).index(top.index[0]))[0])
     assert image[p // side, p % side] == pytest.approx(top["median_importance"].iloc[0])
     ranked = dm.pl.attribution_map(from_files, arrangement="rank", show=False).images[0].get_array()
@@ -197,6 +206,12 @@ def test_plots_draw_the_result(from_files, tmp_path):
         dm.pl.rank_features(from_files, key="nope", show=False)
     with pytest.raises(InputError, match="arrangement"):
         dm.pl.attribution_map(from_files, arrangement=-1, show=False)
+    if len(uns["pairs"]):
+        assert len(dm.pl.pairs(from_files, n_pairs=2, show=False)) == min(2, len(uns["pairs"]))
+    else:        # pbmc68k_reduced at these settings: the screen places no pair, and pl.pairs says so
+        with pytest.raises(InputError, match="placed no gene pairs.*interaction_q"):
+            dm.pl.pairs(from_files, show=False)
+    plt.close("all")
 
 
 def test_copy_leaves_the_input_alone(pbmc, one_torch_thread):

@@ -33,6 +33,28 @@ analysis ran in memory or came from ``deepmapper run`` / ``nextflow run``:
         the analysed features in dataset order (the order arrangements permute)
         and the per-pass importances of the passes used (``passes/``; absent
         when a results directory has no pass files).
+    ``pairs``
+        DataFrame, the gene pairs the passes placed side by side, best first
+        (``findings_pairs.tsv``): ``feature_a``, ``feature_b``, ``class`` (the
+        class the pair was screened for), ``rank``, ``selection_frequency``,
+        ``median_importance``, ``mean_rank`` (of the pair's product channel over
+        the passes; NaN with the pair channel off), ``rank_a``, ``rank_b`` (the
+        genes' own ranks), and the screen's ``score``, ``q_value``,
+        ``corr_in_class``, ``corr_rest`` (``interactions.tsv``; NaN when it is
+        absent). Empty when the screen placed no pair or interactions were off;
+        absent for results written before the screen existed.
+    ``placed_pairs``
+        (M, 2) int64: the placed pairs as indices into ``features``, in the order
+        the passes placed them; the arrangement of pass ``t`` is
+        ``transform.pair_arrangement(len(features), placed_pairs, seed + t)``, as in
+        training (read from the pass files, else re-selected from
+        ``interactions.tsv`` as training does; absent when neither is there).
+    ``values_from``
+        where this AnnData holds the analysed values that :func:`deepmapper.pl.pairs`
+        draws: ``{"matrix": "X" | "raw" | "layer:NAME", "normalize": bool}``
+        (``normalize``: apply ``normalize_total`` + ``log1p`` first, as the
+        analysis did to counts). ``read_results`` gives ``{"matrix": "X",
+        "normalize": False}``: ``dataset.h5ad`` holds the analysed values.
 
 ``adata.var`` columns ``{key}_rank``, ``{key}_selection_frequency``,
 ``{key}_median_importance``, ``{key}_mean_rank``, ``{key}_pfer_bound``: one value
@@ -51,13 +73,18 @@ KEY = "deepmapper"
 VAR_COLUMNS = ("rank", "selection_frequency", "median_importance", "mean_rank", "pfer_bound")
 _SUMMARY_KEYS = ("accuracies", "accepted", "stop_epochs", "best_epochs", "early_stopped", "pass_indices",
                  "used_passes", "n_passes_run", "n_passes_accepted", "mean_accuracy", "n_features", "n_cells",
-                 "classes", "top_k", "features_sha256", "dataset_sha256")
+                 "classes", "top_k", "features_sha256", "dataset_sha256", "n_pairs", "pair_channel")
 
 
 def store(target, dataset, *, findings, per_class, summary: dict, evaluation: dict | None, key_added: str,
-          params: dict, pass_importance=None, pass_indices=None) -> None:
+          params: dict, pass_importance=None, pass_indices=None, pairs=None, screen=None, placed_pairs=None,
+          values_from: dict | None = None) -> None:
     """Write the ranking of ``dataset`` (the analysed AnnData) into ``target.uns[key_added]`` and
-    ``target.var`` (``target`` may be ``dataset`` itself)."""
+    ``target.var`` (``target`` may be ``dataset`` itself).
+
+    ``pairs``: the accumulated pair table (``findings.build``'s fourth value, ``findings_pairs.tsv``);
+    ``screen``: the screen's table (``interactions.tsv``), joined in; ``placed_pairs``: (M, 2) feature
+    indices in the passes' order; ``values_from``: see the module docstring."""
     import pandas as pd
 
     from . import io
@@ -104,6 +131,15 @@ def store(target, dataset, *, findings, per_class, summary: dict, evaluation: di
     if pass_importance is not None:
         uns["pass_importance"] = np.asarray(pass_importance, dtype=np.float32)
         uns["pass_indices"] = np.asarray(pass_indices, dtype=np.int64)
+    if pairs is not None:
+        uns["pairs"] = pair_table(pairs, screen)
+    if placed_pairs is not None:
+        placed = np.asarray(placed_pairs, dtype=np.int64).reshape(-1, 2)
+        if placed.size and (placed.min() < 0 or placed.max() >= len(features)):
+            raise FormatError(f"a placed pair names feature {int(placed.max())} of {len(features)}",
+                              field="pairs", fix="use pass files and dataset.h5ad from the same run.")
+        uns["placed_pairs"] = placed
+    uns["values_from"] = dict(values_from or {"matrix": "X", "normalize": False})
     target.uns[key_added] = uns
 
     # per-feature columns on the caller's var (NaN where a var feature was not analysed)
@@ -113,6 +149,46 @@ def store(target, dataset, *, findings, per_class, summary: dict, evaluation: di
         if col == "rank" and not np.isnan(values.astype(float)).any():
             values = values.astype(np.int64)
         target.var[f"{key_added}_{col}"] = values
+
+
+PAIR_COLUMNS = ("feature_a", "feature_b", "class", "rank", "selection_frequency", "median_importance", "mean_rank",
+                "rank_a", "rank_b")
+SCREEN_COLUMNS = ("score", "q_value", "corr_in_class", "corr_rest")
+
+
+def pair_table(pairs, screen=None):
+    """``uns[key]["pairs"]``: the accumulated pairs, best first, with the screen's statistics of each pair
+    (matched on genes and class, in either order) joined in."""
+    import pandas as pd
+
+    table = pairs.copy()
+    for col in PAIR_COLUMNS:
+        if col not in table.columns:
+            table[col] = np.nan
+    table = table[list(PAIR_COLUMNS)].reset_index(drop=True)
+    for col in ("feature_a", "feature_b", "class"):
+        table[col] = table[col].astype(str).astype(object)
+    for col in ("rank", "rank_a", "rank_b"):
+        table[col] = table[col].astype(np.int64)
+    for col in ("selection_frequency", "median_importance", "mean_rank"):
+        table[col] = table[col].astype(np.float64)
+    if len(table):
+        table = table.sort_values("rank", kind="stable").reset_index(drop=True)
+    stats: dict[tuple, int] = {}
+    have = [c for c in SCREEN_COLUMNS if screen is not None and c in screen.columns]
+    if have:
+        for i, key in enumerate(zip(screen["feature_a"].astype(str), screen["feature_b"].astype(str),
+                                    screen["class"].astype(str))):
+            stats.setdefault(key, i)                  # the table is best first: a pair's best row
+    for col in SCREEN_COLUMNS:
+        source = screen[col].to_numpy(np.float64) if col in have else None
+        values = np.full(len(table), np.nan)
+        for k, (a, b, c) in enumerate(zip(table["feature_a"], table["feature_b"], table["class"])):
+            i = stats.get((a, b, c), stats.get((b, a, c)))
+            if source is not None and i is not None:
+                values[k] = source[i]
+        table[col] = pd.Series(values, dtype=np.float64)
+    return table
 
 
 def _log_fold_changes(X, codes: np.ndarray, n_classes: int) -> np.ndarray:
@@ -195,6 +271,27 @@ def get(adata, key: str = KEY) -> dict:
     return uns
 
 
+def pass_arrangement(uns: dict, t: int, *, key: str = KEY) -> tuple[np.ndarray, np.ndarray]:
+    """(perm, placed pairs) of pass ``t`` of the result ``uns``: the arrangement that pass trained on.
+
+    The function and inputs of training (``train.member_arrangement``): the placed pairs in the
+    passes' order and the pass seed ``seed + t``; with no pairs the plain seeded arrangement."""
+    from .transform import pair_arrangement
+
+    n = len(uns["features"])
+    placed = uns.get("placed_pairs")
+    if placed is None:
+        n_pairs = int(uns.get("summary", {}).get("n_pairs") or 0)
+        if n_pairs:
+            raise InputError(f"the run placed {n_pairs} gene pairs but adata.uns['{key}'] does not say which, "
+                             "so its arrangements cannot be drawn", field="placed_pairs",
+                             fix="read a results directory that has its passes/ folder or interactions.tsv, "
+                                 "or use arrangement='rank'.")
+        placed = np.zeros((0, 2), np.int64)
+    placed = np.asarray(placed, dtype=np.int64).reshape(-1, 2)
+    return pair_arrangement(n, placed, int(uns["params"]["seed"]) + int(t)), placed
+
+
 # -- reading a results directory -----------------------------------------------------------
 
 def read_results(outdir, *, key_added: str = KEY):
@@ -205,7 +302,8 @@ def read_results(outdir, *, key_added: str = KEY):
     outdir
         The ``--outdir`` of the run: ``dataset.h5ad``, ``findings.tsv``,
         ``findings_per_class.tsv`` and ``findings.json`` are required;
-        ``evaluation.json`` and ``passes/pass_NNN.npz`` are read when present.
+        ``evaluation.json``, ``passes/pass_NNN.npz``, ``findings_pairs.tsv`` and
+        ``interactions.tsv`` are read when present.
     key_added
         Key in ``uns`` (and prefix of the ``var`` columns) to store the result under.
 
@@ -254,7 +352,7 @@ def read_results(outdir, *, key_added: str = KEY):
     evaluation = _read_json(root / "evaluation.json") if (root / "evaluation.json").is_file() else None
 
     used = [int(i) for i in summary.get("used_passes", [])]
-    pass_importance = None
+    pass_importance = placed = None
     files = {int(f.stem.split("_")[-1]): f for f in (root / "passes").glob("pass_*.npz")} \
         if (root / "passes").is_dir() else {}
     if used and all(i in files for i in used):
@@ -266,6 +364,8 @@ def read_results(outdir, *, key_added: str = KEY):
                                   where=str(files[i]), field="importance",
                                   fix="use pass files and findings from the same run.")
             rows.append(p.importance)
+            if placed is None:
+                placed = np.asarray(p.pairs, dtype=np.int64).reshape(-1, 2)   # every pass of a run places the same
         pass_importance = np.stack(rows)
 
     meta = dataset.uns["deepmapper"]
@@ -273,7 +373,40 @@ def read_results(outdir, *, key_added: str = KEY):
     cfg = Config.from_dict(summary.get("config") or {}, where=str(root / "findings.json"))
     params = run_params(cfg, groupby=meta["label_key"], use_raw=use_raw, layer=layer,
                         matrix=meta.get("matrix", "X"))
+    screen = None
+    if (root / "interactions.tsv").is_file():
+        from .interactions import read_table
+
+        screen = read_table(root / "interactions.tsv")
+    if placed is None:
+        placed = _placed_pairs(screen, cfg, [str(v) for v in dataset.var_names], summary,
+                               where=str(root / "interactions.tsv"))
+    pairs = None
+    if (root / "findings_pairs.tsv").is_file():
+        pairs = _read_tsv(root / "findings_pairs.tsv", ("feature_a", "feature_b", "class", "rank"))
     store(dataset, dataset, findings=findings, per_class=per_class, summary=summary, evaluation=evaluation,
           key_added=key_added, params=params, pass_importance=pass_importance,
-          pass_indices=used if pass_importance is not None else None)
+          pass_indices=used if pass_importance is not None else None, pairs=pairs, screen=screen,
+          placed_pairs=placed, values_from={"matrix": "X", "normalize": False})
     return dataset
+
+
+def _placed_pairs(screen, cfg, feature_names: list[str], summary: dict, *, where: str):
+    """The pairs training placed, without pass files: selected from ``interactions.tsv`` exactly as
+    ``PreparedData.with_interactions`` does (same function, same settings, same room); None when that
+    cannot be known."""
+    from .interactions import select_pairs
+    from .transform import max_pairs
+
+    if not cfg.interactions.enabled or int(summary.get("n_pairs") or 0) == 0:   # absent: a run before the screen
+        return np.zeros((0, 2), np.int64)
+    if screen is None:
+        return None
+    pairs, _, _ = select_pairs(screen, feature_names, q_threshold=cfg.interactions.q_threshold,
+                               max_pairs=cfg.interactions.max_pairs, where=where)
+    pairs = pairs[:max_pairs(len(feature_names))]
+    n_pairs = summary.get("n_pairs")
+    if n_pairs is not None and len(pairs) != int(n_pairs):
+        raise FormatError(f"interactions.tsv selects {len(pairs)} pairs but the passes placed {n_pairs}",
+                          where=where, field="pairs", fix="use interactions.tsv and findings from the same run.")
+    return pairs

@@ -69,7 +69,13 @@ def rank_features(adata, groupby: str, *, layer: str | None = None, use_raw: boo
             field per group (as ``scanpy.tl.rank_genes_groups``); ``ranking``
             (one row per feature: ``rank``, ``selection_frequency``,
             ``median_importance``, ``mean_rank``, ``pfer_bound``), ``summary``,
-            ``evaluation``, ``features``, ``pass_importance``, ``pass_indices``.
+            ``evaluation``, ``features``, ``pass_importance``, ``pass_indices``;
+            ``pairs`` (the gene pairs the screen placed side by side, best first,
+            with the screen's ``score``, ``q_value``, ``corr_in_class``,
+            ``corr_rest``; empty when none), ``placed_pairs`` (their feature
+            indices, in the order the arrangements place them) and
+            ``values_from`` (where the analysed values are, for
+            :func:`deepmapper.pl.pairs`); see :mod:`deepmapper.ranking`.
             DeepMapper is not a statistical test: ``pvals`` are NaN.
         ``adata.var[f"{key_added}_rank"]``, ``_selection_frequency``, ``_median_importance``, ``_mean_rank``, ``_pfer_bound``
             per feature (NaN for features not analysed).
@@ -109,12 +115,26 @@ def rank_features(adata, groupby: str, *, layer: str | None = None, use_raw: boo
     used = {p.pass_index: p for p in out["passes"]}
     pass_indices = [int(i) for i in out["summary"]["used_passes"]]
     raw_used, layer_used = ranking.matrix_params(matrix)
+    placed = used[pass_indices[0]].pairs if pass_indices else None       # every pass places the same pairs
     ranking.store(target, dataset, findings=out["findings"], per_class=out["per_class"], summary=out["summary"],
                   evaluation=out["evaluation"], key_added=key_added,
                   params=ranking.run_params(cfg, groupby=groupby, use_raw=raw_used, layer=layer_used,
                                             matrix=matrix),
-                  pass_importance=[used[i].importance for i in pass_indices], pass_indices=pass_indices)
+                  pass_importance=[used[i].importance for i in pass_indices], pass_indices=pass_indices,
+                  pairs=out.get("pairs"), screen=out.get("interactions"), placed_pairs=placed,
+                  values_from=_values_from(dataset, matrix))
     return target if copy else None
+
+
+def _values_from(dataset, matrix: str) -> dict:
+    """Where the caller's AnnData holds the analysed values (``uns[key]['values_from']``): the matrix read,
+    normalised or not; ``derived:...`` when the analysed features were computed from it (ATAC TF-IDF,
+    AUCell gene-set scores) and are not in the AnnData."""
+    meta = dataset.uns.get("deepmapper", {})
+    derived = str(meta.get("matrix", matrix))
+    if derived in ("tfidf", "aucell"):
+        return {"matrix": f"derived:{derived}", "normalize": False}
+    return {"matrix": matrix, "normalize": bool(meta.get("normalized", False))}
 
 
 def _config(passes, settings: dict, where: str):
