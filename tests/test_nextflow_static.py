@@ -1209,6 +1209,12 @@ def test_stub_creates_declared_outputs(name, tmp_path):
     assert all(files for files in outputs.values())
     if name == "DEEPMAPPER_TRAINPASS":
         assert [f.name for f in outputs["passes"]] == ["pass_003.npz", "pass_004.npz"]
+    if name == "DEEPMAPPER_INTERACTIONS":
+        # an empty table with the real columns: what the pass tasks and the baselines read
+        from deepmapper.interactions import COLUMNS, read_table
+
+        [table] = outputs["interactions"]
+        assert tuple(read_table(table).columns) == COLUMNS and len(read_table(table)) == 0
     if name == "DEEPMAPPER_BASELINE":
         # the screen alone only when the screen's table is given (as the real command)
         with_screen = {f.name for f in outputs["baselines"]}
