@@ -375,6 +375,96 @@ def check_calls(path: Path, plugins: set[str]) -> set[str]:
     return called
 
 
+def split_args(text: str) -> list[str]:
+    """Top-level comma-separated pieces of an argument list (brackets, closures and strings kept whole)."""
+    masked = mask(text)
+    pieces, depth, begin = [], 0, 0
+    for k, ch in enumerate(masked):
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            pieces.append(text[begin:k])
+            begin = k + 1
+    pieces.append(text[begin:])
+    return [" ".join(_strip_comment(line).strip() for line in piece.splitlines()).strip()
+            for piece in pieces if mask(piece).strip()]
+
+
+def workflow_body(path: Path, name: str) -> str:
+    """The body of ``workflow NAME { ... }`` in ``path`` (``''``: the entry workflow)."""
+    found = dict(blocks(path.read_text(encoding="utf-8"), "workflow"))
+    if name not in found:
+        raise NfError(f"{path}: no workflow '{name or '<entry>'}'")
+    return found[name]
+
+
+def call_args(body: str, name: str) -> list[list[str]]:
+    """The arguments of every call ``NAME(...)`` in a workflow body, one list per call."""
+    masked = mask(body)
+    calls = []
+    for m in re.finditer(rf"(?<![\w.]){re.escape(name)}\s*\(", masked):
+        close = match_close(masked, m.end() - 1)
+        calls.append(split_args(body[m.end():close]))
+    return calls
+
+
+def assignments(body: str) -> dict[str, list[str]]:
+    """{name: [right-hand sides]} of ``name = ...`` statements in a workflow body.
+
+    A statement continues over lines while brackets are open or the next line starts with
+    ``.`` (a method chain); whitespace in the right-hand side is collapsed to one blank.
+    """
+    masked = mask(body)
+    out: dict[str, list[str]] = {}
+    for m in re.finditer(r"(?m)^[ \t]*(?:def[ \t]+)?([A-Za-z_]\w*)[ \t]*=(?![=~])", masked):
+        k, depth = m.end(), 0
+        while k < len(masked):
+            ch = masked[k]
+            if ch in "([{":
+                depth += 1
+            elif ch in ")]}":
+                if depth == 0:
+                    break  # the end of the enclosing block (if/else)
+                depth -= 1
+            elif ch == "\n" and depth == 0 and not re.match(r"[ \t]*\.", masked[k + 1:]):
+                break
+            k += 1
+        rhs = " ".join(_strip_comment(line).strip() for line in body[m.end():k].splitlines())
+        out.setdefault(m.group(1), []).append(re.sub(r"\s+", " ", rhs).strip())
+    return out
+
+
+def check_call_arity(path: Path, plugins: set[str]) -> int:
+    """Every call of an included process or workflow in ``path`` passes as many arguments as the
+    callee declares (process: input declarations; workflow: ``take:`` names). Returns the number of
+    calls checked; raises NfError."""
+    text = path.read_text(encoding="utf-8")
+    sources = check_includes(path, plugins)
+    checked = 0
+    for wf_name, body in blocks(text, "workflow"):
+        for local, source in sources.items():
+            if source.startswith("plugin/"):
+                continue
+            original = next((item.name for inc in parse_nf(path).includes for item in inc.items
+                             if (item.alias or item.name) == local), local)
+            procs = {p.name: p for p in processes(source)}
+            if original in procs:
+                want, what = len(procs[original].inputs), "input declarations"
+            else:
+                takes = {w.name: list(w.takes) for w in parse_nf(Path(source)).workflows}
+                if original not in takes:
+                    continue  # a function
+                want, what = len(takes[original]), "take: channels"
+            for args in call_args(body, local):
+                if len(args) != want:
+                    raise NfError(f"{path}: workflow '{wf_name or '<entry>'}' calls {local} with {len(args)} "
+                                  f"argument(s) ({', '.join(args)}); it has {want} {what}")
+                checked += 1
+    return checked
+
+
 # -- Groovy expression subset ------------------------------------------------------------
 
 _TOKEN = re.compile(r"""\s*(?:(?P<num>\d+(?:\.\d+)?)|(?P<str>'(?:[^'\\]|\\.)*')|(?P<gstr>"(?:[^"\\]|\\.)*")"""

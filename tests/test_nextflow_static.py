@@ -9,10 +9,13 @@
   its step declares; its version commands run here;
 * the generated files (params, schema, ext.args) equal what deepmapper.nfgen writes
   (tests/test_nfgen.py shows that a stale one fails);
+* the channels the workflow wires: every call passes as many channels as the callee
+  declares, and the pair screen's table reaches every pass task and the baselines
+  (with --interactions false: nf-core's empty optional input, and no --interactions-tsv);
 * the modules' real commands run on the bundled pbmc68k_reduced test data, chained
-  as the workflow chains them (ingest -> plan -> pass tasks -> plan -> accumulate /
-  evaluate / baselines -> report -> MultiQC), and write what each process declares;
-  the gathered findings equal those of the embedded `deepmapper run`;
+  as the workflow chains them (ingest -> pair screen -> plan -> pass tasks -> plan ->
+  accumulate / evaluate / baselines -> report -> MultiQC), and write what each process
+  declares; the gathered findings equal those of the embedded `deepmapper run`;
 * every stub block creates the declared outputs;
 * profiles, environment files, containers and docs agree with each other.
 """
@@ -97,8 +100,9 @@ def test_parser_rejects_broken_module_and_config(tmp_path):
     module = REPO / "modules" / "local" / "deepmapper" / "trainpass" / "main.nf"
     broken = tmp_path / "main.nf"
     text = module.read_text()
-    assert "tuple val(meta), path(dataset)\n" in text
-    broken.write_text(text.replace("tuple val(meta), path(dataset)\n", "tuple val(meta), path(dataset\n", 1))
+    line = "tuple val(meta), path(dataset), path(interactions)\n"
+    assert line in text
+    broken.write_text(text.replace(line, line.replace("path(interactions)", "path(interactions"), 1))
     nfcheck.parse_nf(module)  # the original parses ...
     with pytest.raises(NfError, match="main.nf"):
         nfcheck.parse_nf(broken)  # ... the copy with one parenthesis missing does not
@@ -158,6 +162,113 @@ def test_unknown_plugin_function_is_caught(tmp_path):
     main.write_text(main.read_text().replace("paramsSummaryLog }", "paramsSummaryLogg }"))
     with pytest.raises(NfError, match="provides no 'paramsSummaryLogg'"):
         nfcheck.check_includes(main, PLUGINS)
+
+
+@pytest.mark.parametrize("path", NF_FILES, ids=rel)
+def test_calls_pass_every_declared_channel(path):
+    """Each call of an included process or workflow passes as many arguments as it declares inputs or
+    take: channels (Nextflow would stop at run time otherwise)."""
+    nfcheck.check_call_arity(path, PLUGINS)
+
+
+def test_call_with_a_channel_missing_is_caught(tmp_path):
+    root = nfcheck.copy_tree(tmp_path / "copy")
+    workflow = root / "workflows" / "deepmapper.nf"
+    assert nfcheck.check_call_arity(workflow, PLUGINS) >= 9
+    text = workflow.read_text()
+    call = "TRAIN_PASSES(ch_dataset, ch_interactions, params.passes_per_task)"
+    assert call in text
+    workflow.write_text(text.replace(call, "TRAIN_PASSES(ch_dataset, params.passes_per_task)"))
+    with pytest.raises(NfError, match="calls TRAIN_PASSES with 2 argument.*it has 3 take: channels"):
+        nfcheck.check_call_arity(workflow, PLUGINS)
+    workflow.write_text(text.replace("DEEPMAPPER_BASELINE(ch_dataset.join(ch_interactions))",
+                                     "DEEPMAPPER_BASELINE(ch_dataset, ch_interactions)"))
+    with pytest.raises(NfError, match="calls DEEPMAPPER_BASELINE with 2 argument.*it has 1 input declarations"):
+        nfcheck.check_call_arity(workflow, PLUGINS)
+
+
+def test_workflow_feeds_the_screen_to_the_passes_and_baselines():
+    """DEEPMAPPER_INTERACTIONS runs once; its table (or [meta, []] with --interactions false) is joined by
+    meta to the dataset for TRAIN_PASSES, whose rounds hand [meta + range, dataset, interactions] to every
+    DEEPMAPPER_TRAINPASS task, and for DEEPMAPPER_BASELINE; the report gets it with the findings."""
+    wf = nfcheck.workflow_body(REPO / "workflows" / "deepmapper.nf", "DEEPMAPPER")
+    assigned = nfcheck.assignments(wf)
+    assert nfcheck.call_args(wf, "DEEPMAPPER_INTERACTIONS") == [["ch_dataset"]]
+    assert assigned["ch_interactions"] == ["DEEPMAPPER_INTERACTIONS.out.interactions",
+                                           "ch_dataset.map { meta, _dataset -> [meta, []] }"]
+    assert nfcheck.call_args(wf, "TRAIN_PASSES") == [["ch_dataset", "ch_interactions", "params.passes_per_task"]]
+    assert nfcheck.call_args(wf, "DEEPMAPPER_BASELINE") == [["ch_dataset.join(ch_interactions)"]]
+    assert ".join(ch_interactions)" in assigned["ch_findings"][0]
+    assert "interactions" in PROCESSES["DEEPMAPPER_INTERACTIONS"].emits()
+
+    passes = REPO / "subworkflows" / "local" / "train_passes" / "main.nf"
+    [workflow] = nfcheck.parse_nf(passes).workflows
+    assert list(workflow.takes) == ["ch_dataset", "ch_interactions", "per_task"]
+    body = nfcheck.workflow_body(passes, "TRAIN_PASSES")
+    assert nfcheck.assignments(body)["ch_inputs"] == ["ch_dataset.join(ch_interactions)"]
+    for k in (1, 2, 3):
+        [args] = nfcheck.call_args(body, f"TRAIN_ROUND_{k}")
+        assert args[0] == "ch_inputs", f"TRAIN_ROUND_{k} gets {args[0]}"
+
+    round_ = REPO / "subworkflows" / "local" / "train_round" / "main.nf"
+    [workflow] = nfcheck.parse_nf(round_).workflows
+    assert list(workflow.takes)[0] == "ch_inputs"
+    body = nfcheck.workflow_body(round_, "TRAIN_ROUND")
+    assert nfcheck.call_args(body, "DEEPMAPPER_TRAINPASS") == [["ch_tasks"]]
+    [tasks] = nfcheck.assignments(body)["ch_tasks"]
+    assert tasks.startswith("ch_inputs .combine(ch_plan_file.splitJson(path: 'tasks'))")
+    closure = re.search(r"\.map \{ (\w+), (\w+), (\w+), (\w+) -> \[(.*)\] \}$", tasks)
+    assert closure and closure.groups()[:4] == ("meta", "dataset", "interactions", "chunk")
+    element = nfcheck.split_args(closure.group(5))
+    assert element[1:] == ["dataset", "interactions"]
+    assert "start: chunk.start" in element[0] and "count: chunk.count" in element[0]  # the range in meta
+    [plan_in] = nfcheck.assignments(body)["ch_plan_in"]
+    assert plan_in.startswith("ch_inputs .map { meta, _dataset, _interactions -> meta }")
+    # ... and both processes take exactly [meta, dataset, interactions]
+    for name in ("DEEPMAPPER_TRAINPASS", "DEEPMAPPER_BASELINE"):
+        [decl] = PROCESSES[name].inputs
+        assert [(kind, n) for kind, n, _ in decl.items] == [("val", "meta"), ("path", "dataset"),
+                                                             ("path", "interactions")]
+
+
+def step_command(name: str):
+    from deepmapper.cli.data import baseline_cmd
+    from deepmapper.cli.engine import train_pass
+
+    return {"DEEPMAPPER_TRAINPASS": train_pass, "DEEPMAPPER_BASELINE": baseline_cmd}[name]
+
+
+@pytest.mark.parametrize("name", ["DEEPMAPPER_TRAINPASS", "DEEPMAPPER_BASELINE"])
+def test_screen_table_is_passed_only_when_given(name, tmp_path, monkeypatch):
+    """nf-core's optional input: a staged interactions.tsv becomes `--interactions-tsv interactions.tsv`,
+    an empty list (--interactions false) no option at all; the rendered command line, parsed by the
+    step's own click command, hands the staged file to the step (or nothing)."""
+    import shlex
+
+    proc = PROCESSES[name]
+    command = step_command(name)
+    assert "--interactions-tsv" in next(o for o in command.params if o.name == "interactions_path").opts
+    src = tmp_path / "src"
+    src.mkdir()
+    for f in ("dataset.h5ad", "interactions.tsv"):
+        (src / f).touch()
+    for given in (src / "interactions.tsv", []):
+        work = tmp_path / ("with" if given else "without")
+        work.mkdir()
+        ctx = {"meta": STUB_META, "task": {"cpus": 1, "process": name, "ext": {"args": "", "use_gpu": None}}}
+        [decl] = proc.inputs
+        ctx.update(nfcheck.stage(decl.items, {"meta": STUB_META, "dataset": src / "dataset.h5ad",
+                                              "interactions": given}, work))
+        script, _ = nfcheck.render_template(proc.script, ctx)
+        words = shlex.split(script.replace("\\\n", " "))
+        assert words[:2] == ["deepmapper", command.name]
+        assert words.count("--interactions-tsv") == (1 if given else 0)
+        monkeypatch.chdir(work)  # the task's directory: the staged names resolve there
+        with command.make_context(command.name, words[2:]) as click_ctx:
+            staged = click_ctx.params["interactions_path"]
+        assert staged == (Path("interactions.tsv") if given else None)
+        if given:
+            assert (work / staged).resolve() == (src / "interactions.tsv").resolve()
 
 
 # -- module anatomy ---------------------------------------------------------------------------
@@ -643,13 +754,16 @@ class Task:
         return outputs
 
 
-def train_rounds(work: Path, meta: dict, dataset: Path, params: dict, cpus: int = 1) -> dict:
+def train_rounds(work: Path, meta: dict, dataset: Path, params: dict, cpus: int = 1, interactions=()) -> dict:
     """subworkflows/local/train_passes and train_round: per round, DEEPMAPPER_PLAN on the verdicts so
     far, then one DEEPMAPPER_TRAINPASS task per entry of the plan's `tasks` (the workflow's
-    splitJson(path: 'tasks')), until the plans are empty or planning.ROUNDS rounds are done."""
+    splitJson(path: 'tasks')), each with the dataset and the pair screen's table (``interactions``:
+    DEEPMAPPER_INTERACTIONS' file, or [] as with --interactions false), until the plans are empty or
+    planning.ROUNDS rounds are done. Also returns each task's command line (``scripts``)."""
     from deepmapper.planning import ROUNDS
 
-    verdicts, passes, plans = [], [], []
+    interactions = list(interactions) if isinstance(interactions, (list, tuple)) else interactions
+    verdicts, passes, plans, scripts = [], [], [], []
     for round_number in range(1, ROUNDS + 1):
         plan_out = Task("DEEPMAPPER_PLAN", work, str(round_number)).run(
             {"meta": meta, "verdicts": list(verdicts), "round": round_number, "per_task": params["passes_per_task"]},
@@ -659,13 +773,15 @@ def train_rounds(work: Path, meta: dict, dataset: Path, params: dict, cpus: int 
         plans.append(plan)
         for task in plan["tasks"]:
             chunk = {**meta, "start": task["start"], "count": task["count"], "id": f"{meta['id']}_pass{task['start']:03d}"}
-            res = Task("DEEPMAPPER_TRAINPASS", work, f"{round_number}_{task['start']}").run(
-                {"meta": chunk, "dataset": dataset}, chunk, params=params, cpus=cpus)
+            one = Task("DEEPMAPPER_TRAINPASS", work, f"{round_number}_{task['start']}")
+            res = one.run({"meta": chunk, "dataset": dataset, "interactions": interactions}, chunk, params=params,
+                          cpus=cpus)
             want = [f"pass_{i:03d}.npz" for i in range(task["start"], task["start"] + task["count"])]
             assert [f.name for f in res["passes"]] == want
             passes += res["passes"]
             verdicts += res["verdicts"]
-    return {"passes": sorted(passes, key=lambda f: f.name), "verdicts": verdicts, "plans": plans}
+            scripts.append((one.dir / ".command.sh").read_text())
+    return {"passes": sorted(passes, key=lambda f: f.name), "verdicts": verdicts, "plans": plans, "scripts": scripts}
 
 
 @pytest.fixture(scope="module")
@@ -679,13 +795,19 @@ def dag(tmp_path_factory):
         {"meta": meta, "inputs": [TEST_INPUT], "labels": [], "genesets": []}, meta,
         given={"sources": f"--input 'input01/{TEST_INPUT.name}'"})  # the single-matrix branch
     dataset = out["ingest"]["dataset"][0]
-    out.update(train_rounds(work, meta, dataset, p))
+    assert p["interactions"] is True  # the test profile runs the pair screen
+    out["interactions"] = Task("DEEPMAPPER_INTERACTIONS", work, "1").run({"meta": meta, "dataset": dataset}, meta)
+    [screen] = out["interactions"]["interactions"]
+    out.update(train_rounds(work, meta, dataset, p, interactions=screen))
     gathered = {"meta": meta, "dataset": dataset, "passes": out["passes"]}
     out["accumulate"] = Task("DEEPMAPPER_ACCUMULATE", work, "1").run(gathered, meta)
     out["evaluate"] = Task("DEEPMAPPER_EVALUATE", work, "1").run(gathered, meta)
-    out["baseline"] = Task("DEEPMAPPER_BASELINE", work, "1").run({"meta": meta, "dataset": dataset}, meta)
+    out["baseline"] = Task("DEEPMAPPER_BASELINE", work, "1").run(
+        {"meta": meta, "dataset": dataset, "interactions": screen}, meta)
+    # the workflow's ch_findings: the findings, the placed pairs and the screen's table
+    findings = [*out["accumulate"]["findings"], *out["accumulate"]["pairs"], screen]
     out["report"] = Task("DEEPMAPPER_REPORT", work, "1").run(
-        {"meta": meta, "dataset": dataset, "passes": out["passes"], "findings": out["accumulate"]["findings"],
+        {"meta": meta, "dataset": dataset, "passes": out["passes"], "findings": findings,
          "baselines": out["baseline"]["baselines"], "evaluation": out["evaluate"]["evaluation"][0]}, meta)
     versions = work / "pipeline_software_mqc_versions.yml"
     versions.write_text("DEEPMAPPER_TRAINPASS:\n    deepmapper: 0.1.0\n    torch: 2.14.1\n")
@@ -748,7 +870,74 @@ def test_dag_findings_rank_every_feature(dag):
     assert len(summary["pass_indices"]) <= TEST_PARAMS["passes"]
     evaluation = json.loads(dag["evaluate"]["evaluation"][0].read_text())
     assert evaluation["accuracy"] > evaluation["majority_rate"]  # the ensembled model learned something
-    assert {f.name for f in dag["baseline"]["baselines"]} == {"logistic.tsv", "wilcoxon.tsv", "baselines.json"}
+
+
+def test_dag_passes_read_the_screen_table(dag):
+    """Every pass task stages DEEPMAPPER_INTERACTIONS' table and passes it on (no task runs the screen
+    again); the pairs each pass placed are the table's (interactions.select_pairs on it)."""
+    import anndata as ad
+
+    from deepmapper.config import Config
+    from deepmapper.interactions import read_table, select_pairs
+    from deepmapper.passfile import read_pass
+
+    [screen] = dag["interactions"]["interactions"]
+    assert dag["scripts"] and all("--interactions-tsv interactions.tsv" in s for s in dag["scripts"])
+    staged = {(f.parent / "interactions.tsv").resolve() for f in dag["verdicts"]}
+    assert staged == {screen.resolve()}
+    cfg = Config().with_params({k: TEST_PARAMS[k] for k in Config().flat() if k in TEST_PARAMS})
+    names = list(ad.read_h5ad(dag["ingest"]["dataset"][0], backed="r").var_names)
+    want, _, _ = select_pairs(read_table(screen), names, q_threshold=cfg.interactions.q_threshold,
+                              max_pairs=cfg.interactions.max_pairs)
+    for f in dag["passes"]:
+        assert read_pass(f).pairs.tolist() == want.tolist(), f.name
+
+
+def test_pass_task_places_the_pairs_of_the_table_it_is_given(dag, tmp_path):
+    """The pass task uses the table it stages, not a screen of its own: the same table with one pair's q
+    set below --interaction_q (the screen itself finds no such pair on these data) gives a pass with
+    exactly that pair side by side."""
+    import anndata as ad
+    import pandas as pd
+
+    from deepmapper.passfile import read_pass
+
+    [screen] = dag["interactions"]["interactions"]
+    table = pd.read_csv(screen, sep="\t")
+    picked = table.index[table["q_value"] >= TEST_PARAMS["interaction_q"]][0]
+    table.loc[picked, "q_value"] = TEST_PARAMS["interaction_q"] / 10
+    crafted = tmp_path / "crafted" / "interactions.tsv"
+    crafted.parent.mkdir()
+    table.to_csv(crafted, sep="\t", index=False)
+    meta = {"id": "crafted", "label_key": TEST_PARAMS["label_key"], "start": 0, "count": 1}
+    params = {**TEST_PARAMS, "epochs": 1, "min_epochs": 1, "passes_per_step": 1}
+    res = Task("DEEPMAPPER_TRAINPASS", tmp_path, "crafted").run(
+        {"meta": meta, "dataset": dag["ingest"]["dataset"][0], "interactions": crafted}, meta, params=params)
+    [pass_file] = res["passes"]
+    names = list(ad.read_h5ad(dag["ingest"]["dataset"][0], backed="r").var_names)
+    placed = [[names[i] for i in pair] for pair in read_pass(pass_file).pairs]
+    assert placed == [[table.loc[picked, "feature_a"], table.loc[picked, "feature_b"]]]
+
+
+def test_dag_baselines_include_the_screen_alone(dag):
+    """Given the screen's table, DEEPMAPPER_BASELINE also writes baselines/interactions.tsv (every feature,
+    genes by their best screened pair), declared by its output pattern; the report shows it."""
+    import pandas as pd
+
+    files = {f.name: f for f in dag["baseline"]["baselines"]}
+    assert set(files) == {"logistic.tsv", "wilcoxon.tsv", "interactions.tsv", "baselines.json"}
+    [screen] = dag["interactions"]["interactions"]
+    table = pd.read_csv(screen, sep="\t")
+    alone = pd.read_csv(files["interactions.tsv"], sep="\t")
+    assert list(alone.columns) == ["feature", "rank", "score"] and len(alone) == 765 and alone["feature"].is_unique
+    passed = table[table["q_value"] < TEST_PARAMS["interaction_q"]]
+    pool = passed if len(passed) else table  # genes of pairs below the threshold rank first
+    best = pool.loc[pool["score"].abs().idxmax()]
+    assert set(alone["feature"][:2]) == {best["feature_a"], best["feature_b"]}
+    summary = json.loads(files["baselines.json"].read_text())
+    assert summary["methods"] == ["logistic", "wilcoxon", "interactions"]
+    assert summary["interactions"]["n_pairs"] == int((table["q_value"] < TEST_PARAMS["interaction_q"]).sum())
+    assert "the pair screen alone" in dag["report"]["html"][0].read_text()
 
 
 def test_dag_report_and_multiqc(dag):
@@ -828,7 +1017,7 @@ def derived_dag(tmp_path_factory):
     # passes pass the gate, so the embedded run below trains no third pass either)
     params = {**TEST_PARAMS, "input": str(small), "label_key": None, "cluster": True, "genesets": str(GMT),
               "geneset_min_size": 2, "passes": 2, "passes_per_task": 2, "threads": 1, "backbone": "mlp",
-              "epochs": 30, "min_epochs": 5, "patience": 5}
+              "epochs": 30, "min_epochs": 5, "patience": 5, "interactions": False}
     meta = {"id": small.stem, "label_key": None}
     out = {"params": params, "input": small}
     out["ingest"] = Task("DEEPMAPPER_INGEST", work, "1").run(
@@ -841,12 +1030,13 @@ def derived_dag(tmp_path_factory):
         given={"sources": f"--input 'input01/{small.name}'"})
     out["aucell"] = Task("DEEPMAPPER_AUCELL", work, "1").run(
         {"meta": meta, "dataset": out["ingest_genes"]["dataset"][0], "genesets": GMT}, meta, params=params)
-    out.update(train_rounds(work, meta, dataset, params))
+    # --interactions false: no DEEPMAPPER_INTERACTIONS, the workflow's [meta, []] reaches the tasks
+    out.update(train_rounds(work, meta, dataset, params, interactions=[]))
     gathered = {"meta": meta, "dataset": dataset, "passes": out["passes"]}
     out["accumulate"] = Task("DEEPMAPPER_ACCUMULATE", work, "1").run(gathered, meta, params=params)
     out["evaluate"] = Task("DEEPMAPPER_EVALUATE", work, "1").run(gathered, meta, params=params)
-    out["baseline"] = Task("DEEPMAPPER_BASELINE", work, "1").run({"meta": meta, "dataset": dataset}, meta,
-                                                                 params=params)
+    out["baseline"] = Task("DEEPMAPPER_BASELINE", work, "1").run({"meta": meta, "dataset": dataset, "interactions": []},
+                                                                 meta, params=params)
     return out
 
 
@@ -888,6 +1078,17 @@ def test_geneset_dataset_feeds_the_later_steps(derived_dag):
     assert sorted(table["feature"]) == sorted(data.var_names)
     evaluation = json.loads(derived_dag["evaluate"]["evaluation"][0].read_text())
     assert evaluation["classes"] == sorted(data.obs["cluster"].astype(str).unique())
+
+
+def test_without_the_screen_no_task_gets_a_table(derived_dag):
+    """--interactions false: the empty optional input gives no --interactions-tsv, passes without pairs
+    and the baselines without the screen alone."""
+    from deepmapper.passfile import read_pass
+
+    assert derived_dag["scripts"] and not any("--interactions-tsv" in s for s in derived_dag["scripts"])
+    assert all("--no-interactions" in s for s in derived_dag["scripts"])
+    assert all(read_pass(f).pairs.shape == (0, 2) for f in derived_dag["passes"])
+    assert {f.name for f in derived_dag["baseline"]["baselines"]} == {"logistic.tsv", "wilcoxon.tsv", "baselines.json"}
 
 
 def test_derived_dag_equals_embedded_run(derived_dag, tmp_path):
@@ -989,7 +1190,7 @@ STUB_SOURCES = {
     "reads": ["S1_1.fastq.gz", "S1_2.fastq.gz"], "index": "index", "reads_1": ["S1.unaligned_1.fastq.gz"],
     "reads_2": ["S1.unaligned_2.fastq.gz"], "assembly": "assembly.fa", "denovo": "denovo.fa",
     "samplesheet": "samplesheet.csv", "quants": ["S1"], "h5ad": "input.h5ad", "genesets": "sets.gmt",
-    "verdicts": ["verdicts_0.json"],
+    "verdicts": ["verdicts_0.json"], "interactions": "interactions.tsv",
 }
 STUB_VALUES = {"round": 2, "per_task": 2}
 
@@ -1008,6 +1209,17 @@ def test_stub_creates_declared_outputs(name, tmp_path):
     assert all(files for files in outputs.values())
     if name == "DEEPMAPPER_TRAINPASS":
         assert [f.name for f in outputs["passes"]] == ["pass_003.npz", "pass_004.npz"]
+    if name == "DEEPMAPPER_INTERACTIONS":
+        # an empty table with the real columns: what the pass tasks and the baselines read
+        from deepmapper.interactions import COLUMNS, read_table
+
+        [table] = outputs["interactions"]
+        assert tuple(read_table(table).columns) == COLUMNS and len(read_table(table)) == 0
+    if name == "DEEPMAPPER_BASELINE":
+        # the screen alone only when the screen's table is given (as the real command)
+        with_screen = {f.name for f in outputs["baselines"]}
+        without = Task(name, tmp_path, "stub_no_screen").run({**sources, "interactions": []}, STUB_META, stub=True)
+        assert with_screen - {f.name for f in without["baselines"]} == {"interactions.tsv"}
 
 
 # -- documentation -------------------------------------------------------------------------------
@@ -1042,6 +1254,25 @@ def test_output_docs_cover_every_published_file():
         assert word in usage
     for name in ("modality", "cluster", "cluster_resolution", "genesets", "geneset_min_size"):
         assert f"`--{name}`" in usage, f"docs/usage.md documents --{name}"
+
+
+def test_developer_cli_contract_names_real_options():
+    """docs/developers.md's CLI contract: every option a row names is in that command's --help."""
+    rows = [line for line in (REPO / "docs" / "developers.md").read_text().splitlines()
+            if line.startswith("| `deepmapper ")]
+    assert len(rows) >= 10
+    checked = 0
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        command = tuple(re.match(r"`([^`]+)`", cells[0]).group(1).split())
+        helptext = help_text(command)
+        for opt in re.findall(r"`(--[a-z][a-z0-9-]*)", cells[1]):
+            if opt.endswith("-"):  # a family (--interaction-*)
+                assert re.search(rf"(?<![\w-]){opt}", helptext), f"{' '.join(command)} has no {opt}*"
+            else:
+                assert re.search(rf"(?<![\w-]){opt}(?![\w-])", helptext), f"{' '.join(command)} has no {opt}"
+            checked += 1
+    assert checked >= 40
 
 
 # -- containers ----------------------------------------------------------------------------------

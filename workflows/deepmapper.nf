@@ -113,7 +113,9 @@ workflow DEEPMAPPER {
     }
 
     //
-    // Gene pairs: the pair screen on the training cells (train-pass runs the same screen)
+    // Gene pairs: the pair screen on the training cells, run once; its table goes to every
+    // pass task (the pairs placed side by side), to the baselines (the screen alone) and to
+    // the report. With --interactions false: [meta, []] (nf-core's optional input), no pairs.
     //
     if (isTrue(params.interactions)) {
         DEEPMAPPER_INTERACTIONS(ch_dataset)
@@ -127,19 +129,19 @@ workflow DEEPMAPPER {
     //
     // `deepmapper plan` decides each round (planning.next_round, the rule of `deepmapper run`)
     // and warns when --passes_per_task cuts stacked groups apart
-    TRAIN_PASSES(ch_dataset, params.passes_per_task)
+    TRAIN_PASSES(ch_dataset, ch_interactions, params.passes_per_task)
     ch_dataset_passes = ch_dataset.join(TRAIN_PASSES.out.passes)
 
     DEEPMAPPER_ACCUMULATE(ch_dataset_passes)
     DEEPMAPPER_EVALUATE(ch_dataset_passes)
 
     //
-    // Baselines on the same held-out split
+    // Baselines on the same held-out split (and the screen alone, given its table)
     //
     if (isTrue(params.skip_baselines)) {
         ch_baselines = ch_dataset.map { meta, _dataset -> [meta, []] }
     } else {
-        DEEPMAPPER_BASELINE(ch_dataset)
+        DEEPMAPPER_BASELINE(ch_dataset.join(ch_interactions))
         ch_baselines = DEEPMAPPER_BASELINE.out.baselines
     }
 

@@ -39,7 +39,7 @@ def ingest_cmd(inputs, label_key, labels_file, out, config_path, **params):
 @click.command("baseline")
 @click.option("--dataset", required=True, type=click.Path(path_type=Path), help="dataset.h5ad from ingest.")
 @click.option("--outdir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for logistic.tsv, wilcoxon.tsv and baselines.json.")
+              help="Folder for logistic.tsv, wilcoxon.tsv, baselines.json (and interactions.tsv with --interactions-tsv).")
 @click.option("--method", type=click.Choice(["logistic", "wilcoxon", "all"]), default="all", show_default=True,
               help="Which baseline(s) to run.")
 @click.option("--interactions-tsv", "interactions_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -66,7 +66,7 @@ def baseline_cmd(dataset, outdir, method, interactions_path, config_path, **para
         lg = summary["logistic"]
         click.echo(f"logistic regression: held-out accuracy {lg['accuracy']:.4f} on {lg['n_test']} cells "
                    f"(majority rate {lg['majority_rate']:.4f})")
-    click.echo(f"wrote {', '.join(f'{m}.tsv' for m in methods)} and baselines.json to {outdir}")
+    click.echo(f"wrote {', '.join(f'{m}.tsv' for m in summary['methods'])} and baselines.json to {outdir}")
 
 
 COMMANDS = [ingest_cmd, baseline_cmd]

@@ -2,21 +2,23 @@
     One round of passes: DEEPMAPPER_PLAN reads the verdicts so far and writes plan.json,
     whose `tasks` ({start, count} each) become DEEPMAPPER_TRAINPASS tasks. The plan's
     warnings (stacked groups cut apart, a GPU task without a GPU, too few accepted) are
-    logged here.
+    logged here. Every task stages the dataset and the pair screen's table (or [] without
+    one); the range is added to meta, so a task's hash is the dataset, the table, the range
+    and the options.
 */
 include { DEEPMAPPER_PLAN      } from '../../../modules/local/deepmapper/plan'
 include { DEEPMAPPER_TRAINPASS } from '../../../modules/local/deepmapper/trainpass'
 
 workflow TRAIN_ROUND {
     take:
-    ch_dataset   // channel: [ val(meta), path(dataset.h5ad) ]
+    ch_inputs    // channel: [ val(meta), path(dataset.h5ad), path(interactions.tsv) or [] ]
     ch_verdicts  // channel: [ verdicts_NNN.json, ... ] of every earlier round (empty list before round 1)
     round        // integer: the round to plan, 1 ..
     per_task     // integer: passes per task
 
     main:
-    ch_plan_in = ch_dataset
-        .map { meta, _dataset -> meta }
+    ch_plan_in = ch_inputs
+        .map { meta, _dataset, _interactions -> meta }
         .combine(ch_verdicts.map { files -> [files] })
         .map { meta, files -> [meta, files, round, per_task] }
     DEEPMAPPER_PLAN(ch_plan_in)
@@ -24,10 +26,10 @@ workflow TRAIN_ROUND {
     ch_plan_file = DEEPMAPPER_PLAN.out.plan.map { _meta, plan -> plan }
     ch_plan_file.splitJson(path: 'warnings').subscribe { warning -> log.warn("round ${round}: ${warning}") }
 
-    ch_tasks = ch_dataset
+    ch_tasks = ch_inputs
         .combine(ch_plan_file.splitJson(path: 'tasks'))
-        .map { meta, dataset, chunk ->
-            [meta + [start: chunk.start, count: chunk.count, id: "${meta.id}_pass" + String.format('%03d', chunk.start)], dataset]
+        .map { meta, dataset, interactions, chunk ->
+            [meta + [start: chunk.start, count: chunk.count, id: "${meta.id}_pass" + String.format('%03d', chunk.start)], dataset, interactions]
         }
     DEEPMAPPER_TRAINPASS(ch_tasks)
 

@@ -1,5 +1,7 @@
 // Reference rankings on the same held-out split: penalised logistic regression
-// on all features and a per-class Wilcoxon test.
+// on all features and a per-class Wilcoxon test; given the pair screen's table
+// (DEEPMAPPER_INTERACTIONS; [] with --interactions false), also the screen alone
+// (baselines/interactions.tsv).
 process DEEPMAPPER_BASELINE {
     tag "${meta.id}"
     label 'process_low'
@@ -7,9 +9,10 @@ process DEEPMAPPER_BASELINE {
     container 'ghcr.io/deepmapper-nf/deepmapper:0.1.0'
 
     input:
-    tuple val(meta), path(dataset)
+    tuple val(meta), path(dataset), path(interactions)
 
     output:
+    // logistic.tsv, wilcoxon.tsv, baselines.json; interactions.tsv when the screen's table is given
     tuple val(meta), path('baselines/*.{tsv,json}'), emit: baselines
     tuple val("${task.process}"), val('deepmapper'), eval("deepmapper --version | sed 's/.*version //'"), emit: versions_deepmapper, topic: versions
 
@@ -18,16 +21,18 @@ process DEEPMAPPER_BASELINE {
 
     script:
     def args = task.ext.args ?: ''
+    def screen = interactions ? "--interactions-tsv ${interactions}" : ''
     """
     deepmapper baseline \\
         --dataset ${dataset} \\
         --outdir baselines \\
+        ${screen} \\
         ${args}
     """
 
     stub:
     """
     mkdir -p baselines
-    touch baselines/logistic.tsv baselines/wilcoxon.tsv baselines/baselines.json
+    touch baselines/logistic.tsv baselines/wilcoxon.tsv baselines/baselines.json ${interactions ? 'baselines/interactions.tsv' : ''}
     """
 }

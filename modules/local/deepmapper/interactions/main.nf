@@ -1,7 +1,7 @@
 // The pair screen: gene pairs whose within-class correlation differs between classes,
-// on the run's non-held-out cells, calibrated by permuting the labels. Its table is
-// published and goes to the report; train-pass runs the same screen (same seed, same
-// pairs) when it is not handed the table.
+// on the run's non-held-out cells, calibrated by permuting the labels. Run once: its
+// table is published and goes to every DEEPMAPPER_TRAINPASS task (--interactions-tsv:
+// the pairs placed side by side), to DEEPMAPPER_BASELINE (the screen alone) and to the report.
 process DEEPMAPPER_INTERACTIONS {
     tag "${meta.id}"
     label 'process_medium'
@@ -29,6 +29,6 @@ process DEEPMAPPER_INTERACTIONS {
 
     stub:
     """
-    printf 'feature_a\\tfeature_b\\tclass\\tscore\\tp_value\\tp_fwer\\tq_value\\tcorr_in_class\\tcorr_rest\\tn_class\\tn_rest\\n' > interactions.tsv
+    printf 'feature_a\\tfeature_b\\tclass\\tscore\\tscaled_score\\tp_value\\tp_fwer\\tq_value\\tcorr_in_class\\tcorr_rest\\tn_class\\tn_rest\\n' > interactions.tsv
     """
 }

@@ -1,6 +1,8 @@
 // One task trains passes meta.start .. meta.start + meta.count - 1 (one seeded
 // arrangement each). The pass range lives in meta, so the task hash depends only
-// on the dataset, the range and the options: -resume reuses finished passes.
+// on the dataset, the pair screen's table, the range and the options: -resume
+// reuses finished passes. `interactions` is DEEPMAPPER_INTERACTIONS' table (the
+// pairs every pass places side by side), or [] with --interactions false.
 process DEEPMAPPER_TRAINPASS {
     tag "${meta.id}"
     label 'process_medium'
@@ -9,7 +11,7 @@ process DEEPMAPPER_TRAINPASS {
     container 'ghcr.io/deepmapper-nf/deepmapper:0.1.0'
 
     input:
-    tuple val(meta), path(dataset)
+    tuple val(meta), path(dataset), path(interactions)
 
     output:
     tuple val(meta), path('passes/pass_*.npz'), emit: passes
@@ -25,6 +27,8 @@ process DEEPMAPPER_TRAINPASS {
     def args = task.ext.args ?: ''
     // under -profile gpu: say loudly when the task sees no GPU (and record it in the verdicts)
     def gpu  = task.ext.use_gpu ? '--expect-gpu' : '--no-expect-gpu'
+    // the screen's pairs, read back rather than recomputed in every task ([]: none given)
+    def screen = interactions ? "--interactions-tsv ${interactions}" : ''
     """
     deepmapper train-pass \\
         --dataset ${dataset} \\
@@ -33,6 +37,7 @@ process DEEPMAPPER_TRAINPASS {
         --outdir passes \\
         --verdicts verdicts_${meta.start}.json \\
         ${gpu} \\
+        ${screen} \\
         ${args}
     """
 
