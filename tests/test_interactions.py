@@ -246,6 +246,43 @@ def test_pair_channel_training_stacked_equals_one_at_a_time(planted_path):
         assert a.meta["pair_channel"] and a.pairs.shape == (2, 2) and a.pair_class_importance.shape == (2, 2)
 
 
+@pytest.mark.parametrize("prefer", ["products", "features"])
+def test_logistic_start_keeps_the_pair_products_only_when_validation_prefers_them(planted_path, monkeypatch, prefer):
+    """The pass fits its start with and without the products and keeps the lower validation log-loss:
+    on planted pairs the products win on the real losses; made to lose, the pair channel's wide
+    weights are zero and the pass records it."""
+    from deepmapper import io, train
+    from deepmapper.data import prepare
+    from deepmapper.runner import use_interactions
+
+    path, _ = planted_path
+    cfg = Config().with_params(FAST)
+    data = prepare(io.read_input(str(path), label_key="label"), cfg)
+    use_interactions(data, cfg, interactions.table_text(
+        interactions.screen_prepared(data, cfg, progress=False, device=torch.device("cpu"))))
+    real = train._validation_log_loss
+    seen = []
+
+    def losses(model, x, codes):
+        with_products = x.shape[1] > data.n_features
+        seen.append((with_products, real(model, x, codes)))
+        if prefer == "features":
+            return 0.0 if not with_products else 1.0
+        return real(model, x, codes)
+
+    monkeypatch.setattr(train, "_validation_log_loss", losses)
+    (result,) = train.train_passes(data, cfg, [0], progress=False, device=torch.device("cpu"))
+    by_kind = dict(seen)
+    if prefer == "products":     # planted pairs: the real validation losses prefer the products
+        assert by_kind[True] < by_kind[False]
+        assert result.meta["pair_start"] is True
+    else:
+        assert result.meta["pair_start"] is False
+        g = train._setup_group(data, cfg, [0], torch.device("cpu"))
+        wide = g.net.params["wide.weight"][0].reshape(data.n_classes, 2, -1)
+        assert float(wide[:, 1].abs().sum()) == 0.0 and float(wide[:, 0].abs().sum()) > 0.0
+
+
 def test_run_and_chained_steps_give_the_same_bytes_and_pairs_reach_the_report(planted_path, tmp_path):
     from click.testing import CliRunner
 

@@ -185,6 +185,8 @@ def build(passes: list[PassResult], feature_names: list[str], *, cfg: Config, n_
         "features_sha256": used[0].features_sha256,
         "n_pairs": int(len(pair_table)),
         "pair_channel": bool(used[0].meta.get("pair_channel", False)),
+        # passes whose logistic start kept the pair products (their validation fold preferred them)
+        "passes_with_pair_start": int(sum(bool(p.meta.get("pair_start")) for p in used)),
         "top_pairs": pair_table.head(20).to_dict(orient="records"),
         "kinds": {k: int((kind == k).sum()) for k in KINDS},
     }
