@@ -211,23 +211,25 @@ def _sections(body: str) -> dict[str, str]:
     return out
 
 
+def _top_level(text: str, sep: str, opening: str, closing: str) -> list[str]:
+    """``text`` cut at every ``sep`` outside brackets, strings and comments (the pieces, in order)."""
+    masked = mask(text)
+    pieces, depth, begin = [], 0, 0
+    for k, ch in enumerate(masked):
+        if ch in opening:
+            depth += 1
+        elif ch in closing:
+            depth -= 1
+        elif ch == sep and depth == 0:
+            pieces.append(text[begin:k])
+            begin = k + 1
+    pieces.append(text[begin:])
+    return [piece for piece in pieces if mask(piece).strip()]
+
+
 def _declarations(section: str) -> list[str]:
     """One string per declaration line (parentheses may span lines); comments dropped."""
-    masked = mask(section)
-    decls, start, depth = [], 0, 0
-    for k, ch in enumerate(masked):
-        if ch in "([":
-            depth += 1
-        elif ch in ")]":
-            depth -= 1
-        elif ch == "\n" and depth == 0:
-            piece = section[start:k]
-            if masked[start:k].strip():
-                decls.append(_strip_comment(piece).strip())
-            start = k + 1
-    if masked[start:].strip():
-        decls.append(_strip_comment(section[start:]).strip())
-    return decls
+    return [_strip_comment(piece).strip() for piece in _top_level(section, "\n", "([", ")]")]
 
 
 def _strip_comment(piece: str) -> str:
@@ -377,19 +379,8 @@ def check_calls(path: Path, plugins: set[str]) -> set[str]:
 
 def split_args(text: str) -> list[str]:
     """Top-level comma-separated pieces of an argument list (brackets, closures and strings kept whole)."""
-    masked = mask(text)
-    pieces, depth, begin = [], 0, 0
-    for k, ch in enumerate(masked):
-        if ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            pieces.append(text[begin:k])
-            begin = k + 1
-    pieces.append(text[begin:])
     return [" ".join(_strip_comment(line).strip() for line in piece.splitlines()).strip()
-            for piece in pieces if mask(piece).strip()]
+            for piece in _top_level(text, ",", "([{", ")]}")]
 
 
 def workflow_body(path: Path, name: str) -> str:
