@@ -154,6 +154,6 @@ def test_the_workflow_unrolls_as_many_rounds_as_the_rule_has():
     assert aliases == [f"TRAIN_ROUND_{n}" for n in range(1, planning.ROUNDS + 1)]
     for n in range(1, planning.ROUNDS + 1):
         before = "channel.value([])" if n == 1 else f"TRAIN_ROUND_{n - 1}.out.verdicts"
-        assert f"TRAIN_ROUND_{n}(ch_dataset, {before}, {n}, per_task)" in text
+        assert f"TRAIN_ROUND_{n}(ch_inputs, {before}, {n}, per_task)" in text
     round_nf = (REPO / "subworkflows" / "local" / "train_round" / "main.nf").read_text()
     assert "splitJson(path: 'tasks')" in round_nf and "stdout" not in round_nf and "==~" not in round_nf
