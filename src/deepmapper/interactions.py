@@ -224,9 +224,7 @@ def _within_class_scores(x_sorted, bounds):
             v = x_sorted[lo:hi, s:s + step]
             ns = torch.special.ndtri((_mid_ranks(v) - 0.5) / m)
             sd = ns.std(dim=0, unbiased=False, keepdim=True)
-            out[lo:hi, s:s + step] = torch.where(sd > 1e-8, (ns - ns.mean(dim=0, keepdim=True)) /
-                                                 torch.where(sd > 1e-8, sd, torch.ones_like(sd)),
-                                                 torch.zeros_like(ns))
+            out[lo:hi, s:s + step] = (ns - ns.mean(dim=0, keepdim=True)) / torch_where_pos(sd) * (sd > 1e-8)
     return out
 
 

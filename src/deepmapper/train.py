@@ -735,17 +735,20 @@ def _logistic_wide_start(net, members, data: PreparedData, side: int, *, seed: i
     kept = []
     for k, m in enumerate(members):
         train_cells, val_cells = data.pass_cells(m.pass_index)
-        fits = []
-        for with_pairs in ([True, False] if n_pairs else [False]):
+
+        def fit(with_pairs: bool):
             x, shift = _wide_design(data, train_cells, n_pairs if with_pairs else 0)
             model, _ = fit_logistic(x, data.codes[train_cells], seed=seed + m.pass_index, tol=WIDE_START_TOL)
             loss = 0.0
             if n_pairs and len(val_cells):
                 xv, _ = _wide_design(data, val_cells, n_pairs if with_pairs else 0)   # as the fit saw its cells
                 loss = _validation_log_loss(model, xv, data.codes[val_cells])
-            fits.append((loss, not with_pairs, with_pairs, model, shift))
-        loss, _, with_pairs, model, shift = min(fits, key=lambda f: (f[0], f[1]))   # ties: keep the products
-        kept.append(bool(with_pairs))
+            return loss, model, shift
+
+        fits = {wp: fit(wp) for wp in ([True, False] if n_pairs else [False])}
+        with_pairs = bool(n_pairs) and fits[True][0] <= fits[False][0]             # ties: keep the products
+        _, model, shift = fits[with_pairs]
+        kept.append(with_pairs)
         coef, intercept = softmax_coefficients(model, data.n_classes)
         if shift is not None:
             intercept = intercept + coef @ shift
