@@ -11,6 +11,11 @@
   equal to scanpy's scores; scanpy's numba kernels cost over a minute of compiling
   on a fresh machine); feature score = the largest z-score over classes.
 
+- ``pseudobulk`` (datasets with a sample key): counts summed per sample, PyDESeq2's
+  negative-binomial GLM, each label against the rest (:mod:`deepmapper.pseudobulk`); feature
+  score = -log10 p. Added by itself; when it cannot run (PyDESeq2 missing, no raw counts)
+  ``baselines.json`` says why under ``pseudobulk.unavailable``.
+
 - ``interactions``: the pair screen alone (``interactions.tsv`` of the run, given as
   ``screen``): a gene's score is the largest |t| of the screened pairs it is in
   (with q below the threshold first, the rest after), genes in no listed pair
@@ -247,6 +252,24 @@ def screen_baseline(table, features, q_threshold: float = 0.05):
     return ranked, info
 
 
+def _pseudobulk(adata, outdir: Path, summary: dict) -> None:
+    """The pseudobulk baseline for a dataset with a sample key (nothing without one)."""
+    from . import io, pseudobulk
+
+    if io.samples(adata) is None:
+        return
+    _, classes = io.labels(adata)
+    try:
+        table, info = pseudobulk.baseline(adata, classes)
+    except pseudobulk.PseudobulkUnavailable as err:
+        log.warning("pseudobulk baseline skipped: %s", err)
+        summary["pseudobulk"] = {"method": "pseudobulk", "unavailable": str(err)}
+        return
+    atomic.write_text(outdir / "pseudobulk.tsv", table.to_csv(sep="\t", index=False, float_format="%.6g"))
+    summary["methods"].append("pseudobulk")
+    summary["pseudobulk"] = info
+
+
 def run_baselines(adata, outdir, *, split, seed: int, methods=METHODS, C: float = 1.0, screen=None,
                   q_threshold: float = 0.05) -> dict:
     """Write ``outdir/<method>.tsv`` and ``outdir/baselines.json`` (atomically); return the JSON content.
@@ -271,6 +294,7 @@ def run_baselines(adata, outdir, *, split, seed: int, methods=METHODS, C: float 
         table, info = logistic(adata, split, seed=seed, C=C) if method == "logistic" else wilcoxon(adata)
         atomic.write_text(outdir / f"{method}.tsv", table.to_csv(sep="\t", index=False, float_format="%.6g"))
         summary[method] = info
+    _pseudobulk(adata, outdir, summary)
     if screen is not None:
         table, info = screen_baseline(screen, adata.var_names, q_threshold)
         atomic.write_text(outdir / "interactions.tsv", table.to_csv(sep="\t", index=False, float_format="%.6g"))

@@ -101,13 +101,11 @@ def step_baselines(dataset_path: Path, outdir: Path, cfg: Config, methods=("logi
                    interactions_path: Path | None = None) -> dict:
     """Logistic regression and Wilcoxon; with ``interactions_path`` the pair screen alone too."""
     from . import baselines, interactions, io
-    from .split import stratified_split
+    from .split import make_split
 
     adata = io.read_dataset(dataset_path)
     codes, classes = io.labels(adata)
-    split = stratified_split(codes, test_fraction=cfg.run.test_fraction, val_fraction=cfg.run.val_fraction,
-                             seed=cfg.run.seed, classes=classes, min_class_size=cfg.input.min_class_size,
-                             where=str(dataset_path))
+    split = make_split(codes, cfg, classes=classes, samples=io.samples(adata), where=str(dataset_path))
     screen = interactions.read_table(interactions_path) if interactions_path is not None else None
     return baselines.run_baselines(adata, outdir, split=split, seed=cfg.run.seed, methods=tuple(methods),
                                    screen=screen, q_threshold=cfg.interactions.q_threshold)
@@ -175,11 +173,14 @@ def analyse(adata, cfg: Config, *, device=None, progress: bool = True, where: st
 def _findings(adata, passes: list[PassResult], cfg: Config, n_wanted: int | None = None):
     """(findings table, per-class table, summary, pair table) of passes trained on ``adata`` (the first
     ``n_wanted`` accepted passes; all accepted when None)."""
+    from . import io, samples
+
     is_denovo = adata.var["is_denovo"].to_numpy() if "is_denovo" in adata.var else None
     return findings_mod.build(
         passes, [str(v) for v in adata.var_names], cfg=cfg, n_wanted=n_wanted, is_denovo=is_denovo,
         n_cells=int(adata.n_obs),
-        dataset_sha256=str(adata.uns.get("deepmapper", {}).get("source_sha256", "")))
+        dataset_sha256=str(adata.uns.get("deepmapper", {}).get("source_sha256", "")),
+        sample_stats=samples.sample_level(adata, io.labels(adata)[1]))
 
 
 # -- the embedded path ----------------------------------------------------------------------

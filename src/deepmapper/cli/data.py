@@ -48,14 +48,12 @@ def ingest_cmd(inputs, label_key, labels_file, out, config_path, **params):
 def baseline_cmd(dataset, outdir, method, interactions_path, config_path, **params):
     """Logistic regression and Wilcoxon rankings on all features, on the run's held-out split."""
     from .. import baselines, io
-    from ..split import stratified_split
+    from ..split import make_split
 
     cfg = build_config(config_path, params)
     adata = io.read_dataset(dataset)
     codes, classes = io.labels(adata)
-    split = stratified_split(codes, test_fraction=cfg.run.test_fraction, val_fraction=cfg.run.val_fraction,
-                             seed=cfg.run.seed, classes=classes, min_class_size=cfg.input.min_class_size,
-                             where=str(dataset))
+    split = make_split(codes, cfg, classes=classes, samples=io.samples(adata), where=str(dataset))
     methods = baselines.METHODS if method == "all" else (method,)
     from ..interactions import read_table
 
