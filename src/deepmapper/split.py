@@ -66,6 +66,14 @@ def validation_folds(codes: np.ndarray, split: Split, n_folds: int, seed: int) -
     return folds
 
 
+def split_side_of(split: Split, n_cells: int) -> np.ndarray:
+    """Per cell: 0 training, 1 validation, 2 held out."""
+    side = np.zeros(n_cells, np.int64)
+    side[split.val] = 1
+    side[split.test] = 2
+    return side
+
+
 def pass_cells(split: Split, folds: np.ndarray | None, pass_index: int) -> tuple[np.ndarray, np.ndarray]:
     """(training cells, validation cells) of pass ``pass_index``: the fixed split without folds,
     else fold ``pass_index mod n_folds`` for validation and the other folds for training."""
@@ -124,8 +132,8 @@ def sample_split(codes: np.ndarray, samples: np.ndarray, sample_names: list[str]
                  test_fraction: float, val_fraction: float, seed: int, where: str = "input") -> Split:
     """Whole samples held out, validated on and trained on, stratified by each sample's label.
 
-    Per label: ``round(k * test_fraction)`` samples held out (>= 1), then ``round(rest * val_fraction)``
-    (>= 1) for validation, the rest (>= 1) for training. Every cell of a sample lies on one side.
+    Per label: ``round(k * test_fraction)`` samples held out (>= 1, and leaving 2), then
+    ``round(rest * val_fraction)`` (>= 1) for validation, the rest (>= 1) for training. Every cell of a sample lies on one side.
     """
     samples = np.asarray(samples, np.int64)
     lab = check_samples(codes, samples, sample_names, classes, where=where)
@@ -133,7 +141,7 @@ def sample_split(codes: np.ndarray, samples: np.ndarray, sample_names: list[str]
     side = np.zeros(len(sample_names), np.int64)          # 0 train, 1 validation, 2 held out
     for c in range(len(classes)):
         ids = rng.permutation(np.flatnonzero(lab == c))
-        n_test = max(1, int(round(ids.size * test_fraction)))
+        n_test = min(max(1, int(round(ids.size * test_fraction))), ids.size - 2)   # leave one to validate, one to train
         rest = ids.size - n_test
         n_val = min(max(1, int(round(rest * val_fraction))), rest - 1)
         side[ids[:n_test]] = 2

@@ -46,6 +46,7 @@ def simulate(n_donors: int = 4, *, n_genes: int = 600, n_true: int = 12, n_one_d
     true = np.sort(pool[:n_true])
     one = np.sort(pool[n_true:n_true + n_one_donor])
     free = np.setdiff1d(np.arange(n_genes), np.concatenate([true, one]))
+    n_markers = min(n_markers, len(free) // (2 * n_types))
     markers = rng.choice(free, size=n_types * n_markers, replace=False).reshape(n_types, n_markers)
     type_eff = np.zeros((n_types, n_genes))
     for t in range(n_types):
