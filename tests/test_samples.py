@@ -251,3 +251,10 @@ def test_sample_key_through_the_cli(tmp_path, one_torch_thread):
     p = read_pass(sorted((out / "passes").glob("pass_*.npz"))[0])
     held = set(ds.obs["donor"].to_numpy()[p.heldout_index])
     assert set(np.flatnonzero(ds.obs["donor"].isin(held).to_numpy())) == set(p.heldout_index.tolist())
+    # the report's Samples section: design, comparison with the pseudobulk baseline, donor x feature panel
+    from deepmapper.report.html import build_html
+    from deepmapper.report.results import load_results
+
+    page = build_html(load_results(out))
+    assert 'id="samples"' in page and "Top features in each sample" in page
+    assert "pseudobulk DESeq2&#x27;s top 20" in page or "pseudobulk DESeq2's top 20" in page

@@ -320,6 +320,10 @@ def _read_baselines(folder: Path, res: Results) -> None:
                 .reset_index(drop=True)
         else:
             res.notes.append(f"baselines/{method}.tsv is absent: no comparison with {method}.")
+    path = folder / "pseudobulk.tsv"        # runs with a sample key
+    if path.is_file():
+        res.baselines["pseudobulk"] = _read_tsv(path, BASELINE_COLUMNS).sort_values("rank", kind="stable") \
+            .reset_index(drop=True)
     path = folder / "interactions.tsv"      # the pair screen alone (runs with interactions on)
     if path.is_file():
         res.baselines["interactions"] = _read_tsv(path, BASELINE_COLUMNS).sort_values("rank", kind="stable") \
