@@ -189,7 +189,7 @@ def test_populations_record_one_sample_per_directory(tmp_path, caplog, per_label
     else:                                   # enough directories: split and tested by sample by default
         assert ds.uns["deepmapper"]["sample_key"] == io.SAMPLE_KEY
         codes, names = io.samples(ds)
-        assert names == ["ctrl-1", "ctrl-2", "ctrl-3", "dis-1", "dis-2", "dis-3"]
+        assert names == ["ctrl0", "ctrl1", "ctrl2", "dis0", "dis1", "dis2"]      # the directories' names
         assert np.bincount(codes).tolist() == [15] * 6
         assert np.array_equal(io.counts_matrix(ds).sum(1).A1 if hasattr(io.counts_matrix(ds), "A1")
                               else np.asarray(io.counts_matrix(ds).sum(1)).ravel(),

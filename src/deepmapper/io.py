@@ -934,6 +934,10 @@ def _read_10x_populations(items, modality: str) -> _Raw:
         label_counts[p[0]] = label_counts.get(p[0], 0) + 1
     seen: dict[str, int] = {}
     blocks, obs, labels, files, samples = [], [], [], [], []
+    # a population's sample id: its directory's name when those are unique (a samplesheet's rows
+    # usually point at one folder per sample), else the cell-id prefix (label, or label-N)
+    dir_names = [p[1].name for p in parts]
+    by_dir = len(set(dir_names)) == len(dir_names) and all(dir_names)
     for label, path, X, barcodes, names, var, fl in parts:
         seen[label] = seen.get(label, 0) + 1
         prefix = label if label_counts[label] == 1 else f"{label}-{seen[label]}"
@@ -941,7 +945,7 @@ def _read_10x_populations(items, modality: str) -> _Raw:
         blocks.append(X[:, [col[n] for n in shared]])
         obs += [f"{prefix}:{b}" for b in barcodes]
         labels += [label] * X.shape[0]
-        samples += [prefix] * X.shape[0]
+        samples += [path.name if by_dir else prefix] * X.shape[0]
         files += fl
     var = parts[0][5].loc[shared].copy()
     return _Raw(X=sp.vstack(blocks, format="csr"), obs_names=obs, var_names=shared, var=var, files=files,
