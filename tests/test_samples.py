@@ -152,6 +152,21 @@ def test_pseudobulk_deseq2_matches_a_direct_computation():
     assert len(set(np.argsort(res["p"][0])[:12].tolist()) & set(truth)) >= 9
 
 
+def test_log_normalised_input_falls_back_to_welch_and_says_why():
+    """pbmc68k_reduced's .raw is log-normalised: no counts, so no NB pseudobulk; Welch on sample means."""
+    from deepmapper import pseudobulk
+
+    adata = donors.simulate(3, n_genes=80, mean_cells=30, seed=7)
+    adata.X = io.normalize_log1p(adata.X)                 # what a log-normalised .raw holds
+    ds = io.from_anndata(adata, label_key="condition", sample_key="donor")
+    assert io.counts_matrix(ds) is None
+    stats = samples.sample_level(ds, ["control", "disease"])
+    assert stats["test"].startswith("Welch") and "no raw counts" in stats["note"]
+    assert np.nanmin(stats["q"]) <= 1 and np.all(stats["reproducibility"] <= 1)
+    with pytest.raises(pseudobulk.PseudobulkUnavailable, match="no raw counts"):
+        pseudobulk.baseline(ds, ["control", "disease"])
+
+
 def test_design_warnings(caplog):
     adata = donors.simulate(3, n_genes=40, mean_cells=20, seed=4)
     with caplog.at_level(logging.WARNING, logger="deepmapper.io"):
@@ -258,3 +273,6 @@ def test_sample_key_through_the_cli(tmp_path, one_torch_thread):
     page = build_html(load_results(out))
     assert 'id="samples"' in page and "Top features in each sample" in page
     assert "pseudobulk DESeq2&#x27;s top 20" in page or "pseudobulk DESeq2's top 20" in page
+    # read back into an AnnData: the sample-level columns travel with the ranking
+    back = dm.read_results(out)
+    assert {"model_rank", "sample_q"} <= set(back.uns["deepmapper"]["ranking"].columns)
