@@ -26,11 +26,9 @@ import hashlib
 import logging
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 
-from deepmapper._utils import atomic
 from deepmapper.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -247,16 +245,16 @@ def screen_baseline(table, features, q_threshold: float = 0.05):
     return ranked, info
 
 
-def run_baselines(adata, outdir, *, split, seed: int, methods=METHODS, C: float = 1.0, screen=None,
-                  q_threshold: float = 0.05) -> dict:
-    """Write ``outdir/<method>.tsv`` and ``outdir/baselines.json`` (atomically); return the JSON content.
-    With ``screen`` (the interactions.tsv table) the screen alone is added as ``interactions``."""
+def run_baselines(adata, *, split, seed: int, methods=METHODS, C: float = 1.0, screen=None,
+                  q_threshold: float = 0.05) -> tuple[dict, dict]:
+    """``({name: ranking DataFrame}, summary)`` of the baselines on the run's split; the caller
+    writes them (``pipeline.runner.step_baselines``). With ``screen`` (the pair screen's table)
+    the screen alone is added as ``interactions``."""
     methods = tuple(methods)
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise ConfigError(f"unknown baseline method(s): {', '.join(unknown) or 'none given'}", field="method",
                           fix=f"use {', '.join(METHODS)} or all.")
-    outdir = Path(outdir)
     test = np.asarray(split.test, dtype=np.int64)
     summary = {
         "methods": list(methods),
@@ -267,14 +265,11 @@ def run_baselines(adata, outdir, *, split, seed: int, methods=METHODS, C: float 
                     "label_key": str(adata.uns["deepmapper"]["label_key"]),
                     "source_sha256": str(adata.uns["deepmapper"].get("source_sha256", ""))},
     }
+    tables = {}
     for method in methods:
-        table, info = logistic(adata, split, seed=seed, C=C) if method == "logistic" else wilcoxon(adata)
-        atomic.write_text(outdir / f"{method}.tsv", table.to_csv(sep="\t", index=False, float_format="%.6g"))
-        summary[method] = info
+        tables[method], summary[method] = logistic(adata, split, seed=seed, C=C) if method == "logistic" \
+            else wilcoxon(adata)
     if screen is not None:
-        table, info = screen_baseline(screen, adata.var_names, q_threshold)
-        atomic.write_text(outdir / "interactions.tsv", table.to_csv(sep="\t", index=False, float_format="%.6g"))
+        tables["interactions"], summary["interactions"] = screen_baseline(screen, adata.var_names, q_threshold)
         summary["methods"].append("interactions")
-        summary["interactions"] = info
-    atomic.write_json(outdir / "baselines.json", summary)
-    return summary
+    return tables, summary

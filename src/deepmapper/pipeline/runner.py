@@ -20,10 +20,11 @@ import numpy as np
 from deepmapper._utils import faults
 from deepmapper.results import publish
 from deepmapper.results import findings as findings_mod
-from deepmapper._utils.atomic import write_json
+from deepmapper._utils.atomic import write_json, write_text
 from deepmapper.config import Config
 from deepmapper.errors import DeepMapperError, InputError
 from deepmapper.engine.passfile import PassResult, write_pass
+from deepmapper.results import layout
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +40,11 @@ def step_interactions(dataset_path: Path, cfg: Config, outdir: Path, *, progress
     adata = io.read_dataset(dataset_path)
     data = prepare(adata, cfg, where=str(dataset_path))
     result = interactions.screen_prepared(data, cfg, progress=progress)
-    interactions.write_table(result, Path(outdir) / "interactions.tsv")
+    interactions.write_table(result, Path(outdir) / layout.INTERACTIONS)
     return result
 
 
-def use_interactions(data, cfg: Config, table_text: str | None, *, where: str = "interactions.tsv"):
+def use_interactions(data, cfg: Config, table_text: str | None, *, where: str = layout.INTERACTIONS):
     """Hand the screen's pairs (interactions.tsv as text) to the prepared data; no-op when off."""
     from deepmapper.engine import interactions
 
@@ -113,8 +114,13 @@ def step_baselines(dataset_path: Path, outdir: Path, cfg: Config, methods=("logi
                              seed=cfg.run.seed, classes=classes, min_class_size=cfg.input.min_class_size,
                              where=str(dataset_path))
     screen = interactions.read_table(interactions_path) if interactions_path is not None else None
-    return baselines.run_baselines(adata, outdir, split=split, seed=cfg.run.seed, methods=tuple(methods),
-                                   screen=screen, q_threshold=cfg.interactions.q_threshold)
+    tables, summary = baselines.run_baselines(adata, split=split, seed=cfg.run.seed, methods=tuple(methods),
+                                              screen=screen, q_threshold=cfg.interactions.q_threshold)
+    outdir = Path(outdir)
+    for method, table in tables.items():
+        write_text(outdir / layout.baseline_table(method), table.to_csv(sep="\t", index=False, float_format="%.6g"))
+    write_json(outdir / layout.BASELINES_JSON, summary)
+    return summary
 
 
 # -- the in-memory core: what `run` and `deepmapper.tl` share -------------------------------
@@ -235,12 +241,12 @@ def run(inputs: list[str], outdir: Path, cfg: Config, *, label_key: str | None =
         device = select_device(cfg.run.device)
         _check_space(out, adata)
         run_dir = out.new_run(run_id)
-        dataset_path = run_dir / "dataset.h5ad"
+        dataset_path = run_dir / layout.DATASET
         info = {"run_id": run_id, "state": "running", "pid": os.getpid(),
                 "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
                 "inputs": [str(i) for i in inputs], "resume_key": _resume_key(adata, cfg)}
-        write_json(run_dir / "run_info.json", info)
-        passes_dir = run_dir / "passes"
+        write_json(run_dir / layout.RUN_INFO, info)
+        passes_dir = run_dir / layout.PASSES
         try:
             _write_dataset(adata, dataset_path)
             adata = io.read_dataset(dataset_path)  # train on exactly what the step commands would read
@@ -248,7 +254,7 @@ def run(inputs: list[str], outdir: Path, cfg: Config, *, label_key: str | None =
             log.info("%d cells x %d features, %d classes; device %s; run %s", adata.n_obs, adata.n_vars,
                      data.n_classes, device, run_id)
             check_trainable(data, cfg, where=str(inputs[0]), field=adata.uns["deepmapper"].get("label_key"))
-            screened = run_dir / "interactions.tsv"
+            screened = run_dir / layout.INTERACTIONS
             if cfg.interactions.enabled:   # the screen on the training cells; the passes read its pairs back
                 from deepmapper.engine import interactions
 
@@ -266,12 +272,12 @@ def run(inputs: list[str], outdir: Path, cfg: Config, *, label_key: str | None =
             # required: what the run is for
             pass_paths = findings_mod.pass_files(passes_dir)
             summary = step_accumulate(dataset_path, pass_paths, run_dir, cfg, n_wanted=cfg.run.passes)
-            step_evaluate(dataset_path, pass_paths, run_dir / "evaluation.json", n_wanted=cfg.run.passes)
+            step_evaluate(dataset_path, pass_paths, run_dir / layout.EVALUATION, n_wanted=cfg.run.passes)
             # optional: a failure is reported, the required results are still published
             failed: list[tuple[str, str]] = []
             if baselines:
                 _optional("baselines", failed, run_dir,
-                          lambda: step_baselines(dataset_path, run_dir / "baselines", cfg,
+                          lambda: step_baselines(dataset_path, run_dir / layout.BASELINES, cfg,
                                                  interactions_path=screened if screened.is_file() else None))
             if report:
                 _optional("report", failed, run_dir, lambda: _report(run_dir, multiqc_ok))
@@ -279,7 +285,7 @@ def run(inputs: list[str], outdir: Path, cfg: Config, *, label_key: str | None =
                          "device": str(device), "torch_threads": torch.get_num_threads(),
                          "passes_run": len(results), "passes_accepted": sum(r.accepted for r in results),
                          "passes_reused": len(done), "failed_steps": [name for name, _ in failed]})
-            write_json(run_dir / "run_info.json", info)
+            write_json(run_dir / layout.RUN_INFO, info)
             out.publish(run_dir, run_id)
         except BaseException as err:
             _keep_for_resume(out, run_dir, passes_dir, err)
@@ -367,7 +373,7 @@ def _reusable_passes(out, run_dir: Path, key: str, data, cfg: Config, *, resume:
             continue
         files = sorted((old / "passes").glob("pass_*.npz")) if (old / "passes").is_dir() else []
         try:
-            old_key = json.loads((old / "run_info.json").read_text()).get("resume_key")
+            old_key = json.loads((old / layout.RUN_INFO).read_text()).get("resume_key")
         except (OSError, ValueError):
             old_key = None
         if not resume or old_key != key:

@@ -20,6 +20,7 @@ from deepmapper.config import Config
 from deepmapper.errors import FormatError, InputError
 from deepmapper.engine.passfile import PassResult, first_difference, identity, read_pass
 from deepmapper._utils.versions import versions
+from deepmapper.results import layout
 
 PER_CLASS_TOP = 50
 
@@ -261,9 +262,9 @@ def _json_value(v):
 
 def write(outdir: Path, table, per_class, summary, pairs=None) -> None:
     outdir = Path(outdir)
-    write_text(outdir / "findings.tsv", table.to_csv(sep="\t", index=False, float_format="%.6g"))
+    write_text(outdir / layout.FINDINGS, table.to_csv(sep="\t", index=False, float_format="%.6g"))
     faults.point("accumulate")
     if pairs is not None:
-        write_text(outdir / "findings_pairs.tsv", pairs.to_csv(sep="\t", index=False, float_format="%.6g"))
-    write_text(outdir / "findings_per_class.tsv", per_class.to_csv(sep="\t", index=False, float_format="%.6g"))
-    write_json(outdir / "findings.json", summary)
+        write_text(outdir / layout.FINDINGS_PAIRS, pairs.to_csv(sep="\t", index=False, float_format="%.6g"))
+    write_text(outdir / layout.FINDINGS_PER_CLASS, per_class.to_csv(sep="\t", index=False, float_format="%.6g"))
+    write_json(outdir / layout.FINDINGS_JSON, summary)

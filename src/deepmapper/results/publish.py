@@ -41,17 +41,13 @@ from pathlib import Path
 from deepmapper._utils import faults
 from deepmapper._utils.atomic import write_json
 from deepmapper.errors import ConfigError, DeepMapperError
+from deepmapper.results import layout
 
 log = logging.getLogger(__name__)
 
 META = ".deepmapper"
-MANIFEST = "manifest.json"
-# What a run may publish, and whether it is a directory: checked before anything is read, so
-# a user's file of the same name is reported up front instead of being half replaced.
-KNOWN = {"dataset.h5ad": False, "passes": True, "findings.tsv": False, "findings.json": False,
-         "findings_per_class.tsv": False, "evaluation.json": False, "run_info.json": False,
-         MANIFEST: False, "baselines": True, "report.html": False, "mqc": True, "multiqc": True,
-         "interactions.tsv": False, "findings_pairs.tsv": False}
+MANIFEST = layout.MANIFEST
+KNOWN = layout.PUBLISHED  # what a run may publish (name -> is a folder)
 MIN_FREE_BYTES = 16 * 1024 * 1024
 
 
@@ -341,7 +337,7 @@ def check_published(outdir: str | os.PathLike) -> dict:
     assert sorted(seen) == sorted(listed), (sorted(set(seen) ^ set(listed)))[:10]
     for rel, path in seen.items():
         assert sha256_file(path) == listed[rel], f"{rel} is not the file of run {manifest['run_id']}"
-    info = json.loads((outdir / "run_info.json").read_text())
+    info = json.loads((outdir / layout.RUN_INFO).read_text())
     assert info["run_id"] == manifest["run_id"]
     return manifest
 

@@ -68,6 +68,7 @@ from pathlib import Path
 import numpy as np
 
 from deepmapper.errors import FormatError, InputError
+from deepmapper.results import layout
 
 KEY = "deepmapper"
 VAR_COLUMNS = ("rank", "selection_frequency", "median_importance", "mean_rank", "pfer_bound")
@@ -333,23 +334,23 @@ def read_results(outdir, *, key_added: str = KEY):
     if not root.is_dir():
         raise InputError("results directory not found", where=str(root), field="outdir",
                          fix="give the --outdir of a finished 'deepmapper run' or 'nextflow run'.")
-    for name in ("dataset.h5ad", "findings.tsv", "findings_per_class.tsv", "findings.json"):
+    for name in (layout.DATASET, layout.FINDINGS, layout.FINDINGS_PER_CLASS, layout.FINDINGS_JSON):
         if not (root / name).is_file():
             raise InputError(f"{name} is missing", where=str(root), field=name,
                              fix="give the --outdir of a finished run (its accumulate step writes the findings, "
                                  "ingest writes dataset.h5ad).")
-    dataset = io.read_dataset(root / "dataset.h5ad")
-    findings = _read_tsv(root / "findings.tsv", ("feature", "rank", "selection_frequency", "median_importance",
+    dataset = io.read_dataset(root / layout.DATASET)
+    findings = _read_tsv(root / layout.FINDINGS, ("feature", "rank", "selection_frequency", "median_importance",
                                                   "mean_rank", "pfer_bound", "is_denovo"))
     findings["is_denovo"] = findings["is_denovo"].map(lambda v: str(v).strip().lower() in ("true", "1"))
-    per_class = _read_tsv(root / "findings_per_class.tsv", ("class", "feature", "rank", "median_importance",
+    per_class = _read_tsv(root / layout.FINDINGS_PER_CLASS, ("class", "feature", "rank", "median_importance",
                                                             "mean_rank"))
-    summary = _read_json(root / "findings.json")
+    summary = _read_json(root / layout.FINDINGS_JSON)
     if set(findings["feature"]) != {str(v) for v in dataset.var_names}:
         raise FormatError(f"findings.tsv ranks {len(findings)} features, dataset.h5ad holds {dataset.n_vars} "
                           "(or other names)", where=str(root), field="feature",
                           fix="use findings and dataset.h5ad from the same run.")
-    evaluation = _read_json(root / "evaluation.json") if (root / "evaluation.json").is_file() else None
+    evaluation = _read_json(root / layout.EVALUATION) if (root / layout.EVALUATION).is_file() else None
 
     used = [int(i) for i in summary.get("used_passes", [])]
     pass_importance = placed = None
@@ -370,20 +371,20 @@ def read_results(outdir, *, key_added: str = KEY):
 
     meta = dataset.uns["deepmapper"]
     use_raw, layer = matrix_params(meta.get("matrix", "X"))
-    cfg = Config.from_dict(summary.get("config") or {}, where=str(root / "findings.json"))
+    cfg = Config.from_dict(summary.get("config") or {}, where=str(root / layout.FINDINGS_JSON))
     params = run_params(cfg, groupby=meta["label_key"], use_raw=use_raw, layer=layer,
                         matrix=meta.get("matrix", "X"))
     screen = None
-    if (root / "interactions.tsv").is_file():
+    if (root / layout.INTERACTIONS).is_file():
         from deepmapper.engine.interactions import read_table
 
-        screen = read_table(root / "interactions.tsv")
+        screen = read_table(root / layout.INTERACTIONS)
     if placed is None:
         placed = _placed_pairs(screen, cfg, [str(v) for v in dataset.var_names], summary,
-                               where=str(root / "interactions.tsv"))
+                               where=str(root / layout.INTERACTIONS))
     pairs = None
-    if (root / "findings_pairs.tsv").is_file():
-        pairs = _read_tsv(root / "findings_pairs.tsv", ("feature_a", "feature_b", "class", "rank"))
+    if (root / layout.FINDINGS_PAIRS).is_file():
+        pairs = _read_tsv(root / layout.FINDINGS_PAIRS, ("feature_a", "feature_b", "class", "rank"))
     store(dataset, dataset, findings=findings, per_class=per_class, summary=summary, evaluation=evaluation,
           key_added=key_added, params=params, pass_importance=pass_importance,
           pass_indices=used if pass_importance is not None else None, pairs=pairs, screen=screen,
