@@ -62,10 +62,11 @@ def run_dm(adata, sample_key, args) -> tuple[list[str], int, int, float]:
 
 def run_baselines(adata, args) -> dict:
     """{method: (order, n significant)} and logistic accuracies by cells and by donors."""
-    from deepmapper import baselines, io, pseudobulk
+    from deepmapper import io
+    from deepmapper.engine import baselines, pseudobulk
     from deepmapper.config import Config
-    from deepmapper.samples import bh
-    from deepmapper.split import make_split
+    from deepmapper.engine.samples import bh
+    from deepmapper.engine.split import make_split
     from scipy import stats
 
     cfg = Config().with_params({"seed": args.seed_offset})

@@ -10,11 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import deepmapper as dm
-from deepmapper import io, samples
+from deepmapper import io
+from deepmapper.engine import samples
 from deepmapper.config import Config
 from deepmapper.datasets import donors
 from deepmapper.errors import InputError
-from deepmapper.split import (MIN_SAMPLES_PER_LABEL, sample_labels, sample_split, sample_validation_folds,
+from deepmapper.engine.split import (MIN_SAMPLES_PER_LABEL, sample_labels, sample_split, sample_validation_folds,
                               split_side_of)
 
 FAST = dict(epochs=3, min_epochs=1, patience=2, ig_steps=4, attribution_max_samples=64, threads=1,
@@ -79,7 +80,7 @@ def test_relabellings_move_whole_samples_and_are_enumerated(sizes, expected):
 
 
 def test_screen_permutes_labels_between_whole_samples(monkeypatch):
-    from deepmapper import interactions
+    from deepmapper.engine import interactions
 
     rng = np.random.default_rng(0)
     n_samples, per = 12, 25
@@ -107,7 +108,7 @@ def test_screen_permutes_labels_between_whole_samples(monkeypatch):
 
 
 def test_screen_says_when_no_calibration_is_possible():
-    from deepmapper import interactions
+    from deepmapper.engine import interactions
 
     samp = np.repeat(np.arange(6), 20)
     codes = (samp % 2).astype(np.int64)                          # 3 + 3 samples: 19 other relabellings
@@ -128,7 +129,7 @@ def test_counts_are_recovered_exactly_from_the_normalised_dataset():
 
 def test_pseudobulk_deseq2_matches_a_direct_computation():
     """PyDESeq2 on donor sums against the sums, median-of-ratios size factors and log2 ratios by hand."""
-    from deepmapper import pseudobulk
+    from deepmapper.engine import pseudobulk
 
     adata = donors.simulate(4, n_genes=200, mean_cells=60, lfc=1.2, seed=3)
     codes, classes = (adata.obs["condition"] == "disease").to_numpy().astype(np.int64), ["control", "disease"]
@@ -154,7 +155,7 @@ def test_pseudobulk_deseq2_matches_a_direct_computation():
 
 def test_log_normalised_input_falls_back_to_welch_and_says_why():
     """pbmc68k_reduced's .raw is log-normalised: no counts, so no NB pseudobulk; Welch on sample means."""
-    from deepmapper import pseudobulk
+    from deepmapper.engine import pseudobulk
 
     adata = donors.simulate(3, n_genes=80, mean_cells=30, seed=7)
     adata.X = io.normalize_log1p(adata.X)                 # what a log-normalised .raw holds
@@ -261,14 +262,14 @@ def test_sample_key_through_the_cli(tmp_path, one_torch_thread):
     assert "pseudobulk" in baselines["methods"] and (out / "baselines" / "pseudobulk.tsv").is_file()
     # the held-out cells are whole donors
     ds = io.read_dataset(out / "dataset.h5ad")
-    from deepmapper.passfile import read_pass
+    from deepmapper.engine.passfile import read_pass
 
     p = read_pass(sorted((out / "passes").glob("pass_*.npz"))[0])
     held = set(ds.obs["donor"].to_numpy()[p.heldout_index])
     assert set(np.flatnonzero(ds.obs["donor"].isin(held).to_numpy())) == set(p.heldout_index.tolist())
     # the report's Samples section: design, comparison with the pseudobulk baseline, donor x feature panel
-    from deepmapper.report.html import build_html
-    from deepmapper.report.results import load_results
+    from deepmapper.results.report.html import build_html
+    from deepmapper.results.report.results import load_results
 
     page = build_html(load_results(out))
     assert 'id="samples"' in page and "Top features in each sample" in page

@@ -1,1 +1,5 @@
-"""Simulators with a planted truth (tests, benches and `denovo simulate` only; never imported at runtime)."""
+"""Simulators of honest test data (planted markers and pairs, ATAC, donors and conditions, reads for the
+de-novo front end).
+
+Used by the tests, the benches and ``deepmapper denovo simulate``; nothing on the analysis path imports them.
+"""
