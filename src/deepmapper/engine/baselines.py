@@ -12,7 +12,7 @@
   on a fresh machine); feature score = the largest z-score over classes.
 
 - ``pseudobulk`` (datasets with a sample key): counts summed per sample, PyDESeq2's
-  negative-binomial GLM, each label against the rest (:mod:`deepmapper.pseudobulk`); feature
+  negative-binomial GLM, each label against the rest (:mod:`deepmapper.engine.pseudobulk`); feature
   score = -log10 p. Added by itself; when it cannot run (PyDESeq2 missing, no raw counts)
   ``baselines.json`` says why under ``pseudobulk.unavailable``.
 

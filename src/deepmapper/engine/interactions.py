@@ -343,7 +343,7 @@ def screen(X, codes: np.ndarray, classes: list[str], feature_names: list[str], *
     (all classes together) with their statistics; see the module docstring.
 
     ``samples`` (sample code per cell, with a sample key): the permutations move labels between
-    whole samples (:func:`deepmapper.samples.relabellings`: enumerated when few), and a pair's
+    whole samples (:func:`deepmapper.engine.samples.relabellings`: enumerated when few), and a pair's
     ``q_value`` is at least its family-wise ``p_fwer``: cells of one donor co-vary, so pairs are
     not exchangeable and only the permutation maximum is a valid reference. With too few samples
     for any calibration nothing is screened and ``note`` says so.

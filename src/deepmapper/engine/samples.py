@@ -13,7 +13,7 @@ replicates of the condition. With a sample key:
   The ranking multiplies the model's median importance by it, so a one-donor gene needs ``k``
   times the importance of a reproducible one to outrank it;
 - :func:`sample_test`: the per-feature q value at the level of samples (``sample_q`` in
-  findings.tsv): the pseudobulk negative-binomial GLM (PyDESeq2, :mod:`deepmapper.pseudobulk`) on
+  findings.tsv): the pseudobulk negative-binomial GLM (PyDESeq2, :mod:`deepmapper.engine.pseudobulk`) on
   the summed counts when the dataset holds counts, else Welch's t-test on the sample means of the
   analysed (log-normalised) values; one label against the rest, Bonferroni over labels, then
   Benjamini-Hochberg over features;

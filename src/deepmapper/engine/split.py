@@ -133,7 +133,8 @@ def sample_split(codes: np.ndarray, samples: np.ndarray, sample_names: list[str]
     """Whole samples held out, validated on and trained on, stratified by each sample's label.
 
     Per label: ``round(k * test_fraction)`` samples held out (>= 1, and leaving 2), then
-    ``round(rest * val_fraction)`` (>= 1) for validation, the rest (>= 1) for training. Every cell of a sample lies on one side.
+    ``round(rest * val_fraction)`` (>= 1) for validation, the rest (>= 1) for training. Every cell of a
+    sample lies on one side.
     """
     samples = np.asarray(samples, np.int64)
     lab = check_samples(codes, samples, sample_names, classes, where=where)

@@ -782,7 +782,8 @@ def from_anndata(adata, *, label_key: str, matrix: str = "auto", normalize: str 
                          where=source, field=label_key, fix="pass an obs column holding the labels.")
     if sample_key is not None and sample_key not in adata.obs.columns:
         raise InputError(f"no column '{sample_key}' (available: {_few(list(adata.obs.columns), 12)})",
-                         where=source, field="sample_key", fix="pass the obs column naming each cell's donor or sample.")
+                         where=source, field="sample_key",
+                         fix="pass the obs column naming each cell's donor or sample.")
     check_finite(X, var_names, where=source, field=chosen)
     counts = looks_like_counts(X)
     if normalize == "always":

@@ -119,7 +119,7 @@ def build(passes: list[PassResult], feature_names: list[str], *, cfg: Config, n_
           sample_stats: dict | None = None):
     """Returns (findings rows, per-class rows, summary dict, accumulated pairs).
 
-    ``sample_stats`` (:func:`deepmapper.samples.sample_level`, datasets with a sample key): the rank
+    ``sample_stats`` (:func:`deepmapper.engine.samples.sample_level`, datasets with a sample key): the rank
     becomes that of median importance x sample reproducibility, and the table gains ``model_rank``
     (the rank without samples), ``sample_reproducibility`` and ``sample_q``; the summary gains
     ``sample_level`` with the per-sample means of the top features (findings_samples.tsv)."""
