@@ -128,9 +128,14 @@ def build(passes: list[PassResult], feature_names: list[str], *, cfg: Config, n_
     used = choose(passes, n_wanted)
     if not used:
         best = max(p.accuracy for p in passes)
+        held = " on held-out samples the model never saw" if sample_stats is not None else ""
         raise InputError(f"none of the {len(passes)} passes passed the accuracy gate (best held-out accuracy "
-                         f"{best:.3f})", field="run.min_accuracy",
-                         fix="train longer (--epochs), try another --backbone, or lower --min-accuracy.")
+                         f"{best:.3f}{held})", field="run.min_accuracy",
+                         fix="train longer (--epochs), try another --backbone, or lower --min-accuracy"
+                             + ("; with few samples per label what the model learns may not carry over to a "
+                                "new donor: add samples, or test across samples with the pseudobulk baseline "
+                                "(deepmapper baseline -> baselines/pseudobulk.tsv)" if held else "")
+                         + ".")
     if len(feature_names) != used[0].n_features:
         raise FormatError(f"dataset has {len(feature_names)} features but the passes have {used[0].n_features}",
                           field="n_features", fix="use the dataset the passes were trained on.")
