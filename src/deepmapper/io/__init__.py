@@ -30,6 +30,7 @@ import csv
 import gzip
 import hashlib
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -970,6 +971,44 @@ def _shared_names(name_lists: list[list[str]], where: list[str]) -> list[str]:
 
 # Salmon -----------------------------------------------------------------------------------------
 
+def read_quant_sf(path: str | os.PathLike, column: str = "NumReads") -> tuple[list[str], np.ndarray]:
+    """Names and one numeric column of a Salmon ``quant.sf`` (the one reader: ``LABEL=quant.sf`` inputs
+    and the de-novo table). Every value must be a finite non-negative number and names unique."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("Salmon quant file not found", where=str(path), field="quant.sf",
+                         fix="run 'deepmapper denovo quant' for this sample (it writes ID/quant.sf).")
+    with open(path, encoding="utf-8") as fh:
+        header = fh.readline().rstrip("\n").split("\t")
+        if "Name" not in header or column not in header:
+            raise InputError(f"not a Salmon quant.sf (header {header[:5]})", where=str(path), field=column,
+                             fix="give the quant.sf written by salmon quant.")
+        i_name, i_val = header.index("Name"), header.index(column)
+        names, values = [], []
+        for lineno, line in enumerate(fh, start=2):
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) != len(header):
+                raise InputError(f"line {lineno} has {len(parts)} fields, expected {len(header)}", where=str(path),
+                                 field=column, fix="the file is truncated; re-run the quant step.")
+            try:
+                v = float(parts[i_val])
+            except ValueError:
+                raise InputError(f"line {lineno}: {parts[i_val]!r} is not a number", where=str(path),
+                                 field=column) from None
+            if not math.isfinite(v) or v < 0:
+                raise InputError(f"line {lineno}: {v} is not a finite non-negative count", where=str(path),
+                                 field=column)
+            names.append(parts[i_name])
+            values.append(v)
+    if len(set(names)) != len(names):
+        seen, dup = set(), []
+        for n in names:
+            (dup.append(n) if n in seen else seen.add(n))
+        raise InputError(f"{len(set(dup))} duplicate transcript names, e.g. {_few(sorted(set(dup)))}",
+                         where=str(path), field="Name", fix="quantify against an index with unique transcript names.")
+    return names, np.asarray(values, dtype=np.float64)
+
+
 def _read_salmon(items) -> _Raw:
     import pandas as pd
 
@@ -978,27 +1017,9 @@ def _read_salmon(items) -> _Raw:
         qf = path / "quant.sf" if path.is_dir() else path
         if not qf.is_file():
             raise InputError("no quant.sf here", where=str(path), field="input", fix="give the path of quant.sf.")
-        try:
-            df = pd.read_csv(qf, sep="\t")
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            raise InputError(f"cannot parse quant.sf ({exc.__class__.__name__})", where=str(qf), field="input",
-                             fix="give a Salmon quant.sf (tab-separated, header Name ... NumReads).") from None
-        for need in ("Name", "NumReads"):
-            if need not in df.columns:
-                raise InputError(f"no column '{need}' (columns: {_few(list(df.columns))})", where=str(qf),
-                                 field=need, fix="give a Salmon quant.sf (Name, Length, EffectiveLength, TPM, "
-                                                 "NumReads).")
-        if df["Name"].duplicated().any():
-            dup = df["Name"][df["Name"].duplicated()].unique()
-            raise InputError(f"{len(dup)} duplicate transcript names, e.g. {_few(dup)}", where=str(qf),
-                             field="Name", fix="quantify against an index with unique transcript names.")
-        vals = pd.to_numeric(df["NumReads"], errors="coerce")
-        if vals.isna().any():
-            raise InputError(f"{int(vals.isna().sum())} NumReads values are missing or not numbers "
-                             f"(e.g. transcript {df['Name'][vals.isna()].iloc[0]})", where=str(qf), field="NumReads",
-                             fix="re-run salmon quant; the file looks damaged.")
-        cols.append(pd.Series(vals.to_numpy(np.float64), index=df["Name"].astype(str)))
-        names.append(list(df["Name"].astype(str)))
+        qnames, qvals = read_quant_sf(qf)
+        cols.append(pd.Series(qvals, index=qnames))
+        names.append(qnames)
         sample_ids.append(qf.parent.name if qf.name == "quant.sf" and qf.parent.name else qf.stem)
         labels.append(label)
         files.append(qf)

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from deepmapper.errors import FormatError, InputError
+from deepmapper.io import DENOVO_PREFIX
 from deepmapper.results import layout
 
 FINDINGS_COLUMNS = ("feature", "rank", "selection_frequency", "median_importance", "mean_rank", "pfer_bound")
 PER_CLASS_COLUMNS = ("class", "feature", "rank", "median_importance")
 BASELINE_COLUMNS = ("feature", "rank")
-DENOVO_PREFIX = "DENOVO_"
 
 
 @dataclass
