@@ -463,6 +463,8 @@ def read_input(paths, *, label_key: str | None, labels=None, matrix: str = "auto
 
 def parse_missing_labels(text) -> tuple[str, ...]:
     """``"NA, None"`` (the --missing-labels setting) -> ``("NA", "None")``."""
+    if isinstance(text, (set, frozenset)):
+        text = sorted(text)
     if isinstance(text, (list, tuple)):
         return tuple(str(t).strip() for t in text if str(t).strip())
     return tuple(t.strip() for t in str(text or "").split(",") if t.strip())
@@ -692,6 +694,13 @@ def _read_table(path: Path, *, label_key, use_labels: bool) -> _Raw:
                          field="var_names", fix="make column names unique (e.g. append the gene id).")
     # "NA", "None", "null" ... are missing values in feature columns only: as a cell id or label they are text.
     label_raw = [h for h in header[1:] if label_key is not None and h.strip() == label_key]
+    if use_labels and not label_raw:      # before parsing the values: a genes x cells table says so at once
+        try:
+            first = pd.read_csv(path, sep=sep, usecols=[0], dtype=str, keep_default_na=False).iloc[:, 0]
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError):
+            first = None
+        if first is not None:
+            _refuse_transposed(pd.DataFrame(index=first.to_numpy(), columns=names), label_key, str(path))
     na = {h: sorted(_NA_VALUES) for h in header[1:] if h not in label_raw}
     try:
         df = pd.read_csv(path, sep=sep, index_col=0, low_memory=False, keep_default_na=False, na_values=na,
@@ -709,7 +718,6 @@ def _read_table(path: Path, *, label_key, use_labels: bool) -> _Raw:
         if use_labels:
             raw.labels = column.to_numpy()   # else the labels come from --labels; the column is not a feature
     elif use_labels:
-        _refuse_transposed(df, label_key, str(path))
         # Name the label column before complaining about non-numeric columns: it usually is one.
         text = [c for c in df.columns if df[c].dtype != bool and not pd.api.types.is_numeric_dtype(df[c])]
         raw.columns = text or list(df.columns[:12])
