@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 import deepmapper as dm
-from deepmapper import findings
+from deepmapper.results import findings
 from deepmapper.cli import cli
 
 # A model that learns too little: the linear backbone from scratch, slowly, two epochs (0.361 against
@@ -115,7 +115,7 @@ def test_a_scaled_matrix_has_no_fold_changes_and_says_so(bad_run, tmp_path, capl
 
     from deepmapper import io
     from deepmapper.config import Config
-    from deepmapper.runner import step_accumulate
+    from deepmapper.pipeline.runner import step_accumulate
 
     out, _ = bad_run
     ds = io.read_dataset(out / "dataset.h5ad")
