@@ -5,20 +5,30 @@ analysis ran in memory or came from ``deepmapper run`` / ``nextflow run``:
 
 ``adata.uns[key]`` (the layout of ``scanpy.tl.rank_genes_groups``)
     ``params``
-        ``groupby``, ``reference`` (``"rest"``), ``method`` (``"deepmapper"``),
-        ``use_raw``, ``layer`` (as scanpy), plus ``matrix``, ``n_genes``,
-        ``passes``, ``seed``, ``backbone``, ``attribution``, ``top_k`` and the
-        whole flat configuration in ``config``.
+        ``groupby``, ``reference`` (``"rest"`` or a group), ``method``
+        (``"deepmapper"``), ``use_raw``, ``layer``, ``corr_method`` (``"none"``)
+        (as scanpy), plus ``groups``, ``matrix``, ``n_genes``, ``passes``,
+        ``seed``, ``backbone``, ``attribution``, ``top_k`` and the whole flat
+        configuration in ``config``.
     ``names``, ``scores``, ``logfoldchanges``, ``pvals``, ``pvals_adj``, ``mean_rank``
         structured arrays with one field per group (groups in sorted order,
-        the order of DeepMapper's classes), ``n_genes`` rows (the per-class
-        tables' length: 50, or fewer features), best first. A group's features are ordered by their Borda mean rank over the
-        passes of the signed attribution towards that group
-        (``findings_per_class.tsv``); ``scores`` is the median signed attribution
-        share; ``logfoldchanges`` is computed as scanpy does (log2 of the ratio of
-        ``expm1`` of the group and rest means of the analysed matrix: meaningful
-        on log1p data). DeepMapper is not a test: ``pvals`` and ``pvals_adj`` are
-        NaN (use ``pfer_bound`` for error control).
+        the order of DeepMapper's classes; the reference has none), ``n_genes``
+        rows (default every analysed feature), highest score first, as scanpy's
+        (``findings_per_class.tsv``). ``scores`` is the median signed attribution
+        share towards the group (the evidence) signed by the direction (the
+        group's mean against the rest's, or the reference's): positive = up in
+        the group, negative = down, 0 = not evidence for the group
+        (:func:`deepmapper.engine.accumulate.marker_scores`); ``logfoldchanges``
+        is computed as scanpy does (log2 of the ratio of ``expm1`` of the group
+        and comparison means of the analysed matrix; NaN when it has negative
+        values); ``mean_rank`` the Borda mean rank of the signed attribution.
+        DeepMapper is not a test: ``pvals`` and ``pvals_adj`` are NaN (use
+        ``pfer_bound`` for error control).
+    ``trust``
+        whether the model is to be believed (``findings.json["trust"]``):
+        ``trustworthy``, ``reasons``, ``baseline_accuracy`` (logistic regression
+        on the same held-out cells; None when not fitted), ``margin``, and the
+        figures behind them (absent for results written before the verdict).
     ``ranking``
         DataFrame, one row per analysed feature (index), best first: ``rank``,
         ``selection_frequency``, ``median_importance``, ``mean_rank``,
