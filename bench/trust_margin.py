@@ -5,7 +5,7 @@ For each run seed (its own stratified held-out split) prints the per-pass held-o
 accuracies (mean, lowest, highest, spread), the passes that ran to the epoch limit, the
 logistic-regression baseline on the same held-out cells, the shortfall (logistic minus mean
 per pass) and the verdict written in findings.json["trust"]. The margin of
-``findings.TRUST_MARGIN`` must sit above the shortfalls of the good configurations and far
+``deepmapper.results.findings.TRUST_MARGIN_FLOOR`` must sit above the shortfalls of the good configurations and far
 below that of the known bad one (``--label-key louvain --backbone cnn_small``).
 
     python bench/trust_margin.py [--seed 0 1 2] [--label-key bulk_labels] [--backbone cnn] [--passes 10]
@@ -29,8 +29,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from deepmapper.config import Config
-    from deepmapper.demo import demo_input
-    from deepmapper.runner import run
+    from deepmapper.pipeline.demo import demo_input
+    from deepmapper.pipeline.runner import run
 
     print("label key, backbone, seed, mean per pass, lowest, highest, spread, at epoch limit, logistic, "
           "shortfall, trustworthy, reasons, seconds")
