@@ -120,10 +120,7 @@ def rank_features(adata, groupby: str, *, groups="all", reference: str = "rest",
 
     where = "deepmapper.tl.rank_features"
     cfg = _config(passes, settings, where)
-    if getattr(adata, "isbacked", False):
-        raise InputError("the AnnData is backed (opened with backed='r'): its matrix is on disk", where=where,
-                         field="adata", fix="load it into memory first: adata = adata.to_memory() "
-                                            "(or sc.read_h5ad(path) without backed=).")
+    io.check_in_memory(adata, where=where)
     matrix = _matrix(adata, groupby, layer, use_raw, where)
     groups, keep = _groups(adata, groupby, groups, reference, n_genes, where)
     dataset = io.from_anndata(adata, label_key=groupby, matrix=matrix,

@@ -632,6 +632,14 @@ def choose_matrix(adata, matrix: str, *, where: str):
                      fix="use auto, X, raw or layer:<name>.")
 
 
+def check_in_memory(adata, *, where: str) -> None:
+    """A backed AnnData (``backed='r'``) is one line, not a traceback from deep inside anndata."""
+    if getattr(adata, "isbacked", False):
+        raise InputError("the AnnData is backed (opened with backed='r'): its matrix is on disk", where=where,
+                         field="adata", fix="load it into memory first: adata = adata.to_memory() "
+                                            "(or sc.read_h5ad(path) without backed=).")
+
+
 def from_anndata(adata, *, label_key: str, matrix: str = "auto", normalize: str = "auto",
                  min_class_size: int = 5, modality: str = "rna", source: str = "in-memory AnnData",
                  source_sha256: str = "", missing_labels=(), keep=None):
@@ -639,10 +647,7 @@ def from_anndata(adata, *, label_key: str, matrix: str = "auto", normalize: str 
 
     ``missing_labels``: as :func:`read_input`; ``keep``: boolean mask of the cells to analyse (e.g.
     the groups of a comparison), applied first."""
-    if getattr(adata, "isbacked", False):
-        raise InputError("the AnnData is backed (opened with backed='r'): its matrix is on disk", where=source,
-                         field="adata", fix="load it into memory first: adata = adata.to_memory() "
-                                            "(or sc.read_h5ad(path) without backed=).")
+    check_in_memory(adata, where=source)
     if label_key not in adata.obs.columns:
         raise InputError(f"no column '{label_key}' (available: {_few(list(adata.obs.columns), 12)})",
                          where=source, field=label_key, fix="pass an obs column holding the labels.")
