@@ -82,16 +82,12 @@ class PreparedData:
         out /= self.pair_scale
         return out.astype(np.float32, copy=False)
 
-    def with_interactions(self, table, cfg: Config, *, where: str = "interactions.tsv") -> "PreparedData":
-        """Use the screen's pairs (``interactions.select_pairs``): sets ``pairs`` and the standardisation of
+    def with_interactions(self, table, cfg: Config, *, where: str = "the pair table") -> "PreparedData":
+        """Use the screen's pairs (``interactions.placed_pairs``): sets ``pairs`` and the standardisation of
         their products, fitted on the training cells like the features' own. Returns self."""
-        from deepmapper.engine.interactions import select_pairs
+        from deepmapper.engine.interactions import placed_pairs
 
-        pairs, classes, _ = select_pairs(table, self.feature_names, q_threshold=cfg.interactions.q_threshold,
-                                         max_pairs=cfg.interactions.max_pairs, where=where)
-        from deepmapper.model.transform import max_pairs as room
-
-        pairs, classes = pairs[:room(self.n_features)], classes[:room(self.n_features)]
+        pairs, classes = placed_pairs(table, self.feature_names, cfg, where=where)
         self.pairs, self.pair_classes = pairs, classes
         if len(pairs) == 0:
             self.pair_mean = self.pair_scale = np.zeros(0, np.float32)

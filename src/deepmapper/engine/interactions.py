@@ -478,8 +478,8 @@ def _bh(p_sorted: np.ndarray, n_tests: int) -> np.ndarray:
 # -- files and pairs for the model -------------------------------------------------------
 
 def table_text(result: ScreenResult) -> str:
-    """interactions.tsv as text. The model always reads its pairs back from this text (file or
-    not), so the in-memory analysis and the chained steps use the very same values."""
+    """interactions.tsv as text, at full precision, so that a table read back from it places the
+    same pairs as the table in memory."""
     # full precision: the model keeps the pairs with q below the threshold, read back from this text,
     # and the best q reachable with P permutations is just under 1 / P (0.05 for the default 20),
     # which six significant digits would round onto the threshold
@@ -492,7 +492,7 @@ def write_table(result: ScreenResult, path) -> None:
     write_text(path, table_text(result))
 
 
-def parse_table(text: str, where: str = "interactions.tsv"):
+def parse_table(text: str, where: str = "the pair table"):
     import io as _io
 
     return read_table(_io.StringIO(text), where=where)
@@ -521,8 +521,21 @@ def read_table(path, where: str | None = None):
     return table
 
 
+def placed_pairs(table, feature_names: list[str], cfg, *, where: str = "the pair table"):
+    """The one decision of which pairs training places: :func:`select_pairs` under the run's
+    settings, then as many as the image has room for (``transform.max_pairs``). Returns
+    (pairs (M, 2) int64 feature indices, classes). findings.json records the result
+    (``placed_pairs``), so readers never select again."""
+    from deepmapper.model.transform import max_pairs as room
+
+    pairs, classes, _ = select_pairs(table, feature_names, q_threshold=cfg.interactions.q_threshold,
+                                     max_pairs=cfg.interactions.max_pairs, where=where)
+    n = room(len(feature_names))
+    return pairs[:n], classes[:n]
+
+
 def select_pairs(table, feature_names: list[str], *, q_threshold: float, max_pairs: int,
-                 where: str = "interactions.tsv"):
+                 where: str = "the pair table"):
     """The pairs the model uses: (pairs (M, 2) int64 feature indices, classes list, scores).
 
     Rows with q below the threshold, in the table's order (best first); greedy: a pair is taken only when

@@ -44,12 +44,12 @@ def step_interactions(dataset_path: Path, cfg: Config, outdir: Path, *, progress
     return result
 
 
-def use_interactions(data, cfg: Config, table_text: str | None, *, where: str = layout.INTERACTIONS):
-    """Hand the screen's pairs (interactions.tsv as text) to the prepared data; no-op when off."""
-    from deepmapper.engine import interactions
-
-    if cfg.interactions.enabled and table_text is not None:
-        data.with_interactions(interactions.parse_table(table_text, where=where), cfg, where=where)
+def use_interactions(data, cfg: Config, table, *, where: str = layout.INTERACTIONS):
+    """Hand the screen's table (in memory, or as read from interactions.tsv) to the prepared data,
+    which places its pairs; no-op when off. interactions.tsv keeps full precision, so both routes
+    place the same pairs (tests/test_engine.py checks it)."""
+    if cfg.interactions.enabled and table is not None:
+        data.with_interactions(table, cfg, where=where)
     return data
 
 
@@ -65,12 +65,9 @@ def step_train(dataset_path: Path, cfg: Config, pass_indices: list[int], outdir:
     adata = io.read_dataset(dataset_path)
     data = prepare(adata, cfg, where=str(dataset_path))
     if cfg.interactions.enabled:
-        if interactions_path is not None:
-            interactions.read_table(interactions_path)          # a missing or broken file: one clear error
-            text = Path(interactions_path).read_text(encoding="utf-8")
-        else:
-            text = interactions.table_text(interactions.screen_prepared(data, cfg, progress=progress))
-        use_interactions(data, cfg, text, where=str(interactions_path or "interaction screen"))
+        table = interactions.read_table(interactions_path) if interactions_path is not None \
+            else interactions.screen_prepared(data, cfg, progress=progress).table
+        use_interactions(data, cfg, table, where=str(interactions_path or "interaction screen"))
     results = train_passes(data, cfg, pass_indices, progress=progress)
     for r in results:
         write_pass(stamp(r, data, adata), outdir)
@@ -78,14 +75,17 @@ def step_train(dataset_path: Path, cfg: Config, pass_indices: list[int], outdir:
 
 
 def step_accumulate(dataset_path: Path, pass_paths: list[Path], outdir: Path, cfg: Config,
-                    n_wanted: int | None = None, baselines_path: Path | None = None) -> dict:
-    """findings.tsv, findings_per_class.tsv, findings.json (+ findings_pairs.tsv); with
-    ``baselines_path`` (baselines.json of the same dataset and split) the trust verdict compares
-    the passes with logistic regression."""
+                    n_wanted: int | None = None, *, adata=None, passes=None,
+                    baselines_path: Path | None = None) -> dict:
+    """findings.tsv, findings.json, findings_per_class.tsv, findings_pairs.tsv. ``run`` hands over the
+    dataset and the verified passes it already holds (``adata``, ``passes``); a step reads them. With
+    ``baselines_path`` (baselines.json of the same dataset and split) the trust verdict compares the
+    passes with logistic regression."""
     from deepmapper import io
 
-    adata = io.read_dataset(dataset_path)
-    passes = findings_mod.read_passes(pass_paths, dataset=adata, dataset_path=str(dataset_path))
+    adata = io.read_dataset(dataset_path) if adata is None else adata
+    if passes is None:
+        passes = findings_mod.read_passes(pass_paths, dataset=adata, dataset_path=str(dataset_path))
     baseline = (findings_mod.read_baseline_accuracy(baselines_path, passes[0].heldout_index)
                 if baselines_path is not None else None)
     table, per_class, summary, pairs = _findings(adata, passes, cfg, n_wanted, baseline_accuracy=baseline)
@@ -93,27 +93,30 @@ def step_accumulate(dataset_path: Path, pass_paths: list[Path], outdir: Path, cf
     return summary
 
 
-def step_evaluate(dataset_path: Path, pass_paths: list[Path], out: Path, n_wanted: int | None = None) -> dict:
+def step_evaluate(dataset_path: Path, pass_paths: list[Path], out: Path, n_wanted: int | None = None, *,
+                  adata=None, passes=None) -> dict:
+    """evaluation.json (the ensembled held-out accuracy); ``adata``/``passes`` as in step_accumulate."""
     from deepmapper import io
     from deepmapper.engine.evaluate import evaluate
 
-    adata = io.read_dataset(dataset_path)
+    adata = io.read_dataset(dataset_path) if adata is None else adata
     codes, classes = io.labels(adata)
-    passes = findings_mod.choose(findings_mod.read_passes(pass_paths, dataset=adata, dataset_path=str(dataset_path)),
-                                 n_wanted)
+    if passes is None:
+        passes = findings_mod.read_passes(pass_paths, dataset=adata, dataset_path=str(dataset_path))
+    passes = findings_mod.choose(passes, n_wanted)
     result = evaluate(passes, codes, classes)
     write_json(out, result)
     return result
 
 
 def step_baselines(dataset_path: Path, outdir: Path, cfg: Config, methods=("logistic", "wilcoxon"),
-                   interactions_path: Path | None = None) -> dict:
+                   interactions_path: Path | None = None, *, adata=None) -> dict:
     """Logistic regression and Wilcoxon; with ``interactions_path`` the pair screen alone too."""
     from deepmapper import io
     from deepmapper.engine import baselines, interactions
     from deepmapper.engine.split import stratified_split
 
-    adata = io.read_dataset(dataset_path)
+    adata = io.read_dataset(dataset_path) if adata is None else adata
     codes, classes = io.labels(adata)
     split = stratified_split(codes, test_fraction=cfg.run.test_fraction, val_fraction=cfg.run.val_fraction,
                              seed=cfg.run.seed, classes=classes, min_class_size=cfg.input.min_class_size,
@@ -181,7 +184,7 @@ def analyse(adata, cfg: Config, *, device=None, progress: bool = True, where: st
     check_trainable(data, cfg, where=where, field=adata.uns.get("deepmapper", {}).get("label_key"))
     screen = interactions.screen_prepared(data, cfg, device=device, progress=progress) \
         if cfg.interactions.enabled else None
-    use_interactions(data, cfg, interactions.table_text(screen) if screen is not None else None)
+    use_interactions(data, cfg, screen.table if screen is not None else None)
     results = train_until_accepted(data, cfg, device=device, progress=progress)
     baseline_accuracy = None
     if baseline:
@@ -277,12 +280,12 @@ def run(inputs: list[str], outdir: Path, cfg: Config, *, label_key: str | None =
                      data.n_classes, device, run_id)
             check_trainable(data, cfg, where=str(inputs[0]), field=adata.uns["deepmapper"].get("label_key"))
             screened = run_dir / layout.INTERACTIONS
-            if cfg.interactions.enabled:   # the screen on the training cells; the passes read its pairs back
+            if cfg.interactions.enabled:   # the screen on the training cells, written and handed over
                 from deepmapper.engine import interactions
 
-                interactions.write_table(interactions.screen_prepared(data, cfg, device=device, progress=progress),
-                                         screened)
-                use_interactions(data, cfg, screened.read_text(encoding="utf-8"))
+                screen = interactions.screen_prepared(data, cfg, device=device, progress=progress)
+                interactions.write_table(screen, screened)
+                use_interactions(data, cfg, screen.table)
             done = _reusable_passes(out, run_dir, info["resume_key"], data, cfg, resume=resume)
 
             def on_pass(r: PassResult) -> None:
@@ -297,13 +300,18 @@ def run(inputs: list[str], outdir: Path, cfg: Config, *, label_key: str | None =
             if baselines:
                 _optional("baselines", failed, run_dir,
                           lambda: step_baselines(dataset_path, run_dir / layout.BASELINES, cfg,
-                                                 interactions_path=screened if screened.is_file() else None))
+                                                 interactions_path=screened if screened.is_file() else None,
+                                                 adata=adata))
             # required: what the run is for
+            # the pass files are read back once (verified as the step commands verify them) and shared
             pass_paths = findings_mod.pass_files(passes_dir)
+            verified = findings_mod.read_passes(pass_paths, dataset=adata, dataset_path=str(dataset_path))
             baselines_json = run_dir / layout.BASELINES / layout.BASELINES_JSON
             summary = step_accumulate(dataset_path, pass_paths, run_dir, cfg, n_wanted=cfg.run.passes,
+                                      adata=adata, passes=verified,
                                       baselines_path=baselines_json if baselines_json.is_file() else None)
-            step_evaluate(dataset_path, pass_paths, run_dir / layout.EVALUATION, n_wanted=cfg.run.passes)
+            step_evaluate(dataset_path, pass_paths, run_dir / layout.EVALUATION, n_wanted=cfg.run.passes,
+                          adata=adata, passes=verified)
             if report:
                 _optional("report", failed, run_dir, lambda: _report(run_dir, multiqc_ok))
             info.update({"state": "complete", "seconds": round(time.perf_counter() - t_start, 2),

@@ -185,6 +185,11 @@ def build(passes: list[PassResult], feature_names: list[str], *, cfg: Config, n_
         "dataset_sha256": dataset_sha256,
         "features_sha256": used[0].features_sha256,
         "n_pairs": int(len(pair_table)),
+        # the pairs training placed, in placement order (what pl.attribution_map redraws): recorded
+        # once here so that no reader selects them from interactions.tsv again
+        "placed_pairs": [[str(names[a]), str(names[b])] for a, b in
+                         np.asarray(used[0].pairs if used[0].pairs is not None else np.zeros((0, 2)),
+                                    dtype=np.int64).reshape(-1, 2)],
         "pair_channel": bool(used[0].meta.get("pair_channel", False)),
         # passes whose logistic start kept the pair products (their validation fold preferred them)
         "passes_with_pair_start": int(sum(bool(p.meta.get("pair_start")) for p in used)),
