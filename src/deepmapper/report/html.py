@@ -484,8 +484,8 @@ def _pairs(res: Results) -> str:
 
     rows = mqc.pair_rows(res)
     if not rows:
-        if res.interactions is None and res.pairs is None:
-            return _note("This run screened no gene pairs (interactions off, or no interactions.tsv).")
+        if res.interactions is None:
+            return _note("This run screened no gene pairs (--no-interactions, or no interactions.tsv).")
         return _note("The pair screen found no pair below the q threshold: no gene pair differs in its "
                      "within-class correlation more than the label permutations allow.")
 
