@@ -228,6 +228,9 @@ def _stability(res: Results) -> str:
         marker=dict(size=6, color=np.where(df["is_denovo"], REJECTED, ACCENT), opacity=0.6),
         hovertemplate="%{text}<br>rank %{customdata}<br>median importance %{x:.4g}"
                       "<br>selection frequency %{y:.2f}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=lab["median_importance"], y=lab["selection_frequency"], mode="markers",
+                             marker=dict(size=11, color="rgba(0,0,0,0)", line=dict(color=ACCENT, width=1.5)),
+                             showlegend=False, hoverinfo="skip"))      # rings the named features
     # Names on arrows, staggered in four heights from left to right: the best features share a
     # frequency (1.0 whenever every pass selected them) and sit close in importance, so names set on
     # the points themselves print over each other.
