@@ -81,7 +81,7 @@ def view(outdir: Path) -> dict[str, bytes]:
 
 
 def is_complete_set(outdir: Path) -> bool:
-    from deepmapper.publish import check_published
+    from deepmapper.results.publish import check_published
 
     try:
         check_published(outdir)
@@ -93,7 +93,7 @@ def is_complete_set(outdir: Path) -> bool:
 def finished_from_journal(outdir: Path, base: dict) -> bool:
     """A publish cut short by SIGKILL: no manifest while the journal is there, and redoing the journal
     (on a copy, as the next run does when it takes the lock) gives the new run's complete set."""
-    from deepmapper.publish import MANIFEST, OutDir
+    from deepmapper.results.publish import MANIFEST, OutDir
 
     if (outdir / MANIFEST).exists() or not (outdir / ".deepmapper" / "publishing.json").exists():
         return False

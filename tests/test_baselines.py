@@ -11,10 +11,12 @@ import scipy.sparse as sp
 from click.testing import CliRunner
 from scipy import stats
 
-from deepmapper import baselines, io, synthetic
+from deepmapper import io
+from deepmapper.engine import baselines
+from deepmapper.datasets import synthetic
 from deepmapper.cli import cli
 from deepmapper.errors import ConfigError
-from deepmapper.split import stratified_split
+from deepmapper.engine.split import stratified_split
 
 
 def default_split(ds, seed=0):

@@ -71,7 +71,7 @@ def _finish(procs):
 
 
 def _one_run(outdir: Path) -> str:
-    from deepmapper.publish import check_published
+    from deepmapper.results.publish import check_published
 
     manifest = check_published(outdir)       # every visible file is the manifest's, checksums equal
     runs = outdir / ".deepmapper" / "runs"

@@ -21,9 +21,9 @@ import pytest
 
 from deepmapper import __version__
 from deepmapper.errors import FormatError, InputError
-from deepmapper.passfile import read_pass
-from deepmapper.report import write_report
-from deepmapper.report import mqc as mqc_mod
+from deepmapper.engine.passfile import read_pass
+from deepmapper.results.report import write_report
+from deepmapper.results.report import mqc as mqc_mod
 from conftest import skip_unless  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -376,7 +376,7 @@ def test_run_table_and_parameters_say_each_thing_once(results, tmp_path):
     page = write_report(root, tmp_path / "out", multiqc=False)["html"].read_text()
     run = page[page.index("<h3>Run</h3>"):]
     assert "running" not in run and "resume_key" not in run and info["run_id"] in run
-    from deepmapper.report.results import load_results
+    from deepmapper.results.report.results import load_results
 
     names = [k for k, _ in mqc_mod.parameter_rows(load_results(root))]
     assert len(names) == len(set(names)) and "modality" in names

@@ -26,7 +26,7 @@ def dm(*args, timeout=900) -> subprocess.CompletedProcess:
 
 
 def _published_report(out: Path) -> str:
-    from deepmapper.publish import check_published
+    from deepmapper.results.publish import check_published
 
     check_published(out)                                  # one run's set, plain files
     report = out / "report.html"
@@ -37,7 +37,7 @@ def _published_report(out: Path) -> str:
 
 
 def _atac(tmp_path: Path) -> list[str]:
-    from deepmapper.synthetic_atac import make_peaks
+    from deepmapper.datasets.synthetic_atac import make_peaks
 
     adata = make_peaks(300, 1200, n_groups=3, peaks_per_group=80, fold=4.0, seed=3)
     path = tmp_path / "peaks.h5ad"

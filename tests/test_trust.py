@@ -60,7 +60,7 @@ def one_error(proc_or_result) -> str:
 
 def published_files(outdir: Path, *, results_only: bool = False) -> dict[str, bytes]:
     """What a reader sees in outdir (hidden entries aside; with results_only, the results' names only)."""
-    from deepmapper.publish import KNOWN
+    from deepmapper.results.publish import KNOWN
 
     out = {}
     for entry in sorted(outdir.iterdir()):
@@ -206,7 +206,7 @@ def test_a_run_that_fails_before_writing_leaves_no_outdir(pbmc_h5ad, tmp_path):
 
 PUBLISH = """
 import sys
-from deepmapper.publish import OutDir
+from deepmapper.results.publish import OutDir
 out = OutDir(sys.argv[1])
 with out.lock(run_id=sys.argv[2]):
     out.publish(out.runs / sys.argv[2], sys.argv[2])
@@ -234,7 +234,7 @@ RUN_B = {"findings.tsv": "b\n", "passes/pass_000.npz": "b0", "findings.json": "{
 
 @pytest.mark.parametrize("signal_name", ["KILL", "TERM"])
 def test_a_publish_cut_short_leaves_one_runs_set(tmp_path, signal_name):
-    from deepmapper.publish import MANIFEST, OutDir, check_published
+    from deepmapper.results.publish import MANIFEST, OutDir, check_published
 
     out = tmp_path / "out"
     _finished_run(out, "A", RUN_A)
@@ -258,7 +258,7 @@ def test_a_publish_cut_short_leaves_one_runs_set(tmp_path, signal_name):
 
 
 def test_a_failing_optional_step_keeps_the_required_results(pbmc_h5ad, tmp_path, monkeypatch):
-    import deepmapper.report as report_mod
+    import deepmapper.results.report as report_mod
     from deepmapper.errors import ToolError
 
     def broken(*args, **kwargs):
@@ -442,7 +442,7 @@ def passes(pbmc, tmp_path_factory):
 
 def _variant(passes, kind: str) -> Path:
     """The odd pass 1 of a kind (trained elsewhere, or damaged)."""
-    from deepmapper.passfile import read_pass, write_pass
+    from deepmapper.engine.passfile import read_pass, write_pass
 
     good1 = passes["dirs"]["good"] / "pass_001.npz"
     target_dir = passes["root"] / f"odd-{kind}"

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from ._options import build_config, config_options
+from deepmapper.cli._options import build_config, config_options
 
 
 @click.command("ingest")
@@ -23,8 +23,8 @@ from ._options import build_config, config_options
 def ingest_cmd(inputs, label_key, labels_file, out, config_path, **params):
     """Read and validate the input into one dataset.h5ad (labels, provenance, normalisation; with --cluster
     the Leiden clusters as labels, with --genesets AUCell scores as features), as `deepmapper run` does."""
-    from .. import inputs as inputs_mod
-    from .. import io
+    from deepmapper.features import inputs as inputs_mod
+    from deepmapper import io
 
     cfg = build_config(config_path, params)
     adata = inputs_mod.load(list(inputs), cfg, label_key=label_key, labels=labels_file)
@@ -47,8 +47,9 @@ def ingest_cmd(inputs, label_key, labels_file, out, config_path, **params):
 @config_options("baseline")
 def baseline_cmd(dataset, outdir, method, interactions_path, config_path, **params):
     """Logistic regression and Wilcoxon rankings on all features, on the run's held-out split."""
-    from .. import baselines, io
-    from ..split import stratified_split
+    from deepmapper import io
+    from deepmapper.engine import baselines
+    from deepmapper.engine.split import stratified_split
 
     cfg = build_config(config_path, params)
     adata = io.read_dataset(dataset)
@@ -57,7 +58,7 @@ def baseline_cmd(dataset, outdir, method, interactions_path, config_path, **para
                              seed=cfg.run.seed, classes=classes, min_class_size=cfg.input.min_class_size,
                              where=str(dataset))
     methods = baselines.METHODS if method == "all" else (method,)
-    from ..interactions import read_table
+    from deepmapper.engine.interactions import read_table
 
     screen = read_table(interactions_path) if interactions_path else None
     summary = baselines.run_baselines(adata, outdir, split=split, seed=cfg.run.seed, methods=methods,
