@@ -162,13 +162,14 @@ class OutDir:
     def _check_entries(self) -> None:
         if self.journal.exists():
             return        # an interrupted publish: its files are ours, finished under the lock
-        published = {rel.split("/", 1)[0] for rel in (self.published() or {}).get("files", {})}
-        earlier_version = self.published() is None and _is_plain_file(self.path / "run_info.json")
+        manifest = self.published()
+        published = {rel.split("/", 1)[0] for rel in (manifest or {}).get("files", {})}
+        if manifest is not None:
+            published.add(MANIFEST)
+        earlier_version = manifest is None and _is_plain_file(self.path / "run_info.json")
         for name, is_dir in KNOWN.items():
             entry = self.path / name
             if not os.path.lexists(entry) or name in published or self._is_legacy_link(entry):
-                continue
-            if name == MANIFEST and self.published() is not None:
                 continue
             if not entry.is_symlink() and entry.is_dir() == is_dir:
                 # a directory of that name: results of an earlier run, replaced whole; a file: only
