@@ -257,6 +257,27 @@ def test_a_publish_cut_short_leaves_one_runs_set(tmp_path, signal_name):
     assert not (out / ".deepmapper" / "runs").exists()
 
 
+def test_an_outdir_in_the_link_layout_becomes_plain_files(tmp_path):
+    """What the earlier version published (OUT/NAME -> .deepmapper/current/NAME, current -> runs/OLD) is
+    replaced by the next run's plain files, and the hidden run directory behind the links goes."""
+    from deepmapper.results.publish import check_published
+
+    out = tmp_path / "out"
+    _finished_run(out, "OLD", RUN_A)
+    (out / ".deepmapper" / "current").symlink_to("runs/OLD")
+    for name in (*{rel.split("/")[0] for rel in RUN_A}, "run_info.json"):
+        (out / name).symlink_to(f".deepmapper/current/{name}")
+    (out / "my_notes.txt").write_text("keep me\n")
+    _finished_run(out, "NEW", RUN_B)
+    proc = _publish(out, "NEW")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert check_published(out)["run_id"] == "NEW"
+    assert not [p for p in out.rglob("*") if p.is_symlink()]
+    assert not (out / "report.html").exists() and not (out / "mqc").exists()
+    assert not (out / ".deepmapper" / "current").exists() and not (out / ".deepmapper" / "runs").exists()
+    assert (out / "my_notes.txt").read_text() == "keep me\n"
+
+
 def test_a_failing_optional_step_keeps_the_required_results(pbmc_h5ad, tmp_path, monkeypatch):
     import deepmapper.results.report as report_mod
     from deepmapper.errors import ToolError
