@@ -205,8 +205,10 @@ def test_a_run_that_fails_before_writing_leaves_no_outdir(pbmc_h5ad, tmp_path):
 
 
 PUBLISH = """
-import sys
+import sys, threading, time
 from deepmapper.results.publish import OutDir
+# another thread, as torch's are in a run: a signal may be delivered to it rather than the main thread
+threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
 out = OutDir(sys.argv[1])
 with out.lock(run_id=sys.argv[2]):
     out.publish(out.runs / sys.argv[2], sys.argv[2])

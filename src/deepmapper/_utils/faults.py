@@ -44,6 +44,6 @@ def point(name: str, k: int | None = None) -> None:
     sig = getattr(signal, "SIG" + os.environ.get(SIGNAL_ENV, "KILL").upper().removeprefix("SIG"))
     log.warning("fault injection: %s at %s%s", sig.name, name, "" if k is None else f":{k}")
     os.kill(os.getpid(), sig)
-    if sig in signal.pthread_sigmask(signal.SIG_BLOCK, []):
+    if getattr(signal.getsignal(sig), "held_back", False):
         return       # held back (a publish under way): it acts when the publish is done
     time.sleep(30)   # a handled signal raises here; an unhandled one has ended the process already

@@ -422,15 +422,33 @@ JOURNAL = "publishing.json"
 
 @contextlib.contextmanager
 def _signals_held():
-    """Hold SIGINT and SIGTERM back while the outdir changes: they act once it holds one run's set."""
-    import signal
+    """Hold SIGINT and SIGTERM back while the outdir changes: they act once it holds one run's set.
 
-    held = {signal.SIGINT, signal.SIGTERM}
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    Python runs signal handlers in the main thread whichever thread the kernel delivers to (torch's
+    worker threads included), so a thread mask cannot hold them back: the handlers are swapped for
+    one that records the signal, and a recorded signal is sent again once the old handlers are
+    back. Outside the main thread handlers cannot be set, and nothing is held back."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+
+    def hold(signum, frame):
+        caught.append(signum)
+
+    hold.held_back = True       # faults.point: the signal acts after the publish, not at once
+    held = (signal.SIGINT, signal.SIGTERM)
+    before = {sig: signal.signal(sig, hold) for sig in held}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+        for signum in dict.fromkeys(caught):
+            os.kill(os.getpid(), signum)
 
 
 def _is_plain_file(path: Path) -> bool:
