@@ -47,22 +47,12 @@ def ingest_cmd(inputs, label_key, labels_file, out, config_path, **params):
 @config_options("baseline")
 def baseline_cmd(dataset, outdir, method, interactions_path, config_path, **params):
     """Logistic regression and Wilcoxon rankings on all features, on the run's held-out split."""
-    from deepmapper import io
     from deepmapper.engine import baselines
-    from deepmapper.engine.split import stratified_split
+    from deepmapper.pipeline.runner import step_baselines
 
     cfg = build_config(config_path, params)
-    adata = io.read_dataset(dataset)
-    codes, classes = io.labels(adata)
-    split = stratified_split(codes, test_fraction=cfg.run.test_fraction, val_fraction=cfg.run.val_fraction,
-                             seed=cfg.run.seed, classes=classes, min_class_size=cfg.input.min_class_size,
-                             where=str(dataset))
     methods = baselines.METHODS if method == "all" else (method,)
-    from deepmapper.engine.interactions import read_table
-
-    screen = read_table(interactions_path) if interactions_path else None
-    summary = baselines.run_baselines(adata, outdir, split=split, seed=cfg.run.seed, methods=methods,
-                                      screen=screen, q_threshold=cfg.interactions.q_threshold)
+    summary = step_baselines(dataset, outdir, cfg, methods=methods, interactions_path=interactions_path)
     if "logistic" in summary:
         lg = summary["logistic"]
         click.echo(f"logistic regression: held-out accuracy {lg['accuracy']:.4f} on {lg['n_test']} cells "

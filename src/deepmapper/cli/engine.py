@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from deepmapper.cli._options import build_config, config_options
+from deepmapper.results import layout
 
 _dataset = click.option("--dataset", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
                         help="dataset.h5ad written by 'deepmapper ingest'.")
@@ -149,7 +150,7 @@ def run_cmd(inputs, label_key, labels, outdir, report, baselines, resume, wait, 
         summary = run(list(inputs), outdir, cfg, label_key=label_key, labels=labels, report=report,
                       baselines=baselines, resume=resume, wait=wait)
     except OptionalStepFailed as err:
-        _run_summary(err.summary, outdir, report and (outdir / "report.html").exists())
+        _run_summary(err.summary, outdir, report and (outdir / layout.REPORT).exists())
         raise
     _run_summary(summary, outdir, report)
 

@@ -11,6 +11,11 @@
   equal to scanpy's scores; scanpy's numba kernels cost over a minute of compiling
   on a fresh machine); feature score = the largest z-score over classes.
 
+- ``pseudobulk`` (datasets with a sample key): counts summed per sample, PyDESeq2's
+  negative-binomial GLM, each label against the rest (:mod:`deepmapper.engine.pseudobulk`); feature
+  score = -log10 p. Added by itself; when it cannot run (PyDESeq2 missing, no raw counts)
+  ``baselines.json`` says why under ``pseudobulk.unavailable``.
+
 - ``interactions``: the pair screen alone (``interactions.tsv`` of the run, given as
   ``screen``): a gene's score is the largest |t| of the screened pairs it is in
   (with q below the threshold first, the rest after), genes in no listed pair
@@ -26,11 +31,9 @@ import hashlib
 import logging
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 
-from deepmapper._utils import atomic
 from deepmapper.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -247,16 +250,35 @@ def screen_baseline(table, features, q_threshold: float = 0.05):
     return ranked, info
 
 
-def run_baselines(adata, outdir, *, split, seed: int, methods=METHODS, C: float = 1.0, screen=None,
-                  q_threshold: float = 0.05) -> dict:
-    """Write ``outdir/<method>.tsv`` and ``outdir/baselines.json`` (atomically); return the JSON content.
-    With ``screen`` (the interactions.tsv table) the screen alone is added as ``interactions``."""
+def _pseudobulk(adata, tables: dict, summary: dict) -> None:
+    """The pseudobulk baseline for a dataset with a sample key (nothing without one)."""
+    from deepmapper import io
+    from deepmapper.engine import pseudobulk
+
+    if io.samples(adata) is None:
+        return
+    _, classes = io.labels(adata)
+    try:
+        table, info = pseudobulk.baseline(adata, classes)
+    except pseudobulk.PseudobulkUnavailable as err:
+        log.warning("pseudobulk baseline skipped: %s", err)
+        summary["pseudobulk"] = {"method": "pseudobulk", "unavailable": str(err)}
+        return
+    tables["pseudobulk"] = table
+    summary["methods"].append("pseudobulk")
+    summary["pseudobulk"] = info
+
+
+def run_baselines(adata, *, split, seed: int, methods=METHODS, C: float = 1.0, screen=None,
+                  q_threshold: float = 0.05) -> tuple[dict, dict]:
+    """``({name: ranking DataFrame}, summary)`` of the baselines on the run's split; the caller
+    writes them (``pipeline.runner.step_baselines``). With ``screen`` (the pair screen's table)
+    the screen alone is added as ``interactions``."""
     methods = tuple(methods)
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise ConfigError(f"unknown baseline method(s): {', '.join(unknown) or 'none given'}", field="method",
                           fix=f"use {', '.join(METHODS)} or all.")
-    outdir = Path(outdir)
     test = np.asarray(split.test, dtype=np.int64)
     summary = {
         "methods": list(methods),
@@ -267,14 +289,12 @@ def run_baselines(adata, outdir, *, split, seed: int, methods=METHODS, C: float 
                     "label_key": str(adata.uns["deepmapper"]["label_key"]),
                     "source_sha256": str(adata.uns["deepmapper"].get("source_sha256", ""))},
     }
+    tables = {}
     for method in methods:
-        table, info = logistic(adata, split, seed=seed, C=C) if method == "logistic" else wilcoxon(adata)
-        atomic.write_text(outdir / f"{method}.tsv", table.to_csv(sep="\t", index=False, float_format="%.6g"))
-        summary[method] = info
+        tables[method], summary[method] = logistic(adata, split, seed=seed, C=C) if method == "logistic" \
+            else wilcoxon(adata)
+    _pseudobulk(adata, tables, summary)
     if screen is not None:
-        table, info = screen_baseline(screen, adata.var_names, q_threshold)
-        atomic.write_text(outdir / "interactions.tsv", table.to_csv(sep="\t", index=False, float_format="%.6g"))
+        tables["interactions"], summary["interactions"] = screen_baseline(screen, adata.var_names, q_threshold)
         summary["methods"].append("interactions")
-        summary["interactions"] = info
-    atomic.write_json(outdir / "baselines.json", summary)
-    return summary
+    return tables, summary

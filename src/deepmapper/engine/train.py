@@ -797,7 +797,7 @@ def _attribute_members(net, g: _Group, data: PreparedData, cfg: Config, idx, dev
     budget = _chunk(net.act_elems, K, EVAL_BYTES // 3, device)
     step = max(1, min(acfg.internal_batch_size, budget or acfg.internal_batch_size))
     pixel = np.empty((len(idx), K, C, side * side), np.float32)
-    batched = net.stacked and acfg.method in ("integrated_gradients", "saliency")
+    batched = net.stacked and attribution.method_info(acfg.method).stacked
     if not batched:
         modules = [net.member(net.snapshot(k), device) for k in range(K)]
         sub = dataclasses.replace(acfg, internal_batch_size=step)

@@ -14,7 +14,7 @@ import logging
 
 import numpy as np
 
-from deepmapper.errors import ConfigError, InputError
+from deepmapper.errors import ConfigError
 from deepmapper.features._leiden import leiden_on_embedding
 
 log = logging.getLogger(__name__)

@@ -40,12 +40,41 @@ forward pass sees more images than that.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
 from deepmapper.errors import ConfigError
 
-METHODS = ("integrated_gradients", "saliency", "occlusion", "attention_rollout")
+
+@dataclass(frozen=True)
+class Method:
+    """An attribution method and what the trainer may do with it (Captum's one-class-per-method idea:
+    a new method is one decorated function here; nothing else keeps a list of names)."""
+    name: str
+    fn: Callable
+    stacked: bool = False          # has a batched form over a stacked model's members (engine.train)
+    needs_attention: bool = False  # reads attention the model records (vit)
+    one_channel: bool = False      # reads one-channel images only (no pair channel)
+
+
+_REGISTRY: dict[str, Method] = {}
+
+
+def register(name: str, **props):
+    """Decorator: register ``fn(model, x, t, base, cfg)`` (one chunk) as attribution method ``name``."""
+    def wrap(fn):
+        _REGISTRY[name] = Method(name, fn, **props)
+        return fn
+    return wrap
+
+
+def method_info(name: str) -> Method:
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown attribution method '{name}'", field="attribution.method",
+                          fix=f"use one of {', '.join(_REGISTRY)}.")
+    return _REGISTRY[name]
 
 
 def attribute(model, images, targets, cfg, baseline=None, *, progress: bool = False) -> np.ndarray:
@@ -58,9 +87,7 @@ def attribute(model, images, targets, cfg, baseline=None, *, progress: bool = Fa
     import torch
     from tqdm.auto import tqdm
 
-    if cfg.method not in METHODS:
-        raise ConfigError(f"unknown attribution method '{cfg.method}'", field="attribution.method",
-                          fix=f"use one of {', '.join(METHODS)}.")
+    method = method_info(cfg.method)
     device = _device(model)
     x = torch.as_tensor(np.asarray(images) if not torch.is_tensor(images) else images,
                         dtype=torch.float32).to(device)
@@ -75,19 +102,15 @@ def attribute(model, images, targets, cfg, baseline=None, *, progress: bool = Fa
     if n == 0:
         return np.zeros((0, channels * side * side), dtype=np.float32)
 
-    if cfg.method == "attention_rollout":
-        if not hasattr(model, "record_attention"):
-            raise ConfigError("attention_rollout needs a model that records attention "
-                              f"(backbone vit), not {type(model).__name__}",
-                              field="attribution.method",
-                              fix="use backbone vit, or attribution integrated_gradients.")
-        if channels != 1:
-            raise ConfigError("attention_rollout reads one-channel images", field="attribution.method",
-                              fix="use integrated_gradients, or --no-pair-channel.")
-        fn = _rollout
-    else:
-        fn = {"integrated_gradients": _integrated_gradients, "saliency": _saliency,
-              "occlusion": _occlusion}[cfg.method]
+    if method.needs_attention and not hasattr(model, "record_attention"):
+        raise ConfigError(f"{method.name} needs a model that records attention "
+                          f"(backbone vit), not {type(model).__name__}",
+                          field="attribution.method",
+                          fix="use backbone vit, or attribution integrated_gradients.")
+    if method.one_channel and channels != 1:
+        raise ConfigError(f"{method.name} reads one-channel images", field="attribution.method",
+                          fix="use integrated_gradients, or --no-pair-channel.")
+    fn = method.fn
 
     chunk = max(1, int(cfg.internal_batch_size))
     out = np.empty((n, channels * side * side), dtype=np.float32)
@@ -140,6 +163,7 @@ def _frozen_eval(model):
 
 # -- methods (one chunk each) ------------------------------------------------------
 
+@register("integrated_gradients", stacked=True)
 def _integrated_gradients(model, x, t, base, cfg):
     from captum.attr import IntegratedGradients
 
@@ -148,6 +172,7 @@ def _integrated_gradients(model, x, t, base, cfg):
         internal_batch_size=max(int(cfg.internal_batch_size), x.shape[0]))
 
 
+@register("saliency", stacked=True)
 def _saliency(model, x, t, base, cfg):
     from captum.attr import Saliency
 
@@ -155,6 +180,7 @@ def _saliency(model, x, t, base, cfg):
     return grad * (x - base)
 
 
+@register("occlusion")
 def _occlusion(model, x, t, base, cfg):
     import torch.nn.functional as F
     from captum.attr import Occlusion
@@ -177,6 +203,7 @@ def _occlusion(model, x, t, base, cfg):
     return attr[..., :side, :side]
 
 
+@register("attention_rollout", needs_attention=True, one_channel=True)
 def _rollout(model, x, t, base, cfg):
     import torch
 
@@ -199,3 +226,7 @@ def _rollout(model, x, t, base, cfg):
     cls_to_patches = rollout[:, 0, 1:].reshape(-1, grid, grid)
     pixels = cls_to_patches.repeat_interleave(patch, dim=1).repeat_interleave(patch, dim=2)
     return pixels[:, :side, :side]
+
+
+# the registered names, in registration order (the default first): config's choices read this
+METHODS = tuple(_REGISTRY)

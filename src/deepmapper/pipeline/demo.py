@@ -9,6 +9,7 @@ from pathlib import Path
 
 from deepmapper._utils.atomic import atomic_path
 from deepmapper.config import Config
+from deepmapper.results import layout
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,8 @@ def run_demo(outdir: Path, cfg: Config, *, open_report: bool = True, report: boo
 
     outdir = Path(outdir)
     summary = run([str(demo_input(outdir))], outdir, cfg, label_key=LABEL_KEY, report=report)
-    report_path = (outdir / "report.html").absolute()  # the published link, not the run directory behind it
-    multiqc_path = (outdir / "multiqc" / "multiqc_report.html").absolute() \
+    report_path = (outdir / layout.REPORT).absolute()  # the published link, not the run directory behind it
+    multiqc_path = (outdir / layout.MULTIQC / layout.MULTIQC_REPORT).absolute() \
         if report and multiqc_available() else None
     if open_report and report and _has_browser():
         webbrowser.open(report_path.as_uri())

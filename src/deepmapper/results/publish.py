@@ -61,17 +61,13 @@ from pathlib import Path
 from deepmapper._utils import faults
 from deepmapper._utils.atomic import write_json
 from deepmapper.errors import ConfigError, DeepMapperError
+from deepmapper.results import layout
 
 log = logging.getLogger(__name__)
 
 META = ".deepmapper"
-MANIFEST = "manifest.json"
-# What a run may publish, and whether it is a directory: checked before anything is read, so
-# a user's file of the same name is reported up front instead of being half replaced.
-KNOWN = {"dataset.h5ad": False, "passes": True, "findings.tsv": False, "findings.json": False,
-         "findings_per_class.tsv": False, "evaluation.json": False, "run_info.json": False,
-         MANIFEST: False, "baselines": True, "report.html": False, "mqc": True, "multiqc": True,
-         "interactions.tsv": False, "findings_pairs.tsv": False}
+MANIFEST = layout.MANIFEST
+KNOWN = layout.PUBLISHED  # what a run may publish (name -> is a folder)
 MIN_FREE_BYTES = 16 * 1024 * 1024
 
 
@@ -167,7 +163,7 @@ class OutDir:
         published = {rel.split("/", 1)[0] for rel in (manifest or {}).get("files", {})}
         if manifest is not None:
             published.add(MANIFEST)
-        earlier_version = manifest is None and _is_plain_file(self.path / "run_info.json")
+        earlier_version = manifest is None and _is_plain_file(self.path / layout.RUN_INFO)
         for name, is_dir in KNOWN.items():
             entry = self.path / name
             if not os.path.lexists(entry) or name in published or self._is_legacy_link(entry):
@@ -175,7 +171,7 @@ class OutDir:
             if not entry.is_symlink() and entry.is_dir() == is_dir:
                 # a directory of that name: results of an earlier run, replaced whole; a file: only
                 # when a DeepMapper step wrote it, never a file of the user's
-                if is_dir or earlier_version or (name == "report.html" and _is_our_report(entry)):
+                if is_dir or earlier_version or (name == layout.REPORT and _is_our_report(entry)):
                     continue
                 raise ConfigError(f"a file named '{name}' is in the way of the results (not written by "
                                   "'deepmapper run': manifest.json does not list it)", where=str(entry),
@@ -519,7 +515,7 @@ def check_published(outdir: str | os.PathLike) -> dict:
     assert sorted(seen) == sorted(listed), (sorted(set(seen) ^ set(listed)))[:10]
     for rel, path in seen.items():
         assert sha256_file(path) == listed[rel], f"{rel} is not the file of run {manifest['run_id']}"
-    info = json.loads((outdir / "run_info.json").read_text())
+    info = json.loads((outdir / layout.RUN_INFO).read_text())
     assert info["run_id"] == manifest["run_id"]
     return manifest
 

@@ -68,6 +68,7 @@ from pathlib import Path
 import numpy as np
 
 from deepmapper.errors import FormatError, InputError
+from deepmapper.results import layout
 
 KEY = "deepmapper"
 VAR_COLUMNS = ("rank", "selection_frequency", "median_importance", "mean_rank", "pfer_bound")
@@ -333,26 +334,27 @@ def read_results(outdir, *, key_added: str = KEY):
     if not root.is_dir():
         raise InputError("results directory not found", where=str(root), field="outdir",
                          fix="give the --outdir of a finished 'deepmapper run' or 'nextflow run'.")
-    for name in ("dataset.h5ad", "findings.tsv", "findings_per_class.tsv", "findings.json"):
+    for name in (layout.DATASET, layout.FINDINGS, layout.FINDINGS_PER_CLASS, layout.FINDINGS_JSON):
         if not (root / name).is_file():
             raise InputError(f"{name} is missing", where=str(root), field=name,
                              fix="give the --outdir of a finished run (its accumulate step writes the findings, "
                                  "ingest writes dataset.h5ad).")
-    dataset = io.read_dataset(root / "dataset.h5ad")
-    findings = _read_tsv(root / "findings.tsv", ("feature", "rank", "selection_frequency", "median_importance",
+    dataset = io.read_dataset(root / layout.DATASET)
+    findings = _read_tsv(root / layout.FINDINGS, ("feature", "rank", "selection_frequency", "median_importance",
                                                   "mean_rank", "pfer_bound", "is_denovo"))
     findings["is_denovo"] = findings["is_denovo"].map(lambda v: str(v).strip().lower() in ("true", "1"))
-    per_class = _read_tsv(root / "findings_per_class.tsv", ("class", "feature", "rank", "median_importance",
+    per_class = _read_tsv(root / layout.FINDINGS_PER_CLASS, ("class", "feature", "rank", "median_importance",
                                                             "mean_rank"))
-    summary = _read_json(root / "findings.json")
+    summary = _read_json(root / layout.FINDINGS_JSON)
     if set(findings["feature"]) != {str(v) for v in dataset.var_names}:
         raise FormatError(f"findings.tsv ranks {len(findings)} features, dataset.h5ad holds {dataset.n_vars} "
                           "(or other names)", where=str(root), field="feature",
                           fix="use findings and dataset.h5ad from the same run.")
-    evaluation = _read_json(root / "evaluation.json") if (root / "evaluation.json").is_file() else None
+    evaluation = _read_json(root / layout.EVALUATION) if (root / layout.EVALUATION).is_file() else None
 
     used = [int(i) for i in summary.get("used_passes", [])]
-    pass_importance = placed = None
+    pass_importance = None
+    placed = _placed_pairs(summary, [str(v) for v in dataset.var_names], where=str(root / layout.FINDINGS_JSON))
     files = {int(f.stem.split("_")[-1]): f for f in (root / "passes").glob("pass_*.npz")} \
         if (root / "passes").is_dir() else {}
     if used and all(i in files for i in used):
@@ -364,26 +366,23 @@ def read_results(outdir, *, key_added: str = KEY):
                                   where=str(files[i]), field="importance",
                                   fix="use pass files and findings from the same run.")
             rows.append(p.importance)
-            if placed is None:
-                placed = np.asarray(p.pairs, dtype=np.int64).reshape(-1, 2)   # every pass of a run places the same
+            if placed is None:   # results from before findings.json recorded them: the passes hold them
+                placed = np.asarray(p.pairs, dtype=np.int64).reshape(-1, 2)
         pass_importance = np.stack(rows)
 
     meta = dataset.uns["deepmapper"]
     use_raw, layer = matrix_params(meta.get("matrix", "X"))
-    cfg = Config.from_dict(summary.get("config") or {}, where=str(root / "findings.json"))
+    cfg = Config.from_dict(summary.get("config") or {}, where=str(root / layout.FINDINGS_JSON))
     params = run_params(cfg, groupby=meta["label_key"], use_raw=use_raw, layer=layer,
                         matrix=meta.get("matrix", "X"))
     screen = None
-    if (root / "interactions.tsv").is_file():
+    if (root / layout.INTERACTIONS).is_file():
         from deepmapper.engine.interactions import read_table
 
-        screen = read_table(root / "interactions.tsv")
-    if placed is None:
-        placed = _placed_pairs(screen, cfg, [str(v) for v in dataset.var_names], summary,
-                               where=str(root / "interactions.tsv"))
+        screen = read_table(root / layout.INTERACTIONS)
     pairs = None
-    if (root / "findings_pairs.tsv").is_file():
-        pairs = _read_tsv(root / "findings_pairs.tsv", ("feature_a", "feature_b", "class", "rank"))
+    if (root / layout.FINDINGS_PAIRS).is_file():
+        pairs = _read_tsv(root / layout.FINDINGS_PAIRS, ("feature_a", "feature_b", "class", "rank"))
     store(dataset, dataset, findings=findings, per_class=per_class, summary=summary, evaluation=evaluation,
           key_added=key_added, params=params, pass_importance=pass_importance,
           pass_indices=used if pass_importance is not None else None, pairs=pairs, screen=screen,
@@ -391,22 +390,15 @@ def read_results(outdir, *, key_added: str = KEY):
     return dataset
 
 
-def _placed_pairs(screen, cfg, feature_names: list[str], summary: dict, *, where: str):
-    """The pairs training placed, without pass files: selected from ``interactions.tsv`` exactly as
-    ``PreparedData.with_interactions`` does (same function, same settings, same room); None when that
-    cannot be known."""
-    from deepmapper.engine.interactions import select_pairs
-    from deepmapper.model.transform import max_pairs
-
-    if not cfg.interactions.enabled or int(summary.get("n_pairs") or 0) == 0:   # absent: a run before the screen
-        return np.zeros((0, 2), np.int64)
-    if screen is None:
-        return None
-    pairs, _, _ = select_pairs(screen, feature_names, q_threshold=cfg.interactions.q_threshold,
-                               max_pairs=cfg.interactions.max_pairs, where=where)
-    pairs = pairs[:max_pairs(len(feature_names))]
-    n_pairs = summary.get("n_pairs")
-    if n_pairs is not None and len(pairs) != int(n_pairs):
-        raise FormatError(f"interactions.tsv selects {len(pairs)} pairs but the passes placed {n_pairs}",
-                          where=where, field="pairs", fix="use interactions.tsv and findings from the same run.")
-    return pairs
+def _placed_pairs(summary: dict, feature_names: list[str], *, where: str):
+    """The pairs training placed, as findings.json records them (feature indices, placement order);
+    None for results written before that record existed and that placed pairs."""
+    recorded = summary.get("placed_pairs")
+    if recorded is None:
+        return np.zeros((0, 2), np.int64) if int(summary.get("n_pairs") or 0) == 0 else None
+    index = {n: k for k, n in enumerate(feature_names)}
+    missing = [f for pair in recorded for f in pair if f not in index]
+    if missing:
+        raise FormatError(f"placed pair feature {missing[0]!r} is not in the dataset", where=where,
+                          field="placed_pairs", fix="read findings.json and dataset.h5ad of the same run.")
+    return np.asarray([[index[a], index[b]] for a, b in recorded], dtype=np.int64).reshape(-1, 2)

@@ -11,6 +11,7 @@ passes, baselines, evaluation, dataset; see docs/developers.md) and writes
 from __future__ import annotations
 
 import logging
+from deepmapper.results import layout
 from pathlib import Path
 
 __all__ = ["write_report", "ReportFiles", "multiqc_available"]
@@ -30,7 +31,7 @@ def write_report(results_dir, outdir, *, multiqc: bool = True, multiqc_config=No
     results = load_results(results_dir)
     outdir = Path(outdir)
     mqc_files = write_custom_content(results, outdir / "mqc")
-    html_path = write_text(outdir / "report.html", build_html(results))
+    html_path = write_text(outdir / layout.REPORT, build_html(results))
     multiqc_report = None
     skipped = None if multiqc else "not asked for"
     if multiqc and not multiqc_available():

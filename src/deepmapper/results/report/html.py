@@ -48,8 +48,13 @@ def build_html(res: Results) -> str:
         ("baselines", "Baselines", _baselines(res)),
         ("run", "Parameters and versions", _run(res)),
     ]
-    if res.dataset.get("rss"):  # gene-set features only
-        sections.insert(4, ("rss", "Gene-set specificity (RSS)", _rss(res)))
+    if res.dataset.get("rss"):  # gene-set features only: beside what marks each group
+        sections.insert(2, ("rss", "Gene-set specificity (RSS)", _rss(res)))
+    if res.summary.get("sample_level"):   # runs with a sample key: after the ranking it qualifies
+        from .samples import section as samples_section
+
+        at = [sid for sid, _, _ in sections].index("features") + 1
+        sections.insert(at, ("samples", "Samples", samples_section(res)))
     nav = "".join(f'<a href="#{sid}">{html.escape(title)}</a>' for sid, title, _ in sections)
     body = _trust_banner(res) + "".join(f'<section id="{sid}"><h2>{html.escape(title)}</h2>{content}</section>'
                                         for sid, title, content in sections)

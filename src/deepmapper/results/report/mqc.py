@@ -23,6 +23,7 @@ from deepmapper._utils.versions import __version__
 from deepmapper._utils.atomic import write_text
 from deepmapper.errors import ToolError
 from deepmapper.results.report.results import Results
+from deepmapper.results import layout
 
 log = logging.getLogger(__name__)
 
@@ -364,13 +365,13 @@ def run_multiqc(mqc_dir: str | Path, outdir: str | Path, *, config: str | Path |
         cmd = [sys.executable, "-m", "multiqc", "--no-version-check", "--no-ai", "--force", "--quiet",
                "--config", str(config), "--outdir", str(tmp),
                # Fixed names whatever title a config sets (MultiQC would prefix both with it).
-               "--filename", "multiqc_report.html", "--cl-config", "data_dir_name: multiqc_data"]
+               "--filename", layout.MULTIQC_REPORT, "--cl-config", "data_dir_name: multiqc_data"]
         if title:
             cmd += ["--title", title]
         cmd.append(str(mqc_dir))
         log.info("running %s", shlex.join(cmd))
         proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0 or not (tmp / "multiqc_report.html").is_file():
+        if proc.returncode != 0 or not (tmp / layout.MULTIQC_REPORT).is_file():
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["it wrote no report"]
             raise ToolError(f"MultiQC failed (exit {proc.returncode}): {tail[0].strip()}", where=str(mqc_dir),
                             field="multiqc", fix="rerun 'deepmapper -v report' to see MultiQC's log.")
@@ -381,7 +382,7 @@ def run_multiqc(mqc_dir: str | Path, outdir: str | Path, *, config: str | Path |
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
-    return outdir / "multiqc_report.html"
+    return outdir / layout.MULTIQC_REPORT
 
 
 def _umask_mode(path: Path) -> None:

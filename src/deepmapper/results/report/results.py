@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from deepmapper.errors import FormatError, InputError
+from deepmapper.io import DENOVO_PREFIX
+from deepmapper.results import layout
 
 FINDINGS_COLUMNS = ("feature", "rank", "selection_frequency", "median_importance", "mean_rank", "pfer_bound")
 PER_CLASS_COLUMNS = ("class", "feature", "rank", "median_importance")
 BASELINE_COLUMNS = ("feature", "rank")
-DENOVO_PREFIX = "DENOVO_"
 
 
 @dataclass
@@ -111,8 +112,8 @@ def load_results(results_dir: str | Path) -> Results:
     if not root.is_dir():
         raise InputError("results directory not found", where=str(root),
                          fix="give --results the --outdir of 'deepmapper run' (or of the accumulate step).")
-    findings_path = root / "findings.tsv"
-    summary_path = root / "findings.json"
+    findings_path = root / layout.FINDINGS
+    summary_path = root / layout.FINDINGS_JSON
     for p in (findings_path, summary_path):
         if not p.is_file():
             raise InputError(f"{p.name} is missing", where=str(root), field=p.name,
@@ -122,13 +123,13 @@ def load_results(results_dir: str | Path) -> Results:
     summary = _read_json(summary_path)
     res = Results(results_dir=root, findings=findings, summary=summary)
 
-    per_class_path = root / "findings_per_class.tsv"
+    per_class_path = root / layout.FINDINGS_PER_CLASS
     if per_class_path.is_file():
         res.per_class = _read_tsv(per_class_path, PER_CLASS_COLUMNS)
     else:
         res.notes.append("findings_per_class.tsv is absent: no per-class top features.")
 
-    res.dataset = _dataset_info(root / "dataset.h5ad", res)
+    res.dataset = _dataset_info(root / layout.DATASET, res)
     names = res.dataset.get("var_names")
     if names is not None and set(names) != set(findings["feature"]):
         raise FormatError(f"findings.tsv ranks {len(findings)} features but dataset.h5ad holds {len(names)} "
@@ -145,12 +146,12 @@ def load_results(results_dir: str | Path) -> Results:
     _read_baselines(root / "baselines", res)
     _read_pairs(root, res)
 
-    eval_path = root / "evaluation.json"
+    eval_path = root / layout.EVALUATION
     if eval_path.is_file():
         res.evaluation = _read_json(eval_path)
     else:
         res.notes.append("evaluation.json is absent: no confusion matrix of the ensembled classifier.")
-    info_path = root / "run_info.json"
+    info_path = root / layout.RUN_INFO
     if info_path.is_file():
         res.run_info = _read_json(info_path)
     return res
@@ -274,11 +275,11 @@ def _read_pairs(root: Path, res: Results) -> None:
     top pairs from dataset.h5ad for the scatter plots."""
     import numpy as np
 
-    path = root / "findings_pairs.tsv"
+    path = root / layout.FINDINGS_PAIRS
     if path.is_file():
         res.pairs = _read_tsv(path, ("feature_a", "feature_b", "class", "rank"))
         res.pairs = res.pairs.sort_values("rank", kind="stable").reset_index(drop=True)
-    screen = root / "interactions.tsv"
+    screen = root / layout.INTERACTIONS
     if screen.is_file():
         from deepmapper.engine.interactions import read_table
 
@@ -290,7 +291,7 @@ def _read_pairs(root: Path, res: Results) -> None:
     top = res.pairs if res.pairs is not None and len(res.pairs) else res.interactions
     genes = list(dict.fromkeys([str(g) for a, b in zip(top["feature_a"].head(N_PAIR_PLOTS),
                                                         top["feature_b"].head(N_PAIR_PLOTS)) for g in (a, b)]))
-    dataset = root / "dataset.h5ad"
+    dataset = root / layout.DATASET
     if not genes or not dataset.is_file():
         return
     import anndata
@@ -321,11 +322,15 @@ def _read_baselines(folder: Path, res: Results) -> None:
                 .reset_index(drop=True)
         else:
             res.notes.append(f"baselines/{method}.tsv is absent: no comparison with {method}.")
-    path = folder / "interactions.tsv"      # the pair screen alone (runs with interactions on)
+    path = folder / layout.baseline_table("pseudobulk")     # runs with a sample key
+    if path.is_file():
+        res.baselines["pseudobulk"] = _read_tsv(path, BASELINE_COLUMNS).sort_values("rank", kind="stable") \
+            .reset_index(drop=True)
+    path = folder / layout.INTERACTIONS      # the pair screen alone (runs with interactions on)
     if path.is_file():
         res.baselines["interactions"] = _read_tsv(path, BASELINE_COLUMNS).sort_values("rank", kind="stable") \
             .reset_index(drop=True)
-    meta = folder / "baselines.json"
+    meta = folder / layout.BASELINES_JSON
     if meta.is_file():
         res.baselines_meta = _read_json(meta)
 
