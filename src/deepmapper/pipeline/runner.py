@@ -517,8 +517,9 @@ def _check_space(out, adata) -> None:
 def _keep_for_resume(out, run_dir: Path, passes_dir: Path, err: BaseException) -> None:
     """After a failed or interrupted run: keep the finished passes for --resume, drop the rest."""
     n = len(list(passes_dir.glob("pass_*.npz"))) if passes_dir.is_dir() else 0
-    if out.current() is not None and out.current().resolve() == run_dir.resolve():
-        return   # published already: it failed while removing the earlier run, nothing to keep apart
+    if out.published_run_id() == run_dir.name or out.journal.exists():
+        return   # published (a signal held back during the publish acts after it), or the publish was
+                 # cut short: the journal and the run directory finish it on the next run
     if n:
         hint = (f"{n} finished pass{'es' if n != 1 else ''} kept in {out.meta}: rerun with --resume "
                 "to reuse them")

@@ -284,8 +284,9 @@ def _read_pairs(root: Path, res: Results) -> None:
         from deepmapper.engine.interactions import read_table
 
         res.interactions = read_table(screen)
-    if res.pairs is None and res.interactions is None:
-        res.notes.append("No interactions.tsv or findings_pairs.tsv: the run screened no gene pairs.")
+    if res.interactions is None and (res.pairs is None or res.pairs.empty):
+        # --no-interactions: accumulate still writes findings_pairs.tsv, a header and no row; the
+        # Gene pairs section says so (the user chose it: no note at the top of the report)
         return
     top = res.pairs if res.pairs is not None and len(res.pairs) else res.interactions
     genes = list(dict.fromkeys([str(g) for a, b in zip(top["feature_a"].head(N_PAIR_PLOTS),
