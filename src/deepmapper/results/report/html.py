@@ -295,7 +295,8 @@ def _per_class(res: Results) -> str:
         feats = list(pc.loc[pc["class"] == c, "feature"])
         if has_dir:
             up = [f for f in feats if direction.get((c, f)) == "up"][:N_UP]
-            down = [f for f in feats if direction.get((c, f)) == "down"][:N_DOWN]
+            # scanpy's order puts the strongest down-markers last (most negative score): read from the end
+            down = [f for f in reversed(feats) if direction.get((c, f)) == "down"][:N_DOWN]
             rows.append([html.escape(c), " ".join(chip(c, f) for f in up) or "&mdash;",
                          " ".join(chip(c, f) for f in down) or "&mdash;"])
         else:
