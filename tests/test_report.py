@@ -444,3 +444,24 @@ def test_report_layout_in_chromium(pairs_report, browser):
     shot = browser.screenshot(ARTIFACTS / "report-pairs.png")
     assert shot.stat().st_size > 50_000
     assert browser.console_errors() == []
+
+
+def test_the_report_and_read_results_refuse_a_foreign_dataset_alike(tmp_path):
+    """One set of readers (results/load.py) and io's schema check for both: a dataset.h5ad that is not
+    DeepMapper's is one FormatError from the report as from read_results."""
+    import anndata as ad
+
+    import deepmapper as dm
+    from deepmapper.errors import FormatError
+    from deepmapper.results.report.results import load_results
+
+    (tmp_path / "findings.tsv").write_text("feature\trank\tselection_frequency\tmedian_importance\tmean_rank\t"
+                                           "pfer_bound\tis_denovo\ng1\t1\t1\t0.5\t1\t0\tFalse\n")
+    (tmp_path / "findings_per_class.tsv").write_text("class\tfeature\trank\tmedian_importance\tmean_rank\n"
+                                                     "a\tg1\t1\t0.5\t1\n")
+    (tmp_path / "findings.json").write_text('{"classes": ["a"], "accuracies": [0.9]}')
+    ad.AnnData(np.ones((2, 1), np.float32), var=pd.DataFrame(index=["g1"])).write_h5ad(tmp_path / "dataset.h5ad")
+    for read in (load_results, dm.read_results):
+        with pytest.raises(FormatError, match="not a DeepMapper dataset") as err:
+            read(tmp_path)
+        assert err.value.field == "uns.deepmapper"

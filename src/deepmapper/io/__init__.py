@@ -1257,8 +1257,9 @@ def _write_h5ad_isolated(adata, target: Path) -> None:
                       field="dataset", fix="check the free space and permissions of the output directory.")
 
 
-def read_dataset(path: str | os.PathLike):
-    """Read a ``dataset.h5ad`` written by :func:`write_dataset`, checking its schema version."""
+def read_dataset(path: str | os.PathLike, *, backed: bool = False):
+    """Read a ``dataset.h5ad`` written by :func:`write_dataset`, checking its schema version.
+    ``backed``: open it read-only with the matrix left on disk (the caller closes ``adata.file``)."""
     import anndata as ad
 
     path = Path(path)
@@ -1266,10 +1267,20 @@ def read_dataset(path: str | os.PathLike):
         raise FormatError("dataset file not found", where=str(path), field="dataset",
                           fix="run 'deepmapper ingest' first, or check the path.")
     try:
-        adata = ad.read_h5ad(path)
+        adata = ad.read_h5ad(path, backed="r" if backed else None)
     except Exception as exc:  # a damaged or foreign file
         raise FormatError(f"cannot read as h5ad ({exc.__class__.__name__})", where=str(path), field="dataset",
                           fix="re-create it with 'deepmapper ingest'.") from None
+    try:
+        _check_dataset(adata, path)
+    except FormatError:
+        if backed:
+            adata.file.close()
+        raise
+    return adata
+
+
+def _check_dataset(adata, path: Path) -> None:
     meta = adata.uns.get("deepmapper")
     if not isinstance(meta, dict):
         raise FormatError("not a DeepMapper dataset (no uns['deepmapper'])", where=str(path),
@@ -1283,7 +1294,6 @@ def read_dataset(path: str | os.PathLike):
     if key not in adata.obs.columns:
         raise FormatError(f"label column '{key}' is missing from obs", where=str(path), field="label_key",
                           fix="re-create it with 'deepmapper ingest'.")
-    return adata
 
 
 def labels(adata) -> tuple[np.ndarray, list[str]]:

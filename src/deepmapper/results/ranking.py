@@ -368,7 +368,7 @@ def read_results(outdir, *, key_added: str = KEY):
     from deepmapper import io
     from deepmapper.config import Config
     from deepmapper.engine.passfile import read_pass
-    from deepmapper.results.report.results import _read_json, _read_tsv
+    from deepmapper.results.load import read_json, read_tsv
 
     root = Path(outdir)
     if not root.is_dir():
@@ -380,17 +380,17 @@ def read_results(outdir, *, key_added: str = KEY):
                              fix="give the --outdir of a finished run (its accumulate step writes the findings, "
                                  "ingest writes dataset.h5ad).")
     dataset = io.read_dataset(root / layout.DATASET)
-    findings = _read_tsv(root / layout.FINDINGS, ("feature", "rank", "selection_frequency", "median_importance",
+    findings = read_tsv(root / layout.FINDINGS, ("feature", "rank", "selection_frequency", "median_importance",
                                                   "mean_rank", "pfer_bound", "is_denovo"))
     findings["is_denovo"] = findings["is_denovo"].map(lambda v: str(v).strip().lower() in ("true", "1"))
-    per_class = _read_tsv(root / layout.FINDINGS_PER_CLASS, ("class", "feature", "rank", "median_importance",
+    per_class = read_tsv(root / layout.FINDINGS_PER_CLASS, ("class", "feature", "rank", "median_importance",
                                                             "mean_rank"))
-    summary = _read_json(root / layout.FINDINGS_JSON)
+    summary = read_json(root / layout.FINDINGS_JSON)
     if set(findings["feature"]) != {str(v) for v in dataset.var_names}:
         raise FormatError(f"findings.tsv ranks {len(findings)} features, dataset.h5ad holds {dataset.n_vars} "
                           "(or other names)", where=str(root), field="feature",
                           fix="use findings and dataset.h5ad from the same run.")
-    evaluation = _read_json(root / layout.EVALUATION) if (root / layout.EVALUATION).is_file() else None
+    evaluation = read_json(root / layout.EVALUATION) if (root / layout.EVALUATION).is_file() else None
 
     used = [int(i) for i in summary.get("used_passes", [])]
     pass_importance = None
@@ -422,7 +422,7 @@ def read_results(outdir, *, key_added: str = KEY):
         screen = read_table(root / layout.INTERACTIONS)
     pairs = None
     if (root / layout.FINDINGS_PAIRS).is_file():
-        pairs = _read_tsv(root / layout.FINDINGS_PAIRS, ("feature_a", "feature_b", "class", "rank"))
+        pairs = read_tsv(root / layout.FINDINGS_PAIRS, ("feature_a", "feature_b", "class", "rank"))
     store(dataset, dataset, findings=findings, per_class=per_class, summary=summary, evaluation=evaluation,
           key_added=key_added, params=params, pass_importance=pass_importance,
           pass_indices=used if pass_importance is not None else None, pairs=pairs, screen=screen,
