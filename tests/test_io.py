@@ -472,8 +472,10 @@ def test_a_transposed_table_is_named(tmp_path, pbmc):
     line = error_line(run("ingest", "--input", path, "--label-key", "bulk_labels", "--out", tmp_path / "d.h5ad"))
     assert "looks transposed" in line and "'bulk_labels' as a row" in line
     # the right way round, and bulk-like samples with more genes than samples, are not taken for transposed
-    io._refuse_transposed(df.T, "bulk_labels", "x")
-    io._refuse_transposed(pd.DataFrame(np.ones((20, 60)), index=[f"S{i}" for i in range(20)],
+    from deepmapper.io._formats import _refuse_transposed
+
+    _refuse_transposed(df.T, "bulk_labels", "x")
+    _refuse_transposed(pd.DataFrame(np.ones((20, 60)), index=[f"S{i}" for i in range(20)],
                                        columns=df.index), "condition", "x")
 
 

@@ -307,20 +307,10 @@ def _variant(results: Path, tmp_path: Path, name: str = "results") -> Path:
 
 
 def _with_direction(root: Path) -> pd.DataFrame:
-    """findings_per_class.tsv as issue 21's ranking writes it: a direction per (class, feature) from the
-    data (mean in the class against the rest), features up in the class first."""
-    import anndata as ad
-
+    """findings_per_class.tsv as the ranking writes it: every feature per class in scanpy's order, with a
+    direction (up first; the strongest down-markers last, most negative score)."""
     pc = pd.read_csv(root / "findings_per_class.tsv", sep="\t", dtype={"class": str, "feature": str})
-    a = ad.read_h5ad(root / "dataset.h5ad")
-    X = a.X.toarray() if hasattr(a.X, "toarray") else np.asarray(a.X)
-    labels = a.obs[a.uns["deepmapper"]["label_key"]].astype(str).to_numpy()
-    col = {f: j for j, f in enumerate(a.var_names)}
-    pc["direction"] = ["up" if X[labels == c, col[f]].mean() > X[labels != c, col[f]].mean() else "down"
-                       for c, f in zip(pc["class"], pc["feature"])]
-    pc["_down"] = pc["direction"] == "down"
-    pc = pc.sort_values(["class", "_down", "rank"], kind="stable").drop(columns="_down")
-    pc.to_csv(root / "findings_per_class.tsv", sep="\t", index=False)
+    assert {"direction", "score"} <= set(pc.columns)
     return pc
 
 
@@ -337,10 +327,13 @@ def test_the_per_group_view_comes_first_with_direction(results, tmp_path):
         up, down = rows[rows["direction"] == "up"]["feature"], rows[rows["direction"] == "down"]["feature"]
         if len(up):
             assert f'<span class="chip up" title="higher in this group than in the rest">{up.iloc[0]}&#9650;' in block
-        if len(down):
-            assert f'<span class="chip down" title="lower in this group than in the rest">{down.iloc[0]}&#9660;' in block
+        if len(down):   # the strongest down-marker: the last of the class's rows (most negative score)
+            assert f'<span class="chip down" title="lower in this group than in the rest">{down.iloc[-1]}&#9660;' in block
     # read defensively: without the column the view says it has no direction, and still comes first
     root2 = _variant(results, tmp_path, "plain")
+    older = pd.read_csv(root2 / "findings_per_class.tsv", sep="\t", dtype={"class": str, "feature": str})
+    older.drop(columns=["score", "direction", "logfoldchange"]).to_csv(root2 / "findings_per_class.tsv", sep="\t",
+                                                                       index=False)   # a run before directions
     page2 = write_report(root2, tmp_path / "out2", multiqc=False)["html"].read_text()
     assert "records no direction" in page2 and page2.index('id="per-class"') < page2.index('id="features"')
 
