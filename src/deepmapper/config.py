@@ -38,7 +38,7 @@ MATRIX_CHOICES_DOC = "auto, X, raw or layer:<name>"
 MODALITIES = ("rna", "atac")
 NORMALIZE_CHOICES = ("auto", "always", "never")
 SCALE_CHOICES = ("standard", "none")
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 WIDE_STARTS = ("logistic", "random")
 
 # Metadata a field may carry (besides param and help):
@@ -198,7 +198,7 @@ class RunConfig:
                     steps=("accumulate",))
     scale: str = _f("standard", "scale", "Per-feature scaling fitted on training cells: standard or none.",
                     choices=SCALE_CHOICES, steps=("interactions", "train"))
-    device: str = _f("auto", "device", "auto (cuda when present, else cpu), cpu or cuda.", choices=DEVICE_CHOICES,
+    device: str = _f("auto", "device", "auto (cuda when present, else Apple mps, else cpu), cpu, cuda or mps.", choices=DEVICE_CHOICES,
                      steps=("interactions", "train"))
     passes_per_step: int = _f(4, "passes_per_step",
                               f"Arrangements trained together in one stacked model ({_stackable_doc()}); "

@@ -329,8 +329,10 @@ def screen(X, codes: np.ndarray, classes: list[str], feature_names: list[str], *
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
-    if device is None:
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device is None:   # a direct library call; the steps hand over device.setup's choice
+        from .device import select_device
+
+        device = select_device("auto")
     cells = np.asarray(cells, dtype=np.int64)
     codes_all = np.asarray(codes, dtype=np.int64)
     Xs = X[cells]
@@ -352,7 +354,10 @@ def screen(X, codes: np.ndarray, classes: list[str], feature_names: list[str], *
     block = _block_size(p, n_classes)
     n_bins = int(HIST_MAX / HIST_WIDTH) + 1
     T = len(tested)
-    hist = torch.zeros(T, n_bins, dtype=torch.float64, device=device)     # per tested class
+    from .device import float64_device
+
+    # per tested class; float64 counts (exact past 2^24), on the CPU where the device has none (MPS)
+    hist = torch.zeros(T, n_bins, dtype=torch.float64, device=float64_device(device))
     upper = torch.triu_indices(block, block, 1, device=device)
 
     def null(bI, bJ, t, sums):
@@ -363,6 +368,7 @@ def screen(X, codes: np.ndarray, classes: list[str], feature_names: list[str], *
             score = score[:, iu[0], iu[1]]
         score = score.reshape(T, -1)
         bins = (score / HIST_WIDTH).long().clamp_max(n_bins - 1)
+        bins = bins.to(hist.device)
         hist.scatter_add_(1, bins, torch.ones_like(bins, dtype=torch.float64))
         if score.shape[1]:
             current[:] = np.maximum(current, score.max(dim=1).values.cpu().numpy())
@@ -552,6 +558,9 @@ def select_pairs(table, feature_names: list[str], *, q_threshold: float, max_pai
 
 def screen_prepared(data, cfg, *, device=None, progress: bool = True) -> ScreenResult:
     """The screen of a run: on ``data`` (:class:`deepmapper.data.PreparedData`)'s non-held-out cells."""
+    from .device import setup
+
+    device = device or setup(cfg)
     cells = screen_cells(data.codes, data.split.test, cfg.interactions.max_cells, cfg.run.seed)
     return screen(data.X, data.codes, data.classes, data.feature_names, cells=cells, cfg=cfg.interactions,
                   seed=cfg.run.seed, device=device, progress=progress)

@@ -29,14 +29,16 @@ log = logging.getLogger(__name__)
 
 # -- steps -----------------------------------------------------------------------------
 
-def step_interactions(dataset_path: Path, cfg: Config, outdir: Path, *, progress: bool = True):
+def step_interactions(dataset_path: Path, cfg: Config, outdir: Path, *, progress: bool = True, device=None):
     """The pair screen on the run's non-held-out cells: ``outdir/interactions.tsv`` (best first)."""
     from . import interactions, io
     from .data import prepare
+    from .device import setup
 
+    device = device or setup(cfg)
     adata = io.read_dataset(dataset_path)
     data = prepare(adata, cfg, where=str(dataset_path))
-    result = interactions.screen_prepared(data, cfg, progress=progress)
+    result = interactions.screen_prepared(data, cfg, device=device, progress=progress)
     interactions.write_table(result, Path(outdir) / "interactions.tsv")
     return result
 
@@ -51,13 +53,15 @@ def use_interactions(data, cfg: Config, table_text: str | None, *, where: str = 
 
 
 def step_train(dataset_path: Path, cfg: Config, pass_indices: list[int], outdir: Path, *,
-               progress: bool = True, interactions_path: Path | None = None) -> list[PassResult]:
+               progress: bool = True, interactions_path: Path | None = None, device=None) -> list[PassResult]:
     """Train passes. With interactions on, the pairs come from ``interactions_path``
     (interactions.tsv of step_interactions), or from the same screen run here when none is given."""
     from . import interactions, io
     from .data import prepare
+    from .device import setup
     from .train import train_passes
 
+    device = device or setup(cfg)
     adata = io.read_dataset(dataset_path)
     data = prepare(adata, cfg, where=str(dataset_path))
     if cfg.interactions.enabled:
@@ -65,9 +69,9 @@ def step_train(dataset_path: Path, cfg: Config, pass_indices: list[int], outdir:
             interactions.read_table(interactions_path)          # a missing or broken file: one clear error
             text = Path(interactions_path).read_text(encoding="utf-8")
         else:
-            text = interactions.table_text(interactions.screen_prepared(data, cfg, progress=progress))
+            text = interactions.table_text(interactions.screen_prepared(data, cfg, device=device, progress=progress))
         use_interactions(data, cfg, text, where=str(interactions_path or "interaction screen"))
-    results = train_passes(data, cfg, pass_indices, progress=progress)
+    results = train_passes(data, cfg, pass_indices, progress=progress, device=device)
     for r in results:
         write_pass(stamp(r, data, adata), outdir)
     return results
@@ -153,12 +157,11 @@ def analyse(adata, cfg: Config, *, device=None, progress: bool = True, where: st
     """
     from . import io
     from .data import prepare
-    from .evaluate import evaluate
-    from .train import select_device
-
     from . import interactions
+    from .device import setup
+    from .evaluate import evaluate
 
-    device = device or select_device(cfg.run.device)
+    device = device or setup(cfg)
     data = prepare(adata, cfg, where=where)
     check_trainable(data, cfg, where=where, field=adata.uns.get("deepmapper", {}).get("label_key"))
     screen = interactions.screen_prepared(data, cfg, device=device, progress=progress) \
@@ -212,7 +215,7 @@ def run(inputs: list[str], outdir: Path, cfg: Config, *, label_key: str | None =
     from . import inputs as inputs_mod
     from . import io
     from .data import prepare
-    from .train import select_device
+    from .device import setup
 
     t_start = time.perf_counter()
     out = publish.OutDir(outdir)
@@ -226,9 +229,7 @@ def run(inputs: list[str], outdir: Path, cfg: Config, *, label_key: str | None =
         except BaseException:
             out.cleanup_after_failure()
             raise
-        if cfg.run.threads:
-            torch.set_num_threads(cfg.run.threads)
-        device = select_device(cfg.run.device)
+        device = setup(cfg)
         _check_space(out, adata)
         run_dir = out.new_run(run_id)
         dataset_path = run_dir / "dataset.h5ad"

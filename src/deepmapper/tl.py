@@ -106,10 +106,6 @@ def rank_features(adata, groupby: str, *, layer: str | None = None, use_raw: boo
                               min_class_size=cfg.input.min_class_size, modality=cfg.input.modality,
                               source=f"AnnData ({where})")
     dataset = _derived_features(dataset, cfg)
-    if cfg.run.threads:
-        import torch
-
-        torch.set_num_threads(cfg.run.threads)
     out = runner.analyse(dataset, cfg, progress=True, where=where)
     target = adata.copy() if copy else adata
     used = {p.pass_index: p for p in out["passes"]}

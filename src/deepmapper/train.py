@@ -54,11 +54,9 @@ def group_passes(pass_indices: list[int], cfg: Config) -> list[list[int]]:
 
 def train_passes(data: PreparedData, cfg: Config, pass_indices: list[int], *, progress: bool = True,
                  device=None) -> list[PassResult]:
-    import torch
+    from .device import setup
 
-    if cfg.run.threads:
-        torch.set_num_threads(cfg.run.threads)
-    device = device or select_device(cfg.run.device)
+    device = device or setup(cfg)
     results = []
     for group in group_passes(list(pass_indices), cfg):
         results.extend(train_group(data, cfg, group, device=device, progress=progress))
