@@ -128,7 +128,7 @@ def train_until_accepted(data, cfg: Config, *, device, progress: bool = True, on
     The grouping is that of ``train-pass --start 0 --count N``, so the chained steps match.
     """
     from .planning import next_round
-    from .train import group_passes, train_group
+    from .train import block_groups, group_passes, train_group
 
     done = dict(done or {})
     wanted, max_tries = cfg.run.passes, cfg.effective_max_tries()
@@ -138,7 +138,7 @@ def train_until_accepted(data, cfg: Config, *, device, progress: bool = True, on
     while todo := next_round({r.pass_index: r.accepted for r in results}, wanted=wanted, max_tries=max_tries,
                              round_index=rounds):
         rounds += 1
-        for group in group_passes(todo, cfg):
+        for group in block_groups(group_passes(todo, cfg), data):
             if all(i in done for i in group):
                 results.extend(done[i] for i in group)
                 continue

@@ -52,13 +52,28 @@ def group_passes(pass_indices: list[int], cfg: Config) -> list[list[int]]:
     return [list(pass_indices[i:i + size]) for i in range(0, len(pass_indices), size)]
 
 
+def block_groups(groups: list[list[int]], data: PreparedData) -> list[list[int]]:
+    """Each group split so that its passes train on the same block of cells (``data.pass_pool``): a
+    stacked step runs every member on every cell of the batch, so members of different blocks would
+    pay for each other's cells. Without the cap binding the groups are returned as they are."""
+    if data.n_blocks() == 1:
+        return groups
+    out = []
+    for group in groups:
+        by_block: dict = {}
+        for t in group:
+            by_block.setdefault(data.pass_block(t), []).append(t)
+        out.extend(by_block.values())
+    return out
+
+
 def train_passes(data: PreparedData, cfg: Config, pass_indices: list[int], *, progress: bool = True,
                  device=None) -> list[PassResult]:
     from .device import setup
 
     device = device or setup(cfg)
     results = []
-    for group in group_passes(list(pass_indices), cfg):
+    for group in block_groups(group_passes(list(pass_indices), cfg), data):
         results.extend(train_group(data, cfg, group, device=device, progress=progress))
     return results
 
@@ -555,7 +570,10 @@ def _fit_group(g: _Group, data: PreparedData, cfg: Config, device, progress: boo
     # batches run over every cell any pass may train on, whatever the group, and a (K, cells)
     # weight keeps each member to its own: so a pass trains the same alone or stacked.
     cells = [data.pass_cells(m.pass_index) for m in members]
-    train_pool = data.split.train if data.folds is None else np.flatnonzero(data.folds >= 0)
+    # the whole training pool, or the members' shared block of it when max_cells_per_pass binds
+    train_pool = data.pass_pool(members[0].pass_index)
+    if len({data.pass_block(m.pass_index) for m in members}) > 1:
+        raise ValueError("passes of one group must share their block of cells (train.block_groups)")
     val_union = np.unique(np.concatenate([c[1] for c in cells]))
     in_train = np.zeros((K, len(data.codes)), np.float32)
     in_val = np.zeros((K, len(data.codes)), np.float32)
