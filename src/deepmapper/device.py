@@ -100,14 +100,17 @@ def select_device(name: str = "auto"):
 
 def setup(cfg):
     """The one device-and-threads set-up of an entry point: ``cfg.run.threads`` (0 leaves torch's
-    default) applied to torch, then the device of ``cfg.run.device``. Returns the torch.device that
-    every step of the entry point is handed."""
+    default) applied to torch, then the device of ``cfg.run.device``, logged with its reason (once:
+    an entry point calls this once). Returns the torch.device every step of the entry point is handed."""
     import torch
 
     threads = cfg.run.threads
     if threads and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
-    return select_device(cfg.run.device)
+    device, reason = _choose(cfg.run.device)
+    _said.add((cfg.run.device, device.type))
+    log.info("device: %s (%s); %d torch threads", device.type, reason, torch.get_num_threads())
+    return device
 
 
 def float64_device(device):

@@ -326,7 +326,8 @@ def screen(X, codes: np.ndarray, classes: list[str], feature_names: list[str], *
     """
     import pandas as pd
     import torch
-    from tqdm.auto import tqdm
+
+    from .progress import Progress
 
     t0 = time.perf_counter()
     if device is None:   # a direct library call; the steps hand over device.setup's choice
@@ -375,8 +376,7 @@ def screen(X, codes: np.ndarray, classes: list[str], feature_names: list[str], *
 
     # 1. the permutations first: each tested class's null distribution, and so its scale
     rng = np.random.default_rng([int(seed), 15485863])
-    bar = tqdm(total=cfg.permutations + 1, desc="interaction screen", unit="labelling",
-               disable=None if progress else True, leave=False)
+    bar = Progress(cfg.permutations + 1, "interaction screen", "labelling", enabled=progress)
     null_max = []
     for _ in range(cfg.permutations):
         current = np.zeros(T)

@@ -51,7 +51,7 @@ MANIFEST = "manifest.json"
 KNOWN = {"dataset.h5ad": False, "passes": True, "findings.tsv": False, "findings.json": False,
          "findings_per_class.tsv": False, "evaluation.json": False, "run_info.json": False,
          MANIFEST: False, "baselines": True, "report.html": False, "mqc": True, "multiqc": True,
-         "interactions.tsv": False, "findings_pairs.tsv": False}
+         "interactions.tsv": False, "findings_pairs.tsv": False, "run.log": False}
 MIN_FREE_BYTES = 16 * 1024 * 1024
 
 

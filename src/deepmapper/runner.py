@@ -214,6 +214,7 @@ def run(inputs: list[str], outdir: Path, cfg: Config, *, label_key: str | None =
 
     from . import inputs as inputs_mod
     from . import io
+    from . import progress as progress_mod
     from .data import prepare
     from .device import setup
 
@@ -229,9 +230,10 @@ def run(inputs: list[str], outdir: Path, cfg: Config, *, label_key: str | None =
         except BaseException:
             out.cleanup_after_failure()
             raise
-        device = setup(cfg)
         _check_space(out, adata)
         run_dir = out.new_run(run_id)
+        file_log = progress_mod.log_to_file(run_dir / "run.log")   # the run's log lines, published with it
+        device = setup(cfg)
         dataset_path = run_dir / "dataset.h5ad"
         info = {"run_id": run_id, "state": "running", "pid": os.getpid(),
                 "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
@@ -277,8 +279,10 @@ def run(inputs: list[str], outdir: Path, cfg: Config, *, label_key: str | None =
                          "passes_run": len(results), "passes_accepted": sum(r.accepted for r in results),
                          "passes_reused": len(done), "failed_steps": [name for name, _ in failed]})
             write_json(run_dir / "run_info.json", info)
+            progress_mod.stop_log_file(file_log)                    # complete before the manifest hashes it
             out.publish(run_dir, run_id)
         except BaseException as err:
+            progress_mod.stop_log_file(file_log)
             _keep_for_resume(out, run_dir, passes_dir, err)
             if isinstance(err, OSError):
                 raise publish.os_error(err, what=str(run_dir)) from None

@@ -97,6 +97,9 @@ def rank_features(adata, groupby: str, *, layer: str | None = None, use_raw: boo
     >>> sc.pl.rank_genes_groups_dotplot(adata, key="deepmapper", n_genes=3)
     """
     from . import io, ranking, runner
+    from .progress import notebook_logging
+
+    notebook_logging()   # in a notebook with no logging set up, the run's INFO lines are shown
 
     where = "deepmapper.tl.rank_features"
     cfg = _config(passes, settings, where)

@@ -559,7 +559,8 @@ def _fit_group(g: _Group, data: PreparedData, cfg: Config, device, progress: boo
     then continues with its best epoch's weights."""
     import torch
     import torch.nn.functional as F
-    from tqdm.auto import tqdm
+
+    from .progress import Progress
 
     r, net, members, feed, imager = cfg.run, g.net, g.members, g.feed, g.imager
     K = len(members)
@@ -594,9 +595,8 @@ def _fit_group(g: _Group, data: PreparedData, cfg: Config, device, progress: boo
         return (total / in_val_t.sum(1).clamp_min(1.0)).cpu().numpy()
 
     label = f"passes {g.passes[0]}-{g.passes[-1]}" if K > 1 else f"pass {g.passes[0]}"
-    bar = tqdm(range(1, r.epochs + 1), desc=label, unit="epoch", disable=None if progress else True,
-               leave=False)
-    for epoch in bar:
+    bar = Progress(r.epochs, f"training {label}", "epoch", enabled=progress, upper_bound=True)
+    for epoch in range(1, r.epochs + 1):
         net.train(True)
         order = np.random.default_rng([r.seed, epoch]).permutation(train_pool)  # shared batch order
         epoch_loss = torch.zeros(K, device=device)
@@ -636,8 +636,7 @@ def _fit_group(g: _Group, data: PreparedData, cfg: Config, device, progress: boo
             if m.stopper.improved:
                 m.best_state = net.snapshot(k)
             m.done = stop
-        if progress:
-            bar.set_postfix(val_loss=f"{float(np.mean(val_l)):.3f}")
+        bar.update(1, train_loss=round(float(np.mean(train_l)), 4), val_loss=round(float(np.mean(val_l)), 4))
         if all(m.done for m in members):
             break
     bar.close()
