@@ -209,6 +209,9 @@ class RunConfig:
     passes_per_step: int = _f(4, "passes_per_step",
                               f"Arrangements trained together in one stacked model ({_stackable_doc()}); "
                               "1 = one at a time.", min=1, steps=("plan", "train"))
+    mixed_precision: bool = _f(True, "mixed_precision",
+                               "On a CUDA GPU, forward passes in bf16 (fp16 where bf16 is missing) autocast; "
+                               "the CPU and Apple MPS always train in fp32.", steps=("train",))
     threads: int = _f(0, "threads", "CPU threads for torch; 0 leaves torch's default.", min=0, steps=("interactions", "train"))
 
 

@@ -450,13 +450,14 @@ class _Feeder:
         return rows.to(self.device, non_blocking=self.pin)
 
 
-def _autocast(device):
-    """Mixed precision on a GPU (bf16 where supported, else fp16); CPU stays fp32, the reference."""
+def _autocast(device, on: bool = True):
+    """Mixed precision on a CUDA GPU when ``on`` (``mixed_precision``; bf16 where supported, else
+    fp16); CPU and MPS stay fp32, the reference."""
     import contextlib
 
     import torch
 
-    if device.type != "cuda":
+    if device.type != "cuda" or not on:
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.autocast("cuda", dtype=dtype)
@@ -586,7 +587,7 @@ def _fit_group(g: _Group, data: PreparedData, cfg: Config, device, progress: boo
     def val_losses() -> np.ndarray:
         net.train(False)
         total = torch.zeros(K, device=device)
-        with torch.no_grad(), _autocast(device):
+        with torch.no_grad(), _autocast(device, r.mixed_precision):
             for i in range(0, len(val_union), g.eval_chunk):
                 sel = val_union[i:i + g.eval_chunk]
                 logits = net.forward(imager(feed(sel))).float()
@@ -613,7 +614,7 @@ def _fit_group(g: _Group, data: PreparedData, cfg: Config, device, progress: boo
             for j in range(0, n, step):
                 # Gradients of the micro-batches add up to the full batch's: the step is unchanged.
                 part = {name: mk[:, j:j + step] for name, mk in masks.items()}
-                with _autocast(device):
+                with _autocast(device, r.mixed_precision):
                     logits = net.forward(images[j:j + step], part)
                 ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y[j:j + step].repeat(K),
                                      reduction="none", label_smoothing=r.label_smoothing,
@@ -652,10 +653,10 @@ def _finish_group(g: _Group, data: PreparedData, cfg: Config, device) -> list[Pa
     r, net, members = cfg.run, g.net, g.members
     K = len(members)
     test = data.split.test
-    proba = _predict_stacked(net, g.feed, test, g.imager, g.eval_chunk, device)      # (K, N, C)
+    proba = _predict_stacked(net, g.feed, test, g.imager, g.eval_chunk, device, r.mixed_precision)  # (K, N, C)
     # Validation loss of the weights actually used: equals the best epoch's (a restore check).
     val_union, in_val = g.val_union, g.in_val
-    val_proba = _predict_stacked(net, g.feed, val_union, g.imager, g.eval_chunk, device)
+    val_proba = _predict_stacked(net, g.feed, val_union, g.imager, g.eval_chunk, device, r.mixed_precision)
     val_nll = -np.log(np.clip(val_proba[:, np.arange(len(val_union)), data.codes[val_union]], 1e-12, None))
     restored_val_loss = (val_nll * in_val[:, val_union]).sum(1) / np.maximum(in_val[:, val_union].sum(1), 1.0)
     attr_idx = _attribution_cells(data, cfg)
@@ -780,12 +781,12 @@ def _logistic_wide_start(net, members, data: PreparedData, side: int, *, seed: i
     return kept
 
 
-def _predict_stacked(net, feed, idx, imager, chunk: int, device) -> np.ndarray:
+def _predict_stacked(net, feed, idx, imager, chunk: int, device, amp: bool = True) -> np.ndarray:
     """Softmax of every member on the given cells: (K, N, C)."""
     import torch
 
     out = []
-    with torch.no_grad(), _autocast(device):
+    with torch.no_grad(), _autocast(device, amp):
         for i in range(0, len(idx), chunk):
             out.append(torch.softmax(net.forward(imager(feed(idx[i:i + chunk]))).float(), dim=-1).cpu().numpy())
     return np.concatenate(out, axis=1) if out else np.zeros((net.k, 0, 0), np.float32)
