@@ -42,8 +42,8 @@ def main() -> None:
 
     from deepmapper import io
     from deepmapper.config import Config
-    from deepmapper.runner import analyse
-    from deepmapper.synthetic import sparse_matrix
+    from deepmapper.pipeline.runner import analyse
+    from deepmapper.datasets.synthetic import sparse_matrix
 
     torch.set_num_threads(args.threads)
     X, labels = sparse_matrix(args.cells, args.features, args.density, seed=args.seed, n_classes=args.classes,
@@ -63,7 +63,7 @@ def main() -> None:
         c0, t0 = time.process_time(), time.perf_counter()
         out = analyse(adata, cfg, progress=False)
         cpu, wall = time.process_time() - c0, time.perf_counter() - t0
-        from deepmapper.data import prepare
+        from deepmapper.engine.data import prepare
 
         data = prepare(adata, cfg)
         top = list(out["findings"]["feature"].head(args.top))

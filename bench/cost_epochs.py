@@ -40,14 +40,14 @@ def load_case(name: str, args):
         adata = sc.datasets.pbmc68k_reduced()
         return io.from_anndata(adata, label_key="bulk_labels", source="pbmc68k_reduced")
     if name == "planted":
-        from deepmapper.synthetic import planted
+        from deepmapper.datasets.synthetic import planted
 
         adata, _ = planted(args.planted_cells, args.planted_features, n_marginal=12, n_combo=8, n_classes=3,
                            seed=args.seed, sparsity=0.6, pair_shape="flip")
         return adata
     if name == "sparse":
         from deepmapper import io
-        from deepmapper.synthetic import sparse_matrix
+        from deepmapper.datasets.synthetic import sparse_matrix
 
         X, labels = sparse_matrix(args.sparse_cells, args.sparse_features, 0.05, seed=args.seed, n_classes=4,
                                   n_markers=20, marker_boost=0.2)
@@ -58,7 +58,7 @@ def load_case(name: str, args):
 
 def replay(curve, min_epochs: int, patience: int, min_delta: float):
     """(stop epoch, restored epoch) of the rule on one validation curve; stop None when it never fires."""
-    from deepmapper.earlystop import EarlyStopping
+    from deepmapper.engine.earlystop import EarlyStopping
 
     es = EarlyStopping(patience, min_delta, min_epochs)
     for v in curve:
@@ -68,10 +68,10 @@ def replay(curve, min_epochs: int, patience: int, min_delta: float):
 
 
 def curves(adata, cfg, passes: int):
-    from deepmapper import interactions
-    from deepmapper.data import prepare
-    from deepmapper.runner import use_interactions
-    from deepmapper.train import train_passes
+    from deepmapper.engine import interactions
+    from deepmapper.engine.data import prepare
+    from deepmapper.pipeline.runner import use_interactions
+    from deepmapper.engine.train import train_passes
 
     data = prepare(adata, cfg)
     if cfg.interactions.enabled:
@@ -139,7 +139,7 @@ def timed(name, adata, args) -> None:
     import torch
 
     from deepmapper.config import Config
-    from deepmapper.runner import analyse
+    from deepmapper.pipeline.runner import analyse
 
     print(f"default run ({name}), {args.passes} passes, seed {args.seed}:")
     for label, params in (("old rule (10, 8)", OLD), ("new defaults", {})):

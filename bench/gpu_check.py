@@ -63,7 +63,7 @@ def part_pbmc(args) -> dict:
     import torch
 
     from deepmapper.config import Config
-    from deepmapper.runner import analyse
+    from deepmapper.pipeline.runner import analyse
 
     params = {"seed": 0, "device": args.device}
     if args.smoke:
@@ -81,7 +81,7 @@ def part_pbmc(args) -> dict:
 
 def part_train(args) -> dict:
     """Seconds per pass at fixed epochs: ``--stack`` arrangements per step, mixed precision ``--amp``."""
-    from deepmapper import data as data_mod, train
+    from deepmapper.engine import data as data_mod, train
     from deepmapper.config import Config
     from deepmapper.device import setup
 
@@ -108,8 +108,8 @@ def part_atlas(args) -> dict:
 
     from deepmapper import io
     from deepmapper.config import Config
-    from deepmapper.runner import analyse
-    from deepmapper.synthetic import sparse_matrix
+    from deepmapper.pipeline.runner import analyse
+    from deepmapper.datasets.synthetic import sparse_matrix
 
     t0 = time.perf_counter()
     X, labels = sparse_matrix(args.cells, args.features, args.density, seed=0, n_classes=4, n_markers=20,

@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from deepmapper import data as data_mod, train  # noqa: E402
+from deepmapper.engine import data as data_mod, train  # noqa: E402
 from deepmapper.config import Config  # noqa: E402
 
 FAST = {"epochs": 2, "min_epochs": 1, "patience": 5, "ig_steps": 4, "attribution_max_samples": 24, "threads": 1,

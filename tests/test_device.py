@@ -138,7 +138,7 @@ def test_float64_accumulators_leave_mps_for_the_cpu():
 
 def _spy_devices(monkeypatch):
     """Record the device of every tensor the screen and the training loop create for their data."""
-    from deepmapper import interactions, train
+    from deepmapper.engine import interactions, train
 
     seen = []
     real_cols, real_feed = interactions._Columns.__init__, train._Feeder.__init__
@@ -196,7 +196,7 @@ def test_run_hands_one_device_to_every_step(tmp_dataset, tmp_path, monkeypatch, 
 
     from deepmapper import io
     from deepmapper.config import Config
-    from deepmapper.runner import analyse
+    from deepmapper.pipeline.runner import analyse
 
     accelerators(True, True)
     calls = []

@@ -9,7 +9,7 @@ import logging
 
 import pytest
 
-from deepmapper import progress
+from deepmapper._utils import progress
 
 
 class Clock:
@@ -98,7 +98,8 @@ def one_minute_per_call(monkeypatch):
 
 def test_training_says_where_it_is_in_a_log(tmp_dataset, caplog, one_minute_per_call):
     """Between the wide start and the pass results a log file used to get nothing (55 s on pbmc)."""
-    from deepmapper import data as data_mod, io, train
+    from deepmapper import io
+    from deepmapper.engine import data as data_mod, train
     from deepmapper.config import Config
 
     cfg = Config().with_params({"epochs": 3, "min_epochs": 3, "ig_steps": 2, "attribution_max_samples": 16,
@@ -116,7 +117,7 @@ def test_training_says_where_it_is_in_a_log(tmp_dataset, caplog, one_minute_per_
 def test_run_writes_its_log_lines_to_run_log(tmp_dataset, tmp_path):
     from deepmapper import io
     from deepmapper.config import Config
-    from deepmapper.runner import run
+    from deepmapper.pipeline.runner import run
 
     src = tmp_path / "planted.h5ad"
     io.read_dataset(tmp_dataset("planted", seed=4)).write_h5ad(src)

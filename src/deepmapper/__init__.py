@@ -15,7 +15,7 @@ In a notebook, in the style of scanpy::
 loaded on first use, and heavy dependencies (torch, scanpy, captum) are
 imported inside the functions that need them.
 """
-__version__ = "0.1.0"
+from deepmapper._utils.versions import __version__
 
 __all__ = ["__version__", "tl", "pl", "read_results"]
 
@@ -26,7 +26,7 @@ def __getattr__(name):
     if name in ("tl", "pl"):
         return importlib.import_module(f".{name}", __name__)
     if name == "read_results":
-        from .ranking import read_results
+        from deepmapper.results.ranking import read_results
 
         return read_results
     raise AttributeError(f"module 'deepmapper' has no attribute {name!r}")

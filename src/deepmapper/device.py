@@ -54,7 +54,7 @@ def _choose(name: str):
     """(torch.device, reason) for a device name: auto, cpu, cuda or mps."""
     import torch
 
-    from .errors import ConfigError
+    from deepmapper.errors import ConfigError
 
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device 'cuda' requested but no CUDA GPU is visible ({_why_no_gpu()})",
