@@ -178,8 +178,11 @@ class RunConfig:
     max_tries: int = _f(0, "max_tries", "Most passes to try before giving up; 0 means 2 x passes.", min=0,
                         steps=("plan", "accumulate"))
     epochs: int = _f(60, "epochs", "Maximum training epochs per pass.", min=1, steps=_TRAIN)
-    min_epochs: int = _f(10, "min_epochs", "Early stopping never fires before this epoch.", min=0, steps=_TRAIN)
-    patience: int = _f(8, "patience", "Epochs without validation-loss improvement before stopping.", min=1,
+    # Measured (bench/cost_epochs.py, docs/performance.md): the best epoch is 1-4 in most passes (the
+    # wide path starts at the logistic fit); 3/3 restores the same epoch as the old 10/8 in every pass
+    # measured and trains about half the epochs.
+    min_epochs: int = _f(3, "min_epochs", "Early stopping never fires before this epoch.", min=0, steps=_TRAIN)
+    patience: int = _f(3, "patience", "Epochs without validation-loss improvement before stopping.", min=1,
                        steps=_TRAIN)
     min_delta: float = _f(1e-3, "min_delta", "Smallest validation-loss decrease that counts as improvement.",
                           min=0, steps=_TRAIN)
