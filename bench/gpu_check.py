@@ -16,7 +16,8 @@ part cannot take the others with it, and peak host memory is the part's own):
    planted markers in the top 100.
 
 ``--cpu-smoke`` shrinks every part (tiny passes and epochs, a 1,500 x 800 atlas, a one-test
-subset) and runs it on the CPU in well under a minute of compute: the script's own test.
+subset) and runs it on the CPU, in this process, in well under a minute of compute: the
+script's own test.
 
     bash bench/gpu_check.sh              # on a GPU machine
     bash bench/gpu_check.sh --cpu-smoke  # anywhere
@@ -148,7 +149,22 @@ PARTS = {"pbmc": part_pbmc, "train": part_train, "atlas": part_atlas, "tests": p
 
 
 def _sub(part: str, args, budget: float, **extra) -> dict:
-    """Run one part in a subprocess with a time limit; its JSON result, or why there is none."""
+    """Run one part in a subprocess with a time limit; its JSON result, or why there is none.
+    ``--cpu-smoke`` runs the parts in this process instead (no limit, no per-part peak memory):
+    each subprocess would cost an import of torch and scanpy, most of a smoke run's CPU time."""
+    if args.smoke and part != "tests":
+        import copy
+
+        sub_args = copy.copy(args)
+        sub_args.device = extra.get("device", args.device)
+        sub_args.stack, sub_args.amp = extra.get("stack", 4), bool(extra.get("amp", True))
+        t0 = time.perf_counter()
+        try:
+            result = PARTS[part](sub_args)
+        except Exception as err:   # a failing part is a row of the table, not the end of the check
+            return {"error": f"{type(err).__name__}: {str(err)[:160]}"}
+        result.setdefault("wall_s", time.perf_counter() - t0)
+        return result
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "part.json"
         cmd = [sys.executable, __file__, "--part", part, "--json", str(out), "--device", extra.get("device",
