@@ -187,7 +187,7 @@ class RunConfig:
     min_delta: float = _f(1e-3, "min_delta", "Smallest validation-loss decrease that counts as improvement.",
                           min=0, steps=_TRAIN)
     batch_size: int = _f(64, "batch_size", "Training batch size.", min=1, steps=_TRAIN)
-    max_cells_per_pass: int = _f(20000, "max_cells_per_pass",
+    max_cells_per_pass: int = _f(10000, "max_cells_per_pass",
                                  "Most cells one pass trains on. A larger training pool is dealt (stratified, "
                                  "seeded) into ceil(cells / this) blocks and pass t trains on block t mod blocks, "
                                  "so consecutive passes together see every cell; 0: no cap. "
