@@ -32,6 +32,7 @@ import hashlib
 import logging
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -230,6 +231,21 @@ def check_float32_range(X, var_names, *, where: str, field: str = "X") -> None:
                          fix="rescale these values (e.g. log-transform or divide) before ingest.")
 
 
+def _not_groups(lab, label_key: str, *, where: str, need: int) -> None:
+    """A label column that is a measurement or an id, not groups: one line that says so (instead of
+    listing thousands of one-cell classes)."""
+    import pandas as pd
+
+    n, k = len(lab), int(lab.nunique())
+    numeric = bool(pd.to_numeric(lab, errors="coerce").notna().all())
+    if k > 0.5 * n or (numeric and k > 20 and k > n / need):
+        what = "numeric values (a measurement, not groups)" if numeric else "nearly one value per cell (an id?)"
+        raise InputError(f"'{label_key}' has {k} distinct values for {n} cells: {what}", where=where,
+                         field=label_key,
+                         fix="choose a column of groups (e.g. cell type or leiden), or bin the values first "
+                             "(pd.cut) into groups of at least " + str(need) + " cells.")
+
+
 # -- the one constructor ------------------------------------------------------------------
 
 def build_dataset(X, obs_names, var_names, labels, *, label_key: str, source: str, var=None,
@@ -292,7 +308,9 @@ def build_dataset(X, obs_names, var_names, labels, *, label_key: str, source: st
     missing = lab.isna() | (lab.astype(str).str.strip() == "")
     if missing.any():
         raise InputError(f"{int(missing.sum())} cells have no label (e.g. {_few(lab.index[missing], 3)})",
-                         where=where, field=label_key, fix="fill in their labels or drop those cells.")
+                         where=where, field=label_key,
+                         fix="fill in their labels, or leave those cells out with --missing-labels NA "
+                             "(missing_labels='NA' in rank_features; empty and NaN labels go with any value).")
     lab = _strip_labels(lab.astype(str), where=where, label_key=label_key)
     sizes = lab.value_counts()
     classes = sorted(sizes.index)
@@ -303,7 +321,9 @@ def build_dataset(X, obs_names, var_names, labels, *, label_key: str, source: st
     need = max(MIN_CELLS_PER_CLASS, int(min_class_size))
     small = sizes[sizes < need].sort_values()
     if len(small):
-        listed = ", ".join(f"'{k}' ({v} cells)" for k, v in small.items())
+        _not_groups(lab, label_key, where=where, need=need)
+        listed = ", ".join(f"'{k}' ({v} cells)" for k, v in small.head(5).items()) \
+            + (f" and {len(small) - 5} more" if len(small) > 5 else "")
         if int(small.min()) < MIN_CELLS_PER_CLASS:
             fix = (f"add cells to these classes, merge them with related classes, or drop them: the stratified "
                    f"split needs at least {MIN_CELLS_PER_CLASS} per class (held-out, validation, training), "
@@ -577,16 +597,29 @@ def read_input(paths, *, label_key: str | None, labels=None, matrix: str = "auto
 
 def parse_missing_labels(text) -> tuple[str, ...]:
     """``"NA, None"`` (the --missing-labels setting) -> ``("NA", "None")``."""
+    if isinstance(text, (set, frozenset)):
+        text = sorted(text)
     if isinstance(text, (list, tuple)):
         return tuple(str(t).strip() for t in text if str(t).strip())
     return tuple(t.strip() for t in str(text or "").split(",") if t.strip())
 
 
+def missing_label_mask(labels, missing_labels) -> np.ndarray:
+    """True for the cells whose label is one of ``missing_labels`` or empty (NaN, None, blank): once the
+    user names the values that mean "no label", a cell with no label at all is left out too."""
+    import pandas as pd
+
+    values = set(parse_missing_labels(missing_labels))
+    series = pd.Series(np.asarray(labels, dtype=object))
+    empty = series.isna().to_numpy()
+    lab = np.asarray(["" if e else str(v).strip() for v, e in zip(series, empty)], dtype=object)
+    return empty | (lab == "") | np.isin(lab, list(values))
+
+
 def _drop_missing_labels(raw: _Raw, missing_labels) -> None:
     """Leave out the cells whose label is one of ``missing_labels`` (the user asked for it)."""
     values = set(parse_missing_labels(missing_labels))
-    lab = np.asarray([("" if v is None else str(v)).strip() for v in raw.labels], dtype=object)
-    drop = np.isin(lab, list(values))
+    drop = missing_label_mask(raw.labels, values)
     if not drop.any():
         return
     if drop.all():
@@ -594,7 +627,7 @@ def _drop_missing_labels(raw: _Raw, missing_labels) -> None:
                          where=raw.source, field=raw.label_key or "labels",
                          fix="check --missing-labels and the label column.")
     keep = np.flatnonzero(~drop)
-    log.warning("%s: %d cells left out: their label is one of %s (--missing-labels)", raw.source,
+    log.warning("%s: %d cells left out: their label is empty or one of %s (--missing-labels)", raw.source,
                 int(drop.sum()), ", ".join(sorted(values)))
     raw.X = _as_csr_or_dense(raw.X)[keep]
     raw.obs_names = [raw.obs_names[i] for i in keep]
@@ -772,12 +805,23 @@ def choose_matrix(adata, matrix: str, *, where: str):
                      fix="use auto, X, raw or layer:<name>.")
 
 
+def check_in_memory(adata, *, where: str) -> None:
+    """A backed AnnData (``backed='r'``) is one line, not a traceback from deep inside anndata."""
+    if getattr(adata, "isbacked", False):
+        raise InputError("the AnnData is backed (opened with backed='r'): its matrix is on disk", where=where,
+                         field="adata", fix="load it into memory first: adata = adata.to_memory() "
+                                            "(or sc.read_h5ad(path) without backed=).")
+
+
 def from_anndata(adata, *, label_key: str, matrix: str = "auto", normalize: str = "auto",
                  min_class_size: int = 5, modality: str = "rna", source: str = "in-memory AnnData",
-                 source_sha256: str = "", sample_key: str | None = None):
-    """A dataset from an AnnData already in memory (tests, notebooks), with the h5ad rules."""
-    X, var_names, var, chosen = choose_matrix(adata, matrix, where=source)
-    X = _as_csr_or_dense(X)
+                 source_sha256: str = "", sample_key: str | None = None, missing_labels=(), keep=None):
+    """A dataset from an AnnData already in memory (tests, notebooks), with the h5ad rules.
+
+    ``missing_labels``: as :func:`read_input`; ``keep``: boolean mask of the cells to analyse (e.g.
+    the groups of a comparison), applied first; ``sample_key``: the obs column naming each cell's
+    donor or sample."""
+    check_in_memory(adata, where=source)
     if label_key not in adata.obs.columns:
         raise InputError(f"no column '{label_key}' (available: {_few(list(adata.obs.columns), 12)})",
                          where=source, field=label_key, fix="pass an obs column holding the labels.")
@@ -785,6 +829,25 @@ def from_anndata(adata, *, label_key: str, matrix: str = "auto", normalize: str 
         raise InputError(f"no column '{sample_key}' (available: {_few(list(adata.obs.columns), 12)})",
                          where=source, field="sample_key",
                          fix="pass the obs column naming each cell's donor or sample.")
+    X, var_names, var, chosen = choose_matrix(adata, matrix, where=source)
+    X = _as_csr_or_dense(X)
+    labels = adata.obs[label_key].to_numpy()
+    obs_names = adata.obs_names
+    obs = adata.obs
+    rows = np.ones(adata.n_obs, bool) if keep is None else np.asarray(keep, bool).copy()
+    if missing_labels:
+        drop = missing_label_mask(labels, missing_labels) & rows
+        if drop.all() or drop.sum() == rows.sum():
+            raise InputError(f"every cell's label is empty or one of the missing values "
+                             f"({', '.join(parse_missing_labels(missing_labels))})", where=source, field=label_key,
+                             fix="check missing_labels and the label column.")
+        if drop.any():
+            log.warning("%s: %d cells left out: their label is empty or one of %s (missing_labels)", source,
+                        int(drop.sum()), ", ".join(parse_missing_labels(missing_labels)))
+        rows &= ~drop
+    if not rows.all():
+        index = np.flatnonzero(rows)
+        X, labels, obs_names, obs = X[index], labels[index], obs_names[index], obs.iloc[index]
     check_finite(X, var_names, where=source, field=chosen)
     counts = looks_like_counts(X)
     if normalize == "always":
@@ -795,13 +858,12 @@ def from_anndata(adata, *, label_key: str, matrix: str = "auto", normalize: str 
         if sample_key is not None:
             totals = np.asarray(X.sum(axis=1, dtype=np.float64)).ravel()
         X = normalize_log1p(X)
-    samples_ = adata.obs[sample_key].astype(str).to_numpy(dtype=object) if sample_key is not None else None
-    labels_ = adata.obs[label_key].to_numpy()
-    out = build_dataset(X, adata.obs_names, var_names, labels_, label_key=label_key,
+    samples_ = obs[sample_key].astype(str).to_numpy(dtype=object) if sample_key is not None else None
+    out = build_dataset(X, obs_names, var_names, labels, label_key=label_key,
                         source=source, var=var, matrix=chosen, normalized=do_norm, modality=modality,
                         source_sha256=source_sha256, min_class_size=min_class_size, samples=samples_,
                         sample_key=sample_key, totals=totals)
-    for line in design_warnings(labels_, adata.obs, samples=samples_, sample_key=sample_key, label_key=label_key,
+    for line in design_warnings(labels, obs, samples=samples_, sample_key=sample_key, label_key=label_key,
                                 where=source):
         log.warning("%s", line)
     return out
@@ -825,6 +887,14 @@ def _read_table(path: Path, *, label_key, use_labels: bool, sample_key: str | No
                          field="var_names", fix="make column names unique (e.g. append the gene id).")
     # "NA", "None", "null" ... are missing values in feature columns only: as a cell id or label they are text.
     label_raw = [h for h in header[1:] if h.strip() in {label_key, sample_key} - {None}]
+    if use_labels and not any(h.strip() == label_key for h in label_raw):
+        # before parsing the values: a genes x cells table says so at once
+        try:
+            first = pd.read_csv(path, sep=sep, usecols=[0], dtype=str, keep_default_na=False).iloc[:, 0]
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError):
+            first = None
+        if first is not None:
+            _refuse_transposed(pd.DataFrame(index=first.to_numpy(), columns=names), label_key, str(path))
     na = {h: sorted(_NA_VALUES) for h in header[1:] if h not in label_raw}
     try:
         df = pd.read_csv(path, sep=sep, index_col=0, low_memory=False, keep_default_na=False, na_values=na,
@@ -860,6 +930,34 @@ def _read_table(path: Path, *, label_key, use_labels: bool, sample_key: str | No
     raw.X = df.to_numpy(dtype=np.float64)   # float32 after the overflow check (build_dataset)
     raw.var_names = list(df.columns)
     return raw
+
+
+_GENE_LIKE = re.compile(r"ENS[A-Z]*G\d{6,}(\.\d+)?|[A-Z][A-Z0-9.\-]{1,14}|[A-Z][a-z][a-z0-9.\-]{0,13}"
+                        r"|[A-Z][a-z]?\d[A-Za-z0-9.\-]{0,12}")
+_BARCODE = re.compile(r"[ACGTN]{6,}([-_.]\d+)?")
+
+
+def _gene_like(names) -> float:
+    """Share of ``names`` shaped like gene symbols or Ensembl gene ids (not DNA barcodes)."""
+    names = [str(n).strip() for n in names]
+    if not names:
+        return 0.0
+    return sum(bool(_GENE_LIKE.fullmatch(n)) and not _BARCODE.fullmatch(n) for n in names) / len(names)
+
+
+def _refuse_transposed(df, label_key, where: str) -> None:
+    """A genes x cells table (rows named like genes, columns not; or the label column given as a row):
+    one line that says to transpose it, instead of 'no column'."""
+    rows = [str(i).strip() for i in df.index]
+    label_row = label_key is not None and label_key in rows
+    if label_row or (len(rows) >= 10 and _gene_like(rows[:2000]) >= 0.8 and _gene_like(df.columns[:2000]) < 0.2):
+        raise InputError(f"the table looks transposed: {len(rows)} rows named like "
+                         + (f"features (with '{label_key}' as a row)" if label_row else
+                            f"genes (e.g. {_few(rows, 3)})")
+                         + f" and {df.shape[1]} columns named like cells (e.g. {_few(list(df.columns), 3)})",
+                         where=where, field="orientation",
+                         fix="give one row per cell and one column per feature: transpose it first, e.g. "
+                             "pandas.read_csv(path, index_col=0).T.to_csv(new_path).")
 
 
 # 10x ------------------------------------------------------------------------------------------
@@ -1159,8 +1257,9 @@ def _write_h5ad_isolated(adata, target: Path) -> None:
                       field="dataset", fix="check the free space and permissions of the output directory.")
 
 
-def read_dataset(path: str | os.PathLike):
-    """Read a ``dataset.h5ad`` written by :func:`write_dataset`, checking its schema version."""
+def read_dataset(path: str | os.PathLike, *, backed: bool = False):
+    """Read a ``dataset.h5ad`` written by :func:`write_dataset`, checking its schema version.
+    ``backed``: open it read-only with the matrix left on disk (the caller closes ``adata.file``)."""
     import anndata as ad
 
     path = Path(path)
@@ -1168,10 +1267,20 @@ def read_dataset(path: str | os.PathLike):
         raise FormatError("dataset file not found", where=str(path), field="dataset",
                           fix="run 'deepmapper ingest' first, or check the path.")
     try:
-        adata = ad.read_h5ad(path)
+        adata = ad.read_h5ad(path, backed="r" if backed else None)
     except Exception as exc:  # a damaged or foreign file
         raise FormatError(f"cannot read as h5ad ({exc.__class__.__name__})", where=str(path), field="dataset",
                           fix="re-create it with 'deepmapper ingest'.") from None
+    try:
+        _check_dataset(adata, path)
+    except FormatError:
+        if backed:
+            adata.file.close()
+        raise
+    return adata
+
+
+def _check_dataset(adata, path: Path) -> None:
     meta = adata.uns.get("deepmapper")
     if not isinstance(meta, dict):
         raise FormatError("not a DeepMapper dataset (no uns['deepmapper'])", where=str(path),
@@ -1185,7 +1294,6 @@ def read_dataset(path: str | os.PathLike):
     if key not in adata.obs.columns:
         raise FormatError(f"label column '{key}' is missing from obs", where=str(path), field="label_key",
                           fix="re-create it with 'deepmapper ingest'.")
-    return adata
 
 
 def labels(adata) -> tuple[np.ndarray, list[str]]:

@@ -79,15 +79,20 @@ def step_train(dataset_path: Path, cfg: Config, pass_indices: list[int], outdir:
 
 
 def step_accumulate(dataset_path: Path, pass_paths: list[Path], outdir: Path, cfg: Config,
-                    n_wanted: int | None = None, *, adata=None, passes=None) -> dict:
+                    n_wanted: int | None = None, *, adata=None, passes=None,
+                    baselines_path: Path | None = None) -> dict:
     """findings.tsv, findings.json, findings_per_class.tsv, findings_pairs.tsv. ``run`` hands over the
-    dataset and the verified passes it already holds (``adata``, ``passes``); a step reads them."""
+    dataset and the verified passes it already holds (``adata``, ``passes``); a step reads them. With
+    ``baselines_path`` (baselines.json of the same dataset and split) the trust verdict compares the
+    passes with logistic regression."""
     from deepmapper import io
 
     adata = io.read_dataset(dataset_path) if adata is None else adata
     if passes is None:
         passes = findings_mod.read_passes(pass_paths, dataset=adata, dataset_path=str(dataset_path))
-    table, per_class, summary, pairs = _findings(adata, passes, cfg, n_wanted)
+    baseline = (findings_mod.read_baseline_accuracy(baselines_path, passes[0].heldout_index)
+                if baselines_path is not None else None)
+    table, per_class, summary, pairs = _findings(adata, passes, cfg, n_wanted, baseline_accuracy=baseline)
     findings_mod.write(outdir, table, per_class, summary, pairs)
     return summary
 
@@ -160,11 +165,14 @@ def train_until_accepted(data, cfg: Config, *, device, progress: bool = True, on
     return results
 
 
-def analyse(adata, cfg: Config, *, device=None, progress: bool = True, where: str = "dataset") -> dict:
+def analyse(adata, cfg: Config, *, device=None, progress: bool = True, where: str = "dataset",
+            baseline: bool = True) -> dict:
     """The whole analysis of a validated dataset (``io.build_dataset`` / ``io.from_anndata``) in memory.
 
     Returns ``{"passes", "findings", "per_class", "summary", "evaluation"}``: the same values
     that ``run`` writes as files (``findings.tsv`` ... ``evaluation.json``), with no file written.
+    ``baseline``: fit logistic regression on the same split for the trust verdict (as ``run``'s
+    baselines step; ``summary["trust"]``).
     """
     from deepmapper import io
     from deepmapper.device import setup
@@ -179,25 +187,36 @@ def analyse(adata, cfg: Config, *, device=None, progress: bool = True, where: st
         if cfg.interactions.enabled else None
     use_interactions(data, cfg, screen.table if screen is not None else None)
     results = train_until_accepted(data, cfg, device=device, progress=progress)
-    table, per_class, summary, pairs = _findings(adata, results, cfg, n_wanted=cfg.run.passes)
+    baseline_accuracy = None
+    if baseline:
+        from deepmapper.engine.baselines import logistic
+
+        baseline_accuracy = logistic(adata, data.split, seed=cfg.run.seed)[1]["accuracy"]
+    table, per_class, summary, pairs = _findings(adata, results, cfg, n_wanted=cfg.run.passes,
+                                                 baseline_accuracy=baseline_accuracy)
     codes, classes = io.labels(adata)
     evaluation = evaluate(findings_mod.choose(results, cfg.run.passes), codes, classes)
     return {"passes": results, "findings": table, "per_class": per_class, "summary": summary,
             "evaluation": evaluation, "pairs": pairs, "interactions": None if screen is None else screen.table}
 
 
-def _findings(adata, passes: list[PassResult], cfg: Config, n_wanted: int | None = None):
+def _findings(adata, passes: list[PassResult], cfg: Config, n_wanted: int | None = None,
+              baseline_accuracy: float | None = None):
     """(findings table, per-class table, summary, pair table) of passes trained on ``adata`` (the first
     ``n_wanted`` accepted passes; all accepted when None)."""
     from deepmapper import io
-    from deepmapper.engine import samples
+    from deepmapper.engine import accumulate, samples
 
     is_denovo = adata.var["is_denovo"].to_numpy() if "is_denovo" in adata.var else None
+    codes, classes = io.labels(adata)
+    means = accumulate.group_means(adata.X, codes, len(classes))
+    log_values = findings_mod.log_values_or_warn(adata.X, where=str(adata.uns.get("deepmapper", {}).get("source", "")))
     return findings_mod.build(
         passes, [str(v) for v in adata.var_names], cfg=cfg, n_wanted=n_wanted, is_denovo=is_denovo,
         n_cells=int(adata.n_obs),
         dataset_sha256=str(adata.uns.get("deepmapper", {}).get("source_sha256", "")),
-        sample_stats=samples.sample_level(adata, io.labels(adata)[1]))
+        means=means, log_values=log_values, baseline_accuracy=baseline_accuracy,
+        sample_stats=samples.sample_level(adata, classes))
 
 
 # -- the embedded path ----------------------------------------------------------------------
@@ -277,21 +296,24 @@ def run(inputs: list[str], outdir: Path, cfg: Config, *, label_key: str | None =
 
             results = train_until_accepted(data, cfg, device=device, progress=progress, on_pass=on_pass,
                                            done=done)
-            # required: what the run is for
-            # the pass files are read back once (verified as the step commands verify them) and shared
-            pass_paths = findings_mod.pass_files(passes_dir)
-            verified = findings_mod.read_passes(pass_paths, dataset=adata, dataset_path=str(dataset_path))
-            summary = step_accumulate(dataset_path, pass_paths, run_dir, cfg, n_wanted=cfg.run.passes,
-                                      adata=adata, passes=verified)
-            step_evaluate(dataset_path, pass_paths, run_dir / layout.EVALUATION, n_wanted=cfg.run.passes,
-                          adata=adata, passes=verified)
-            # optional: a failure is reported, the required results are still published
+            # optional: a failure is reported, the required results are still published. The baselines
+            # come first: the trust verdict in findings.json compares the passes with logistic regression.
             failed: list[tuple[str, str]] = []
             if baselines:
                 _optional("baselines", failed, run_dir,
                           lambda: step_baselines(dataset_path, run_dir / layout.BASELINES, cfg,
                                                  interactions_path=screened if screened.is_file() else None,
                                                  adata=adata))
+            # required: what the run is for
+            # the pass files are read back once (verified as the step commands verify them) and shared
+            pass_paths = findings_mod.pass_files(passes_dir)
+            verified = findings_mod.read_passes(pass_paths, dataset=adata, dataset_path=str(dataset_path))
+            baselines_json = run_dir / layout.BASELINES / layout.BASELINES_JSON
+            summary = step_accumulate(dataset_path, pass_paths, run_dir, cfg, n_wanted=cfg.run.passes,
+                                      adata=adata, passes=verified,
+                                      baselines_path=baselines_json if baselines_json.is_file() else None)
+            step_evaluate(dataset_path, pass_paths, run_dir / layout.EVALUATION, n_wanted=cfg.run.passes,
+                          adata=adata, passes=verified)
             if report:
                 _optional("report", failed, run_dir, lambda: _report(run_dir, multiqc_ok))
             info.update({"state": "complete", "seconds": round(time.perf_counter() - t_start, 2),
@@ -500,8 +522,9 @@ def _check_space(out, adata) -> None:
 def _keep_for_resume(out, run_dir: Path, passes_dir: Path, err: BaseException) -> None:
     """After a failed or interrupted run: keep the finished passes for --resume, drop the rest."""
     n = len(list(passes_dir.glob("pass_*.npz"))) if passes_dir.is_dir() else 0
-    if out.current() is not None and out.current().resolve() == run_dir.resolve():
-        return   # published already: it failed while removing the earlier run, nothing to keep apart
+    if out.published_run_id() == run_dir.name or out.journal.exists():
+        return   # published (a signal held back during the publish acts after it), or the publish was
+                 # cut short: the journal and the run directory finish it on the next run
     if n:
         hint = (f"{n} finished pass{'es' if n != 1 else ''} kept in {out.meta}: rerun with --resume "
                 "to reuse them")
