@@ -121,8 +121,11 @@ def rank_features(adata, groupby: str, *, groups="all", reference: str = "rest",
     >>> sc.pl.rank_genes_groups_dotplot(adata, key="deepmapper", n_genes=3)
     """
     from deepmapper import io
-    from deepmapper.results import ranking
+    from deepmapper._utils.progress import notebook_logging
     from deepmapper.pipeline import runner
+    from deepmapper.results import ranking
+
+    notebook_logging()   # in a notebook with no logging set up, the run's INFO lines are shown
 
     where = "deepmapper.tl.rank_features"
     cfg = _config(passes, settings, where)
@@ -135,10 +138,6 @@ def rank_features(adata, groupby: str, *, groups="all", reference: str = "rest",
                               source=f"AnnData ({where})", sample_key=sample_key,
                               missing_labels=cfg.input.missing_labels, keep=keep)
     dataset = _derived_features(dataset, cfg)
-    if cfg.run.threads:
-        import torch
-
-        torch.set_num_threads(cfg.run.threads)
     out = runner.analyse(dataset, cfg, progress=True, where=where)
     target = adata.copy() if copy else adata
     used = {p.pass_index: p for p in out["passes"]}

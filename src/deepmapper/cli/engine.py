@@ -67,14 +67,15 @@ def _recorded(dataset: Path, pass_paths: list[Path], own):
 @config_options("train")
 def train_pass(dataset, start, count, outdir, verdicts_path, expect_gpu, interactions_path, config_path, **params):
     """Train passes START..START+COUNT-1 (one arrangement each) and write their pass files."""
-    from deepmapper.device import select_device, warn_if_gpu_missing
+    from deepmapper.device import setup, warn_if_gpu_missing
     from deepmapper.engine.planning import write_verdicts
     from deepmapper.pipeline.runner import pass_range, step_train
 
     cfg = build_config(config_path, params)
     warn_if_gpu_missing(expect_gpu)
-    device = select_device(cfg.run.device)
-    results = step_train(dataset, cfg, pass_range(start, count), outdir, interactions_path=interactions_path)
+    device = setup(cfg)
+    results = step_train(dataset, cfg, pass_range(start, count), outdir, interactions_path=interactions_path,
+                         device=device)
     if verdicts_path is not None:
         write_verdicts(verdicts_path, results, device=device.type, gpu_expected=expect_gpu)
     for r in results:

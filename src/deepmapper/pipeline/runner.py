@@ -31,15 +31,17 @@ log = logging.getLogger(__name__)
 
 # -- steps -----------------------------------------------------------------------------
 
-def step_interactions(dataset_path: Path, cfg: Config, outdir: Path, *, progress: bool = True):
+def step_interactions(dataset_path: Path, cfg: Config, outdir: Path, *, progress: bool = True, device=None):
     """The pair screen on the run's non-held-out cells: ``outdir/interactions.tsv`` (best first)."""
     from deepmapper import io
+    from deepmapper.device import setup
     from deepmapper.engine import interactions
     from deepmapper.engine.data import prepare
 
+    device = device or setup(cfg)
     adata = io.read_dataset(dataset_path)
     data = prepare(adata, cfg, where=str(dataset_path))
-    result = interactions.screen_prepared(data, cfg, progress=progress)
+    result = interactions.screen_prepared(data, cfg, device=device, progress=progress)
     interactions.write_table(result, Path(outdir) / layout.INTERACTIONS)
     return result
 
@@ -54,21 +56,23 @@ def use_interactions(data, cfg: Config, table, *, where: str = layout.INTERACTIO
 
 
 def step_train(dataset_path: Path, cfg: Config, pass_indices: list[int], outdir: Path, *,
-               progress: bool = True, interactions_path: Path | None = None) -> list[PassResult]:
+               progress: bool = True, interactions_path: Path | None = None, device=None) -> list[PassResult]:
     """Train passes. With interactions on, the pairs come from ``interactions_path``
     (interactions.tsv of step_interactions), or from the same screen run here when none is given."""
     from deepmapper import io
+    from deepmapper.device import setup
     from deepmapper.engine import interactions
     from deepmapper.engine.data import prepare
     from deepmapper.engine.train import train_passes
 
+    device = device or setup(cfg)
     adata = io.read_dataset(dataset_path)
     data = prepare(adata, cfg, where=str(dataset_path))
     if cfg.interactions.enabled:
         table = interactions.read_table(interactions_path) if interactions_path is not None \
-            else interactions.screen_prepared(data, cfg, progress=progress).table
+            else interactions.screen_prepared(data, cfg, device=device, progress=progress).table
         use_interactions(data, cfg, table, where=str(interactions_path or "interaction screen"))
-    results = train_passes(data, cfg, pass_indices, progress=progress)
+    results = train_passes(data, cfg, pass_indices, progress=progress, device=device)
     for r in results:
         write_pass(stamp(r, data, adata), outdir)
     return results
@@ -140,7 +144,7 @@ def train_until_accepted(data, cfg: Config, *, device, progress: bool = True, on
     The grouping is that of ``train-pass --start 0 --count N``, so the chained steps match.
     """
     from deepmapper.engine.planning import next_round
-    from deepmapper.engine.train import group_passes, train_group
+    from deepmapper.engine.train import block_groups, group_passes, train_group
 
     done = dict(done or {})
     wanted, max_tries = cfg.run.passes, cfg.effective_max_tries()
@@ -150,7 +154,7 @@ def train_until_accepted(data, cfg: Config, *, device, progress: bool = True, on
     while todo := next_round({r.pass_index: r.accepted for r in results}, wanted=wanted, max_tries=max_tries,
                              round_index=rounds):
         rounds += 1
-        for group in group_passes(todo, cfg):
+        for group in block_groups(group_passes(todo, cfg), data):
             if all(i in done for i in group):
                 results.extend(done[i] for i in group)
                 continue
@@ -171,13 +175,12 @@ def analyse(adata, cfg: Config, *, device=None, progress: bool = True, where: st
     baselines step; ``summary["trust"]``).
     """
     from deepmapper import io
+    from deepmapper.device import setup
+    from deepmapper.engine import interactions
     from deepmapper.engine.data import prepare
     from deepmapper.engine.evaluate import evaluate
-    from deepmapper.engine.train import select_device
 
-    from deepmapper.engine import interactions
-
-    device = device or select_device(cfg.run.device)
+    device = device or setup(cfg)
     data = prepare(adata, cfg, where=where)
     check_trainable(data, cfg, where=where, field=adata.uns.get("deepmapper", {}).get("label_key"))
     screen = interactions.screen_prepared(data, cfg, device=device, progress=progress) \
@@ -243,10 +246,11 @@ def run(inputs: list[str], outdir: Path, cfg: Config, *, label_key: str | None =
     """
     import torch
 
-    from deepmapper.features import inputs as inputs_mod
     from deepmapper import io
+    from deepmapper._utils import progress as progress_mod
+    from deepmapper.device import setup
     from deepmapper.engine.data import prepare
-    from deepmapper.engine.train import select_device
+    from deepmapper.features import inputs as inputs_mod
 
     t_start = time.perf_counter()
     out = publish.OutDir(outdir)
@@ -260,11 +264,10 @@ def run(inputs: list[str], outdir: Path, cfg: Config, *, label_key: str | None =
         except BaseException:
             out.cleanup_after_failure()
             raise
-        if cfg.run.threads:
-            torch.set_num_threads(cfg.run.threads)
-        device = select_device(cfg.run.device)
         _check_space(out, adata)
         run_dir = out.new_run(run_id)
+        file_log = progress_mod.log_to_file(run_dir / layout.RUN_LOG)   # the run's log lines, published with it
+        device = setup(cfg)
         dataset_path = run_dir / layout.DATASET
         info = {"run_id": run_id, "state": "running", "pid": os.getpid(),
                 "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
@@ -318,8 +321,10 @@ def run(inputs: list[str], outdir: Path, cfg: Config, *, label_key: str | None =
                          "passes_run": len(results), "passes_accepted": sum(r.accepted for r in results),
                          "passes_reused": len(done), "failed_steps": [name for name, _ in failed]})
             write_json(run_dir / layout.RUN_INFO, info)
+            progress_mod.stop_log_file(file_log)                    # complete before the manifest hashes it
             out.publish(run_dir, run_id)
         except BaseException as err:
+            progress_mod.stop_log_file(file_log)
             _keep_for_resume(out, run_dir, passes_dir, err)
             if isinstance(err, OSError):
                 raise publish.os_error(err, what=str(run_dir)) from None
