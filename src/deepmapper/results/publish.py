@@ -47,7 +47,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -106,14 +105,6 @@ def os_error(err: OSError, *, what: str = "") -> OutputError:
 
 def new_run_id() -> str:
     return f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{os.getpid()}-{secrets.token_hex(3)}"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class OutDir:
@@ -477,11 +468,13 @@ def _remove_empty_dirs(top: Path) -> None:
 
 def write_manifest(run_dir: Path, run_id: str) -> dict:
     """``manifest.json``: the run id and the SHA-256 of every file of the run (relative paths)."""
+    from deepmapper.io import file_sha256
+
     files = {}
     for path in sorted(run_dir.rglob("*")):
         rel = path.relative_to(run_dir).as_posix()
         if path.is_file() and rel != MANIFEST and not any(part.startswith(".") for part in rel.split("/")):
-            files[rel] = sha256_file(path)
+            files[rel] = file_sha256(path)
     manifest = {"run_id": run_id, "files": files}
     write_json(run_dir / MANIFEST, manifest)
     return manifest
@@ -491,6 +484,8 @@ def check_published(outdir: str | os.PathLike) -> dict:
     """Verify that what ``outdir`` shows is exactly one run's set: plain files, every file listed in the
     manifest with its checksum, nothing else under the results' names, no publish under way. Returns
     the manifest; raises AssertionError otherwise."""
+    from deepmapper.io import file_sha256
+
     outdir = Path(outdir)
     manifest = json.loads((outdir / MANIFEST).read_text())
     journal = outdir / META / JOURNAL
@@ -514,7 +509,7 @@ def check_published(outdir: str | os.PathLike) -> dict:
     seen.pop(MANIFEST, None)
     assert sorted(seen) == sorted(listed), (sorted(set(seen) ^ set(listed)))[:10]
     for rel, path in seen.items():
-        assert sha256_file(path) == listed[rel], f"{rel} is not the file of run {manifest['run_id']}"
+        assert file_sha256(path) == listed[rel], f"{rel} is not the file of run {manifest['run_id']}"
     info = json.loads((outdir / layout.RUN_INFO).read_text())
     assert info["run_id"] == manifest["run_id"]
     return manifest
