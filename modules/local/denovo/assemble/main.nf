@@ -3,7 +3,7 @@ process DENOVO_ASSEMBLE {
     tag "${meta.id}"
     label 'process_high'
     conda "${moduleDir}/environment.yml"
-    container 'ghcr.io/deepmapper-nf/deepmapper:0.1.0'
+    container 'deepmapper-nf/deepmapper:0.2.0'
 
     input:
     // pooled_1.fastq.gz (+ pooled_2.fastq.gz, + pooled_single.fastq.gz) from DENOVO_POOL
