@@ -15,7 +15,31 @@ In a notebook, in the style of scanpy::
 loaded on first use, and heavy dependencies (torch, scanpy, captum) are
 imported inside the functions that need them.
 """
-__version__ = "0.1.0"
+
+
+def _version() -> str:
+    """pyproject.toml's version (the one place it lives): read from it in a source checkout
+    (PYTHONPATH=src, where an installed copy's metadata may be another release), else from the
+    installed distribution's metadata, which the build copied from it."""
+    from pathlib import Path
+
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    if pyproject.is_file():
+        import re
+
+        text = pyproject.read_text(encoding="utf-8")
+        found = re.search(r'(?m)^version = "([^"]+)"', text)
+        if found and re.search(r'(?m)^name = "deepmapper"', text):
+            return found.group(1)
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("deepmapper")
+    except PackageNotFoundError:  # sources copied without metadata
+        return "unknown"
+
+
+__version__ = _version()
 
 __all__ = ["__version__", "tl", "pl", "read_results"]
 
