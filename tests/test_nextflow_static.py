@@ -37,6 +37,7 @@ from nfcheck import REPO, NfError
 
 NEXTFLOW_CONFIG = REPO / "nextflow.config"
 UTILS = REPO / "subworkflows" / "local" / "utils_deepmapper_pipeline" / "main.nf"
+INSTALLED_ONLY = os.environ.get("DEEPMAPPER_INSTALLED_ONLY") == "1"
 CONFIG_FILES = [NEXTFLOW_CONFIG, *sorted((REPO / "conf").glob("*.config"))]
 NF_FILES = nfcheck.nf_files()
 PLUGINS = nfcheck.plugin_ids(NEXTFLOW_CONFIG)
@@ -822,7 +823,8 @@ class Task:
         script, _ = nfcheck.render_template(self.proc.stub if stub else self.proc.script, ctx, given)
         (self.dir / ".command.sh").write_text(script)
         env = dict(os.environ)
-        env["PATH"] = f"{REPO / 'bin'}:{env['PATH']}"  # Nextflow puts bin/ on a task's PATH
+        if not INSTALLED_ONLY:  # the rehearsal runs the wheel's console script instead of bin/'s shim
+            env["PATH"] = f"{REPO / 'bin'}:{env['PATH']}"  # Nextflow puts bin/ on a task's PATH
         done = subprocess.run(["bash", "-euo", "pipefail", ".command.sh"], cwd=self.dir, capture_output=True,
                               text=True, timeout=600, env=env)
         assert done.returncode == 0, (f"{self.proc.name} failed ({done.returncode}):\n{script}\n"
@@ -870,6 +872,12 @@ def train_rounds(work: Path, meta: dict, dataset: Path, params: dict, cpus: int 
 @pytest.fixture(scope="module")
 def dag(tmp_path_factory):
     """The DAG of workflows/deepmapper.nf on the test profile: one dict of outputs per step."""
+    if INSTALLED_ONLY:  # scripts/release_rehearsal.sh: the installed wheel, never the source tree
+        import deepmapper
+
+        found = shutil.which("deepmapper")
+        assert REPO not in Path(deepmapper.__file__).resolve().parents, deepmapper.__file__
+        assert found and REPO not in Path(found).resolve().parents, found
     work = tmp_path_factory.mktemp("work")
     p = TEST_PARAMS
     meta = {"id": TEST_INPUT.stem, "label_key": p["label_key"]}
@@ -892,8 +900,12 @@ def dag(tmp_path_factory):
     out["report"] = Task("DEEPMAPPER_REPORT", work, "1").run(
         {"meta": meta, "dataset": dataset, "passes": out["passes"], "findings": findings,
          "baselines": out["baseline"]["baselines"], "evaluation": out["evaluate"]["evaluation"][0]}, meta)
+    import deepmapper
+    import torch
+
+    out["torch_version"] = torch.__version__
     versions = work / "pipeline_software_mqc_versions.yml"
-    versions.write_text("DEEPMAPPER_TRAINPASS:\n    deepmapper: 0.1.0\n    torch: 2.14.1\n")
+    versions.write_text(f"DEEPMAPPER_TRAINPASS:\n    deepmapper: {deepmapper.__version__}\n    torch: {torch.__version__}\n")
     out["multiqc"] = Task("MULTIQC", work, "1").run(
         {"meta": meta, "multiqc_files": [*out["report"]["mqc"], versions],
          "multiqc_config": REPO / "assets" / "multiqc_config.yml"}, meta)
@@ -1030,7 +1042,11 @@ def test_dag_report_and_multiqc(dag):
     # the per-process versions gathered from the `versions` topic reach the report
     data = dag["multiqc"]["data"][0]
     versions = "".join(f.read_text() for f in data.glob("*software_versions*"))
-    assert "DEEPMAPPER_TRAINPASS" in versions and "2.14.1" in versions
+    assert "DEEPMAPPER_TRAINPASS" in versions and dag["torch_version"] in versions
+    # and MultiQC's own version, which cannot come through the topic MULTIQC consumes
+    import multiqc
+
+    assert re.search(rf"MULTIQC\s+multiqc\s+{re.escape(multiqc.__version__)}", versions), versions
 
 
 def run_options(params: dict) -> list[str]:
