@@ -52,7 +52,8 @@ venv_pip=("$work/venv/bin/python" -m pip install -q --disable-pip-version-check 
 if ! "${venv_pip[@]}" "${wants[@]}" 2>"$work/pip.log"; then
   say "the wheelhouse lacks a dependency: filling $house once (pip download)"
   "$python" -m pip download -q --disable-pip-version-check --dest "$house" --find-links "$work/dist" \
-    ${torch_wheel:+--find-links "$torch_dir"} "${wants[@]}"
+    ${torch_wheel:+--find-links "$torch_dir"} "${wants[@]}" 2> >(grep -v 'is neither a file nor a directory' >&2)
+  rm -f "$house"/deepmapper-*  # this checkout's own wheel comes from dist/ every time
   "${venv_pip[@]}" "${wants[@]}"
 fi
 say "installed the wheel into a fresh environment in $((SECONDS - t1)) s"
