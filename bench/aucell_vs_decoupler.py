@@ -28,7 +28,7 @@ def make_data(n_cells: int, n_genes: int, n_sets: int, seed: int):
 
 
 def run_deepmapper(X, sets, top_fraction: float):
-    from deepmapper import aucell
+    from deepmapper.features import aucell
 
     M = np.zeros((X.shape[1], len(sets)), dtype=np.float32)
     for j, s in enumerate(sets):
@@ -53,7 +53,7 @@ def main() -> None:
     import scipy.stats as st
     import torch
 
-    from deepmapper.aucell import n_up_for
+    from deepmapper.features.aucell import n_up_for
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cells", type=int, default=20000)

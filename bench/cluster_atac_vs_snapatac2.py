@@ -3,7 +3,7 @@
 Usage: python bench/cluster_atac_vs_snapatac2.py [--cells 2000] [--peaks 20000] [--fold 3]
        [--peaks-per-group 300] [--seed 0]
 
-All three methods see the same matrix (``deepmapper.synthetic_atac.make_peaks``:
+All three methods see the same matrix (``deepmapper.datasets.synthetic_atac.make_peaks``:
 weak planted group peaks) and are scored by the adjusted Rand index against the
 planted groups, at Leiden resolution 0.5 and 1.0:
 
@@ -30,8 +30,8 @@ import numpy as np
 def naive_archr(X, *, seed: int, resolution: float) -> np.ndarray:
     from sklearn.utils.extmath import randomized_svd
 
-    from deepmapper import atac
-    from deepmapper.cluster import leiden_on_embedding
+    from deepmapper.features import atac
+    from deepmapper.features.cluster import leiden_on_embedding
 
     B = atac.binarize(X)
     features = np.arange(B.shape[1])
@@ -66,8 +66,8 @@ def snapatac2_labels(adata, *, seed: int, resolution: float) -> np.ndarray:
 def main() -> None:
     from sklearn.metrics import adjusted_rand_score
 
-    from deepmapper.cluster import cluster_labels
-    from deepmapper.synthetic_atac import make_peaks
+    from deepmapper.features.cluster import cluster_labels
+    from deepmapper.datasets.synthetic_atac import make_peaks
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cells", type=int, default=2000)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """De-novo front end on generated data: are the planted novel transcripts assembled and ranked?
 
-1. ``deepmapper.seqsim`` writes a reference (sampled from a Markov model), novel
+1. ``deepmapper.datasets.seqsim`` writes a reference (sampled from a Markov model), novel
    transcripts (sampled from a model learned on the reference), reads and a
    samplesheet; ``n_novel_de`` of the novel transcripts are differentially
    expressed between the two groups.
@@ -57,7 +57,7 @@ def main(argv=None) -> int:
 def one(args, seed: int, root: Path) -> dict:
     from deepmapper.denovo.fasta import read_fasta
     from deepmapper.denovo.recovery import planted_ranks, read_ranks, recovery
-    from deepmapper.seqsim import SimConfig, simulate_experiment
+    from deepmapper.datasets.seqsim import SimConfig, simulate_experiment
 
     root.mkdir(parents=True, exist_ok=True)
     cfg = SimConfig(n_reference=args.n_reference, n_novel=args.n_novel, n_novel_de=args.n_novel_de,

@@ -79,7 +79,7 @@ def view(outdir: Path) -> dict[str, bytes]:
 
 
 def is_complete_set(outdir: Path) -> bool:
-    from deepmapper.publish import check_published
+    from deepmapper.results.publish import check_published
 
     try:
         check_published(outdir)

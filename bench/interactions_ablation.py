@@ -34,7 +34,8 @@ import pandas as pd
 
 @contextlib.contextmanager
 def random_arrangement_with_products():
-    from deepmapper import train, transform
+    from deepmapper.engine import train
+    from deepmapper.model import transform
 
     old_arr, old_pix = train.member_arrangement, transform.pair_pixels
 
@@ -55,7 +56,7 @@ def random_arrangement_with_products():
 def no_conv_path():
     import torch
 
-    from deepmapper import train
+    from deepmapper.engine import train
 
     old = train._setup_group
 
@@ -91,8 +92,8 @@ def main() -> None:
     import torch
 
     from deepmapper.config import Config
-    from deepmapper.runner import run
-    from deepmapper.synthetic import planted
+    from deepmapper.pipeline.runner import run
+    from deepmapper.datasets.synthetic import planted
 
     torch.set_num_threads(args.threads)
     adata, truth = planted(args.cells, args.features, n_marginal=args.marginal, n_combo=2 * args.pairs,

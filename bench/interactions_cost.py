@@ -23,10 +23,10 @@ def one(n_cells: int, n_features: int, density: float, threads: int, extra: dict
     import numpy as np
     import torch
 
-    from deepmapper import interactions
+    from deepmapper.engine import interactions
     from deepmapper.config import Config
-    from deepmapper.split import stratified_split
-    from deepmapper.synthetic import sparse_matrix
+    from deepmapper.engine.split import stratified_split
+    from deepmapper.datasets.synthetic import sparse_matrix
 
     torch.set_num_threads(threads)
     X, labels = sparse_matrix(n_cells, n_features, density, seed=0, n_classes=5)

@@ -29,10 +29,10 @@ def main() -> None:
 
     import torch
 
-    from deepmapper import interactions
+    from deepmapper.engine import interactions
     from deepmapper.config import Config
-    from deepmapper.data import prepare
-    from deepmapper.synthetic import planted
+    from deepmapper.engine.data import prepare
+    from deepmapper.datasets.synthetic import planted
 
     torch.set_num_threads(args.threads)
     results = {"no planted pair": [], "permuted labels": []}

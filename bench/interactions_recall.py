@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Recall of genes that act only in combination, on three planted pair shapes.
 
-For each shape of ``deepmapper.synthetic.planted`` (flip: the pair's correlation flips
+For each shape of ``deepmapper.datasets.synthetic.planted`` (flip: the pair's correlation flips
 in its class; and: co-activation, both genes on together only in the pair's class;
 sum: the pair's latent sum above a threshold in its class), fixed seeds, prints per
 method: pair genes and single-gene markers in the top 20 / top 50, planted pairs
@@ -58,8 +58,8 @@ def main() -> None:
     import torch
 
     from deepmapper.config import Config
-    from deepmapper.runner import run
-    from deepmapper.synthetic import planted
+    from deepmapper.pipeline.runner import run
+    from deepmapper.datasets.synthetic import planted
 
     torch.set_num_threads(args.threads)
     extra = {k: yaml.safe_load(v) for k, _, v in (s.partition("=") for s in args.set)}
@@ -131,8 +131,8 @@ def main() -> None:
 
 def _screen_only(adata, cfg):
     """The screen as the run does it (timed by the caller)."""
-    from deepmapper import interactions
-    from deepmapper.data import prepare
+    from deepmapper.engine import interactions
+    from deepmapper.engine.data import prepare
 
     return interactions.screen_prepared(prepare(adata, cfg), cfg, progress=False)
 
@@ -140,7 +140,7 @@ def _screen_only(adata, cfg):
 def _split(adata, seed):
     from deepmapper import io
     from deepmapper.config import Config
-    from deepmapper.split import stratified_split
+    from deepmapper.engine.split import stratified_split
 
     codes, classes = io.labels(adata)
     r = Config().run

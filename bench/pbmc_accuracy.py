@@ -41,8 +41,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from deepmapper.config import Config
-    from deepmapper.demo import LABEL_KEY, demo_input
-    from deepmapper.runner import run
+    from deepmapper.pipeline.demo import LABEL_KEY, demo_input
+    from deepmapper.pipeline.runner import run
 
     extra = {}
     for item in args.set:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Recall of planted genes: DeepMapper against logistic regression and Wilcoxon.
 
-Data: ``deepmapper.synthetic.planted`` (fixed seed): genes with single-gene
+Data: ``deepmapper.datasets.synthetic.planted`` (fixed seed): genes with single-gene
 (marginal) effects, and pairs of genes whose effect exists only in combination
 (the pair's correlation flips sign between classes; each gene alone has the same
 distribution in every class). Prints recall at top-20 and top-50 for both kinds.
@@ -40,8 +40,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from deepmapper.config import Config
-    from deepmapper.runner import run
-    from deepmapper.synthetic import planted
+    from deepmapper.pipeline.runner import run
+    from deepmapper.datasets.synthetic import planted
 
     adata, truth = planted(args.cells, args.features, n_marginal=args.marginal, n_combo=args.combo,
                            seed=args.seed, effect=args.effect, correlation=args.correlation,
@@ -90,7 +90,7 @@ def _oracle_accuracy(adata, truth, seed: int) -> float:
 
     from deepmapper import io
     from deepmapper.config import Config
-    from deepmapper.split import stratified_split
+    from deepmapper.engine.split import stratified_split
 
     codes, _ = io.labels(adata)
     r = Config().run

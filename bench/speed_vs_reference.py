@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Speed and memory of the DeepMapper-NF engine against the reference implementation.
 
-Runs our engine (``deepmapper.train``) and the reference (PyPI ``pydeepmapper==1.0.2``,
+Runs our engine (``deepmapper.engine.train``) and the reference (PyPI ``pydeepmapper==1.0.2``,
 ``pydeepmapper.runner.run``) side by side on the same data, passes, epochs and backbone
 shape (``cnn_small``: conv 16 -> conv 32 -> global average pool -> linear), on CPU with
 the same number of threads, and prints one table per case:
@@ -67,7 +67,7 @@ def load_case(case: str):
 
         adata = sc.datasets.pbmc68k_reduced()
         return np.asarray(adata.X, dtype=np.float32), adata.obs["bulk_labels"].astype(str).to_numpy()
-    from deepmapper.synthetic import sparse_matrix
+    from deepmapper.datasets.synthetic import sparse_matrix
 
     c = CASES[case]
     return sparse_matrix(c["cells"], c["features"], c["density"], seed=0)
@@ -143,8 +143,9 @@ def child_ours(case: str, threads: int, extra: dict) -> dict:
     import pandas as pd
     import torch
 
-    from deepmapper import data as data_mod
-    from deepmapper import train, transform
+    from deepmapper.engine import data as data_mod
+    from deepmapper.engine import train
+    from deepmapper.model import transform
     from deepmapper.config import Config
 
     torch.set_num_threads(threads)
@@ -168,7 +169,7 @@ def child_ours(case: str, threads: int, extra: dict) -> dict:
     results = train.train_passes(data, cfg, list(range(c["passes"])), progress=False)
     t2 = time.perf_counter()
     side = transform.square_side(data.n_features)
-    from deepmapper import backbones
+    from deepmapper.model import backbones
 
     fl = model_flops(backbones.build(cfg.backbone, data.n_classes, data.n_features), side)
     n_attr = results[0].meta["n_attributed"]
@@ -211,10 +212,10 @@ def child_scaling(threads: int) -> dict:
     import pandas as pd
     import torch
 
-    from deepmapper import data as data_mod
-    from deepmapper import train
+    from deepmapper.engine import data as data_mod
+    from deepmapper.engine import train
     from deepmapper.config import Config
-    from deepmapper.synthetic import sparse_matrix
+    from deepmapper.datasets.synthetic import sparse_matrix
 
     torch.set_num_threads(threads)
     base = dict(cells=2000, features=5000, k=1)

@@ -12,7 +12,7 @@ well under 2 MB, so it ships in the repository:
   matrix directories (matrix.mtx.gz, barcodes.tsv.gz, features.tsv.gz), one
   samplesheet row ``sample,path,label`` each;
 * ``assets/test/denovo/`` + ``assets/samplesheet_test_denovo.csv`` (profile
-  ``test_denovo``): simulated reads (deepmapper.seqsim) for 2 x 3 samples,
+  ``test_denovo``): simulated reads (deepmapper.datasets.seqsim) for 2 x 3 samples,
   paired-end, with planted novel transcripts missing from ``reference.fa``.
 
     python bin/make_test_data.py            # all of the above, from the repository root
@@ -52,7 +52,7 @@ def pbmc():
 
 
 def _gz(path: Path, data: bytes) -> None:
-    from deepmapper.atomic import atomic_path
+    from deepmapper._utils.atomic import atomic_path
 
     buf = io.BytesIO()
     with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as fh:  # mtime 0: byte-identical reruns
@@ -77,7 +77,7 @@ def slug(label: str) -> str:
 
 
 def write_sheet(path: Path, header: list[str], rows: list[list[str]]) -> None:
-    from deepmapper.atomic import atomic_path
+    from deepmapper._utils.atomic import atomic_path
 
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh, lineterminator="\n")
@@ -86,12 +86,12 @@ def write_sheet(path: Path, header: list[str], rows: list[list[str]]) -> None:
 
 
 def write_full(folder: Path, n_cells: int = 20000) -> Path:
-    """The test_full profile's input: a seeded planted dataset (deepmapper.synthetic.planted), 4 classes,
+    """The test_full profile's input: a seeded planted dataset (deepmapper.datasets.synthetic.planted), 4 classes,
     2,000 genes of which 20 per class are planted markers and 20 pairs combinatorial; truth.json beside."""
     import json
 
-    from deepmapper.atomic import atomic_path, write_text
-    from deepmapper.synthetic import planted
+    from deepmapper._utils.atomic import atomic_path, write_text
+    from deepmapper.datasets.synthetic import planted
 
     adata, truth = planted(n_cells, 2000, n_classes=4, seed=0)
     target = folder / "planted.h5ad"
@@ -112,7 +112,7 @@ def main(argv=None) -> int:
     root = args.root
     test = root / "assets" / "test"
 
-    from deepmapper.atomic import atomic_path
+    from deepmapper._utils.atomic import atomic_path
 
     if args.full:
         target = write_full(root / "assets" / "test_full", args.full_cells)
@@ -133,7 +133,7 @@ def main(argv=None) -> int:
     write_sheet(root / "assets" / "samplesheet_test_populations.csv", ["sample", "path", "label"], rows)
     print(f"wrote {len(rows)} 10x population directories under {test / 'populations'}")
 
-    from deepmapper.seqsim import SimConfig, simulate_experiment
+    from deepmapper.datasets.seqsim import SimConfig, simulate_experiment
 
     sim = simulate_experiment(test / "denovo", SimConfig(
         n_reference=20, n_novel=4, n_novel_de=2, samples_per_group=3, reads_per_sample=600,

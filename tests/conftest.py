@@ -53,7 +53,7 @@ def tmp_dataset(tmp_path, request):
             adata = io.from_anndata(request.getfixturevalue("pbmc"), label_key="bulk_labels",
                                     source="pbmc68k_reduced")
         elif source == "planted":
-            from deepmapper import synthetic
+            from deepmapper.datasets import synthetic
 
             adata, _ = synthetic.planted(**{**PLANTED_SMALL, **kwargs})
         else:

@@ -179,7 +179,7 @@ def test_plots_draw_the_result(from_files, tmp_path):
     ax = dm.pl.stability(from_files, n_features=12, show=False)
     from matplotlib.collections import PathCollection
 
-    from deepmapper.accumulate import ranks
+    from deepmapper.engine.accumulate import ranks
 
     dots = [c.get_offsets()[:, 1] for c in ax.collections if isinstance(c, PathCollection)]
     per_pass = ranks(uns["pass_importance"].astype(np.float64))        # the rank of each feature in each pass
@@ -189,7 +189,7 @@ def test_plots_draw_the_result(from_files, tmp_path):
         np.testing.assert_array_equal(y, per_pass[:, j])
 
     ax = dm.pl.attribution_map(from_files, arrangement=1, show=False)
-    from deepmapper.transform import pair_arrangement, square_side
+    from deepmapper.model.transform import pair_arrangement, square_side
 
     image = ax.images[0].get_array()
     side = square_side(765)

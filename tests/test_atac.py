@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from deepmapper import atac
+from deepmapper.features import atac
 from deepmapper.errors import InputError
-from deepmapper.synthetic_atac import make_peaks
+from deepmapper.datasets.synthetic_atac import make_peaks
 
 
 @pytest.fixture(scope="module")

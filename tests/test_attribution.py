@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from deepmapper import attribution, backbones
+from deepmapper.model import attribution, backbones
 from deepmapper.config import AttributionConfig, BackboneConfig
 from deepmapper.errors import ConfigError
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 
-from deepmapper import aucell
+from deepmapper.features import aucell
 from deepmapper.cli import cli
 from deepmapper.errors import InputError
 
@@ -83,7 +83,7 @@ def test_sparse_input_equals_dense():
 
 
 def test_markers_rank_their_cell_type_first_on_pbmc(pbmc, caplog):
-    with caplog.at_level(logging.WARNING, logger="deepmapper.aucell"):
+    with caplog.at_level(logging.WARNING, logger="deepmapper.features.aucell"):
         scores = aucell.score_genesets(pbmc, MARKERS)
     # the set with two genes in the data is dropped, and the warning names it
     assert list(scores.var_names) == ["B_CELL_MARKERS", "NK_CELL_MARKERS"]

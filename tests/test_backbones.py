@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from deepmapper import backbones, transform
+from deepmapper.model import backbones, transform
 from deepmapper.config import BackboneConfig
 from deepmapper.errors import ConfigError
 

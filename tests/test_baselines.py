@@ -11,10 +11,12 @@ import scipy.sparse as sp
 from click.testing import CliRunner
 from scipy import stats
 
-from deepmapper import baselines, io, synthetic
+from deepmapper import io
+from deepmapper.engine import baselines
+from deepmapper.datasets import synthetic
 from deepmapper.cli import cli
 from deepmapper.errors import ConfigError
-from deepmapper.split import stratified_split
+from deepmapper.engine.split import stratified_split
 
 
 def default_split(ds, seed=0):
@@ -123,4 +125,4 @@ def test_logistic_sparse_input_is_not_densified(monkeypatch):
 def test_unknown_method_is_a_config_error(tmp_dataset, tmp_path):
     ds = io.read_dataset(tmp_dataset("planted"))
     with pytest.raises(ConfigError, match="unknown baseline"):
-        baselines.run_baselines(ds, tmp_path / "b", split=default_split(ds), seed=0, methods=("svm",))
+        baselines.run_baselines(ds, split=default_split(ds), seed=0, methods=("svm",))

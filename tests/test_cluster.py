@@ -6,10 +6,10 @@ import pytest
 from click.testing import CliRunner
 from sklearn.metrics import adjusted_rand_score
 
-from deepmapper import cluster
+from deepmapper.features import cluster
 from deepmapper.cli import cli
 from deepmapper.errors import ConfigError, InputError
-from deepmapper.synthetic_atac import make_peaks
+from deepmapper.datasets.synthetic_atac import make_peaks
 from conftest import skip_unless  # noqa: E402
 
 
@@ -103,7 +103,7 @@ def test_kompot_missing_gives_install_hint(monkeypatch):
     import sys
 
     from deepmapper.errors import ToolError
-    from deepmapper.kompot_baseline import kompot_ranking
+    from deepmapper._dev.kompot_baseline import kompot_ranking
 
     monkeypatch.setitem(sys.modules, "kompot", None)  # import kompot now raises ImportError
     with pytest.raises(ToolError, match="kompot is not installed.*Fix: pip install kompot"):
@@ -119,7 +119,7 @@ def test_kompot_ranks_the_shifted_genes_first():
     import importlib.util
 
     skip_unless(importlib.util.find_spec("kompot") is not None, "kompot not installed (pip install '.[test]')")
-    from deepmapper.kompot_baseline import kompot_ranking
+    from deepmapper._dev.kompot_baseline import kompot_ranking
 
     table = kompot_ranking(_two_conditions(), "c", ["ctrl", "treat"], n_landmarks=20, n_pcs=3)
     assert table["feature"].tolist()[:2] == ["g0", "g1"]

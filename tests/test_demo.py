@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from deepmapper import report as report_mod
+from deepmapper.results import report as report_mod
 from deepmapper.cli import cli
 
 FAST = ["--passes", "1", "--epochs", "2", "--min-epochs", "1", "--patience", "1", "--ig-steps", "4",

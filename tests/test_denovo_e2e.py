@@ -20,7 +20,7 @@ from deepmapper.cli import cli
 from deepmapper.denovo.fasta import read_fasta
 from deepmapper.denovo.recovery import planted_ranks, read_ranks, recovery
 from deepmapper.denovo.table import read_quant_sf
-from deepmapper.seqsim import SimConfig, simulate_experiment
+from deepmapper.datasets.seqsim import SimConfig, simulate_experiment
 from conftest import skip_unless  # noqa: E402
 
 TOOLS = ("hisat2", "hisat2-build", "salmon", "rnaspades.py")

@@ -14,7 +14,7 @@ from deepmapper.denovo import steps, tools
 from deepmapper.denovo.fasta import read_fasta
 from deepmapper.denovo.recovery import banded_local_alignment, best_hit, recovery
 from deepmapper.errors import ConfigError, InputError, ToolError
-from deepmapper.seqsim import SimConfig, random_sequence, revcomp, simulate_experiment
+from deepmapper.datasets.seqsim import SimConfig, random_sequence, revcomp, simulate_experiment
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from deepmapper.cli import cli
-from deepmapper.passfile import read_pass
+from deepmapper.engine.passfile import read_pass
 
 # Tiny but real: every pass trains, stops, attributes and is accumulated.
 TRAIN = ["--epochs", "4", "--min-epochs", "1", "--patience", "2", "--ig-steps", "8",
@@ -124,7 +124,7 @@ def test_missing_input_file(tmp_path):
 
 
 def test_early_stopping_fires_on_an_easy_task_and_restores_the_best_epoch(tmp_path):
-    from deepmapper.synthetic import planted
+    from deepmapper.datasets.synthetic import planted
 
     adata, _ = planted(300, 200, n_marginal=20, n_combo=0, effect=2.5, seed=1)
     path = tmp_path / "easy.h5ad"

@@ -68,7 +68,7 @@ def _finish(procs):
 
 
 def _one_run(outdir: Path) -> str:
-    from deepmapper.publish import check_published
+    from deepmapper.results.publish import check_published
 
     manifest = check_published(outdir)       # every visible file is the manifest's, checksums equal
     runs = list((outdir / ".deepmapper" / "runs").iterdir())

@@ -37,7 +37,7 @@ def test_genesets_become_the_features(pbmc_h5ad, tmp_path):
     res = invoke("report", "--results", tmp_path, "--outdir", tmp_path, "--no-multiqc")
     assert res.exit_code == 0, res.output
     assert 'id="plot-rss"' in (tmp_path / "report.html").read_text()
-    from deepmapper.report.results import load_results
+    from deepmapper.results.report.results import load_results
 
     rss = load_results(tmp_path).dataset["rss"]
     assert rss["CD19+ B"]["B_CELL_MARKERS"] > rss["CD19+ B"]["NK_CELL_MARKERS"]
@@ -64,7 +64,7 @@ def test_cluster_and_label_key_together_is_an_error(pbmc_h5ad, tmp_path):
 
 
 def test_atac_peaks_keep_their_names_and_planted_peaks_rank_high(tmp_path):
-    from deepmapper.synthetic_atac import make_peaks
+    from deepmapper.datasets.synthetic_atac import make_peaks
 
     adata = make_peaks(400, 1500, n_groups=2, peaks_per_group=40, fold=4.0, density=0.08, seed=3)
     path = tmp_path / "peaks.h5ad"

@@ -1,7 +1,7 @@
 """The pair screen, the pair arrangement, the pair channel, and pairs in findings and the report.
 
 Data: small seeded Gaussian matrices (statistic identities, null calibration) and
-``deepmapper.synthetic`` planted data with pairs whose correlation flips in one
+``deepmapper.datasets.synthetic`` planted data with pairs whose correlation flips in one
 class (end to end). One thread, few epochs.
 """
 from __future__ import annotations
@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deepmapper import interactions, transform
+from deepmapper.engine import interactions
+from deepmapper.model import transform
 from deepmapper.config import Config, InteractionConfig, step_params
 from deepmapper.errors import ConfigError
 
@@ -184,7 +185,8 @@ def test_bad_settings_give_one_clear_error(params, field):
 
 
 def test_stacked_forward_with_the_pair_channel_equals_each_member():
-    from deepmapper import backbones, train
+    from deepmapper.model import backbones
+    from deepmapper.engine import train
     from deepmapper.config import BackboneConfig
 
     side, k = 7, 3
@@ -212,7 +214,7 @@ FAST = {"passes": 2, "epochs": 3, "min_epochs": 1, "patience": 2, "ig_steps": 4,
 
 @pytest.fixture(scope="module")
 def planted_path(tmp_path_factory):
-    from deepmapper.synthetic import planted
+    from deepmapper.datasets.synthetic import planted
 
     adata, truth = planted(400, 120, n_marginal=4, n_combo=4, n_classes=2, seed=3, effect=1.0, sparsity=0.3,
                            correlation=0.95)
@@ -223,9 +225,9 @@ def planted_path(tmp_path_factory):
 
 def test_pair_channel_training_stacked_equals_one_at_a_time(planted_path):
     from deepmapper import io
-    from deepmapper.data import prepare
-    from deepmapper.runner import use_interactions
-    from deepmapper.train import train_passes
+    from deepmapper.engine.data import prepare
+    from deepmapper.pipeline.runner import use_interactions
+    from deepmapper.engine.train import train_passes
 
     path, truth = planted_path
     adata = io.read_input(str(path), label_key="label")
@@ -251,9 +253,10 @@ def test_logistic_start_keeps_the_pair_products_only_when_validation_prefers_the
     """The pass fits its start with and without the products and keeps the lower validation log-loss:
     on planted pairs the products win on the real losses; made to lose, the pair channel's wide
     weights are zero and the pass records it."""
-    from deepmapper import io, train
-    from deepmapper.data import prepare
-    from deepmapper.runner import use_interactions
+    from deepmapper import io
+    from deepmapper.engine import train
+    from deepmapper.engine.data import prepare
+    from deepmapper.pipeline.runner import use_interactions
 
     path, _ = planted_path
     cfg = Config().with_params(FAST)
@@ -322,7 +325,7 @@ def test_run_and_chained_steps_give_the_same_bytes_and_pairs_reach_the_report(pl
     a, b = truth["combo_pairs"][0]
     assert partner[a].startswith(b + " (")
 
-    from deepmapper.report import write_report
+    from deepmapper.results.report import write_report
 
     write_report(run_dir, run_dir, multiqc=False)
     page = (run_dir / "report.html").read_text()
@@ -333,7 +336,7 @@ def test_run_and_chained_steps_give_the_same_bytes_and_pairs_reach_the_report(pl
 
 
 def test_old_pass_files_without_pairs_still_read(tmp_path):
-    from deepmapper.passfile import PassResult, read_pass, write_pass
+    from deepmapper.engine.passfile import PassResult, read_pass, write_pass
 
     r = PassResult(pass_index=0, seed=0, accuracy=0.5, accepted=True, stop_epoch=1, best_epoch=1,
                    early_stopped=False, importance=np.ones(3, np.float32), class_importance=np.ones((2, 3)),

@@ -7,7 +7,7 @@
   meta.yml beside it); its command exists and every option it passes (script and
   ext.args) is in that command's --help; each step command takes exactly the settings
   its step declares; its version commands run here;
-* the generated files (params, schema, ext.args) equal what deepmapper.nfgen writes
+* the generated files (params, schema, ext.args) equal what deepmapper._dev.nfgen writes
   (tests/test_nfgen.py shows that a stale one fails);
 * the channels the workflow wires: every call passes as many channels as the callee
   declares, and the pair screen's table reaches every pass task and the baselines
@@ -48,8 +48,8 @@ PARAMS = nfcheck.config_params(NEXTFLOW_CONFIG)
 TEST_PARAMS = {**PARAMS, **nfcheck.config_params(REPO / "conf" / "test.config")}
 TEST_INPUT = REPO / "assets" / "test" / "pbmc68k_reduced.h5ad"
 
-# Which step each generated process runs (deepmapper.nfgen), and the command of each step.
-from deepmapper import nfgen  # noqa: E402
+# Which step each generated process runs (deepmapper._dev.nfgen), and the command of each step.
+from deepmapper._dev import nfgen  # noqa: E402
 
 from deepmapper.config import STEPS  # noqa: E402
 
@@ -557,7 +557,7 @@ def test_workflow_reads_boolean_params_as_text():
 
 
 def test_label_sources_are_checked_by_ingest(tmp_path):
-    """Labels come from one place: INGEST (deepmapper.inputs.load, as `deepmapper run`) stops with one
+    """Labels come from one place: INGEST (deepmapper.features.inputs.load, as `deepmapper run`) stops with one
     line naming both when --cluster meets --label-key or --labels; the workflow no longer repeats it."""
     labels = tmp_path / "labels.csv"
     labels.write_text("cell,label\n")
@@ -845,7 +845,7 @@ def train_rounds(work: Path, meta: dict, dataset: Path, params: dict, cpus: int 
     splitJson(path: 'tasks')), each with the dataset and the pair screen's table (``interactions``:
     DEEPMAPPER_INTERACTIONS' file, or [] as with --interactions false), until the plans are empty or
     planning.ROUNDS rounds are done. Also returns each task's command line (``scripts``)."""
-    from deepmapper.planning import ROUNDS
+    from deepmapper.engine.planning import ROUNDS
 
     interactions = list(interactions) if isinstance(interactions, (list, tuple)) else interactions
     verdicts, passes, plans, scripts = [], [], [], []
@@ -924,7 +924,7 @@ def test_dag_rounds_are_planned_from_the_verdicts(dag, tmp_path):
     """Round 1 trains passes 0..passes-1 in tasks of passes_per_task; the verdict files say what the gate
     decided (the same as the pass files); with every pass accepted, rounds 2 and 3 plan nothing. A
     rejected pass (verdicts rewritten) makes the plan command schedule more, from the next index on."""
-    from deepmapper.passfile import read_pass
+    from deepmapper.engine.passfile import read_pass
 
     p = TEST_PARAMS
     first = dag["plans"][0]
@@ -973,8 +973,8 @@ def test_dag_passes_read_the_screen_table(dag):
     import anndata as ad
 
     from deepmapper.config import Config
-    from deepmapper.interactions import read_table, select_pairs
-    from deepmapper.passfile import read_pass
+    from deepmapper.engine.interactions import read_table, select_pairs
+    from deepmapper.engine.passfile import read_pass
 
     [screen] = dag["interactions"]["interactions"]
     assert dag["scripts"] and all("--interactions-tsv interactions.tsv" in s for s in dag["scripts"])
@@ -995,7 +995,7 @@ def test_pass_task_places_the_pairs_of_the_table_it_is_given(dag, tmp_path):
     import anndata as ad
     import pandas as pd
 
-    from deepmapper.passfile import read_pass
+    from deepmapper.engine.passfile import read_pass
 
     [screen] = dag["interactions"]["interactions"]
     table = pd.read_csv(screen, sep="\t")
@@ -1182,7 +1182,7 @@ def test_geneset_dataset_feeds_the_later_steps(derived_dag):
 def test_without_the_screen_no_task_gets_a_table(derived_dag):
     """--interactions false: the empty optional input gives no --interactions-tsv, passes without pairs
     and the baselines without the screen alone."""
-    from deepmapper.passfile import read_pass
+    from deepmapper.engine.passfile import read_pass
 
     assert derived_dag["scripts"] and not any("--interactions-tsv" in s for s in derived_dag["scripts"])
     assert all("--no-interactions" in s for s in derived_dag["scripts"])
@@ -1310,7 +1310,7 @@ def test_stub_creates_declared_outputs(name, tmp_path):
         assert [f.name for f in outputs["passes"]] == ["pass_003.npz", "pass_004.npz"]
     if name == "DEEPMAPPER_INTERACTIONS":
         # an empty table with the real columns: what the pass tasks and the baselines read
-        from deepmapper.interactions import COLUMNS, read_table
+        from deepmapper.engine.interactions import COLUMNS, read_table
 
         [table] = outputs["interactions"]
         assert tuple(read_table(table).columns) == COLUMNS and len(read_table(table)) == 0
@@ -1600,7 +1600,7 @@ def test_a_version_bump_without_regenerating_is_caught(tmp_path):
         shutil.copy2(REPO / rel_path, root / rel_path)
     pyproject = root / "pyproject.toml"
     pyproject.write_text(pyproject.read_text().replace(f'version = "{nfgen.version()}"', 'version = "9.9.9"'))
-    done = subprocess.run(["python", "-m", "deepmapper.nfgen", "--root", str(root), "--check"], capture_output=True,
+    done = subprocess.run(["python", "-m", "deepmapper._dev.nfgen", "--root", str(root), "--check"], capture_output=True,
                           text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(root / "src")})
     stale = {Path(line.split()[1]).relative_to(root).as_posix() for line in done.stderr.splitlines()}
     assert done.returncode == 1

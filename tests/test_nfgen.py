@@ -1,4 +1,4 @@
-"""The generated Nextflow files (deepmapper.nfgen): committed, current, and generated from the
+"""The generated Nextflow files (deepmapper._dev.nfgen): committed, current, and generated from the
 declarations alone.
 
 * regenerating gives exactly the committed params block, schema, ext.args and usage table;
@@ -28,13 +28,13 @@ VERSIONED = sorted(str(p.relative_to(REPO)) for p in [*REPO.glob("modules/local/
 
 
 def test_generated_files_are_current():
-    from deepmapper import nfgen
+    from deepmapper._dev import nfgen
 
     expected = nfgen.outputs(REPO)
     assert sorted(str(p.relative_to(REPO)) for p in expected) == sorted(GENERATED + VERSIONED)
     for path, text in expected.items():
         assert path.read_text(encoding="utf-8") == text, (
-            f"{path.relative_to(REPO)} is stale: regenerate with `python -m deepmapper.nfgen`")
+            f"{path.relative_to(REPO)} is stale: regenerate with `python -m deepmapper._dev.nfgen`")
 
 
 def copy_for_generation(dst: Path) -> Path:
@@ -48,7 +48,7 @@ def copy_for_generation(dst: Path) -> Path:
 
 def run_generator(root: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(root / "src")}
-    return subprocess.run([sys.executable, "-m", "deepmapper.nfgen", "--root", str(root), *args],
+    return subprocess.run([sys.executable, "-m", "deepmapper._dev.nfgen", "--root", str(root), *args],
                           capture_output=True, text=True, timeout=120, env=env, cwd=root)
 
 
@@ -67,7 +67,7 @@ def test_a_default_changed_without_regenerating_is_caught(tmp_path):
     # what test_generated_files_are_current compares: the committed files against a regeneration
     env = {**os.environ, "PYTHONPATH": str(root / "src")}
     probe = subprocess.run([sys.executable, "-c", (
-        "import sys; from pathlib import Path; from deepmapper import nfgen; "
+        "import sys; from pathlib import Path; from deepmapper._dev import nfgen; "
         f"root = Path({str(REPO)!r}); "
         "bad = [str(p.relative_to(root)) for p, t in nfgen.outputs(root).items() if p.read_text() != t]; "
         "print(bad)")], capture_output=True, text=True, timeout=120, env=env)

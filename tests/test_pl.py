@@ -20,7 +20,7 @@ import pytest  # noqa: E402
 
 import deepmapper as dm  # noqa: E402
 from deepmapper.errors import InputError  # noqa: E402
-from deepmapper.transform import square_side  # noqa: E402
+from deepmapper.model.transform import square_side  # noqa: E402
 
 KEY = "deepmapper"
 FAST = {"epochs": 3, "min_epochs": 1, "patience": 2, "ig_steps": 4, "attribution_max_samples": 40,
@@ -29,7 +29,7 @@ FAST = {"epochs": 3, "min_epochs": 1, "patience": 2, "ig_steps": 4, "attribution
 
 @pytest.fixture(scope="module")
 def planted_data():
-    from deepmapper.synthetic import planted
+    from deepmapper.datasets.synthetic import planted
 
     return planted(600, 300, n_marginal=6, n_combo=6, n_classes=3, seed=3, effect=1.0, sparsity=0.3,
                    correlation=0.95, pair_shape="flip")
@@ -77,10 +77,11 @@ def pair_sets(names, pairs):
 
 def training_arrangement(run_dir, t: int) -> np.ndarray:
     """The arrangement pass t trained on, built by the trainer's own code from the run's files."""
-    from deepmapper import io, train
+    from deepmapper import io
+    from deepmapper.engine import train
     from deepmapper.config import Config
-    from deepmapper.data import prepare
-    from deepmapper.runner import use_interactions
+    from deepmapper.engine.data import prepare
+    from deepmapper.pipeline.runner import use_interactions
 
     ds = io.read_dataset(run_dir / "dataset.h5ad")
     cfg = Config.from_dict(json.loads((run_dir / "findings.json").read_text())["config"])
@@ -108,7 +109,7 @@ def drawn_dominoes(ax, perm) -> set:
 
 def test_the_screen_places_the_planted_pairs_and_both_paths_store_them(in_memory, from_files, planted_data,
                                                                       run_dir):
-    from deepmapper.passfile import read_pass
+    from deepmapper.engine.passfile import read_pass
 
     truth = {frozenset(p) for p in planted_data[1]["combo_pairs"]}
     for adata in (in_memory, from_files):
@@ -158,7 +159,7 @@ def test_read_results_without_pass_files_reselects_the_same_pairs(run_dir, from_
 def test_map_draws_the_arrangement_the_pass_trained_on(from_files, in_memory, run_dir, planted_data, t):
     import matplotlib.pyplot as plt
 
-    from deepmapper.transform import arrangement
+    from deepmapper.model.transform import arrangement
 
     perm = training_arrangement(run_dir, t)
     uns = from_files.uns[KEY]
@@ -185,7 +186,7 @@ def test_map_draws_the_arrangement_the_pass_trained_on(from_files, in_memory, ru
 def test_map_without_pairs_is_the_plain_arrangement(no_pairs):
     import matplotlib.pyplot as plt
 
-    from deepmapper.transform import arrangement
+    from deepmapper.model.transform import arrangement
 
     uns = no_pairs.uns[KEY]
     assert len(uns["pairs"]) == 0 and uns["placed_pairs"].shape == (0, 2)

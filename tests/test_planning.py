@@ -1,4 +1,4 @@
-"""The accept/retry rule (deepmapper.planning), shared by `deepmapper run` and the pipeline.
+"""The accept/retry rule (deepmapper.engine.planning), shared by `deepmapper run` and the pipeline.
 
 The embedded path (runner.train_until_accepted) and the pipeline's plan step
 (`deepmapper plan`, round after round on the verdict files the pass tasks write) must
@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from deepmapper import planning
+from deepmapper.engine import planning
 from deepmapper.config import Config
 from deepmapper.errors import FormatError
-from deepmapper.passfile import PassResult
+from deepmapper.engine.passfile import PassResult
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -35,7 +35,8 @@ def fake_pass(i: int, accepted: bool) -> PassResult:
 
 def embedded_rounds(monkeypatch, cfg: Config, oracle) -> list[list[int]]:
     """The rounds `deepmapper run` trains (runner.train_until_accepted) when pass i's verdict is oracle(i)."""
-    from deepmapper import runner, train
+    from deepmapper.pipeline import runner
+    from deepmapper.engine import train
 
     rounds: list[list[int]] = []
     real = planning.next_round

@@ -8,12 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deepmapper import accumulate as acc
-from deepmapper import transform
+from deepmapper.engine import accumulate as acc
+from deepmapper.model import transform
 from deepmapper.config import Config, defaults_flat, dump_yaml, load_yaml
-from deepmapper.earlystop import EarlyStopping
+from deepmapper.engine.earlystop import EarlyStopping
 from deepmapper.errors import ConfigError, InputError
-from deepmapper.split import n_validation_folds, pass_cells, stratified_split, validation_folds
+from deepmapper.engine.split import n_validation_folds, pass_cells, stratified_split, validation_folds
 
 n_features = st.integers(min_value=1, max_value=3000)
 

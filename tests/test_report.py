@@ -20,9 +20,9 @@ import pytest
 
 from deepmapper import __version__
 from deepmapper.errors import FormatError, InputError
-from deepmapper.passfile import read_pass
-from deepmapper.report import write_report
-from deepmapper.report import mqc as mqc_mod
+from deepmapper.engine.passfile import read_pass
+from deepmapper.results.report import write_report
+from deepmapper.results.report import mqc as mqc_mod
 from conftest import skip_unless  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,8 +11,15 @@ import pytest
 
 from deepmapper.denovo.fastq import check_fastq
 from deepmapper.errors import ConfigError
-from deepmapper.seqsim import (SEED_SEQUENCE, MarkovModel, SimConfig, random_sequence, revcomp,
-                               simulate_experiment, simulate_fragments)
+from deepmapper.datasets.seqsim import (
+    SEED_SEQUENCE,
+    MarkovModel,
+    SimConfig,
+    random_sequence,
+    revcomp,
+    simulate_experiment,
+    simulate_fragments,
+)
 
 
 def _kmer_counts(seqs, n):

@@ -9,8 +9,10 @@ import pytest
 import scipy.sparse as sp
 from scipy import stats
 
-from deepmapper import baselines, io, synthetic
-from deepmapper.split import stratified_split
+from deepmapper import io
+from deepmapper.engine import baselines
+from deepmapper.datasets import synthetic
+from deepmapper.engine.split import stratified_split
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from deepmapper import attribution, backbones, data as data_mod, train  # noqa: E402
+from deepmapper.model import attribution, backbones
+from deepmapper.engine import data as data_mod, train  # noqa: E402
 from deepmapper.config import AttributionConfig, Config  # noqa: E402
 from deepmapper.errors import ConfigError  # noqa: E402
 

@@ -150,7 +150,7 @@ def test_results_of_an_earlier_version_are_replaced_whole(pbmc_h5ad, tmp_path, r
 
 
 def test_a_failing_optional_step_keeps_the_required_results(pbmc_h5ad, tmp_path, monkeypatch):
-    import deepmapper.report as report_mod
+    import deepmapper.results.report as report_mod
     from deepmapper.errors import ToolError
 
     def broken(*args, **kwargs):
@@ -334,7 +334,7 @@ def passes(pbmc, tmp_path_factory):
 
 def _variant(passes, kind: str) -> Path:
     """The odd pass 1 of a kind (trained elsewhere, or damaged)."""
-    from deepmapper.passfile import read_pass, write_pass
+    from deepmapper.engine.passfile import read_pass, write_pass
 
     good1 = passes["dirs"]["good"] / "pass_001.npz"
     target_dir = passes["root"] / f"odd-{kind}"

@@ -24,7 +24,7 @@ include { MULTIQC               } from '../modules/local/multiqc'
 
 workflow DEEPMAPPER {
     main:
-    // INGEST checks where the labels come from (deepmapper.cluster.check_label_source); the
+    // INGEST checks where the labels come from (deepmapper.features.cluster.check_label_source); the
     // de-novo front end has its own labels, from the samplesheet, and no INGEST
     // (PIPELINE_INITIALISATION has refused --denovo with --cluster, and --denovo without --reference)
     def denovo     = isTrue(params.denovo)
@@ -55,7 +55,7 @@ workflow DEEPMAPPER {
         ch_dataset       = DENOVO_ASSEMBLY.out.dataset
         ch_multiqc_files = ch_multiqc_files.mix(DENOVO_ASSEMBLY.out.multiqc_files)
         //
-        // Gene sets on the de-novo table: the last part of ingest (deepmapper.inputs.derive)
+        // Gene sets on the de-novo table: the last part of ingest (deepmapper.features.inputs.derive)
         //
         if (params.genesets) {
             def gmt = file(params.genesets, checkIfExists: true)

@@ -15,31 +15,7 @@ In a notebook, in the style of scanpy::
 loaded on first use, and heavy dependencies (torch, scanpy, captum) are
 imported inside the functions that need them.
 """
-
-
-def _version() -> str:
-    """pyproject.toml's version (the one place it lives): read from it in a source checkout
-    (PYTHONPATH=src, where an installed copy's metadata may be another release), else from the
-    installed distribution's metadata, which the build copied from it."""
-    from pathlib import Path
-
-    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
-    if pyproject.is_file():
-        import re
-
-        text = pyproject.read_text(encoding="utf-8")
-        found = re.search(r'(?m)^version = "([^"]+)"', text)
-        if found and re.search(r'(?m)^name = "deepmapper"', text):
-            return found.group(1)
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("deepmapper")
-    except PackageNotFoundError:  # sources copied without metadata
-        return "unknown"
-
-
-__version__ = _version()
+from deepmapper._utils.versions import __version__
 
 __all__ = ["__version__", "tl", "pl", "read_results"]
 
@@ -50,7 +26,7 @@ def __getattr__(name):
     if name in ("tl", "pl"):
         return importlib.import_module(f".{name}", __name__)
     if name == "read_results":
-        from .ranking import read_results
+        from deepmapper.results.ranking import read_results
 
         return read_results
     raise AttributeError(f"module 'deepmapper' has no attribute {name!r}")

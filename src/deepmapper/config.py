@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from deepmapper.errors import ConfigError
 
 SCHEMA_VERSION = 1
 
@@ -34,7 +34,6 @@ BACKBONE_KINDS_DOC = (
     "cnn (default: keeps position), cnn_small (reference shape), cnn_mid, resnet18, "
     "linear, mlp, vit, vae, timm:<name>"
 )
-ATTRIBUTION_METHODS = ("integrated_gradients", "saliency", "occlusion", "attention_rollout")
 ATTRIBUTION_BASELINES = ("train_mean", "zeros")
 MATRIX_CHOICES_DOC = "auto, X, raw or layer:<name>"
 MODALITIES = ("rna", "atac")
@@ -70,14 +69,21 @@ def _backbone_pattern() -> str:
     """Regex of the backbone names the registry accepts ('timm:<name>' is any timm model)."""
     import re
 
-    from .backbones import KINDS
+    from deepmapper.model.backbones import KINDS
 
     alts = [re.escape(k.split("<", 1)[0]) + r"\S+" if "<" in k else re.escape(k) for k in KINDS]
     return "^(" + "|".join(alts) + ")$"
 
 
+def _attribution_methods() -> tuple[str, ...]:
+    """The attribution registry's names (deepmapper.model.attribution owns the list)."""
+    from deepmapper.model.attribution import METHODS
+
+    return METHODS
+
+
 def _stackable_doc() -> str:
-    from .backbones import KINDS, stackable
+    from deepmapper.model.backbones import KINDS, stackable
 
     return ", ".join(k for k in KINDS if "<" not in k and stackable(k))
 
@@ -150,8 +156,8 @@ class AugmentationConfig:
 @dataclass
 class AttributionConfig:
     method: str = _f("integrated_gradients", "attribution",
-                     "Attribution method: " + ", ".join(ATTRIBUTION_METHODS) + ".",
-                     choices=ATTRIBUTION_METHODS, steps=_TRAIN)
+                     "Attribution method: " + ", ".join(_attribution_methods()) + ".",
+                     choices=_attribution_methods(), steps=_TRAIN)
     baseline: str = _f("train_mean", "attribution_baseline",
                        "Reference image for path methods: train_mean (data-driven) or zeros.",
                        choices=ATTRIBUTION_BASELINES, steps=_TRAIN)
@@ -214,7 +220,7 @@ INTERACTION_STATISTICS = ("rank", "value")
 
 @dataclass
 class InteractionConfig:
-    """The pair screen (``deepmapper.interactions``) and how the model uses its pairs."""
+    """The pair screen (``deepmapper.engine.interactions``) and how the model uses its pairs."""
 
     enabled: bool = _f(True, "interactions",
                        "Screen gene pairs whose co-variation differs between classes (training cells only, "
@@ -325,98 +331,29 @@ class Config:
         return Config.from_dict(data, where=where)
 
     def validate(self, *, where: str | None = None) -> None:
-        r, b, a, au, i = self.run, self.backbone, self.attribution, self.augmentation, self.input
+        """Each field's declared constraints (``_f(..., min=, choices=, pattern=)``), then the rules
+        that tie fields together; those are the only checks written out here."""
+        r, ix = self.run, self.interactions
 
         def bad(fieldname: str, problem: str, fix: str):
             raise ConfigError(problem, where=where or "configuration", field=fieldname, fix=fix)
 
-        for name in ("passes", "epochs", "batch_size", "top_k", "passes_per_step"):
-            if getattr(r, name) < 1:
-                bad(f"run.{name}", f"must be at least 1 (got {getattr(r, name)})", f"set run.{name} >= 1.")
-        if r.seed < 0 or r.max_tries < 0:
-            bad("run.seed", "seed and max_tries must be >= 0", "use a non-negative seed (and 0 for 2 x passes tries).")
-        if r.max_tries and r.max_tries < r.passes:
-            bad("run.max_tries", f"max_tries ({r.max_tries}) is smaller than passes ({r.passes})",
-                "set max_tries >= passes, or 0 for 2 x passes.")
-        if r.min_epochs < 0 or r.min_epochs > r.epochs:
-            bad("run.min_epochs", f"min_epochs ({r.min_epochs}) must lie in 0..epochs ({r.epochs}), "
-                "otherwise early stopping can never fire",
-                "lower min_epochs or raise epochs.")
-        if r.patience < 1:
-            bad("run.patience", "patience must be at least 1", "set patience >= 1.")
-        if r.min_delta < 0:
-            bad("run.min_delta", "min_delta must be >= 0", "set min_delta >= 0.")
-        for name in ("test_fraction", "val_fraction"):
-            v = getattr(r, name)
-            if not 0.0 < v < 0.9:
-                bad(f"run.{name}", f"{name} must lie in (0, 0.9) (got {v})", f"set {name} to e.g. 0.2.")
-        if not 0.0 <= r.min_accuracy <= 1.0:
-            bad("run.min_accuracy", f"must lie in [0, 1] (got {r.min_accuracy})", "set e.g. 0.5.")
-        if not 0.0 <= r.label_smoothing < 1.0:
-            bad("run.label_smoothing", f"must lie in [0, 1) (got {r.label_smoothing})", "use e.g. 0.1, or 0 for none.")
-        if r.learning_rate <= 0 or r.weight_decay < 0:
-            bad("run.learning_rate", "learning_rate must be > 0 and weight_decay >= 0", "use e.g. 2e-3 and 1e-2.")
-        if r.scale not in SCALE_CHOICES:
-            bad("run.scale", f"unknown scale '{r.scale}'", f"use one of {', '.join(SCALE_CHOICES)}.")
-        if r.device not in DEVICE_CHOICES:
-            bad("run.device", f"unknown device '{r.device}'", f"use one of {', '.join(DEVICE_CHOICES)}.")
-        if r.threads < 0:
-            bad("run.threads", "threads must be >= 0", "set 0 for torch's default.")
-        from .backbones import KINDS  # light: torch is imported only when a model is built
-
-        if b.kind not in KINDS and not (b.kind.startswith("timm:") and len(b.kind) > 5):
-            bad("backbone.kind", f"unknown backbone '{b.kind}'", f"use one of: {BACKBONE_KINDS_DOC}.")
-        if b.width < 1 or b.hidden < 1 or b.patch_size < 1 or b.depth < 1 or b.heads < 1:
-            bad("backbone", "width, hidden, patch_size, depth and heads must be >= 1", "use positive sizes.")
-        if b.wide_start not in WIDE_STARTS:
-            bad("backbone.wide_start", f"unknown wide_start '{b.wide_start}'", f"use one of {', '.join(WIDE_STARTS)}.")
-        if not 0.0 <= b.dropout < 1.0:
-            bad("backbone.dropout", f"dropout must lie in [0, 1) (got {b.dropout})", "use e.g. 0.25.")
-        if au.noise_std < 0 or not 0.0 <= au.feature_dropout < 1.0:
-            bad("augmentation", "noise_std must be >= 0 and feature_dropout in [0, 1)", "use e.g. 0.05 and 0.05.")
-        if a.method not in ATTRIBUTION_METHODS:
-            bad("attribution.method", f"unknown attribution method '{a.method}'",
-                f"use one of {', '.join(ATTRIBUTION_METHODS)}.")
-        if a.baseline not in ATTRIBUTION_BASELINES:
-            bad("attribution.baseline", f"unknown baseline '{a.baseline}'",
-                f"use one of {', '.join(ATTRIBUTION_BASELINES)}.")
-        if a.n_steps < 2 or a.internal_batch_size < 1 or a.max_samples < 1 or a.occlusion_window < 1:
-            bad("attribution", "n_steps must be >= 2; internal_batch_size, max_samples, occlusion_window >= 1",
-                "use the defaults.")
-        if i.normalize not in NORMALIZE_CHOICES:
-            bad("input.normalize", f"unknown normalize '{i.normalize}'",
-                f"use one of {', '.join(NORMALIZE_CHOICES)}.")
-        if not (i.matrix in ("auto", "X", "raw") or i.matrix.startswith("layer:")):
-            bad("input.matrix", f"unknown matrix '{i.matrix}'", f"use one of {MATRIX_CHOICES_DOC}.")
-        if i.modality not in MODALITIES:
-            bad("input.modality", f"unknown modality '{i.modality}'", f"use one of {', '.join(MODALITIES)}.")
-        if i.geneset_min_size < 1 or i.cluster_resolution <= 0:
-            bad("input", "geneset_min_size must be >= 1 and cluster_resolution > 0", "use the defaults (5, 1.0).")
-        if i.min_class_size < 2:
-            bad("input.min_class_size", "min_class_size must be >= 2", "set it to at least 2.")
-        ix = self.interactions
-        if not 0.0 < ix.q_threshold < 1.0:
-            bad("interactions.q_threshold", f"interaction_q must lie in (0, 1) (got {ix.q_threshold})",
-                "use e.g. 0.05.")
-        if ix.max_features < 2:
-            bad("interactions.max_features", f"interaction_max_features must be at least 2 (got {ix.max_features})",
-                "a pair needs two features: use e.g. 2000.")
-        if ix.max_pairs < 1 or ix.max_cells < 10:
-            bad("interactions.max_pairs", "interaction_max_pairs must be >= 1 and interaction_max_cells >= 10",
-                "use the defaults (32, 20000).")
-        if not 0.0 <= ix.min_detected < 1.0:
-            bad("interactions.min_detected", f"interaction_min_detected must lie in [0, 1) (got {ix.min_detected})",
-                "use e.g. 0.1.")
-        if ix.permutations < 1 or ix.permutations * ix.q_threshold < 1.0 - 1e-9:
-            bad("interactions.permutations",
-                f"{ix.permutations} permutations cannot give any pair q < {ix.q_threshold} "
-                "(the smallest permutation p-value times the number of pairs is about 1 / permutations)",
-                f"set interaction_permutations >= {math.ceil(1.0 / ix.q_threshold - 1e-9)}.")
-        # the declared constraints of every field (also those of sections without checks above)
         for sec, f in iter_fields():
             problem = check_value(f, getattr(getattr(self, sec), f.name))
             if problem:
                 bad(f"{sec}.{f.name}", problem, f"see `--{f.metadata['param'].replace('_', '-')}` in --help.")
+        if r.max_tries and r.max_tries < r.passes:
+            bad("run.max_tries", f"max_tries ({r.max_tries}) is smaller than passes ({r.passes})",
+                "set max_tries >= passes, or 0 for 2 x passes.")
+        if r.min_epochs > r.epochs:
+            bad("run.min_epochs", f"min_epochs ({r.min_epochs}) must lie in 0..epochs ({r.epochs}), "
+                "otherwise early stopping can never fire",
+                "lower min_epochs or raise epochs.")
+        if ix.permutations * ix.q_threshold < 1.0 - 1e-9:
+            bad("interactions.permutations",
+                f"{ix.permutations} permutations cannot give any pair q < {ix.q_threshold} "
+                "(the smallest permutation p-value times the number of pairs is about 1 / permutations)",
+                f"set interaction_permutations >= {math.ceil(1.0 / ix.q_threshold - 1e-9)}.")
 
 
 def iter_fields():
@@ -470,9 +407,9 @@ def check_value(f: dataclasses.Field, value) -> str | None:
         return None
     m = f.metadata
     if "choices" in m and value not in m["choices"]:
-        return f"unknown value {value!r}; use one of {', '.join(map(str, m['choices']))}"
+        return f"unknown {m['param']} {value!r}; use one of {', '.join(map(str, m['choices']))}"
     if "pattern" in m and isinstance(value, str) and not re.fullmatch(m["pattern"], value):
-        return f"{value!r} does not match {m['pattern']}"
+        return f"unknown {m['param']} {value!r} (the accepted values match {m['pattern']})"
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if "min" in m and value < m["min"]:
             return f"must be >= {m['min']} (got {value})"

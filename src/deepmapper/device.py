@@ -31,7 +31,7 @@ def select_device(name: str = "auto"):
     """``cuda`` when asked for or available (auto), else CPU; CPU is always a valid run."""
     import torch
 
-    from .errors import ConfigError
+    from deepmapper.errors import ConfigError
 
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device 'cuda' requested but no CUDA GPU is visible ({_why_no_gpu()})",

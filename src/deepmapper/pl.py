@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from deepmapper.errors import InputError
 
 __all__ = ["rank_features", "stability", "attribution_map", "pairs"]
 
@@ -96,7 +96,7 @@ def stability(adata, key: str = "deepmapper", *, n_features: int = 20, ax=None, 
     matplotlib.axes.Axes or None
         The axes when ``show=False``.
     """
-    from .accumulate import ranks
+    from deepmapper.engine.accumulate import ranks
 
     uns = _result(adata, key)
     if "pass_importance" not in uns:
@@ -155,8 +155,8 @@ def attribution_map(adata, key: str = "deepmapper", *, arrangement: int | str = 
     matplotlib.axes.Axes or None
         The axes when ``show=False``.
     """
-    from .ranking import pass_arrangement
-    from .transform import square_side
+    from deepmapper.results.ranking import pass_arrangement
+    from deepmapper.model.transform import square_side
 
     uns = _result(adata, key)
     table = uns["ranking"]
@@ -326,7 +326,7 @@ def _analysed_values(adata, uns: dict, genes: list[str], rows: np.ndarray, key: 
     """gene -> values of ``rows`` as the analysis saw them (``uns[key]['values_from']``)."""
     import scipy.sparse as sp
 
-    from .io import TARGET_SUM
+    from deepmapper.io import TARGET_SUM
 
     where = dict(uns.get("values_from") or {"matrix": "X", "normalize": False})
     matrix = str(where.get("matrix", "X"))
@@ -385,7 +385,7 @@ def _class_colours(adata, groupby: str, uns: dict, labels: np.ndarray) -> dict:
 
 
 def _result(adata, key: str) -> dict:
-    from .ranking import get
+    from deepmapper.results.ranking import get
 
     return get(adata, key)
 
@@ -408,7 +408,7 @@ def _axes(ax, size):
 def _finish(fig, ax, show, save, name: str):
     import matplotlib.pyplot as plt
 
-    from .atomic import atomic_path
+    from deepmapper._utils.atomic import atomic_path
 
     if save:
         path = Path(f"deepmapper_{name}.png") if save is True else Path(save)

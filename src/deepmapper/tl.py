@@ -2,13 +2,13 @@
 
 The analysis of ``deepmapper run`` (the same ``runner.analyse``), in memory, on an
 AnnData a notebook already holds; the result goes back into that AnnData in the
-layout of ``scanpy.tl.rank_genes_groups`` (see :mod:`deepmapper.ranking`).
+layout of ``scanpy.tl.rank_genes_groups`` (see :mod:`deepmapper.results.ranking`).
 """
 from __future__ import annotations
 
 import difflib
 
-from .errors import ConfigError, InputError
+from deepmapper.errors import ConfigError, InputError
 
 __all__ = ["rank_features"]
 
@@ -75,7 +75,7 @@ def rank_features(adata, groupby: str, *, layer: str | None = None, use_raw: boo
             ``corr_rest``; empty when none), ``placed_pairs`` (their feature
             indices, in the order the arrangements place them) and
             ``values_from`` (where the analysed values are, for
-            :func:`deepmapper.pl.pairs`); see :mod:`deepmapper.ranking`.
+            :func:`deepmapper.pl.pairs`); see :mod:`deepmapper.results.ranking`.
             DeepMapper is not a statistical test: ``pvals`` are NaN.
         ``adata.var[f"{key_added}_rank"]``, ``_selection_frequency``, ``_median_importance``, ``_mean_rank``, ``_pfer_bound``
             per feature (NaN for features not analysed).
@@ -96,7 +96,9 @@ def rank_features(adata, groupby: str, *, layer: str | None = None, use_raw: boo
     >>> sc.get.rank_genes_groups_df(adata, group=None, key="deepmapper").head()
     >>> sc.pl.rank_genes_groups_dotplot(adata, key="deepmapper", n_genes=3)
     """
-    from . import io, ranking, runner
+    from deepmapper import io
+    from deepmapper.results import ranking
+    from deepmapper.pipeline import runner
 
     where = "deepmapper.tl.rank_features"
     cfg = _config(passes, settings, where)
@@ -138,7 +140,7 @@ def _values_from(dataset, matrix: str) -> dict:
 
 
 def _config(passes, settings: dict, where: str):
-    from .config import Config, iter_fields
+    from deepmapper.config import Config, iter_fields
 
     known = {f.metadata["param"] for _, f in iter_fields()}
     for name in settings:
@@ -183,7 +185,7 @@ def _matrix(adata, groupby, layer, use_raw, where: str) -> str:
 
 def _derived_features(dataset, cfg):
     """What ``deepmapper run`` does after reading: ATAC TF-IDF, AUCell gene-set features."""
-    from . import inputs
+    from deepmapper.features import inputs
 
     if cfg.input.modality == "atac":
         dataset = inputs._atac_features(dataset, cfg)

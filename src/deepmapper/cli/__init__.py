@@ -6,7 +6,7 @@ Errors meant for the user (:class:`deepmapper.errors.DeepMapperError`) become a
 single ``Error: ...`` line and a non-zero exit, never a traceback; so do OS errors
 (no space: exit 3, permissions and other path problems: exit 2). Ctrl-C exits 130
 and SIGTERM 143, each with one line, after stopping child processes (see
-:mod:`deepmapper.interrupt`, installed by :func:`main`).
+:mod:`deepmapper._utils.interrupt`, installed by :func:`main`).
 """
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import sys
 
 import click
 
-from .. import __version__
-from ..errors import DeepMapperError
+from deepmapper._utils.versions import __version__
+from deepmapper.errors import DeepMapperError
 
 
 class _UserError(click.ClickException):
@@ -35,8 +35,8 @@ def _interrupted(err: BaseException, name: str, code: int):
 
 class _Group(click.Group):
     def invoke(self, ctx):
-        from ..interrupt import Terminated
-        from ..publish import os_error
+        from deepmapper._utils.interrupt import Terminated
+        from deepmapper.results.publish import os_error
 
         try:
             return super().invoke(ctx)
@@ -72,7 +72,7 @@ _register()
 
 
 def main(argv: list[str] | None = None) -> None:
-    from ..interrupt import install
+    from deepmapper._utils.interrupt import install
 
     install()
     cli.main(args=argv, prog_name="deepmapper")

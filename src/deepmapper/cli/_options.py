@@ -4,7 +4,7 @@ Every field of the run configuration carries its flat parameter name, type, defa
 constraints, help and the steps that use it. ``@config_options("train")`` gives a step
 command one option per field of that step (``--epochs`` sets ``run.epochs``), so the
 command takes exactly the settings it uses, under the same names and defaults as the
-Nextflow params (which deepmapper.nfgen generates from the same declarations).
+Nextflow params (which deepmapper._dev.nfgen generates from the same declarations).
 ``@config_options()`` (no step) gives every field: ``deepmapper run`` and ``demo``.
 
 Options left unset are None: they fall back to ``--config YAML`` and then to the
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import click
 
-from ..config import Config, field_steps, iter_fields, load_yaml, value_type
+from deepmapper.config import Config, field_steps, iter_fields, load_yaml, value_type
 
 _CLICK_TYPES = {"bool": click.BOOL, "int": click.INT, "float": click.FLOAT, "str": click.STRING}
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from ._options import build_config, config_options
+from deepmapper.cli._options import build_config, config_options
 
 
 @click.command("ingest")
@@ -23,8 +23,8 @@ from ._options import build_config, config_options
 def ingest_cmd(inputs, label_key, labels_file, out, config_path, **params):
     """Read and validate the input into one dataset.h5ad (labels, provenance, normalisation; with --cluster
     the Leiden clusters as labels, with --genesets AUCell scores as features), as `deepmapper run` does."""
-    from .. import inputs as inputs_mod
-    from .. import io
+    from deepmapper.features import inputs as inputs_mod
+    from deepmapper import io
 
     cfg = build_config(config_path, params)
     adata = inputs_mod.load(list(inputs), cfg, label_key=label_key, labels=labels_file)
@@ -47,21 +47,12 @@ def ingest_cmd(inputs, label_key, labels_file, out, config_path, **params):
 @config_options("baseline")
 def baseline_cmd(dataset, outdir, method, interactions_path, config_path, **params):
     """Logistic regression and Wilcoxon rankings on all features, on the run's held-out split."""
-    from .. import baselines, io
-    from ..split import stratified_split
+    from deepmapper.engine import baselines
+    from deepmapper.pipeline.runner import step_baselines
 
     cfg = build_config(config_path, params)
-    adata = io.read_dataset(dataset)
-    codes, classes = io.labels(adata)
-    split = stratified_split(codes, test_fraction=cfg.run.test_fraction, val_fraction=cfg.run.val_fraction,
-                             seed=cfg.run.seed, classes=classes, min_class_size=cfg.input.min_class_size,
-                             where=str(dataset))
     methods = baselines.METHODS if method == "all" else (method,)
-    from ..interactions import read_table
-
-    screen = read_table(interactions_path) if interactions_path else None
-    summary = baselines.run_baselines(adata, outdir, split=split, seed=cfg.run.seed, methods=methods,
-                                      screen=screen, q_threshold=cfg.interactions.q_threshold)
+    summary = step_baselines(dataset, outdir, cfg, methods=methods, interactions_path=interactions_path)
     if "logistic" in summary:
         lg = summary["logistic"]
         click.echo(f"logistic regression: held-out accuracy {lg['accuracy']:.4f} on {lg['n_test']} cells "

@@ -17,7 +17,7 @@ _ASSEMBLERS = click.Choice(["rnaspades", "trinity"])
 
 
 def _min_class_size(func):
-    from ..config import InputConfig
+    from deepmapper.config import InputConfig
 
     default = InputConfig().min_class_size
     return click.option("--min-class-size", type=click.IntRange(min=3), default=default, show_default=True,
@@ -40,7 +40,7 @@ def denovo():
 @_threads
 def index_reference_cmd(reference, outdir, threads):
     """Build the HISAT2 index of the reference cDNA."""
-    from ..denovo import steps
+    from deepmapper.denovo import steps
 
     prefix = steps.index_reference(reference, outdir, threads=threads)
     click.echo(str(prefix))
@@ -58,7 +58,7 @@ def index_reference_cmd(reference, outdir, threads):
 @_threads
 def align_cmd(sample, fastq_1, fastq_2, index, outdir, threads):
     """Align one sample to the reference with HISAT2 and keep the reads that do not align."""
-    from ..denovo import samplesheet, steps
+    from deepmapper.denovo import samplesheet, steps
 
     samplesheet.check_sample_id(sample, field="--sample")
     steps.align(sample, fastq_1, fastq_2, index, outdir, threads=threads)
@@ -73,7 +73,7 @@ def align_cmd(sample, fastq_1, fastq_2, index, outdir, threads):
               help="Writes DIR/pooled_1.fastq.gz (+ _2, + pooled_single.fastq.gz for mixed designs).")
 def pool_cmd(reads_1, reads_2, outdir):
     """Pool the unaligned reads of all samples."""
-    from ..denovo import steps
+    from deepmapper.denovo import steps
 
     steps.pool(list(reads_1), list(reads_2), outdir)
 
@@ -90,7 +90,7 @@ def pool_cmd(reads_1, reads_2, outdir):
               help="Memory limit of the assembler in GB.")
 def assemble_cmd(reads_1, reads_2, single, assembler, outdir, threads, memory_gb):
     """Assemble the pooled unaligned reads de novo."""
-    from ..denovo import steps
+    from deepmapper.denovo import steps
 
     steps.assemble(reads_1, outdir, reads_2=reads_2, single=single, assembler=assembler, threads=threads,
                    memory_gb=memory_gb)
@@ -104,7 +104,7 @@ def assemble_cmd(reads_1, reads_2, single, assembler, outdir, threads, memory_gb
               help="Drop assembled transcripts shorter than this (nt).")
 def tag_cmd(assembly, reference, out, min_length):
     """Prefix assembled transcript ids with DENOVO_ (idempotent)."""
-    from ..denovo import steps
+    from deepmapper.denovo import steps
 
     steps.tag(assembly, reference, out, min_length=min_length)
 
@@ -117,7 +117,7 @@ def tag_cmd(assembly, reference, out, min_length):
 @click.option("--kmer", type=int, default=31, show_default=True, help="Salmon index k-mer length (odd, <= 31).")
 def hybrid_cmd(reference, denovo_fa, outdir, threads, kmer):
     """Build the hybrid reference (reference + DENOVO) and its Salmon index."""
-    from ..denovo import steps
+    from deepmapper.denovo import steps
 
     steps.hybrid(reference, denovo_fa, outdir, threads=threads, kmer=kmer)
 
@@ -131,7 +131,7 @@ def hybrid_cmd(reference, denovo_fa, outdir, threads, kmer):
 @_threads
 def quant_cmd(sample, fastq_1, fastq_2, index, outdir, threads):
     """Quantify one sample against the hybrid index with Salmon."""
-    from ..denovo import samplesheet, steps
+    from deepmapper.denovo import samplesheet, steps
 
     samplesheet.check_sample_id(sample, field="--sample")
     steps.quant(sample, fastq_1, fastq_2, index, outdir, threads=threads)
@@ -147,7 +147,7 @@ def quant_cmd(sample, fastq_1, fastq_2, index, outdir, threads):
 @_min_class_size
 def table_cmd(samplesheet, quant_dir, denovo_fa, outdir, min_class_size):
     """Transcripts x samples table (with is_denovo) and the dataset for 'deepmapper run'."""
-    from ..denovo import steps
+    from deepmapper.denovo import steps
 
     steps.make_table(samplesheet, quant_dir, outdir, denovo=denovo_fa, min_class_size=min_class_size)
 
@@ -167,7 +167,7 @@ def table_cmd(samplesheet, quant_dir, denovo_fa, outdir, min_class_size):
 @_min_class_size
 def run_cmd(samplesheet, reference, outdir, assembler, threads, memory_gb, min_length, kmer, min_class_size):
     """All steps: align, pool, assemble, tag, hybrid, quant, table."""
-    from ..denovo import steps
+    from deepmapper.denovo import steps
 
     out = steps.run_all(samplesheet, reference, outdir, assembler=assembler, threads=threads, memory_gb=memory_gb,
                         min_length=min_length, kmer=kmer, min_class_size=min_class_size)
@@ -190,8 +190,8 @@ def run_cmd(samplesheet, reference, outdir, assembler, threads, memory_gb, min_l
               help="Novel transcripts from the Markov model learned on the reference, or iid (control).")
 @click.option("--seed", type=int, default=0, show_default=True)
 def simulate_cmd(outdir, **params):
-    """Generate a small test experiment (no real genome needed; see deepmapper.seqsim)."""
-    from ..seqsim import SimConfig, simulate_experiment
+    """Generate a small test experiment (no real genome needed; see deepmapper.datasets.seqsim)."""
+    from deepmapper.datasets.seqsim import SimConfig, simulate_experiment
 
     sim = simulate_experiment(outdir, SimConfig(**params))
     click.echo(f"wrote {sim.samplesheet} ({len(sim.samples)} samples), {sim.reference_fasta}, {sim.novel_fasta}")

@@ -17,8 +17,8 @@ def dev():
               help="Pipeline root (default: the repository this package was installed from).")
 def generate_cmd(check: bool, root: Path | None):
     """Regenerate the params block of nextflow.config, nextflow_schema.json and the ext.args of
-    conf/modules.config from the declarations in deepmapper.config (= python -m deepmapper.nfgen)."""
-    from .. import nfgen
+    conf/modules.config from the declarations in deepmapper.config (= python -m deepmapper._dev.nfgen)."""
+    from deepmapper._dev import nfgen
 
     args = (["--check"] if check else []) + (["--root", str(root)] if root else [])
     code = nfgen.main(args)

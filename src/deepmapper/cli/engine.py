@@ -5,14 +5,15 @@ from pathlib import Path
 
 import click
 
-from ._options import build_config, config_options
+from deepmapper.cli._options import build_config, config_options
+from deepmapper.results import layout
 
 _dataset = click.option("--dataset", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
                         help="dataset.h5ad written by 'deepmapper ingest'.")
 
 
 def _passes_from(passes_dir: Path | None, pass_file: tuple[Path, ...]) -> list[Path]:
-    from ..findings import pass_files
+    from deepmapper.results.findings import pass_files
 
     if bool(passes_dir) == bool(pass_file):
         raise click.UsageError("give either --passes-dir or one or more --pass-file")
@@ -30,9 +31,9 @@ def _recorded(dataset: Path, pass_paths: list[Path], own):
     the pass files (which must agree), this step's own (config.recorded_config)."""
     import json
 
-    from .. import io
-    from ..config import Config, recorded_config, step_params
-    from ..passfile import read_pass
+    from deepmapper import io
+    from deepmapper.config import Config, recorded_config, step_params
+    from deepmapper.engine.passfile import read_pass
 
     adata = io.read_dataset(dataset)
     settings = adata.uns.get("deepmapper", {}).get("settings")
@@ -66,9 +67,9 @@ def _recorded(dataset: Path, pass_paths: list[Path], own):
 @config_options("train")
 def train_pass(dataset, start, count, outdir, verdicts_path, expect_gpu, interactions_path, config_path, **params):
     """Train passes START..START+COUNT-1 (one arrangement each) and write their pass files."""
-    from ..device import select_device, warn_if_gpu_missing
-    from ..planning import write_verdicts
-    from ..runner import pass_range, step_train
+    from deepmapper.device import select_device, warn_if_gpu_missing
+    from deepmapper.engine.planning import write_verdicts
+    from deepmapper.pipeline.runner import pass_range, step_train
 
     cfg = build_config(config_path, params)
     warn_if_gpu_missing(expect_gpu)
@@ -93,7 +94,7 @@ def accumulate_cmd(dataset, passes_dir, pass_file, outdir, config_path, **params
 
     findings.json records the whole configuration: the settings of this step from its
     options, those of ingest from the dataset and those of training from the pass files."""
-    from ..runner import step_accumulate
+    from deepmapper.pipeline.runner import step_accumulate
 
     explicit_passes = params.get("passes")
     paths = _passes_from(passes_dir, pass_file)
@@ -114,7 +115,7 @@ def accumulate_cmd(dataset, passes_dir, pass_file, outdir, config_path, **params
 def evaluate_cmd(dataset, passes_dir, pass_file, out, config_path, **params):
     """Arrangement-ensembled accuracy, confusion matrix and per-class metrics on the held-out cells
     (the first --passes accepted passes; all accepted ones when --passes is not given)."""
-    from ..runner import step_evaluate
+    from deepmapper.pipeline.runner import step_evaluate
 
     explicit_passes = params.get("passes")
     cfg = build_config(config_path, params)
@@ -142,14 +143,14 @@ def evaluate_cmd(dataset, passes_dir, pass_file, out, config_path, **params):
 @config_options
 def run_cmd(inputs, label_key, labels, outdir, report, baselines, resume, wait, config_path, **params):
     """The whole analysis in one process: ingest, passes, accumulate, evaluate, baselines, report."""
-    from ..runner import OptionalStepFailed, run
+    from deepmapper.pipeline.runner import OptionalStepFailed, run
 
     cfg = build_config(config_path, params)
     try:
         summary = run(list(inputs), outdir, cfg, label_key=label_key, labels=labels, report=report,
                       baselines=baselines, resume=resume, wait=wait)
     except OptionalStepFailed as err:
-        _run_summary(err.summary, outdir, report and (outdir / "report.html").exists())
+        _run_summary(err.summary, outdir, report and (outdir / layout.REPORT).exists())
         raise
     _run_summary(summary, outdir, report)
 
@@ -170,7 +171,7 @@ def _run_summary(summary, outdir, report) -> None:
 def demo_cmd(outdir, open_report, config_path, **params):
     """Run the whole analysis on scanpy's bundled pbmc68k_reduced (700 PBMCs, 10 cell types, label
     'bulk_labels') and open the report."""
-    from ..demo import run_demo
+    from deepmapper.pipeline.demo import run_demo
 
     cfg = build_config(config_path, params)
     summary, report, multiqc_report = run_demo(outdir, cfg, open_report=open_report)

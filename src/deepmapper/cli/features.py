@@ -1,7 +1,7 @@
 """``deepmapper aucell`` and ``deepmapper cluster``: derived features and derived labels.
 
 Both read one h5ad and write one h5ad (atomically); the work is in
-:mod:`deepmapper.aucell` and :mod:`deepmapper.cluster`.
+:mod:`deepmapper.features.aucell` and :mod:`deepmapper.features.cluster`.
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from ..config import DEVICE_CHOICES, MODALITIES, defaults_flat, param_help
+from deepmapper.config import DEVICE_CHOICES, MODALITIES, defaults_flat, param_help
 
 # the options these tools share with the run configuration take its defaults and help
 _D = defaults_flat()
@@ -18,13 +18,13 @@ _MATRIX_HELP = _H["matrix"]
 
 
 def _read(path: Path):
-    from ..io import read_h5ad_file
+    from deepmapper.io import read_h5ad_file
 
     return read_h5ad_file(path, field="--input")
 
 
 def _write(adata, out: Path) -> None:
-    from ..atomic import atomic_path
+    from deepmapper._utils.atomic import atomic_path
 
     with atomic_path(out) as tmp:
         adata.write_h5ad(tmp)
@@ -35,7 +35,7 @@ def _write(adata, out: Path) -> None:
               help="Expression h5ad (cells x genes).")
 @click.option("--dataset", "dataset_path", default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Instead of --input: a dataset.h5ad (ingest, denovo table) whose features the scores replace "
-                   "exactly as `deepmapper run --genesets` does (deepmapper.inputs.derive: labels and provenance "
+                   "exactly as `deepmapper run --genesets` does (deepmapper.features.inputs.derive: labels and provenance "
                    "kept); --out is then a dataset for train-pass.")
 @click.option("--genesets", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="GMT file: set name, description, genes (tab-separated), one set per line.")
@@ -54,16 +54,17 @@ def _write(adata, out: Path) -> None:
               help="Write regulon specificity scores (labels x sets, TSV) for --label-key.")
 def aucell_cmd(input_path, dataset_path, genesets, out, min_size, top_fraction, matrix, device, label_key, rss_out):
     """Score gene sets per cell with AUCell (deterministic ties, CPU or GPU)."""
-    from .. import aucell
-    from ..atomic import write_text
-    from ..errors import ConfigError
+    from deepmapper.features import aucell
+    from deepmapper._utils.atomic import write_text
+    from deepmapper.errors import ConfigError
 
     if (input_path is None) == (dataset_path is None):
         raise ConfigError("give either --input or --dataset", where="command line", field="--input/--dataset",
                           fix="--input for an expression h5ad, --dataset for a dataset.h5ad of ingest.")
     if dataset_path is not None:
-        from .. import inputs, io
-        from ..config import Config
+        from deepmapper import io
+        from deepmapper.features import inputs
+        from deepmapper.config import Config
 
         cfg = Config().with_params({"genesets": str(genesets), "geneset_min_size": min_size, "device": device})
         result = inputs.derive(io.read_dataset(dataset_path), cfg)
@@ -105,14 +106,14 @@ def aucell_cmd(input_path, dataset_path, genesets, out, min_size, top_fraction, 
                    "--min-class-size); 0 keeps every cluster.")
 def cluster_cmd(input_path, modality, out, resolution, seed, key, n_components, n_neighbors, matrix, min_size):
     """Derive labels by Leiden clustering (PCA for RNA, iterative LSI for ATAC)."""
-    from ..cluster import cluster_labels
+    from deepmapper.features.cluster import cluster_labels
 
     adata = _read(input_path)
     result = cluster_labels(adata, modality=modality, resolution=resolution, seed=seed, key=key,
                             n_components=n_components, n_neighbors=n_neighbors, matrix=matrix,
                             where=str(input_path))
     if min_size:
-        from ..cluster import drop_small_clusters
+        from deepmapper.features.cluster import drop_small_clusters
 
         result, _ = drop_small_clusters(result, key, min_size)
     _write(result, out)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from ._options import build_config, config_options
+from deepmapper.cli._options import build_config, config_options
 
 
 @click.command("interactions")
@@ -17,7 +17,7 @@ from ._options import build_config, config_options
 def interactions_cmd(dataset, outdir, config_path, **params):
     """Screen gene pairs whose within-class correlation differs between classes (permutation-calibrated)
     on the run's non-held-out cells, and write interactions.tsv (best first)."""
-    from ..runner import step_interactions
+    from deepmapper.pipeline.runner import step_interactions
 
     cfg = build_config(config_path, params)
     result = step_interactions(dataset, cfg, outdir)

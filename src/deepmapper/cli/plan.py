@@ -2,7 +2,7 @@
 
 It reads the verdicts of the passes trained so far (the ``verdicts.json`` files that
 ``train-pass --verdicts`` writes, or the pass files themselves), applies
-:func:`deepmapper.planning.next_round` (the rule ``deepmapper run`` applies between its
+:func:`deepmapper.engine.planning.next_round` (the rule ``deepmapper run`` applies between its
 rounds) and writes the plan as JSON: ``tasks`` holds one ``{start, count}`` per task,
 empty when enough passes are accepted or the tries are spent. The Nextflow workflow
 maps over ``tasks``; it never parses printed output.
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import click
 
-from ..planning import PASSES_PER_TASK
-from ._options import build_config, config_options
+from deepmapper.cli._options import build_config, config_options
+from deepmapper.engine.planning import PASSES_PER_TASK
 
 
 @click.command("plan")
@@ -32,8 +32,8 @@ from ._options import build_config, config_options
 @config_options("plan")
 def plan_cmd(round_number, verdicts, verdicts_dir, passes_per_task, out, config_path, **params):
     """Plan the next round of passes from the verdicts so far; writes plan.json."""
-    from ..atomic import write_json
-    from ..planning import plan, read_verdicts
+    from deepmapper._utils.atomic import write_json
+    from deepmapper.engine.planning import plan, read_verdicts
 
     cfg = build_config(config_path, params)
     paths = list(verdicts) + (sorted(verdicts_dir.rglob("verdicts*.json")) if verdicts_dir and verdicts_dir.is_dir() else [])

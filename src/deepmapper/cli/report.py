@@ -18,7 +18,7 @@ import click
               help="MultiQC config YAML. [default: assets/multiqc_config.yml shipped with DeepMapper]")
 def report_cmd(results_dir: Path, outdir: Path, multiqc: bool, multiqc_config: Path | None):
     """Write report.html (one self-contained file), MultiQC custom content and the MultiQC report."""
-    from ..report import write_report
+    from deepmapper.results.report import write_report
 
     files = write_report(results_dir, outdir, multiqc=multiqc, multiqc_config=multiqc_config)
     click.echo(f"report: {files['html']}")

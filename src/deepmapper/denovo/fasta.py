@@ -8,12 +8,20 @@ import zlib
 from pathlib import Path
 from typing import Iterator
 
-from .. import atomic
-from ..errors import InputError
-from .fastq import open_text
+from deepmapper._utils import atomic
+from deepmapper.errors import InputError
+from deepmapper.denovo.fastq import open_text
 
 # IUPAC nucleotide codes (assemblers and cDNA files use N and friends).
 _SEQ_OK = re.compile(r"^[ACGTUNRYKMSWBDHVacgtunrykmswbdhv.*-]*$")
+
+
+_COMPLEMENT = bytes.maketrans(b"ACGTNacgtn", b"TGCANtgcan")
+
+
+def revcomp(seq: str) -> str:
+    """Reverse complement (N and lower case kept)."""
+    return seq.encode("ascii").translate(_COMPLEMENT)[::-1].decode("ascii")
 
 
 def iter_fasta(path: str | os.PathLike, *, field: str = "fasta") -> Iterator[tuple[str, str]]:

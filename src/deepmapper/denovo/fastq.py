@@ -18,8 +18,8 @@ import shutil
 import zlib
 from pathlib import Path
 
-from .. import atomic
-from ..errors import InputError
+from deepmapper._utils import atomic
+from deepmapper.errors import InputError
 
 
 def open_text(path: str | os.PathLike):

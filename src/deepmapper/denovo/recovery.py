@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
-from ..seqsim import revcomp
+from deepmapper.denovo.fasta import revcomp
 
 MATCH, MISMATCH, GAP = 2, -3, -5
 

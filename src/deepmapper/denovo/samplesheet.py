@@ -7,8 +7,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InputError
-from .fastq import check_fastq
+from deepmapper.errors import InputError
+from deepmapper.denovo.fastq import check_fastq
 
 COLUMNS = ("sample", "fastq_1", "fastq_2", "label")
 # Sample ids become file names and table columns: keep them to a safe alphabet.

@@ -17,14 +17,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from .. import atomic
-from ..config import InputConfig
-from ..errors import ConfigError, InputError
-from . import fastq as fq
-from .fasta import read_fasta, write_fasta
-from .samplesheet import Sample, check_group_sizes, read_samplesheet
-from .table import DENOVO_PREFIX, CountTable, check_denovo_ids, table_from_quant_dir, write_table
-from .tools import find_tool, run_tool
+from deepmapper._utils import atomic
+from deepmapper.config import InputConfig
+from deepmapper.errors import ConfigError, InputError
+from deepmapper.denovo import fastq as fq
+from deepmapper.denovo.fasta import read_fasta, write_fasta
+from deepmapper.denovo.samplesheet import Sample, check_group_sizes, read_samplesheet
+from deepmapper.denovo.table import (
+    DENOVO_PREFIX,
+    CountTable,
+    check_denovo_ids,
+    table_from_quant_dir,
+    write_table,
+)
+from deepmapper.denovo.tools import find_tool, run_tool
 
 log = logging.getLogger(__name__)
 
@@ -338,7 +344,7 @@ def make_table(samplesheet: str | os.PathLike, quant_dir: str | os.PathLike, out
     adata = table_dataset(table, samples, source=str(outdir / "sc_table.tsv"), min_class_size=min_class_size,
                           where=str(samplesheet))
     tsv = write_table(table, outdir / "sc_table.tsv")
-    from .. import io
+    from deepmapper import io
 
     adata.uns["deepmapper"]["source_sha256"] = io.file_sha256(tsv)
     h5ad = io.write_dataset(adata, outdir / "dataset.h5ad")
@@ -356,7 +362,7 @@ def table_dataset(table: CountTable, samples: list[Sample], *, source: str, min_
     import numpy as np
     import pandas as pd
 
-    from .. import io
+    from deepmapper import io
 
     labels = {s.sample: s.label for s in samples}
     var = pd.DataFrame({"is_denovo": table.is_denovo.astype(bool)}, index=pd.Index(table.features))

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import atomic
-from ..errors import InputError
+from deepmapper._utils import atomic
+from deepmapper.errors import InputError
 
 DENOVO_PREFIX = "DENOVO_"
 QUANT_COLUMNS = ("Name", "Length", "EffectiveLength", "TPM", "NumReads")

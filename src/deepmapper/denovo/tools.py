@@ -16,8 +16,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from .. import atomic
-from ..errors import ToolError
+from deepmapper._utils import atomic
+from deepmapper.errors import ToolError
 
 log = logging.getLogger(__name__)
 

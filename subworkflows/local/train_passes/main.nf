@@ -1,6 +1,6 @@
 /*
     The passes, in rounds: each round is planned by `deepmapper plan` from the verdicts of
-    the earlier rounds (deepmapper.planning.next_round, the rule `deepmapper run` applies
+    the earlier rounds (deepmapper.engine.planning.next_round, the rule `deepmapper run` applies
     between its rounds), then its tasks train in parallel.
 
     round 1: passes 0..passes-1; round 2: as many more as the acceptance rate says are

@@ -1,5 +1,5 @@
 // --genesets with --denovo: the AUCell activity of each gene set per cell replaces the
-// features of the de-novo table's dataset, through deepmapper.inputs.derive, the last part
+// features of the de-novo table's dataset, through deepmapper.features.inputs.derive, the last part
 // of what INGEST (and `deepmapper run --genesets`) does for every other input.
 process DEEPMAPPER_AUCELL {
     tag "${meta.id}"

@@ -1,6 +1,6 @@
 // One labelled matrix (h5ad, 10x directory, CSV/TSV) or several labelled
 // populations (samplesheet rows, LABEL=PATH) -> the validated dataset.h5ad, built as
-// `deepmapper run` builds it (deepmapper.inputs.load): with --cluster the Leiden
+// `deepmapper run` builds it (deepmapper.features.inputs.load): with --cluster the Leiden
 // clusters are the labels, with a GMT file the AUCell gene-set scores are the features.
 process DEEPMAPPER_INGEST {
     tag "${meta.id}"

@@ -1,5 +1,5 @@
 // Plan one round of passes: which passes, in which tasks. The rule is Python's
-// (deepmapper.planning.next_round, also used by `deepmapper run`); the workflow maps over
+// (deepmapper.engine.planning.next_round, also used by `deepmapper run`); the workflow maps over
 // the plan's `tasks`. Round 1 needs no verdicts; later rounds get every earlier one's.
 process DEEPMAPPER_PLAN {
     tag "${meta.id}"

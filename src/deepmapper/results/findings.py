@@ -1,0 +1,270 @@
+"""From pass files to findings: the accumulate step's files.
+
+``findings.tsv`` (one row per feature, ordered by rank, with its ``kind``:
+marginal, interaction or both, and its placed ``partners``), ``findings_per_class.tsv``
+(top features per class, by the signed attribution towards that class),
+``findings_pairs.tsv`` (the placed pairs, accumulated over passes like features)
+and ``findings.json`` (run summary). Output is deterministic: same passes, same
+bytes (no timings here; those go to ``run_info.json``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from deepmapper.engine import accumulate as acc
+from deepmapper._utils import faults
+from deepmapper._utils.atomic import write_json, write_text
+from deepmapper.config import Config
+from deepmapper.errors import FormatError, InputError
+from deepmapper.engine.passfile import PassResult, first_difference, identity, read_pass
+from deepmapper._utils.versions import versions
+from deepmapper.results import layout
+
+PER_CLASS_TOP = 50
+
+
+def read_passes(paths: list[Path], *, dataset=None, dataset_path: str | None = None) -> list[PassResult]:
+    """Read pass files and check that they belong together: same dataset, features, classes,
+    label column, run seed and split, backbone, attribution and the settings that change what a
+    pass computes (:func:`deepmapper.engine.passfile.binding_config`). With ``dataset`` (the AnnData of
+    ``dataset.h5ad``) they are also checked against it. Any mismatch is one line naming the file,
+    the field and the fix."""
+    paths = [Path(p) for p in paths]
+    read = sorted(((read_pass(p), p) for p in paths), key=lambda t: t[0].pass_index)
+    if not read:
+        raise InputError("no pass files found", fix="run train-pass first, or check --passes-dir.")
+    seen: dict[int, Path] = {}
+    for p, path in read:
+        if p.pass_index in seen:
+            raise FormatError(f"pass {p.pass_index} given twice (also {seen[p.pass_index]})", where=str(path),
+                              field="pass_index", fix="give each pass file once.")
+        seen[p.pass_index] = path
+    ref, ref_path = read[0]
+    ref_id = identity(ref)
+    for p, path in read[1:]:
+        if p.n_features != ref.n_features:
+            raise FormatError(f"pass {p.pass_index} has {p.n_features} features, pass {ref.pass_index} "
+                              f"({ref_path.name}) {ref.n_features}", where=str(path), field="features_sha256",
+                              fix="accumulate passes of one dataset only.")
+        pid = identity(p)
+        for key, want in ref_id.items():
+            got = pid[key]
+            if want is None or got is None or got == want:
+                continue
+            raise FormatError(f"pass {p.pass_index} differs from pass {ref.pass_index} ({ref_path.name}) in "
+                              f"{_what(key, got, want)}", where=str(path), field=_FIELD_OF.get(key, key),
+                              fix="accumulate passes of one run only (one dataset, label column, seed and "
+                                  "settings); retrain the odd ones with train-pass.")
+    if dataset is not None:
+        _check_against_dataset(read, dataset, dataset_path or "dataset")
+    return [p for p, _ in read]
+
+
+_FIELD_OF = {"seed": "seed", "split_sha256": "split", "heldout_index": "heldout_index", "config": "config"}
+
+
+def _what(key: str, got, want) -> str:
+    if key == "config":
+        return "settings: " + first_difference(got, want)
+    if key == "seed":
+        return f"run seed ({got} vs {want}: another split of the cells)"
+    if key in ("heldout_index", "split_sha256"):
+        return "the train/validation/held-out split of the cells"
+    if key == "classes":
+        return f"classes ({len(got)} vs {len(want)}: {first_difference(dict(enumerate(got)), dict(enumerate(want)))})"
+    if isinstance(got, dict):
+        return f"{key}: " + first_difference(got, want)
+    return f"{key} ({str(got)[:40]} vs {str(want)[:40]})"
+
+
+def _check_against_dataset(read, adata, where: str) -> None:
+    from deepmapper import io
+
+    meta = adata.uns.get("deepmapper", {})
+    _, classes = io.labels(adata)
+    want = {"features_sha256": io.features_sha256(adata.var_names),
+            "dataset_sha256": str(meta.get("source_sha256", "")), "label_key": meta.get("label_key"), "classes": classes}
+    fix = f"give the dataset the passes were trained on (not {where}), or retrain the passes on this one."
+    for p, path in read:
+        got = {"features_sha256": p.features_sha256, "dataset_sha256": p.dataset_sha256,
+               "label_key": p.meta.get("label_key"), "classes": list(p.classes)}
+        for key, w in want.items():
+            g = got[key]
+            if not w or not g or g == w:
+                continue
+            raise FormatError(f"pass {p.pass_index} was trained on another dataset: {_what(key, g, w)}",
+                              where=str(path), field=key, fix=fix)
+        if p.heldout_index.size and int(p.heldout_index.max()) >= adata.n_obs:
+            raise FormatError(f"pass {p.pass_index} holds out cell {int(p.heldout_index.max())} but the dataset "
+                              f"has {adata.n_obs} cells", where=str(path), field="heldout_index", fix=fix)
+
+
+def pass_files(passes_dir: Path) -> list[Path]:
+    passes_dir = Path(passes_dir)
+    if not passes_dir.is_dir():
+        raise InputError("passes directory not found", where=str(passes_dir), fix="check --passes-dir.")
+    return sorted(passes_dir.glob("pass_*.npz"))
+
+
+def choose(passes: list[PassResult], n_wanted: int | None) -> list[PassResult]:
+    """The first ``n_wanted`` accepted passes by index (all accepted when None)."""
+    accepted = [p for p in passes if p.accepted]
+    return accepted if n_wanted is None else accepted[:n_wanted]
+
+
+def build(passes: list[PassResult], feature_names: list[str], *, cfg: Config, n_wanted: int | None = None,
+          is_denovo: np.ndarray | None = None, n_cells: int | None = None, dataset_sha256: str = ""):
+    """Returns (findings rows, per-class rows, summary dict, accumulated pairs)."""
+    import pandas as pd
+
+    used = choose(passes, n_wanted)
+    if not used:
+        best = max(p.accuracy for p in passes)
+        raise InputError(f"none of the {len(passes)} passes passed the accuracy gate (best held-out accuracy "
+                         f"{best:.3f})", field="run.min_accuracy",
+                         fix="train longer (--epochs), try another --backbone, or lower --min-accuracy.")
+    if len(feature_names) != used[0].n_features:
+        raise FormatError(f"dataset has {len(feature_names)} features but the passes have {used[0].n_features}",
+                          field="n_features", fix="use the dataset the passes were trained on.")
+    top_k = cfg.run.top_k
+    result = acc.accumulate(np.stack([p.importance for p in used]), top_k)
+    order = result.order()
+    names = np.asarray(feature_names, dtype=object)
+    denovo = np.zeros(len(names), bool) if is_denovo is None else np.asarray(is_denovo, bool)
+    kind, partners, pair_table = pair_findings(used, names, result)
+    table = pd.DataFrame({
+        "feature": names[order],
+        "rank": result.rank[order],
+        "selection_frequency": result.selection_frequency[order],
+        "median_importance": result.median_importance[order],
+        "mean_rank": result.mean_rank[order],
+        "pfer_bound": result.pfer_bound[order],
+        "is_denovo": denovo[order],
+        "kind": kind[order],
+        "partners": partners[order],
+    })
+
+    classes = used[0].classes
+    per_class_rows, per_class_top = [], {}
+    for c, cls in enumerate(classes):
+        signed = np.stack([p.class_importance[c] for p in used])
+        ranks = acc.ranks(signed)                     # largest positive push towards the class first
+        mean_rank = ranks.mean(axis=0)
+        median = np.median(signed / np.maximum(np.abs(signed).sum(axis=1, keepdims=True), 1e-30), axis=0)
+        c_order = np.lexsort((np.arange(len(names)), mean_rank))[:PER_CLASS_TOP]
+        per_class_top[cls] = [str(names[j]) for j in c_order[:20]]
+        for r, j in enumerate(c_order, start=1):
+            per_class_rows.append({"class": cls, "feature": names[j], "rank": r,
+                                   "median_importance": median[j], "mean_rank": mean_rank[j]})
+    per_class = pd.DataFrame(per_class_rows)
+
+    summary = {
+        "schema_version": 1,
+        "accuracies": [round(float(p.accuracy), 6) for p in passes],
+        "accepted": [bool(p.accepted) for p in passes],
+        "stop_epochs": [int(p.stop_epoch) for p in passes],
+        "best_epochs": [int(p.best_epoch) for p in passes],
+        "early_stopped": [bool(p.early_stopped) for p in passes],
+        "pass_indices": [int(p.pass_index) for p in passes],
+        "used_passes": [int(p.pass_index) for p in used],
+        "n_passes_run": len(passes),
+        "n_passes_accepted": sum(p.accepted for p in passes),
+        "mean_accuracy": round(float(np.mean([p.accuracy for p in used])), 6),
+        "n_features": int(len(names)),
+        "n_cells": n_cells,
+        "classes": list(classes),
+        "top_k": int(result.top_k),
+        "top_features": [str(n) for n in names[order][:50]],
+        "per_class_top": per_class_top,
+        "stability": [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in row.items()}
+                      for row in acc.stability_table(result)],
+        "config": cfg.to_dict(),
+        "versions": versions(),
+        "dataset_sha256": dataset_sha256,
+        "features_sha256": used[0].features_sha256,
+        "n_pairs": int(len(pair_table)),
+        "pair_channel": bool(used[0].meta.get("pair_channel", False)),
+        # passes whose logistic start kept the pair products (their validation fold preferred them)
+        "passes_with_pair_start": int(sum(bool(p.meta.get("pair_start")) for p in used)),
+        "top_pairs": pair_table.head(20).to_dict(orient="records"),
+        "kinds": {k: int((kind == k).sum()) for k in KINDS},
+    }
+    summary["top_pairs"] = [{k: _json_value(v) for k, v in row.items()} for row in summary["top_pairs"]]
+    return table, per_class, summary, pair_table
+
+
+def pair_findings(used: list[PassResult], names: np.ndarray, result):
+    """Per feature ``kind`` and ``partners``, and the accumulated pair table.
+
+    The passes of a run place the same screened pairs (one screen per run). A pair's
+    product-channel attribution is credited to both of its genes in the pass file; here a gene's
+    share of importance coming from its pair is the median over passes of
+    ``pair importance / gene importance``: ``interaction`` when at least 2/3, ``marginal`` when at
+    most 1/3 (or the gene is in no placed pair, or the pair channel was off), ``both`` between.
+    ``partners``: the gene's placed partner and the class the pair was screened for.
+    """
+    import pandas as pd
+
+    n = len(names)
+    kind = np.full(n, "marginal", dtype=object)
+    partners = np.full(n, "", dtype=object)
+    ref = used[0]
+    pairs = np.asarray(ref.pairs, dtype=np.int64).reshape(-1, 2)
+    for p in used[1:]:
+        if not np.array_equal(np.asarray(p.pairs).reshape(-1, 2), pairs):
+            raise FormatError(f"pass {p.pass_index} placed other pairs than pass {ref.pass_index}",
+                              field="pairs", fix="accumulate passes of one run (one interactions.tsv).")
+    columns = ["feature_a", "feature_b", "class", "rank", "selection_frequency", "median_importance",
+               "mean_rank", "rank_a", "rank_b"]
+    if len(pairs) == 0:
+        return kind, partners, pd.DataFrame({c: [] for c in columns})
+    pair_classes = list(ref.meta.get("pair_classes", [""] * len(pairs)))
+    for m, (a, b) in enumerate(pairs):
+        partners[a] = f"{names[b]} ({pair_classes[m]})"
+        partners[b] = f"{names[a]} ({pair_classes[m]})"
+    has_channel = all(len(p.pair_importance) == len(pairs) and p.meta.get("pair_channel", True) for p in used)
+    if not has_channel:
+        rank = np.arange(1, len(pairs) + 1)
+        table = pd.DataFrame({"feature_a": names[pairs[:, 0]], "feature_b": names[pairs[:, 1]],
+                              "class": pair_classes, "rank": rank, "selection_frequency": np.nan,
+                              "median_importance": np.nan, "mean_rank": np.nan,
+                              "rank_a": result.rank[pairs[:, 0]], "rank_b": result.rank[pairs[:, 1]]})
+        return kind, partners, table
+    pair_imp = np.stack([p.pair_importance for p in used]).astype(np.float64)        # (passes, M)
+    gene_imp = np.stack([p.importance for p in used]).astype(np.float64)             # (passes, F)
+    for col in (0, 1):
+        g = pairs[:, col]
+        share = np.median(pair_imp / np.maximum(gene_imp[:, g], 1e-30), axis=0)
+        kind[g] = np.where(share >= 2 / 3, "interaction", np.where(share > 1 / 3, "both", "marginal"))
+    pacc = acc.accumulate(pair_imp, min(len(pairs), 10))
+    # on the scale of the features' median_importance: each pass's pair importance over the pass's
+    # total feature importance
+    scaled = np.median(pair_imp / np.maximum(gene_imp.sum(axis=1, keepdims=True), 1e-30), axis=0)
+    order = pacc.order()
+    table = pd.DataFrame({
+        "feature_a": names[pairs[order, 0]], "feature_b": names[pairs[order, 1]],
+        "class": np.asarray(pair_classes, dtype=object)[order], "rank": pacc.rank[order],
+        "selection_frequency": pacc.selection_frequency[order], "median_importance": scaled[order],
+        "mean_rank": pacc.mean_rank[order], "rank_a": result.rank[pairs[order, 0]],
+        "rank_b": result.rank[pairs[order, 1]]})
+    return kind, partners, table
+
+
+KINDS = ("marginal", "interaction", "both")
+
+
+def _json_value(v):
+    v = v.item() if hasattr(v, "item") else v
+    return None if isinstance(v, float) and not np.isfinite(v) else v
+
+
+def write(outdir: Path, table, per_class, summary, pairs=None) -> None:
+    outdir = Path(outdir)
+    write_text(outdir / layout.FINDINGS, table.to_csv(sep="\t", index=False, float_format="%.6g"))
+    faults.point("accumulate")
+    if pairs is not None:
+        write_text(outdir / layout.FINDINGS_PAIRS, pairs.to_csv(sep="\t", index=False, float_format="%.6g"))
+    write_text(outdir / layout.FINDINGS_PER_CLASS, per_class.to_csv(sep="\t", index=False, float_format="%.6g"))
+    write_json(outdir / layout.FINDINGS_JSON, summary)
