@@ -657,7 +657,7 @@ def test_config_schema_and_docs_agree(schema):
     assert not undocumented, f"docs/usage.md does not document {undocumented}"
     missing = sorted(p for p in nfcheck.profiles(NEXTFLOW_CONFIG) if f"`{p}`" not in usage)
     assert not missing, f"docs/usage.md does not describe the profiles {missing}"
-    for image in ("ghcr.io/deepmapper-nf/deepmapper:0.1.0", "ghcr.io/deepmapper-nf/deepmapper:0.1.0-cuda"):
+    for image in (f"deepmapper-nf/deepmapper:{nfgen.version()}", f"deepmapper-nf/deepmapper:{nfgen.version()}-cuda"):
         assert image in usage
     for how in ("containers/build.sh", "--sif", "-profile test,docker", "-profile test,local", "-profile conda",
                 "-profile mamba", "wave", "NXF_SINGULARITY_CACHEDIR", "NXF_SYNTAX_PARSER"):
@@ -1580,7 +1580,7 @@ def test_the_version_lives_in_pyproject_and_everything_follows_it():
     found = 0
     for doc in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
         text = doc.read_text()
-        for pattern in (r"deepmapper==(\d+\.\d+\.\d+)", r"deepmapper-nf/deepmapper:(\d+\.\d+\.\d+)",
+        for pattern in (r"(?<![\w-])deepmapper==(\d+\.\d+\.\d+)", r"deepmapper-nf/deepmapper:(\d+\.\d+\.\d+)",
                         r"deepmapper-nf-deepmapper-(\d+\.\d+\.\d+)", r"-r v?(\d+\.\d+\.\d+)", r"git tag v(\d+\.\d+\.\d+)"):
             for m in re.finditer(pattern, text):
                 assert m.group(1) == version, f"{rel(doc)} names {m.group(0)}"
@@ -1889,8 +1889,8 @@ def test_routes_table_covers_every_route():
     here and how, and what needs a publication first; routes that need an engine, a registry or a GPU
     say so instead of claiming a check."""
     usage = (REPO / "docs" / "usage.md").read_text()
-    table = usage[usage.index("| route | what you type |"):]
-    rows = [line for line in table.splitlines()[2:] if line.startswith("|")]
+    table = usage[usage.index("| route | what you type |"):].split("\n\n")[0]
+    rows = table.splitlines()[2:]
     routes = {row.split("|")[1].strip().strip("`") for row in rows}
     assert {"docker", "singularity", "apptainer", "podman", "conda", "mamba", "wave", "local", "slurm + gpu",
             "awsbatch", "kubernetes"} <= routes
