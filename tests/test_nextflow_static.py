@@ -1898,3 +1898,22 @@ def test_routes_table_covers_every_route():
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert len(cells) == 4 and all(cells), row
         assert "not checked here" in cells[2] or "tests/" in cells[2], row
+
+
+def test_the_screen_gets_only_the_settings_it_reads():
+    """interaction_q and interaction_max_pairs choose which screened pairs are placed (select_pairs, in
+    the pass tasks and the baselines); the screen computes the same table whatever they are (it only
+    counts q in a log line). Declared for the screen, a new q re-ran the permutation screen on -resume."""
+    import inspect
+
+    from deepmapper.engine import interactions
+
+    screen = params_in("DEEPMAPPER_INTERACTIONS")
+    assert not {"interaction_q", "interaction_max_pairs"} & screen
+    assert {"interaction_q", "interaction_max_pairs"} <= params_in("DEEPMAPPER_TRAINPASS")
+    assert "interaction_q" in params_in("DEEPMAPPER_BASELINE")
+    # the screen's code reads neither, except q in its log line
+    source = inspect.getsource(interactions).split("def select_pairs", 1)[0]
+    assert "max_pairs" not in source
+    assert [line.strip() for line in source.splitlines() if "q_threshold" in line] == \
+        ["nm.max() if len(nm) else 0, int((q < cfg.q_threshold).sum()), cfg.q_threshold, secs)"]

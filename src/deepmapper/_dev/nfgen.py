@@ -456,9 +456,17 @@ _CUDA_CONTAINER = re.compile(r"(?m)^(\s*container\s*=\s*)'[^']*deepmapper[^']*-c
 _MANIFEST_VERSION = re.compile(r"(?m)^(\s*version\s*=\s*)'[^']*'")
 
 
+# How every module reports deepmapper's version (the `versions` topic): one line, owned here.
+VERSIONS_DEEPMAPPER = ("tuple val(\"${task.process}\"), val('deepmapper'), "
+                       "eval(\"deepmapper --version | sed 's/.*version //'\"), emit: versions_deepmapper, topic: versions")
+_VERSIONS_LINE = re.compile(r"(?m)^(\s*)tuple val\(\"\$\{task\.process\}\"\), val\('deepmapper'\).*$")
+
+
 def with_version(path: Path, text: str, release: str) -> str:
-    """A Nextflow file with the release wherever it names it (image tags, manifest.version)."""
+    """A Nextflow file with the release wherever it names it (image tags, manifest.version), and a
+    module with the one version line of deepmapper."""
     if path.name == "main.nf":
+        text = _VERSIONS_LINE.sub(lambda m: m.group(1) + VERSIONS_DEEPMAPPER, text)
         return _CONTAINER.sub(lambda m: f"{m.group(1)}'{IMAGE}:{release}'", text)
     text = _CUDA_CONTAINER.sub(lambda m: f"{m.group(1)}'{IMAGE}:{release}-cuda'", text)
     start = text.index("\nmanifest {")
