@@ -28,8 +28,11 @@ mkdir -p "$house"
 say() { echo "[rehearsal] $*"; }
 t0=$SECONDS
 
-# -- 1. sdist + wheel (the build backend of the calling environment: no index needed)
-"$python" -m build --no-isolation --sdist --wheel --outdir "$work/dist" . >"$work/build.log" 2>&1 ||
+# -- 1. sdist + wheel (the build backend of the calling environment: no index needed), from a copy of
+# the tracked files only: a stale build/ or egg-info, or a file git does not know, cannot reach the wheel
+mkdir -p "$work/tree"
+git ls-files -z | xargs -0 tar -cf - | tar -xf - -C "$work/tree"
+"$python" -m build --no-isolation --sdist --wheel --outdir "$work/dist" "$work/tree" >"$work/build.log" 2>&1 ||
   { tail -20 "$work/build.log"; exit 1; }
 "$python" -m twine check --strict "$work"/dist/*
 wheel="$(ls "$work"/dist/deepmapper-*.whl)"
@@ -46,7 +49,9 @@ if [ -n "$torch_wheel" ]; then
   pins+=("torch==$(basename "$torch_wheel" | cut -d- -f2)")
 fi
 # what the DAG tests need besides the package: the test runner and the checkers they import
-wants=("deepmapper[timm,report]==$version" "${pins[@]}" pytest pytest-timeout jsonschema reftrace pyyaml)
+# the wheel by its path, so no other deepmapper-<version> file can stand in for it
+wants=("deepmapper[timm,report] @ file://$wheel" "${pins[@]}" pytest pytest-timeout jsonschema reftrace pyyaml)
+rm -f "$house"/deepmapper-*
 "$python" -m venv "$work/venv"
 venv_pip=("$work/venv/bin/python" -m pip install -q --disable-pip-version-check --no-index "${links[@]}")
 if ! "${venv_pip[@]}" "${wants[@]}" 2>"$work/pip.log"; then
