@@ -13,7 +13,8 @@
 #
 # The wheelhouse (default ~/.cache/deepmapper/wheelhouse, $DEEPMAPPER_WHEELHOUSE) holds the
 # dependencies as files; it is filled once (pip download, through pip's configured indexes) and
-# reused, so later rehearsals touch no index. torch comes from $DEEPMAPPER_TORCH_WHEELS (default
+# reused, so later rehearsals touch no index. --no-compile: no .pyc for the ~1 GB installed (a fresh
+# environment per run; Python compiles what it imports). torch comes from $DEEPMAPPER_TORCH_WHEELS (default
 # /opt/wheels, where this machine keeps a CPU build) when a torch wheel lies there.
 # Usage: scripts/release_rehearsal.sh   (exit status non-zero when any part fails; prints timings)
 set -euo pipefail
@@ -53,7 +54,7 @@ fi
 wants=("deepmapper[timm,report] @ file://$wheel" "${pins[@]}" pytest pytest-timeout jsonschema reftrace pyyaml)
 rm -f "$house"/deepmapper-*
 "$python" -m venv "$work/venv"
-venv_pip=("$work/venv/bin/python" -m pip install -q --disable-pip-version-check --no-index "${links[@]}")
+venv_pip=("$work/venv/bin/python" -m pip install -q --no-compile --disable-pip-version-check --no-index "${links[@]}")
 if ! "${venv_pip[@]}" "${wants[@]}" 2>"$work/pip.log"; then
   say "the wheelhouse lacks a dependency: filling $house once (pip download)"
   "$python" -m pip download -q --disable-pip-version-check --dest "$house" --find-links "$work/dist" \
