@@ -22,7 +22,8 @@ cd "$(dirname "$0")/.."
 root="$PWD"
 python="${PYTHON:-python3}"
 work="$(mktemp -d "${TMPDIR:-/tmp}/deepmapper-rehearsal.XXXXXX")"
-trap 'rm -rf "$work"' EXIT
+# DEEPMAPPER_REHEARSAL_KEEP=1 keeps the folder (dist/, venv/) for a look afterwards
+[ "${DEEPMAPPER_REHEARSAL_KEEP:-0}" = 1 ] && echo "[rehearsal] keeping $work" || trap 'rm -rf "$work"' EXIT
 house="${DEEPMAPPER_WHEELHOUSE:-$HOME/.cache/deepmapper/wheelhouse}"
 torch_dir="${DEEPMAPPER_TORCH_WHEELS:-/opt/wheels}"
 mkdir -p "$house"
@@ -66,9 +67,10 @@ say "installed the wheel into a fresh environment in $((SECONDS - t1)) s"
 "$work/venv/bin/deepmapper" --version | grep -q "version $version" ||
   { echo "the installed console script does not report $version" >&2; exit 1; }
 
-# -- 3. the test profile's module command lines against the installed wheel
+# -- 3. the test profile's module command lines against the installed wheel (every process runs in the
+# fixture; the comparison with `deepmapper run`, a second full analysis, stays in the suite)
 t2=$SECONDS
 env -u PYTHONPATH PATH="$work/venv/bin:$PATH" DEEPMAPPER_INSTALLED_ONLY=1 \
   "$work/venv/bin/python" -m pytest "$root/tests/test_nextflow_static.py" -q -p no:cacheprovider \
-    -k "test_dag_ or test_stub_creates_declared_outputs" "$@"
+    -k "(test_dag_ and not test_dag_equals_embedded_run) or test_stub_creates_declared_outputs" "$@"
 say "ran the DAG against the wheel in $((SECONDS - t2)) s; total $((SECONDS - t0)) s"
