@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from deepmapper.cli import cli
 from deepmapper.denovo.fasta import read_fasta
 from deepmapper.denovo.recovery import planted_ranks, read_ranks, recovery
-from deepmapper.denovo.table import read_quant_sf
+from deepmapper.io import read_quant_sf
 from deepmapper.datasets.seqsim import SimConfig, simulate_experiment
 from conftest import skip_unless  # noqa: E402
 

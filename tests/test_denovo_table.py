@@ -8,6 +8,7 @@ from deepmapper.cli import cli
 from deepmapper.denovo import table as tb
 from deepmapper.denovo.steps import make_table
 from deepmapper.errors import InputError
+from deepmapper.io import read_quant_sf
 
 FEATURES = ["ENST01", "ENST02", "DENOVO_NODE_1_length_900", "ENST03", "DENOVO_NODE_2_length_400"]
 
@@ -39,7 +40,7 @@ def _experiment(tmp_path, n_per_group=5, reads=None):
 
 def test_read_quant_sf_and_build_table(tmp_path):
     _quant(tmp_path / "a.sf", FEATURES, [1.5, 2, 3, 4, 5])
-    names, vals = tb.read_quant_sf(tmp_path / "a.sf")
+    names, vals = read_quant_sf(tmp_path / "a.sf")
     assert names == FEATURES and vals.tolist() == [1.5, 2, 3, 4, 5]
     t = tb.build_table({"s1": (names, vals), "s2": (names, vals * 2)})
     assert t.counts.shape == (5, 2) and t.counts[:, 1].tolist() == [3, 4, 6, 8, 10]
@@ -63,11 +64,25 @@ def test_build_table_refuses_quant_files_from_different_indexes(tmp_path):
     ("Name\tNumReads\nx\tnan\n", "non-negative"),
     ("Name\tNumReads\nx\tabc\n", "not a number"),
     ("Name\tNumReads\nx\n", "fields"),
+    ("Name\tNumReads\nx\t1\nx\t2\n", "duplicate transcript names"),
 ])
 def test_bad_quant_files(tmp_path, body, match):
     (tmp_path / "q.sf").write_text(body)
     with pytest.raises(InputError, match=match):
-        tb.read_quant_sf(tmp_path / "q.sf")
+        read_quant_sf(tmp_path / "q.sf")
+
+
+def test_label_inputs_read_quant_files_with_the_same_reader(tmp_path):
+    """io.read_input's LABEL=quant.sf inputs and the de-novo table share one Salmon reader: a count the
+    table refuses is refused as an input too."""
+    from deepmapper import io
+
+    for label, body in (("a", "Name\tNumReads\nx\t5\ny\t1\n"), ("b", "Name\tNumReads\nx\t-2\ny\t1\n")):
+        (tmp_path / label).mkdir()
+        (tmp_path / label / "quant.sf").write_text(body)
+    with pytest.raises(InputError, match="non-negative") as err:
+        io.read_input([f"a={tmp_path / 'a'}", f"b={tmp_path / 'b'}"], label_key=None, min_class_size=1)
+    assert "b/quant.sf" in str(err.value)
 
 
 def test_make_table_writes_table_and_dataset(tmp_path):

@@ -236,7 +236,7 @@ def test_pair_channel_training_stacked_equals_one_at_a_time(planted_path):
         cfg = Config().with_params({**FAST, "passes_per_step": per_step})
         data = prepare(adata, cfg)
         screen = interactions.screen_prepared(data, cfg, progress=False, device=torch.device("cpu"))
-        use_interactions(data, cfg, interactions.table_text(screen))
+        use_interactions(data, cfg, screen.table)
         assert data.n_pairs == 2
         names = {frozenset((data.feature_names[a], data.feature_names[b])) for a, b in data.pairs}
         assert names == {frozenset(p) for p in truth["combo_pairs"]}
@@ -261,8 +261,8 @@ def test_logistic_start_keeps_the_pair_products_only_when_validation_prefers_the
     path, _ = planted_path
     cfg = Config().with_params(FAST)
     data = prepare(io.read_input(str(path), label_key="label"), cfg)
-    use_interactions(data, cfg, interactions.table_text(
-        interactions.screen_prepared(data, cfg, progress=False, device=torch.device("cpu"))))
+    use_interactions(data, cfg, interactions.screen_prepared(data, cfg, progress=False,
+                                                             device=torch.device("cpu")).table)
     real = train._validation_log_loss
     seen = []
 

@@ -81,12 +81,13 @@ def training_arrangement(run_dir, t: int) -> np.ndarray:
     from deepmapper.engine import train
     from deepmapper.config import Config
     from deepmapper.engine.data import prepare
+    from deepmapper.engine import interactions
     from deepmapper.pipeline.runner import use_interactions
 
     ds = io.read_dataset(run_dir / "dataset.h5ad")
     cfg = Config.from_dict(json.loads((run_dir / "findings.json").read_text())["config"])
     data = prepare(ds, cfg)
-    use_interactions(data, cfg, (run_dir / "interactions.tsv").read_text(encoding="utf-8"))
+    use_interactions(data, cfg, interactions.read_table(run_dir / "interactions.tsv"))
     assert data.n_pairs == 3
     return train.member_arrangement(data, cfg.run.seed + t)
 
@@ -132,15 +133,20 @@ def test_the_screen_places_the_planted_pairs_and_both_paths_store_them(in_memory
         assert p.seed == from_files.uns[KEY]["params"]["seed"] + t
 
 
-def test_read_results_without_pass_files_reselects_the_same_pairs(run_dir, from_files, tmp_path):
+def test_read_results_without_pass_files_reads_the_recorded_pairs(run_dir, from_files, tmp_path):
+    """findings.json records the placed pairs (one decision, made by training): a reader needs neither
+    the pass files nor interactions.tsv, and never selects pairs again."""
     copy = tmp_path / "copy"
     shutil.copytree(run_dir, copy, symlinks=False)
     shutil.rmtree(copy / "passes")
+    (copy / "interactions.tsv").unlink()
     got = dm.read_results(copy)
     assert "pass_importance" not in got.uns[KEY]
     np.testing.assert_array_equal(got.uns[KEY]["placed_pairs"], from_files.uns[KEY]["placed_pairs"])
 
-    (copy / "interactions.tsv").unlink()      # nothing says which pairs were placed: said, never guessed
+    summary = json.loads((copy / "findings.json").read_text())
+    del summary["placed_pairs"]               # results written before the record: said, never guessed
+    (copy / "findings.json").write_text(json.dumps(summary))
     blind = dm.read_results(copy)
     assert "placed_pairs" not in blind.uns[KEY]
     with pytest.raises(InputError, match="placed 3 gene pairs") as err:

@@ -17,11 +17,13 @@ _OWN_SETTINGS = {
     "label_key": "pass the label column as groupby",
     "matrix": "choose the matrix with layer= or use_raw=",
     "cluster": "cluster first (e.g. sc.tl.leiden) and pass groupby='leiden'",
+    "sample_key": "pass the sample column as sample_key=",
 }
 
 
 def rank_features(adata, groupby: str, *, layer: str | None = None, use_raw: bool | None = None,
-                  passes: int = 10, key_added: str = "deepmapper", copy: bool = False, **settings):
+                  passes: int = 10, key_added: str = "deepmapper", copy: bool = False,
+                  sample_key: str | None = None, **settings):
     """Rank every feature that separates the groups of ``adata.obs[groupby]``.
 
     Each feature becomes one pixel of a square pseudo-image under a seeded
@@ -50,6 +52,11 @@ def rank_features(adata, groupby: str, *, layer: str | None = None, use_raw: boo
         Number of accepted passes (arrangements) to accumulate.
     key_added
         Key in ``adata.uns`` and prefix of the ``adata.var`` columns.
+    sample_key
+        Column of ``adata.obs`` naming each cell's sample or donor (e.g. ``"donor"``). With it the
+        held-out set and validation folds are whole samples, the ranking is median importance x
+        reproducibility across samples, permutations move labels between samples, and the ranking
+        gains ``model_rank``, ``sample_reproducibility`` and ``sample_q`` (see docs/output.md).
     copy
         Return a copy of ``adata`` holding the result instead of writing into it.
     **settings
@@ -106,7 +113,7 @@ def rank_features(adata, groupby: str, *, layer: str | None = None, use_raw: boo
     dataset = io.from_anndata(adata, label_key=groupby, matrix=matrix,
                               normalize="never" if cfg.input.modality == "atac" else cfg.input.normalize,
                               min_class_size=cfg.input.min_class_size, modality=cfg.input.modality,
-                              source=f"AnnData ({where})")
+                              source=f"AnnData ({where})", sample_key=sample_key)
     dataset = _derived_features(dataset, cfg)
     if cfg.run.threads:
         import torch

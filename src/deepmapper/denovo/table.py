@@ -5,7 +5,6 @@ return numpy arrays, so they are unit-tested without Salmon.
 """
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +13,8 @@ import numpy as np
 
 from deepmapper._utils import atomic
 from deepmapper.errors import InputError
+from deepmapper.io import DENOVO_PREFIX, read_quant_sf
 
-DENOVO_PREFIX = "DENOVO_"
 QUANT_COLUMNS = ("Name", "Length", "EffectiveLength", "TPM", "NumReads")
 
 
@@ -34,37 +33,6 @@ class CountTable:
             # NumReads are fractional EM estimates; %.6g keeps them exact enough and short
             lines.append("\t".join([name, str(int(flag)), *(f"{v:.6g}" for v in row)]))
         return "\n".join(lines) + "\n"
-
-
-def read_quant_sf(path: str | os.PathLike, column: str = "NumReads") -> tuple[list[str], np.ndarray]:
-    """Names and one numeric column of a Salmon ``quant.sf``."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("Salmon quant file not found", where=str(path), field="quant.sf",
-                         fix="run 'deepmapper denovo quant' for this sample (it writes ID/quant.sf).")
-    with open(path, encoding="utf-8") as fh:
-        header = fh.readline().rstrip("\n").split("\t")
-        if "Name" not in header or column not in header:
-            raise InputError(f"not a Salmon quant.sf (header {header[:5]})", where=str(path), field=column,
-                             fix="give the quant.sf written by salmon quant.")
-        i_name, i_val = header.index("Name"), header.index(column)
-        names, values = [], []
-        for lineno, line in enumerate(fh, start=2):
-            parts = line.rstrip("\n").split("\t")
-            if len(parts) != len(header):
-                raise InputError(f"line {lineno} has {len(parts)} fields, expected {len(header)}", where=str(path),
-                                 field=column, fix="the file is truncated; re-run the quant step.")
-            try:
-                v = float(parts[i_val])
-            except ValueError:
-                raise InputError(f"line {lineno}: {parts[i_val]!r} is not a number", where=str(path),
-                                 field=column) from None
-            if not math.isfinite(v) or v < 0:
-                raise InputError(f"line {lineno}: {v} is not a finite non-negative count", where=str(path),
-                                 field=column)
-            names.append(parts[i_name])
-            values.append(v)
-    return names, np.asarray(values, dtype=np.float64)
 
 
 def build_table(per_sample: dict[str, tuple[list[str], np.ndarray]], *, denovo_prefix: str = DENOVO_PREFIX,

@@ -11,6 +11,11 @@
   equal to scanpy's scores; scanpy's numba kernels cost over a minute of compiling
   on a fresh machine); feature score = the largest z-score over classes.
 
+- ``pseudobulk`` (datasets with a sample key): counts summed per sample, PyDESeq2's
+  negative-binomial GLM, each label against the rest (:mod:`deepmapper.engine.pseudobulk`); feature
+  score = -log10 p. Added by itself; when it cannot run (PyDESeq2 missing, no raw counts)
+  ``baselines.json`` says why under ``pseudobulk.unavailable``.
+
 - ``interactions``: the pair screen alone (``interactions.tsv`` of the run, given as
   ``screen``): a gene's score is the largest |t| of the screened pairs it is in
   (with q below the threshold first, the rest after), genes in no listed pair
@@ -245,6 +250,25 @@ def screen_baseline(table, features, q_threshold: float = 0.05):
     return ranked, info
 
 
+def _pseudobulk(adata, tables: dict, summary: dict) -> None:
+    """The pseudobulk baseline for a dataset with a sample key (nothing without one)."""
+    from deepmapper import io
+    from deepmapper.engine import pseudobulk
+
+    if io.samples(adata) is None:
+        return
+    _, classes = io.labels(adata)
+    try:
+        table, info = pseudobulk.baseline(adata, classes)
+    except pseudobulk.PseudobulkUnavailable as err:
+        log.warning("pseudobulk baseline skipped: %s", err)
+        summary["pseudobulk"] = {"method": "pseudobulk", "unavailable": str(err)}
+        return
+    tables["pseudobulk"] = table
+    summary["methods"].append("pseudobulk")
+    summary["pseudobulk"] = info
+
+
 def run_baselines(adata, *, split, seed: int, methods=METHODS, C: float = 1.0, screen=None,
                   q_threshold: float = 0.05) -> tuple[dict, dict]:
     """``({name: ranking DataFrame}, summary)`` of the baselines on the run's split; the caller
@@ -269,6 +293,7 @@ def run_baselines(adata, *, split, seed: int, methods=METHODS, C: float = 1.0, s
     for method in methods:
         tables[method], summary[method] = logistic(adata, split, seed=seed, C=C) if method == "logistic" \
             else wilcoxon(adata)
+    _pseudobulk(adata, tables, summary)
     if screen is not None:
         tables["interactions"], summary["interactions"] = screen_baseline(screen, adata.var_names, q_threshold)
         summary["methods"].append("interactions")

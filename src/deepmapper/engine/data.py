@@ -15,7 +15,8 @@ import numpy as np
 
 from deepmapper.config import Config
 from deepmapper.errors import InputError
-from deepmapper.engine.split import Split, n_validation_folds, pass_cells, stratified_split, validation_folds
+from deepmapper.engine.split import (Split, make_split, n_validation_folds, pass_cells, sample_validation_folds,
+                                     validation_folds)
 
 # Below this many bytes the scaled matrix is kept dense in memory (fast path for
 # small data, where slicing a batch is a visible share of a step); above it,
@@ -46,6 +47,10 @@ class PreparedData:
     pair_classes: list[str] | None = None
     pair_mean: np.ndarray | None = None
     pair_scale: np.ndarray | None = None
+    # the sample (donor) of each cell and the sample ids, with a sample key; splits, folds and the
+    # screen's permutations then move whole samples
+    samples: np.ndarray | None = None
+    sample_names: list[str] | None = None
 
     def pass_cells(self, pass_index: int) -> tuple[np.ndarray, np.ndarray]:
         """(training cells, validation cells) of one pass."""
@@ -82,16 +87,12 @@ class PreparedData:
         out /= self.pair_scale
         return out.astype(np.float32, copy=False)
 
-    def with_interactions(self, table, cfg: Config, *, where: str = "interactions.tsv") -> "PreparedData":
-        """Use the screen's pairs (``interactions.select_pairs``): sets ``pairs`` and the standardisation of
+    def with_interactions(self, table, cfg: Config, *, where: str = "the pair table") -> "PreparedData":
+        """Use the screen's pairs (``interactions.placed_pairs``): sets ``pairs`` and the standardisation of
         their products, fitted on the training cells like the features' own. Returns self."""
-        from deepmapper.engine.interactions import select_pairs
+        from deepmapper.engine.interactions import placed_pairs
 
-        pairs, classes, _ = select_pairs(table, self.feature_names, q_threshold=cfg.interactions.q_threshold,
-                                         max_pairs=cfg.interactions.max_pairs, where=where)
-        from deepmapper.model.transform import max_pairs as room
-
-        pairs, classes = pairs[:room(self.n_features)], classes[:room(self.n_features)]
+        pairs, classes = placed_pairs(table, self.feature_names, cfg, where=where)
         self.pairs, self.pair_classes = pairs, classes
         if len(pairs) == 0:
             self.pair_mean = self.pair_scale = np.zeros(0, np.float32)
@@ -132,9 +133,8 @@ def prepare(adata, cfg: Config, *, where: str = "dataset") -> PreparedData:
         raise InputError(f"only one class ({classes[0] if classes else 'none'}) in the labels", where=where,
                          field=adata.uns.get("deepmapper", {}).get("label_key", "labels"),
                          fix="a comparison needs at least two labelled groups.")
-    split = stratified_split(codes, test_fraction=cfg.run.test_fraction, val_fraction=cfg.run.val_fraction,
-                             seed=cfg.run.seed, classes=classes, min_class_size=cfg.input.min_class_size,
-                             where=where)
+    samples = io.samples(adata)
+    split = make_split(codes, cfg, classes=classes, samples=samples, where=where)
     X = adata.X
     if sp.issparse(X):
         X = X.tocsr().astype(np.float32, copy=False)
@@ -150,7 +150,12 @@ def prepare(adata, cfg: Config, *, where: str = "dataset") -> PreparedData:
                         features_sha256=io.features_sha256(adata.var_names),
                         dataset_sha256=str(adata.uns.get("deepmapper", {}).get("source_sha256", "")),
                         raw_mean=raw_mean)
-    if cfg.run.rotate_validation:
+    if samples is not None:
+        data.samples, data.sample_names = samples[0], list(samples[1])
+    if cfg.run.rotate_validation and samples is not None:
+        data.folds = sample_validation_folds(codes, samples[0], len(samples[1]), split,
+                                             n_validation_folds(cfg.run.val_fraction), cfg.run.seed)
+    elif cfg.run.rotate_validation:
         data.folds = validation_folds(codes, split, n_validation_folds(cfg.run.val_fraction), cfg.run.seed)
     if X.shape[0] * X.shape[1] * 4 <= DENSE_LIMIT_BYTES:
         # filled block by block: the peak is the dense copy itself, not several temporaries

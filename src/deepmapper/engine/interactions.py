@@ -94,11 +94,28 @@ class ScreenResult:
     permutations: int
     null_max: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    note: str = ""                      # why no pair could be calibrated (too few samples), else ""
 
     def summary(self) -> dict:
         return {"n_features_screened": len(self.features), "n_tests": int(self.n_tests),
                 "n_cells": int(self.n_cells), "permutations": int(self.permutations),
-                "null_max": [round(float(v), 4) for v in self.null_max]}
+                "null_max": [round(float(v), 4) for v in self.null_max], "note": self.note}
+
+
+def sample_calibration(sample_labels: np.ndarray, q_threshold: float) -> str:
+    """'' when labels moved between whole samples can calibrate a q below ``q_threshold``; else the
+    sentence that says why not (the distinct relabellings other than the observed one are fewer
+    than 1 / q_threshold, so no permutation p value can fall below it)."""
+    from deepmapper.engine.samples import n_relabellings
+
+    total = n_relabellings(sample_labels)
+    need = int(np.ceil(1.0 / q_threshold - 1e-9))
+    if total - 1 >= need:
+        return ""
+    counts = np.bincount(np.asarray(sample_labels, np.int64))
+    return (f"no pair screen calibration is possible with {' + '.join(str(int(c)) for c in counts if c)} samples: "
+            f"only {total - 1} distinct relabellings of whole samples besides the observed one, and q < "
+            f"{q_threshold:g} needs {need}; no pair is reported (add samples)")
 
 
 # -- selecting cells and features ---------------------------------------------------------
@@ -318,11 +335,18 @@ def _block_size(p: int, n_classes: int) -> int:
 
 
 def screen(X, codes: np.ndarray, classes: list[str], feature_names: list[str], *, cells: np.ndarray,
-           cfg, seed: int = 0, device=None, progress: bool = True, keep: int = KEEP) -> ScreenResult:
+           cfg, seed: int = 0, device=None, progress: bool = True, keep: int = KEEP,
+           samples: np.ndarray | None = None) -> ScreenResult:
     """The pair screen on the rows ``cells`` of ``X`` (cells x features, dense or CSR).
 
     ``cfg``: :class:`deepmapper.config.InteractionConfig`. Returns the best ``keep`` pairs
     (all classes together) with their statistics; see the module docstring.
+
+    ``samples`` (sample code per cell, with a sample key): the permutations move labels between
+    whole samples (:func:`deepmapper.engine.samples.relabellings`: enumerated when few), and a pair's
+    ``q_value`` is at least its family-wise ``p_fwer``: cells of one donor co-vary, so pairs are
+    not exchangeable and only the permutation maximum is a valid reference. With too few samples
+    for any calibration nothing is screened and ``note`` says so.
     """
     import pandas as pd
     import torch
@@ -369,12 +393,25 @@ def screen(X, codes: np.ndarray, classes: list[str], feature_names: list[str], *
 
     # 1. the permutations first: each tested class's null distribution, and so its scale
     rng = np.random.default_rng([int(seed), 15485863])
+    relabelled = None
+    if samples is not None:     # labels move between whole samples (a sample keeps one label)
+        from deepmapper.engine.samples import relabellings
+        from deepmapper.engine.split import sample_labels
+
+        s_ids, s_cells = np.unique(np.asarray(samples, np.int64)[cells], return_inverse=True)
+        s_lab = sample_labels(codes_s, s_cells, len(s_ids))
+        note = sample_calibration(s_lab, cfg.q_threshold)
+        if note:
+            log.warning("interaction screen: %s", note)
+            return ScreenResult(empty, names, 0, len(cells), 0, [], time.perf_counter() - t0, note=note)
+        relabelled = relabellings(s_lab, cfg.permutations, seed)
     bar = tqdm(total=cfg.permutations + 1, desc="interaction screen", unit="labelling",
                disable=None if progress else True, leave=False)
     null_max = []
-    for _ in range(cfg.permutations):
+    for r in range(cfg.permutations if relabelled is None else len(relabelled)):
         current = np.zeros(T)
-        _screen_labelling(cols, rng.permutation(codes_s), n_classes, tested, block, null, cfg.min_detected,
+        permuted = rng.permutation(codes_s) if relabelled is None else relabelled[r][s_cells]
+        _screen_labelling(cols, permuted, n_classes, tested, block, null, cfg.min_detected,
                           cfg.statistic)
         null_max.append(current.copy())
         bar.update(1)
@@ -436,6 +473,8 @@ def screen(X, codes: np.ndarray, classes: list[str], feature_names: list[str], *
     p_fwer = (1.0 + (nm[None, :] >= scaled[:, None] - 1e-9).sum(1)) / (1.0 + len(nm))
     order = np.lexsort((j, i, c_idx, p_value, -scaled))
     q = _bh(p_value[order], n_tests)
+    if relabelled is not None:
+        q = np.maximum(q, p_fwer[order])
     table = pd.DataFrame({
         "feature_a": [names[v] for v in i[order]], "feature_b": [names[v] for v in j[order]],
         "class": [str(classes[c]) for c in c_idx[order]],
@@ -478,8 +517,8 @@ def _bh(p_sorted: np.ndarray, n_tests: int) -> np.ndarray:
 # -- files and pairs for the model -------------------------------------------------------
 
 def table_text(result: ScreenResult) -> str:
-    """interactions.tsv as text. The model always reads its pairs back from this text (file or
-    not), so the in-memory analysis and the chained steps use the very same values."""
+    """interactions.tsv as text, at full precision, so that a table read back from it places the
+    same pairs as the table in memory."""
     # full precision: the model keeps the pairs with q below the threshold, read back from this text,
     # and the best q reachable with P permutations is just under 1 / P (0.05 for the default 20),
     # which six significant digits would round onto the threshold
@@ -492,7 +531,7 @@ def write_table(result: ScreenResult, path) -> None:
     write_text(path, table_text(result))
 
 
-def parse_table(text: str, where: str = "interactions.tsv"):
+def parse_table(text: str, where: str = "the pair table"):
     import io as _io
 
     return read_table(_io.StringIO(text), where=where)
@@ -521,8 +560,21 @@ def read_table(path, where: str | None = None):
     return table
 
 
+def placed_pairs(table, feature_names: list[str], cfg, *, where: str = "the pair table"):
+    """The one decision of which pairs training places: :func:`select_pairs` under the run's
+    settings, then as many as the image has room for (``transform.max_pairs``). Returns
+    (pairs (M, 2) int64 feature indices, classes). findings.json records the result
+    (``placed_pairs``), so readers never select again."""
+    from deepmapper.model.transform import max_pairs as room
+
+    pairs, classes, _ = select_pairs(table, feature_names, q_threshold=cfg.interactions.q_threshold,
+                                     max_pairs=cfg.interactions.max_pairs, where=where)
+    n = room(len(feature_names))
+    return pairs[:n], classes[:n]
+
+
 def select_pairs(table, feature_names: list[str], *, q_threshold: float, max_pairs: int,
-                 where: str = "interactions.tsv"):
+                 where: str = "the pair table"):
     """The pairs the model uses: (pairs (M, 2) int64 feature indices, classes list, scores).
 
     Rows with q below the threshold, in the table's order (best first); greedy: a pair is taken only when
@@ -554,4 +606,4 @@ def screen_prepared(data, cfg, *, device=None, progress: bool = True) -> ScreenR
     """The screen of a run: on ``data`` (:class:`deepmapper.engine.data.PreparedData`)'s non-held-out cells."""
     cells = screen_cells(data.codes, data.split.test, cfg.interactions.max_cells, cfg.run.seed)
     return screen(data.X, data.codes, data.classes, data.feature_names, cells=cells, cfg=cfg.interactions,
-                  seed=cfg.run.seed, device=device, progress=progress)
+                  seed=cfg.run.seed, device=device, progress=progress, samples=data.samples)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from deepmapper.errors import InputError
+from deepmapper.io import MIN_SAMPLES_PER_LABEL
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,14 @@ def validation_folds(codes: np.ndarray, split: Split, n_folds: int, seed: int) -
     return folds
 
 
+def split_side_of(split: Split, n_cells: int) -> np.ndarray:
+    """Per cell: 0 training, 1 validation, 2 held out."""
+    side = np.zeros(n_cells, np.int64)
+    side[split.val] = 1
+    side[split.test] = 2
+    return side
+
+
 def pass_cells(split: Split, folds: np.ndarray | None, pass_index: int) -> tuple[np.ndarray, np.ndarray]:
     """(training cells, validation cells) of pass ``pass_index``: the fixed split without folds,
     else fold ``pass_index mod n_folds`` for validation and the other folds for training."""
@@ -79,3 +88,99 @@ def pass_cells(split: Split, folds: np.ndarray | None, pass_index: int) -> tuple
 def n_validation_folds(val_fraction: float) -> int:
     """Folds for rotating validation: about ``1 / val_fraction`` (at least 2)."""
     return max(2, int(round(1.0 / val_fraction)))
+
+
+# -- splits by sample ------------------------------------------------------------------------
+#
+# With a sample key (donor, sample, patient) the unit of every split is the sample: cells of one
+# donor share its genotype, handling and batch, so a held-out cell whose donor is also in training
+# measures memory of the donor, not the condition. A label needs MIN_SAMPLES_PER_LABEL samples: one
+# held out (the accuracy means "a new donor"), one validating (early stopping on a donor the pass
+# does not train on) and one to train on.
+
+
+
+def sample_labels(codes: np.ndarray, samples: np.ndarray, n_samples: int) -> np.ndarray:
+    """The label of each sample: the label most of its cells carry (ties: the lower code)."""
+    codes, samples = np.asarray(codes, np.int64), np.asarray(samples, np.int64)
+    n_classes = int(codes.max()) + 1 if codes.size else 0
+    table = np.zeros((n_samples, n_classes), np.int64)
+    np.add.at(table, (samples, codes), 1)
+    return table.argmax(1)
+
+
+def check_samples(codes: np.ndarray, samples: np.ndarray, sample_names: list[str], classes: list[str], *,
+                  where: str = "input", field: str = "sample_key") -> np.ndarray:
+    """The label of each sample, after refusing a design with fewer than MIN_SAMPLES_PER_LABEL samples
+    for some label (one clear error naming the counts and the fix)."""
+    lab = sample_labels(codes, samples, len(sample_names))
+    counts = np.bincount(lab, minlength=len(classes))
+    low = [c for c in range(len(classes)) if counts[c] < MIN_SAMPLES_PER_LABEL]
+    if low:
+        listed = ", ".join(f"'{classes[c]}' ({counts[c]} sample{'s' if counts[c] != 1 else ''}"
+                           + (f": {', '.join(sample_names[s] for s in np.flatnonzero(lab == c)[:4])}"
+                              if counts[c] else "") + ")" for c in low)
+        raise InputError(f"too few samples per label for a split by sample: {listed}; each label needs "
+                         f"{MIN_SAMPLES_PER_LABEL} (one held out, one validating, one training)",
+                         where=where, field=field,
+                         fix=f"add samples until every label has {MIN_SAMPLES_PER_LABEL}, or drop --sample-key "
+                             "to split by cells (then accuracies and rankings can reflect donors, not labels).")
+    return lab
+
+
+def sample_split(codes: np.ndarray, samples: np.ndarray, sample_names: list[str], classes: list[str], *,
+                 test_fraction: float, val_fraction: float, seed: int, where: str = "input") -> Split:
+    """Whole samples held out, validated on and trained on, stratified by each sample's label.
+
+    Per label: ``round(k * test_fraction)`` samples held out (>= 1, and leaving 2), then
+    ``round(rest * val_fraction)`` (>= 1) for validation, the rest (>= 1) for training. Every cell of a
+    sample lies on one side.
+    """
+    samples = np.asarray(samples, np.int64)
+    lab = check_samples(codes, samples, sample_names, classes, where=where)
+    rng = np.random.default_rng([int(seed), 7919, 1])
+    side = np.zeros(len(sample_names), np.int64)          # 0 train, 1 validation, 2 held out
+    for c in range(len(classes)):
+        ids = rng.permutation(np.flatnonzero(lab == c))
+        n_test = min(max(1, int(round(ids.size * test_fraction))), ids.size - 2)   # leave one to validate, one to train
+        rest = ids.size - n_test
+        n_val = min(max(1, int(round(rest * val_fraction))), rest - 1)
+        side[ids[:n_test]] = 2
+        side[ids[n_test:n_test + n_val]] = 1
+    cell_side = side[samples]
+    return Split(train=np.flatnonzero(cell_side == 0).astype(np.int64),
+                 val=np.flatnonzero(cell_side == 1).astype(np.int64),
+                 test=np.flatnonzero(cell_side == 2).astype(np.int64))
+
+
+def sample_validation_folds(codes: np.ndarray, samples: np.ndarray, n_samples: int, split: Split, n_folds: int,
+                            seed: int) -> np.ndarray:
+    """Fold id of every non-held-out cell (-1 held out), whole samples per fold.
+
+    Per label the non-held-out samples are shuffled and dealt round-robin from a random start, over
+    ``min(n_folds, fewest non-held-out samples of a label)`` folds, so every fold validates on at
+    least one sample of each label and every pass trains on at least one.
+    """
+    samples = np.asarray(samples, np.int64)
+    lab = sample_labels(codes, samples, n_samples)
+    pool = np.zeros(n_samples, bool)
+    pool[np.unique(samples[np.concatenate([split.train, split.val])])] = True
+    per_label = [np.flatnonzero(pool & (lab == c)) for c in np.unique(lab[pool])]
+    n_folds = max(2, min(n_folds, min(len(ids) for ids in per_label)))
+    rng = np.random.default_rng([int(seed), 6007, 1])
+    fold_of = np.full(n_samples, -1, np.int64)
+    for ids in per_label:
+        ids = rng.permutation(ids)
+        fold_of[ids] = (np.arange(ids.size) + rng.integers(n_folds)) % n_folds
+    return fold_of[samples]
+
+
+def make_split(codes: np.ndarray, cfg, *, classes: list[str], samples=None, where: str = "input") -> Split:
+    """The run's split: by cells (``stratified_split``), or by whole samples when ``samples`` is
+    ``(sample code per cell, sample names)``."""
+    r = cfg.run
+    if samples is None:
+        return stratified_split(codes, test_fraction=r.test_fraction, val_fraction=r.val_fraction, seed=r.seed,
+                                classes=classes, min_class_size=cfg.input.min_class_size, where=where)
+    return sample_split(codes, samples[0], samples[1], classes, test_fraction=r.test_fraction,
+                        val_fraction=r.val_fraction, seed=r.seed, where=where)

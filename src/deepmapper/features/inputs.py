@@ -45,7 +45,8 @@ def load(inputs: list[str], cfg: Config, *, label_key: str | None = None, labels
     else:
         adata = io.read_input(inputs, label_key=label_key, labels=labels, matrix=i.matrix, normalize=normalize,
                               min_class_size=i.min_class_size, modality=i.modality,
-                              missing_labels=io.parse_missing_labels(i.missing_labels))
+                              missing_labels=io.parse_missing_labels(i.missing_labels),
+                              sample_key=i.sample_key)
     if i.modality == "atac":
         adata = _atac_features(adata, cfg)
     _record(adata, cfg)
@@ -86,8 +87,17 @@ def _rebuild(adata, X, var_names, *, matrix: str, normalized: bool, cfg: Config,
     out = io.build_dataset(X, adata.obs_names, var_names, adata.obs[key].astype(str).to_numpy(), label_key=key,
                            source=meta["source"], var=var, matrix=matrix, normalized=normalized,
                            modality=cfg.input.modality, source_sha256=meta.get("source_sha256", ""),
-                           min_class_size=cfg.input.min_class_size)
+                           min_class_size=cfg.input.min_class_size, **_samples_of(adata))
     return out
+
+
+def _samples_of(adata) -> dict:
+    """build_dataset's sample arguments that carry a dataset's samples over to derived features (not the
+    count totals: gene-set scores and TF-IDF values are not counts)."""
+    key = adata.uns["deepmapper"].get("sample_key")
+    if not key:
+        return {}
+    return {"samples": adata.obs[key].astype(str).to_numpy(dtype=object), "sample_key": key}
 
 
 def _clustered(inputs: list[str], cfg: Config):

@@ -30,6 +30,7 @@ import csv
 import gzip
 import hashlib
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,10 +47,17 @@ SCHEMA_VERSION = 1
 TARGET_SUM = 1e4
 DENOVO_PREFIX = "DENOVO_"
 POPULATION_KEY = "population"
+# obs column of the sample id recorded for population inputs (one sample per directory)
+SAMPLE_KEY = "sample"
+# obs column of each cell's count total before normalize_total (only with a sample key): the counts
+# are expm1(X) * total / TARGET_SUM, which the pseudobulk baseline sums per sample
+TOTALS_KEY = "deepmapper_total_counts"
 _CHUNK = 1 << 24  # values per chunk when scanning large matrices (bounds temporary memory)
 _TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t", ".txt": "\t"}
 # The stratified split needs one held-out, one validation and one training cell per class.
 MIN_CELLS_PER_CLASS = 3
+# A split by sample needs as many samples per label, for the same reason (engine.split).
+MIN_SAMPLES_PER_LABEL = 3
 # pandas' default missing-value strings: they mean "missing" in feature columns, not in ids or labels.
 _NA_VALUES = {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>",
               "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"}
@@ -226,13 +234,16 @@ def check_float32_range(X, var_names, *, where: str, field: str = "X") -> None:
 
 def build_dataset(X, obs_names, var_names, labels, *, label_key: str, source: str, var=None,
                   matrix: str = "X", normalized: bool = False, modality: str = "rna",
-                  source_sha256: str = "", min_class_size: int = 5, where: str | None = None):
+                  source_sha256: str = "", min_class_size: int = 5, where: str | None = None,
+                  samples=None, sample_key: str | None = None, totals=None):
     """Validate and assemble the dataset AnnData every reader (and the de-novo table) returns.
 
     ``X`` (cells x features; dense or any scipy sparse) becomes float32, sparse as CSR
     (never densified); ``labels`` become a categorical ``obs[label_key]`` with sorted
     classes; ``var`` (optional frame, e.g. an ``is_denovo`` column) is aligned to
     ``var_names``; ``var["is_denovo"]`` is added from the ``DENOVO_`` prefix when absent.
+    ``samples`` (one id per cell) become ``obs[sample_key]`` and ``uns["deepmapper"]["sample_key"]``
+    (see :func:`samples`); ``totals`` (count totals before normalisation) ``obs[TOTALS_KEY]``.
     """
     import anndata as ad
     import pandas as pd
@@ -315,13 +326,122 @@ def build_dataset(X, obs_names, var_names, labels, *, label_key: str, source: st
         var["is_denovo"] = var_names.str.startswith(DENOVO_PREFIX)
     var["is_denovo"] = var["is_denovo"].astype(bool)
 
+    if samples is not None:
+        obs[sample_key] = _sample_column(samples, len(obs_names), where=where, sample_key=str(sample_key),
+                                         label_key=label_key)
+        if totals is not None:
+            obs[TOTALS_KEY] = np.asarray(totals, np.float64)
     adata = ad.AnnData(X=X, obs=obs, var=var)
     adata.uns["deepmapper"] = {
         "schema_version": SCHEMA_VERSION, "label_key": str(label_key), "source": str(source),
         "source_sha256": str(source_sha256), "matrix": str(matrix), "normalized": bool(normalized),
         "modality": str(modality), "deepmapper_version": __version__,
     }
+    if samples is not None:
+        adata.uns["deepmapper"]["sample_key"] = str(sample_key)
     return adata
+
+
+def _sample_column(samples, n: int, *, where: str, sample_key: str, label_key: str):
+    import pandas as pd
+
+    if sample_key == label_key:
+        raise InputError(f"the sample key and the label column are both '{label_key}': every label would be one "
+                         "sample, and nothing could be told apart from the donor", where=where, field="sample_key",
+                         fix="name the column of donors or samples with --sample-key, and the condition with "
+                             "--label-key.")
+    s = pd.Series(np.asarray(samples, dtype=object))
+    if len(s) != n:
+        raise InputError(f"{len(s)} sample ids for {n} cells", where=where, field=sample_key,
+                         fix="give one sample id per cell.")
+    missing = s.isna() | (s.astype(str).str.strip() == "")
+    if missing.any():
+        raise InputError(f"{int(missing.sum())} cells have no sample id", where=where, field=sample_key,
+                         fix="fill in the sample column, or leave those cells out.")
+    values = s.astype(str).str.strip().to_numpy()
+    return pd.Categorical(values, categories=sorted(set(values.tolist())))
+
+
+def samples(adata) -> tuple[np.ndarray, list[str]] | None:
+    """(sample code per cell int64, sorted sample ids) of a dataset with a sample key, else None."""
+    key = adata.uns.get("deepmapper", {}).get("sample_key")
+    if not key:
+        return None
+    if key not in adata.obs.columns:
+        raise FormatError(f"sample column '{key}' is missing from obs", where="dataset", field="sample_key",
+                          fix="re-create the dataset with 'deepmapper ingest --sample-key ...'.")
+    values = np.asarray(adata.obs[key].astype(str))
+    names = sorted(set(values.tolist()))
+    return np.searchsorted(np.asarray(names, dtype=object), values).astype(np.int64), names
+
+
+def counts_matrix(adata):
+    """The raw counts behind a dataset, or None when it holds no counts (e.g. log-normalised input).
+
+    Counts given as counts are X itself; counts normalised at ingest are recovered from
+    X = log1p(counts * TARGET_SUM / total) and the recorded totals, rounded (float32 keeps the
+    relative error near 1e-7, far below 0.5 for any count one cell holds)."""
+    import scipy.sparse as sp
+
+    meta = adata.uns.get("deepmapper", {})
+    X = adata.X
+    if not meta.get("normalized"):
+        return X if looks_like_counts(X) else None
+    if TOTALS_KEY not in adata.obs.columns:
+        return None
+    totals = adata.obs[TOTALS_KEY].to_numpy(np.float64) / TARGET_SUM
+    if sp.issparse(X):
+        C = sp.csr_matrix(X, dtype=np.float64, copy=True)
+        C.data = np.rint(np.expm1(C.data) * np.repeat(totals, np.diff(C.indptr)))
+        C.eliminate_zeros()
+        return C
+    return np.rint(np.expm1(np.asarray(X, np.float64)) * totals[:, None])
+
+
+# Obs column names that usually hold the donor or sample of each cell (case-insensitive).
+SAMPLE_COLUMN_NAMES = ("sample", "sample_id", "samples", "donor", "donor_id", "patient", "patient_id",
+                       "individual", "subject", "subject_id", "orig.ident", "batch", "library", "library_id")
+
+
+def design_warnings(labels, obs=None, *, samples=None, sample_key: str | None = None, label_key: str = "labels",
+                    where: str = "input") -> list[str]:
+    """One line per design problem the labels cannot get past (the readers log them as warnings).
+
+    - with samples: a label whose cells all come from one sample (label = sample: nothing can be
+      told apart from that donor);
+    - without: a label column nested in an obvious sample column of ``obs`` (``sample``, ``donor``,
+      ``batch``, ``orig.ident``, ...), i.e. a condition measured on several samples, given without
+      a sample key.
+    """
+    import pandas as pd
+
+    lab = pd.Series(np.asarray(labels, dtype=object)).astype(str).to_numpy()
+    out = []
+    if samples is not None:
+        s = pd.Series(np.asarray(samples, dtype=object)).astype(str).to_numpy()
+        per = pd.DataFrame({"l": lab, "s": s}).groupby("l")["s"].nunique()
+        one = [str(k) for k, v in per.items() if v == 1]
+        if one:
+            out.append(f"{where}: label(s) {', '.join(repr(k) for k in one[:5])} come from one sample each "
+                       f"('{sample_key}'): label = sample, so donor effects cannot be told apart from the label; "
+                       "add samples of these labels")
+        return out
+    if obs is None:
+        return out
+    for col in obs.columns:
+        if str(col).lower() not in SAMPLE_COLUMN_NAMES or str(col) == label_key:
+            continue
+        s = obs[col].astype(str).to_numpy()
+        n_s = len(set(s.tolist()))
+        if n_s < 2 or n_s >= len(s) or len(s) != len(lab):
+            continue
+        if pd.DataFrame({"l": lab, "s": s}).groupby("s")["l"].nunique().max() == 1:
+            out.append(f"{where}: '{label_key}' is constant within each '{col}' ({n_s} values), so it looks like a "
+                       "condition measured on several samples: without a sample key the split, the ranking and "
+                       f"the calibration treat cells as independent and can report donor effects as findings; "
+                       f"add --sample-key {col}")
+            break
+    return out
 
 
 # -- reading inputs --------------------------------------------------------------------------
@@ -342,14 +462,19 @@ class _Raw:
     label_key: str | None = None
     columns: list = field(default_factory=list)   # where the label column was looked for (for the message)
     has_columns: bool = True                      # False: the format has no columns to hold labels
+    samples: object = None             # sample id per cell (--sample-key column, or one per population)
+    obs: object = None                 # the input's other cell annotations (design warnings)
 
 
 def read_input(paths, *, label_key: str | None, labels=None, matrix: str = "auto", normalize: str = "auto",
-               min_class_size: int = 5, modality: str = "rna", missing_labels=()):
+               min_class_size: int = 5, modality: str = "rna", missing_labels=(), sample_key: str | None = None):
     """Read one input (or several labelled populations) into a validated dataset AnnData.
 
     ``missing_labels``: label values (after stripping spaces) that mean "no label"; those cells are
     left out with a warning. By default no value is special: "NA" is a class like any other.
+    ``sample_key``: the column naming each cell's sample or donor (obs of an h5ad, column of a
+    table); population inputs record one sample per directory and use it when every label has
+    ``MIN_SAMPLES_PER_LABEL`` of them.
     """
     if normalize not in ("auto", "always", "never"):
         raise InputError(f"unknown normalize '{normalize}'", where="--normalize", field="normalize",
@@ -386,9 +511,10 @@ def read_input(paths, *, label_key: str | None, labels=None, matrix: str = "auto
         raise InputError(f"{len(items)} unlabelled {kind} inputs", where=spec, field="input",
                          fix="give one input, or one LABEL=PATH per population (10x directories, quant.sf).")
     elif kind == "h5ad":
-        raw = _read_h5ad(items[0][1], label_key=label_key, matrix=matrix, use_labels=labels is None)
+        raw = _read_h5ad(items[0][1], label_key=label_key, matrix=matrix, use_labels=labels is None,
+                         sample_key=sample_key)
     elif kind == "table":
-        raw = _read_table(items[0][1], label_key=label_key, use_labels=labels is None)
+        raw = _read_table(items[0][1], label_key=label_key, use_labels=labels is None, sample_key=sample_key)
     elif kind == "10x":
         path = items[0][1]
         X, barcodes, var_names, var, files = _read_10x_dir(path, modality)
@@ -404,12 +530,14 @@ def read_input(paths, *, label_key: str | None, labels=None, matrix: str = "auto
         _missing_label_column(raw, spec)
     if missing_labels:
         _drop_missing_labels(raw, missing_labels)
+    use_samples, key = _choose_samples(raw, sample_key, spec)
 
     X = _as_csr_or_dense(raw.X)
     where = raw.source
     check_float32_range(X, raw.var_names, where=where, field=raw.matrix)
     check_finite(X, raw.var_names, where=where, field=raw.matrix)
     counts = looks_like_counts(X)
+    totals = None
     if normalize == "always":
         check_non_negative(X, raw.var_names, where=where, field="normalize", why="--normalize always")
         if not counts and not raw.counts_expected:
@@ -423,6 +551,8 @@ def read_input(paths, *, label_key: str | None, labels=None, matrix: str = "auto
     if do_norm:
         log.info("normalising: normalize_total(%g) + log1p (normalize=%s%s)", TARGET_SUM, normalize,
                  ", the matrix looks like counts" if normalize == "auto" else "")
+        if use_samples:   # the pseudobulk baseline recovers the counts from these (counts_matrix)
+            totals = np.asarray(X.sum(axis=1, dtype=np.float64)).ravel()
         X = normalize_log1p(X)
     elif normalize == "never" and counts:
         log.warning("the matrix looks like raw counts but normalize=never: using it as it is")
@@ -433,7 +563,11 @@ def read_input(paths, *, label_key: str | None, labels=None, matrix: str = "auto
     adata = build_dataset(X, raw.obs_names, raw.var_names, raw.labels, label_key=raw.label_key,
                           source=raw.source, var=raw.var, matrix=raw.matrix, normalized=do_norm,
                           modality=modality, source_sha256=_sources_sha256(raw.files),
-                          min_class_size=min_class_size, where=where)
+                          min_class_size=min_class_size, where=where,
+                          samples=raw.samples if use_samples else None, sample_key=key, totals=totals)
+    for line in design_warnings(raw.labels, raw.obs, samples=raw.samples if use_samples else None,
+                                sample_key=key, label_key=raw.label_key, where=where):
+        log.warning("%s", line)
     sizes = adata.obs[raw.label_key].value_counts().sort_index()
     log.info("dataset: %d cells x %d features (%s), %d classes in '%s': %s", adata.n_obs, adata.n_vars,
              "sparse" if _is_sparse(adata.X) else "dense", len(sizes), raw.label_key,
@@ -465,6 +599,42 @@ def _drop_missing_labels(raw: _Raw, missing_labels) -> None:
     raw.X = _as_csr_or_dense(raw.X)[keep]
     raw.obs_names = [raw.obs_names[i] for i in keep]
     raw.labels = np.asarray(raw.labels, dtype=object)[keep]
+    if raw.samples is not None:
+        raw.samples = np.asarray(raw.samples, dtype=object)[keep]
+    if raw.obs is not None:
+        raw.obs = raw.obs.iloc[keep]
+
+
+def _choose_samples(raw: _Raw, sample_key: str | None, spec: str) -> tuple[bool, str | None]:
+    """(split and test by sample, the sample column's name in obs)."""
+    import pandas as pd
+
+    population = raw.label_key is not None and raw.samples is not None and sample_key is None
+    if sample_key is not None:
+        if raw.samples is None:
+            if not raw.has_columns or raw.matrix == "counts" and raw.obs is None and not raw.columns:
+                raise InputError("--sample-key names a column, but this input has no columns", where=spec,
+                                 field="sample_key", fix="population inputs (LABEL=DIR) record one sample per "
+                                                         "directory by themselves: drop --sample-key.")
+            cols = list(raw.obs.columns) if raw.obs is not None else list(raw.columns)
+            raise InputError(f"no column '{sample_key}' (available: {_few(cols, 12) or 'none'})", where=spec,
+                             field="sample_key", fix="pass the column that names each cell's donor or sample.")
+        return True, sample_key
+    if not population:
+        return False, None
+    # population inputs: one sample per directory, used when every label has enough of them
+    per = pd.DataFrame({"l": np.asarray(raw.labels).astype(str), "s": np.asarray(raw.samples).astype(str)}) \
+        .groupby("l")["s"].nunique()
+    if int(per.min()) >= MIN_SAMPLES_PER_LABEL:
+        log.info("%s: %d population directories, %d-%d per label: split and tested by sample ('%s')", spec,
+                 int(per.sum()), int(per.min()), int(per.max()), SAMPLE_KEY)
+        return True, SAMPLE_KEY
+    one = [str(k) for k, v in per.items() if v == 1]
+    if one:
+        log.warning("%s: label(s) %s come from one directory (sample) each: label = sample, so donor effects "
+                    "cannot be told apart from the label; give several directories (samples) per label",
+                    spec, ", ".join(repr(k) for k in one[:5]))
+    return False, None
 
 
 def _is_sparse(X) -> bool:
@@ -558,13 +728,16 @@ def read_h5ad_file(path: Path, *, field: str = "input"):
                          fix="check that the file is a complete AnnData .h5ad.") from None
 
 
-def _read_h5ad(path: Path, *, label_key, matrix: str, use_labels: bool) -> _Raw:
+def _read_h5ad(path: Path, *, label_key, matrix: str, use_labels: bool, sample_key: str | None = None) -> _Raw:
     adata = read_h5ad_file(path)
     X, var_names, var, chosen = choose_matrix(adata, matrix, where=str(path))
     raw = _Raw(X=X, obs_names=list(adata.obs_names), var_names=list(var_names), var=var, files=[path],
-               source=str(path), matrix=chosen, label_key=label_key, columns=list(adata.obs.columns))
+               source=str(path), matrix=chosen, label_key=label_key, columns=list(adata.obs.columns),
+               obs=adata.obs)
     if use_labels and label_key is not None and label_key in adata.obs.columns:
         raw.labels = adata.obs[label_key].to_numpy()
+    if sample_key is not None and sample_key in adata.obs.columns:
+        raw.samples = adata.obs[sample_key].astype(str).to_numpy(dtype=object)
     return raw
 
 
@@ -601,28 +774,42 @@ def choose_matrix(adata, matrix: str, *, where: str):
 
 def from_anndata(adata, *, label_key: str, matrix: str = "auto", normalize: str = "auto",
                  min_class_size: int = 5, modality: str = "rna", source: str = "in-memory AnnData",
-                 source_sha256: str = ""):
+                 source_sha256: str = "", sample_key: str | None = None):
     """A dataset from an AnnData already in memory (tests, notebooks), with the h5ad rules."""
     X, var_names, var, chosen = choose_matrix(adata, matrix, where=source)
     X = _as_csr_or_dense(X)
     if label_key not in adata.obs.columns:
         raise InputError(f"no column '{label_key}' (available: {_few(list(adata.obs.columns), 12)})",
                          where=source, field=label_key, fix="pass an obs column holding the labels.")
+    if sample_key is not None and sample_key not in adata.obs.columns:
+        raise InputError(f"no column '{sample_key}' (available: {_few(list(adata.obs.columns), 12)})",
+                         where=source, field="sample_key",
+                         fix="pass the obs column naming each cell's donor or sample.")
     check_finite(X, var_names, where=source, field=chosen)
     counts = looks_like_counts(X)
     if normalize == "always":
         check_non_negative(X, var_names, where=source, field="normalize", why="normalize=always")
     do_norm = normalize == "always" or (normalize == "auto" and counts)
+    totals = None
     if do_norm:
+        if sample_key is not None:
+            totals = np.asarray(X.sum(axis=1, dtype=np.float64)).ravel()
         X = normalize_log1p(X)
-    return build_dataset(X, adata.obs_names, var_names, adata.obs[label_key].to_numpy(), label_key=label_key,
-                         source=source, var=var, matrix=chosen, normalized=do_norm, modality=modality,
-                         source_sha256=source_sha256, min_class_size=min_class_size)
+    samples_ = adata.obs[sample_key].astype(str).to_numpy(dtype=object) if sample_key is not None else None
+    labels_ = adata.obs[label_key].to_numpy()
+    out = build_dataset(X, adata.obs_names, var_names, labels_, label_key=label_key,
+                        source=source, var=var, matrix=chosen, normalized=do_norm, modality=modality,
+                        source_sha256=source_sha256, min_class_size=min_class_size, samples=samples_,
+                        sample_key=sample_key, totals=totals)
+    for line in design_warnings(labels_, adata.obs, samples=samples_, sample_key=sample_key, label_key=label_key,
+                                where=source):
+        log.warning("%s", line)
+    return out
 
 
 # CSV / TSV ------------------------------------------------------------------------------------
 
-def _read_table(path: Path, *, label_key, use_labels: bool) -> _Raw:
+def _read_table(path: Path, *, label_key, use_labels: bool, sample_key: str | None = None) -> _Raw:
     import pandas as pd
 
     sep = _TABLE_SUFFIXES[Path(_strip_gz(path)[0]).suffix]
@@ -637,7 +824,7 @@ def _read_table(path: Path, *, label_key, use_labels: bool) -> _Raw:
         raise InputError(f"{len(dup)} duplicate feature names, e.g. {_few(dup)}", where=str(path),
                          field="var_names", fix="make column names unique (e.g. append the gene id).")
     # "NA", "None", "null" ... are missing values in feature columns only: as a cell id or label they are text.
-    label_raw = [h for h in header[1:] if label_key is not None and h.strip() == label_key]
+    label_raw = [h for h in header[1:] if h.strip() in {label_key, sample_key} - {None}]
     na = {h: sorted(_NA_VALUES) for h in header[1:] if h not in label_raw}
     try:
         df = pd.read_csv(path, sep=sep, index_col=0, low_memory=False, keep_default_na=False, na_values=na,
@@ -650,6 +837,8 @@ def _read_table(path: Path, *, label_key, use_labels: bool) -> _Raw:
     df.columns = [str(c).strip() for c in df.columns]
     raw = _Raw(X=None, obs_names=[str(i) for i in df.index], var_names=[], files=[path], source=str(path),
                matrix="table", label_key=label_key)
+    if sample_key is not None and sample_key in df.columns:
+        raw.samples = df.pop(sample_key).astype(str).to_numpy(dtype=object)   # not a feature
     if label_key is not None and label_key in df.columns:
         column = df.pop(label_key)
         if use_labels:
@@ -746,7 +935,11 @@ def _read_10x_populations(items, modality: str) -> _Raw:
     for p in parts:
         label_counts[p[0]] = label_counts.get(p[0], 0) + 1
     seen: dict[str, int] = {}
-    blocks, obs, labels, files = [], [], [], []
+    blocks, obs, labels, files, samples = [], [], [], [], []
+    # a population's sample id: its directory's name when those are unique (a samplesheet's rows
+    # usually point at one folder per sample), else the cell-id prefix (label, or label-N)
+    dir_names = [p[1].name for p in parts]
+    by_dir = len(set(dir_names)) == len(dir_names) and all(dir_names)
     for label, path, X, barcodes, names, var, fl in parts:
         seen[label] = seen.get(label, 0) + 1
         prefix = label if label_counts[label] == 1 else f"{label}-{seen[label]}"
@@ -754,11 +947,12 @@ def _read_10x_populations(items, modality: str) -> _Raw:
         blocks.append(X[:, [col[n] for n in shared]])
         obs += [f"{prefix}:{b}" for b in barcodes]
         labels += [label] * X.shape[0]
+        samples += [path.name if by_dir else prefix] * X.shape[0]
         files += fl
     var = parts[0][5].loc[shared].copy()
     return _Raw(X=sp.vstack(blocks, format="csr"), obs_names=obs, var_names=shared, var=var, files=files,
                 source="; ".join(f"{p[0]}={p[1]}" for p in parts), matrix="counts", counts_expected=True,
-                labels=np.asarray(labels, dtype=object))
+                labels=np.asarray(labels, dtype=object), samples=np.asarray(samples, dtype=object))
 
 
 def _shared_names(name_lists: list[list[str]], where: list[str]) -> list[str]:
@@ -777,6 +971,44 @@ def _shared_names(name_lists: list[list[str]], where: list[str]) -> list[str]:
 
 # Salmon -----------------------------------------------------------------------------------------
 
+def read_quant_sf(path: str | os.PathLike, column: str = "NumReads") -> tuple[list[str], np.ndarray]:
+    """Names and one numeric column of a Salmon ``quant.sf`` (the one reader: ``LABEL=quant.sf`` inputs
+    and the de-novo table). Every value must be a finite non-negative number and names unique."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("Salmon quant file not found", where=str(path), field="quant.sf",
+                         fix="run 'deepmapper denovo quant' for this sample (it writes ID/quant.sf).")
+    with open(path, encoding="utf-8") as fh:
+        header = fh.readline().rstrip("\n").split("\t")
+        if "Name" not in header or column not in header:
+            raise InputError(f"not a Salmon quant.sf (header {header[:5]})", where=str(path), field=column,
+                             fix="give the quant.sf written by salmon quant.")
+        i_name, i_val = header.index("Name"), header.index(column)
+        names, values = [], []
+        for lineno, line in enumerate(fh, start=2):
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) != len(header):
+                raise InputError(f"line {lineno} has {len(parts)} fields, expected {len(header)}", where=str(path),
+                                 field=column, fix="the file is truncated; re-run the quant step.")
+            try:
+                v = float(parts[i_val])
+            except ValueError:
+                raise InputError(f"line {lineno}: {parts[i_val]!r} is not a number", where=str(path),
+                                 field=column) from None
+            if not math.isfinite(v) or v < 0:
+                raise InputError(f"line {lineno}: {v} is not a finite non-negative count", where=str(path),
+                                 field=column)
+            names.append(parts[i_name])
+            values.append(v)
+    if len(set(names)) != len(names):
+        seen, dup = set(), []
+        for n in names:
+            (dup.append(n) if n in seen else seen.add(n))
+        raise InputError(f"{len(set(dup))} duplicate transcript names, e.g. {_few(sorted(set(dup)))}",
+                         where=str(path), field="Name", fix="quantify against an index with unique transcript names.")
+    return names, np.asarray(values, dtype=np.float64)
+
+
 def _read_salmon(items) -> _Raw:
     import pandas as pd
 
@@ -785,27 +1017,9 @@ def _read_salmon(items) -> _Raw:
         qf = path / "quant.sf" if path.is_dir() else path
         if not qf.is_file():
             raise InputError("no quant.sf here", where=str(path), field="input", fix="give the path of quant.sf.")
-        try:
-            df = pd.read_csv(qf, sep="\t")
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            raise InputError(f"cannot parse quant.sf ({exc.__class__.__name__})", where=str(qf), field="input",
-                             fix="give a Salmon quant.sf (tab-separated, header Name ... NumReads).") from None
-        for need in ("Name", "NumReads"):
-            if need not in df.columns:
-                raise InputError(f"no column '{need}' (columns: {_few(list(df.columns))})", where=str(qf),
-                                 field=need, fix="give a Salmon quant.sf (Name, Length, EffectiveLength, TPM, "
-                                                 "NumReads).")
-        if df["Name"].duplicated().any():
-            dup = df["Name"][df["Name"].duplicated()].unique()
-            raise InputError(f"{len(dup)} duplicate transcript names, e.g. {_few(dup)}", where=str(qf),
-                             field="Name", fix="quantify against an index with unique transcript names.")
-        vals = pd.to_numeric(df["NumReads"], errors="coerce")
-        if vals.isna().any():
-            raise InputError(f"{int(vals.isna().sum())} NumReads values are missing or not numbers "
-                             f"(e.g. transcript {df['Name'][vals.isna()].iloc[0]})", where=str(qf), field="NumReads",
-                             fix="re-run salmon quant; the file looks damaged.")
-        cols.append(pd.Series(vals.to_numpy(np.float64), index=df["Name"].astype(str)))
-        names.append(list(df["Name"].astype(str)))
+        qnames, qvals = read_quant_sf(qf)
+        cols.append(pd.Series(qvals, index=qnames))
+        names.append(qnames)
         sample_ids.append(qf.parent.name if qf.name == "quant.sf" and qf.parent.name else qf.stem)
         labels.append(label)
         files.append(qf)
@@ -1025,6 +1239,7 @@ def ingest(paths, out: str | os.PathLike, *, label_key: str | None, labels=None,
     cfg = cfg or InputConfig()
     adata = read_input(paths, label_key=label_key if label_key is not None else cfg.label_key, labels=labels,
                        matrix=cfg.matrix, normalize=cfg.normalize, min_class_size=cfg.min_class_size,
-                       modality=modality, missing_labels=parse_missing_labels(cfg.missing_labels))
+                       modality=modality, missing_labels=parse_missing_labels(cfg.missing_labels),
+                       sample_key=cfg.sample_key)
     write_dataset(adata, out)
     return adata

@@ -44,12 +44,12 @@ def step_interactions(dataset_path: Path, cfg: Config, outdir: Path, *, progress
     return result
 
 
-def use_interactions(data, cfg: Config, table_text: str | None, *, where: str = layout.INTERACTIONS):
-    """Hand the screen's pairs (interactions.tsv as text) to the prepared data; no-op when off."""
-    from deepmapper.engine import interactions
-
-    if cfg.interactions.enabled and table_text is not None:
-        data.with_interactions(interactions.parse_table(table_text, where=where), cfg, where=where)
+def use_interactions(data, cfg: Config, table, *, where: str = layout.INTERACTIONS):
+    """Hand the screen's table (in memory, or as read from interactions.tsv) to the prepared data,
+    which places its pairs; no-op when off. interactions.tsv keeps full precision, so both routes
+    place the same pairs (tests/test_engine.py checks it)."""
+    if cfg.interactions.enabled and table is not None:
+        data.with_interactions(table, cfg, where=where)
     return data
 
 
@@ -65,12 +65,9 @@ def step_train(dataset_path: Path, cfg: Config, pass_indices: list[int], outdir:
     adata = io.read_dataset(dataset_path)
     data = prepare(adata, cfg, where=str(dataset_path))
     if cfg.interactions.enabled:
-        if interactions_path is not None:
-            interactions.read_table(interactions_path)          # a missing or broken file: one clear error
-            text = Path(interactions_path).read_text(encoding="utf-8")
-        else:
-            text = interactions.table_text(interactions.screen_prepared(data, cfg, progress=progress))
-        use_interactions(data, cfg, text, where=str(interactions_path or "interaction screen"))
+        table = interactions.read_table(interactions_path) if interactions_path is not None \
+            else interactions.screen_prepared(data, cfg, progress=progress).table
+        use_interactions(data, cfg, table, where=str(interactions_path or "interaction screen"))
     results = train_passes(data, cfg, pass_indices, progress=progress)
     for r in results:
         write_pass(stamp(r, data, adata), outdir)
@@ -78,41 +75,45 @@ def step_train(dataset_path: Path, cfg: Config, pass_indices: list[int], outdir:
 
 
 def step_accumulate(dataset_path: Path, pass_paths: list[Path], outdir: Path, cfg: Config,
-                    n_wanted: int | None = None) -> dict:
+                    n_wanted: int | None = None, *, adata=None, passes=None) -> dict:
+    """findings.tsv, findings.json, findings_per_class.tsv, findings_pairs.tsv. ``run`` hands over the
+    dataset and the verified passes it already holds (``adata``, ``passes``); a step reads them."""
     from deepmapper import io
 
-    adata = io.read_dataset(dataset_path)
-    passes = findings_mod.read_passes(pass_paths, dataset=adata, dataset_path=str(dataset_path))
+    adata = io.read_dataset(dataset_path) if adata is None else adata
+    if passes is None:
+        passes = findings_mod.read_passes(pass_paths, dataset=adata, dataset_path=str(dataset_path))
     table, per_class, summary, pairs = _findings(adata, passes, cfg, n_wanted)
     findings_mod.write(outdir, table, per_class, summary, pairs)
     return summary
 
 
-def step_evaluate(dataset_path: Path, pass_paths: list[Path], out: Path, n_wanted: int | None = None) -> dict:
+def step_evaluate(dataset_path: Path, pass_paths: list[Path], out: Path, n_wanted: int | None = None, *,
+                  adata=None, passes=None) -> dict:
+    """evaluation.json (the ensembled held-out accuracy); ``adata``/``passes`` as in step_accumulate."""
     from deepmapper import io
     from deepmapper.engine.evaluate import evaluate
 
-    adata = io.read_dataset(dataset_path)
+    adata = io.read_dataset(dataset_path) if adata is None else adata
     codes, classes = io.labels(adata)
-    passes = findings_mod.choose(findings_mod.read_passes(pass_paths, dataset=adata, dataset_path=str(dataset_path)),
-                                 n_wanted)
+    if passes is None:
+        passes = findings_mod.read_passes(pass_paths, dataset=adata, dataset_path=str(dataset_path))
+    passes = findings_mod.choose(passes, n_wanted)
     result = evaluate(passes, codes, classes)
     write_json(out, result)
     return result
 
 
 def step_baselines(dataset_path: Path, outdir: Path, cfg: Config, methods=("logistic", "wilcoxon"),
-                   interactions_path: Path | None = None) -> dict:
+                   interactions_path: Path | None = None, *, adata=None) -> dict:
     """Logistic regression and Wilcoxon; with ``interactions_path`` the pair screen alone too."""
     from deepmapper import io
     from deepmapper.engine import baselines, interactions
-    from deepmapper.engine.split import stratified_split
+    from deepmapper.engine.split import make_split
 
-    adata = io.read_dataset(dataset_path)
+    adata = io.read_dataset(dataset_path) if adata is None else adata
     codes, classes = io.labels(adata)
-    split = stratified_split(codes, test_fraction=cfg.run.test_fraction, val_fraction=cfg.run.val_fraction,
-                             seed=cfg.run.seed, classes=classes, min_class_size=cfg.input.min_class_size,
-                             where=str(dataset_path))
+    split = make_split(codes, cfg, classes=classes, samples=io.samples(adata), where=str(dataset_path))
     screen = interactions.read_table(interactions_path) if interactions_path is not None else None
     tables, summary = baselines.run_baselines(adata, split=split, seed=cfg.run.seed, methods=tuple(methods),
                                               screen=screen, q_threshold=cfg.interactions.q_threshold)
@@ -173,7 +174,7 @@ def analyse(adata, cfg: Config, *, device=None, progress: bool = True, where: st
     check_trainable(data, cfg, where=where, field=adata.uns.get("deepmapper", {}).get("label_key"))
     screen = interactions.screen_prepared(data, cfg, device=device, progress=progress) \
         if cfg.interactions.enabled else None
-    use_interactions(data, cfg, interactions.table_text(screen) if screen is not None else None)
+    use_interactions(data, cfg, screen.table if screen is not None else None)
     results = train_until_accepted(data, cfg, device=device, progress=progress)
     table, per_class, summary, pairs = _findings(adata, results, cfg, n_wanted=cfg.run.passes)
     codes, classes = io.labels(adata)
@@ -185,11 +186,15 @@ def analyse(adata, cfg: Config, *, device=None, progress: bool = True, where: st
 def _findings(adata, passes: list[PassResult], cfg: Config, n_wanted: int | None = None):
     """(findings table, per-class table, summary, pair table) of passes trained on ``adata`` (the first
     ``n_wanted`` accepted passes; all accepted when None)."""
+    from deepmapper import io
+    from deepmapper.engine import samples
+
     is_denovo = adata.var["is_denovo"].to_numpy() if "is_denovo" in adata.var else None
     return findings_mod.build(
         passes, [str(v) for v in adata.var_names], cfg=cfg, n_wanted=n_wanted, is_denovo=is_denovo,
         n_cells=int(adata.n_obs),
-        dataset_sha256=str(adata.uns.get("deepmapper", {}).get("source_sha256", "")))
+        dataset_sha256=str(adata.uns.get("deepmapper", {}).get("source_sha256", "")),
+        sample_stats=samples.sample_level(adata, io.labels(adata)[1]))
 
 
 # -- the embedded path ----------------------------------------------------------------------
@@ -255,12 +260,12 @@ def run(inputs: list[str], outdir: Path, cfg: Config, *, label_key: str | None =
                      data.n_classes, device, run_id)
             check_trainable(data, cfg, where=str(inputs[0]), field=adata.uns["deepmapper"].get("label_key"))
             screened = run_dir / layout.INTERACTIONS
-            if cfg.interactions.enabled:   # the screen on the training cells; the passes read its pairs back
+            if cfg.interactions.enabled:   # the screen on the training cells, written and handed over
                 from deepmapper.engine import interactions
 
-                interactions.write_table(interactions.screen_prepared(data, cfg, device=device, progress=progress),
-                                         screened)
-                use_interactions(data, cfg, screened.read_text(encoding="utf-8"))
+                screen = interactions.screen_prepared(data, cfg, device=device, progress=progress)
+                interactions.write_table(screen, screened)
+                use_interactions(data, cfg, screen.table)
             done = _reusable_passes(out, run_dir, info["resume_key"], data, cfg, resume=resume)
 
             def on_pass(r: PassResult) -> None:
@@ -270,15 +275,20 @@ def run(inputs: list[str], outdir: Path, cfg: Config, *, label_key: str | None =
             results = train_until_accepted(data, cfg, device=device, progress=progress, on_pass=on_pass,
                                            done=done)
             # required: what the run is for
+            # the pass files are read back once (verified as the step commands verify them) and shared
             pass_paths = findings_mod.pass_files(passes_dir)
-            summary = step_accumulate(dataset_path, pass_paths, run_dir, cfg, n_wanted=cfg.run.passes)
-            step_evaluate(dataset_path, pass_paths, run_dir / layout.EVALUATION, n_wanted=cfg.run.passes)
+            verified = findings_mod.read_passes(pass_paths, dataset=adata, dataset_path=str(dataset_path))
+            summary = step_accumulate(dataset_path, pass_paths, run_dir, cfg, n_wanted=cfg.run.passes,
+                                      adata=adata, passes=verified)
+            step_evaluate(dataset_path, pass_paths, run_dir / layout.EVALUATION, n_wanted=cfg.run.passes,
+                          adata=adata, passes=verified)
             # optional: a failure is reported, the required results are still published
             failed: list[tuple[str, str]] = []
             if baselines:
                 _optional("baselines", failed, run_dir,
                           lambda: step_baselines(dataset_path, run_dir / layout.BASELINES, cfg,
-                                                 interactions_path=screened if screened.is_file() else None))
+                                                 interactions_path=screened if screened.is_file() else None,
+                                                 adata=adata))
             if report:
                 _optional("report", failed, run_dir, lambda: _report(run_dir, multiqc_ok))
             info.update({"state": "complete", "seconds": round(time.perf_counter() - t_start, 2),

@@ -115,16 +115,27 @@ def choose(passes: list[PassResult], n_wanted: int | None) -> list[PassResult]:
 
 
 def build(passes: list[PassResult], feature_names: list[str], *, cfg: Config, n_wanted: int | None = None,
-          is_denovo: np.ndarray | None = None, n_cells: int | None = None, dataset_sha256: str = ""):
-    """Returns (findings rows, per-class rows, summary dict, accumulated pairs)."""
+          is_denovo: np.ndarray | None = None, n_cells: int | None = None, dataset_sha256: str = "",
+          sample_stats: dict | None = None):
+    """Returns (findings rows, per-class rows, summary dict, accumulated pairs).
+
+    ``sample_stats`` (:func:`deepmapper.engine.samples.sample_level`, datasets with a sample key): the rank
+    becomes that of median importance x sample reproducibility, and the table gains ``model_rank``
+    (the rank without samples), ``sample_reproducibility`` and ``sample_q``; the summary gains
+    ``sample_level`` with the per-sample means of the top features (findings_samples.tsv)."""
     import pandas as pd
 
     used = choose(passes, n_wanted)
     if not used:
         best = max(p.accuracy for p in passes)
+        held = " on held-out samples the model never saw" if sample_stats is not None else ""
         raise InputError(f"none of the {len(passes)} passes passed the accuracy gate (best held-out accuracy "
-                         f"{best:.3f})", field="run.min_accuracy",
-                         fix="train longer (--epochs), try another --backbone, or lower --min-accuracy.")
+                         f"{best:.3f}{held})", field="run.min_accuracy",
+                         fix="train longer (--epochs), try another --backbone, or lower --min-accuracy"
+                             + ("; with few samples per label what the model learns may not carry over to a "
+                                "new donor: add samples, or test across samples with the pseudobulk baseline "
+                                "(deepmapper baseline -> baselines/pseudobulk.tsv)" if held else "")
+                         + ".")
     if len(feature_names) != used[0].n_features:
         raise FormatError(f"dataset has {len(feature_names)} features but the passes have {used[0].n_features}",
                           field="n_features", fix="use the dataset the passes were trained on.")
@@ -134,6 +145,11 @@ def build(passes: list[PassResult], feature_names: list[str], *, cfg: Config, n_
     names = np.asarray(feature_names, dtype=object)
     denovo = np.zeros(len(names), bool) if is_denovo is None else np.asarray(is_denovo, bool)
     kind, partners, pair_table = pair_findings(used, names, result)
+    if sample_stats is not None:
+        score = result.median_importance * sample_stats["reproducibility"]
+        order = np.lexsort((result.rank, -score))         # ties: the model's own order
+        sample_rank = np.empty(len(order), np.int64)
+        sample_rank[order] = np.arange(1, len(order) + 1)
     table = pd.DataFrame({
         "feature": names[order],
         "rank": result.rank[order],
@@ -145,6 +161,11 @@ def build(passes: list[PassResult], feature_names: list[str], *, cfg: Config, n_
         "kind": kind[order],
         "partners": partners[order],
     })
+    if sample_stats is not None:
+        table["rank"] = sample_rank[order]
+        table["model_rank"] = result.rank[order]
+        table["sample_reproducibility"] = sample_stats["reproducibility"][order]
+        table["sample_q"] = sample_stats["q"][order]
 
     classes = used[0].classes
     per_class_rows, per_class_top = [], {}
@@ -185,6 +206,11 @@ def build(passes: list[PassResult], feature_names: list[str], *, cfg: Config, n_
         "dataset_sha256": dataset_sha256,
         "features_sha256": used[0].features_sha256,
         "n_pairs": int(len(pair_table)),
+        # the pairs training placed, in placement order (what pl.attribution_map redraws): recorded
+        # once here so that no reader selects them from interactions.tsv again
+        "placed_pairs": [[str(names[a]), str(names[b])] for a, b in
+                         np.asarray(used[0].pairs if used[0].pairs is not None else np.zeros((0, 2)),
+                                    dtype=np.int64).reshape(-1, 2)],
         "pair_channel": bool(used[0].meta.get("pair_channel", False)),
         # passes whose logistic start kept the pair products (their validation fold preferred them)
         "passes_with_pair_start": int(sum(bool(p.meta.get("pair_start")) for p in used)),
@@ -192,7 +218,48 @@ def build(passes: list[PassResult], feature_names: list[str], *, cfg: Config, n_
         "kinds": {k: int((kind == k).sum()) for k in KINDS},
     }
     summary["top_pairs"] = [{k: _json_value(v) for k, v in row.items()} for row in summary["top_pairs"]]
+    if sample_stats is not None:
+        summary["sample_level"] = sample_summary(sample_stats, names, order,
+                                                 screen_q=cfg.interactions.q_threshold if cfg.interactions.enabled
+                                                 else None)
     return table, per_class, summary, pair_table
+
+
+SAMPLE_PANEL_TOP = 20
+
+
+def sample_summary(stats: dict, names: np.ndarray, order: np.ndarray, q_threshold: float = 0.05,
+                   screen_q: float | None = None) -> dict:
+    """findings.json's ``sample_level``: the design, the test, whether the pair screen could be
+    calibrated by moving labels between samples, and the per-sample means of the top features."""
+    from deepmapper.engine.interactions import sample_calibration
+
+    labels = stats["sample_labels"]
+    codes = np.searchsorted(np.asarray(sorted(set(labels)), dtype=object), np.asarray(labels, dtype=object))
+    screen = "off" if screen_q is None else (sample_calibration(codes, screen_q) or
+                                             "labels permuted between whole samples; q >= family-wise p")
+    top = order[:SAMPLE_PANEL_TOP]
+    return {"sample_key": stats["sample_key"], "n_samples": len(stats["sample_names"]),
+            "samples_per_label": {c: labels.count(c) for c in sorted(set(labels))},
+            "test": stats["test"], "note": stats["note"], "relabellings": int(stats["relabellings"]),
+            "n_sample_q_below": int(np.sum(np.nan_to_num(stats["q"], nan=1.0) < q_threshold)),
+            "q_threshold": q_threshold, "pair_screen": screen,
+            "panel": {"features": [str(names[j]) for j in top], "samples": list(stats["sample_names"]),
+                      "labels": list(labels), "n_cells": [int(n) for n in stats["n_cells"]],
+                      "means": [[round(float(v), 6) for v in stats["means"][:, j]] for j in top]}}
+
+
+def samples_table(summary: dict):
+    """findings_samples.tsv: one row per (top feature, sample) with the sample's mean, or None."""
+    import pandas as pd
+
+    panel = (summary.get("sample_level") or {}).get("panel")
+    if not panel:
+        return None
+    rows = [{"feature": f, "sample": s, "label": lab, "n_cells": n, "mean": m}
+            for f, means in zip(panel["features"], panel["means"])
+            for s, lab, n, m in zip(panel["samples"], panel["labels"], panel["n_cells"], means)]
+    return pd.DataFrame(rows)
 
 
 def pair_findings(used: list[PassResult], names: np.ndarray, result):
@@ -267,4 +334,7 @@ def write(outdir: Path, table, per_class, summary, pairs=None) -> None:
     if pairs is not None:
         write_text(outdir / layout.FINDINGS_PAIRS, pairs.to_csv(sep="\t", index=False, float_format="%.6g"))
     write_text(outdir / layout.FINDINGS_PER_CLASS, per_class.to_csv(sep="\t", index=False, float_format="%.6g"))
+    per_sample = samples_table(summary)
+    if per_sample is not None:
+        write_text(outdir / layout.FINDINGS_SAMPLES, per_sample.to_csv(sep="\t", index=False, float_format="%.6g"))
     write_json(outdir / layout.FINDINGS_JSON, summary)

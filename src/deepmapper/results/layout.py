@@ -13,6 +13,7 @@ FINDINGS = "findings.tsv"             # the global ranking
 FINDINGS_JSON = "findings.json"       # accuracies, stability, configuration, versions
 FINDINGS_PER_CLASS = "findings_per_class.tsv"
 FINDINGS_PAIRS = "findings_pairs.tsv"  # the placed pairs, accumulated
+FINDINGS_SAMPLES = "findings_samples.tsv"  # with a sample key: top features' mean in each sample
 EVALUATION = "evaluation.json"
 RUN_INFO = "run_info.json"            # what `run` was asked (resume key, state)
 MANIFEST = "manifest.json"            # what one published run consists of
@@ -27,7 +28,7 @@ MULTIQC_REPORT = "multiqc_report.html"
 # user's file of the same name is reported up front instead of being half replaced.
 PUBLISHED = {DATASET: False, PASSES: True, FINDINGS: False, FINDINGS_JSON: False, FINDINGS_PER_CLASS: False,
              EVALUATION: False, RUN_INFO: False, MANIFEST: False, BASELINES: True, REPORT: False,
-             MQC: True, MULTIQC: True, INTERACTIONS: False, FINDINGS_PAIRS: False}
+             MQC: True, MULTIQC: True, INTERACTIONS: False, FINDINGS_PAIRS: False, FINDINGS_SAMPLES: False}
 
 
 def baseline_table(method: str) -> str:

@@ -353,7 +353,8 @@ def read_results(outdir, *, key_added: str = KEY):
     evaluation = _read_json(root / layout.EVALUATION) if (root / layout.EVALUATION).is_file() else None
 
     used = [int(i) for i in summary.get("used_passes", [])]
-    pass_importance = placed = None
+    pass_importance = None
+    placed = _placed_pairs(summary, [str(v) for v in dataset.var_names], where=str(root / layout.FINDINGS_JSON))
     files = {int(f.stem.split("_")[-1]): f for f in (root / "passes").glob("pass_*.npz")} \
         if (root / "passes").is_dir() else {}
     if used and all(i in files for i in used):
@@ -365,8 +366,8 @@ def read_results(outdir, *, key_added: str = KEY):
                                   where=str(files[i]), field="importance",
                                   fix="use pass files and findings from the same run.")
             rows.append(p.importance)
-            if placed is None:
-                placed = np.asarray(p.pairs, dtype=np.int64).reshape(-1, 2)   # every pass of a run places the same
+            if placed is None:   # results from before findings.json recorded them: the passes hold them
+                placed = np.asarray(p.pairs, dtype=np.int64).reshape(-1, 2)
         pass_importance = np.stack(rows)
 
     meta = dataset.uns["deepmapper"]
@@ -379,9 +380,6 @@ def read_results(outdir, *, key_added: str = KEY):
         from deepmapper.engine.interactions import read_table
 
         screen = read_table(root / layout.INTERACTIONS)
-    if placed is None:
-        placed = _placed_pairs(screen, cfg, [str(v) for v in dataset.var_names], summary,
-                               where=str(root / layout.INTERACTIONS))
     pairs = None
     if (root / layout.FINDINGS_PAIRS).is_file():
         pairs = _read_tsv(root / layout.FINDINGS_PAIRS, ("feature_a", "feature_b", "class", "rank"))
@@ -392,22 +390,15 @@ def read_results(outdir, *, key_added: str = KEY):
     return dataset
 
 
-def _placed_pairs(screen, cfg, feature_names: list[str], summary: dict, *, where: str):
-    """The pairs training placed, without pass files: selected from ``interactions.tsv`` exactly as
-    ``PreparedData.with_interactions`` does (same function, same settings, same room); None when that
-    cannot be known."""
-    from deepmapper.engine.interactions import select_pairs
-    from deepmapper.model.transform import max_pairs
-
-    if not cfg.interactions.enabled or int(summary.get("n_pairs") or 0) == 0:   # absent: a run before the screen
-        return np.zeros((0, 2), np.int64)
-    if screen is None:
-        return None
-    pairs, _, _ = select_pairs(screen, feature_names, q_threshold=cfg.interactions.q_threshold,
-                               max_pairs=cfg.interactions.max_pairs, where=where)
-    pairs = pairs[:max_pairs(len(feature_names))]
-    n_pairs = summary.get("n_pairs")
-    if n_pairs is not None and len(pairs) != int(n_pairs):
-        raise FormatError(f"interactions.tsv selects {len(pairs)} pairs but the passes placed {n_pairs}",
-                          where=where, field="pairs", fix="use interactions.tsv and findings from the same run.")
-    return pairs
+def _placed_pairs(summary: dict, feature_names: list[str], *, where: str):
+    """The pairs training placed, as findings.json records them (feature indices, placement order);
+    None for results written before that record existed and that placed pairs."""
+    recorded = summary.get("placed_pairs")
+    if recorded is None:
+        return np.zeros((0, 2), np.int64) if int(summary.get("n_pairs") or 0) == 0 else None
+    index = {n: k for k, n in enumerate(feature_names)}
+    missing = [f for pair in recorded for f in pair if f not in index]
+    if missing:
+        raise FormatError(f"placed pair feature {missing[0]!r} is not in the dataset", where=where,
+                          field="placed_pairs", fix="read findings.json and dataset.h5ad of the same run.")
+    return np.asarray([[index[a], index[b]] for a, b in recorded], dtype=np.int64).reshape(-1, 2)

@@ -46,6 +46,10 @@ def build_html(res: Results) -> str:
         ("baselines", "Baselines", _baselines(res)),
         ("run", "Parameters and versions", _run(res)),
     ]
+    if res.summary.get("sample_level"):   # runs with a sample key
+        from .samples import section as samples_section
+
+        sections.insert(2, ("samples", "Samples", samples_section(res)))
     if res.dataset.get("rss"):  # gene-set features only
         sections.insert(4, ("rss", "Gene-set specificity (RSS)", _rss(res)))
     nav = "".join(f'<a href="#{sid}">{html.escape(title)}</a>' for sid, title, _ in sections)

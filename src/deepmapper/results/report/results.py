@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from deepmapper.errors import FormatError, InputError
+from deepmapper.io import DENOVO_PREFIX
 from deepmapper.results import layout
 
 FINDINGS_COLUMNS = ("feature", "rank", "selection_frequency", "median_importance", "mean_rank", "pfer_bound")
 PER_CLASS_COLUMNS = ("class", "feature", "rank", "median_importance")
 BASELINE_COLUMNS = ("feature", "rank")
-DENOVO_PREFIX = "DENOVO_"
 
 
 @dataclass
@@ -321,6 +321,10 @@ def _read_baselines(folder: Path, res: Results) -> None:
                 .reset_index(drop=True)
         else:
             res.notes.append(f"baselines/{method}.tsv is absent: no comparison with {method}.")
+    path = folder / layout.baseline_table("pseudobulk")     # runs with a sample key
+    if path.is_file():
+        res.baselines["pseudobulk"] = _read_tsv(path, BASELINE_COLUMNS).sort_values("rank", kind="stable") \
+            .reset_index(drop=True)
     path = folder / layout.INTERACTIONS      # the pair screen alone (runs with interactions on)
     if path.is_file():
         res.baselines["interactions"] = _read_tsv(path, BASELINE_COLUMNS).sort_values("rank", kind="stable") \

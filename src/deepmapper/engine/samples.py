@@ -1,0 +1,219 @@
+"""Statistics at the level of the sample (donor): what a sample key buys beyond the split.
+
+Cells of one donor share its genotype, handling and batch, so they are not independent
+replicates of the condition. With a sample key:
+
+- :func:`sample_means` / :func:`pseudobulk_sums`: one profile per sample (mean of the analysed
+  values; sum of the raw counts), the unit every statistic here works on;
+- :func:`reproducibility`: per feature, how consistently the samples of one label sit above (or
+  below) the samples of the others: ``|2 AUC - 1|`` of the sample means, 1 when every sample of
+  the label lies beyond every other sample. A gene raised strongly in one of ``k`` donors of a
+  label and not in the others has an expected value of about ``1 / k`` (the outlier beats every
+  other sample, the remaining ``k - 1`` donors are a coin toss), a gene raised in every donor 1.
+  The ranking multiplies the model's median importance by it, so a one-donor gene needs ``k``
+  times the importance of a reproducible one to outrank it;
+- :func:`sample_test`: the per-feature q value at the level of samples (``sample_q`` in
+  findings.tsv): the pseudobulk negative-binomial GLM (PyDESeq2, :mod:`deepmapper.engine.pseudobulk`) on
+  the summed counts when the dataset holds counts, else Welch's t-test on the sample means of the
+  analysed (log-normalised) values; one label against the rest, Bonferroni over labels, then
+  Benjamini-Hochberg over features;
+- :func:`relabellings`: the distinct ways to move labels between whole samples (keeping how many
+  samples carry each label), enumerated exactly when few, the calibration of the pair screen.
+
+Pure numpy/scipy (PyDESeq2 is imported only inside :func:`sample_test`).
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import warnings
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+# Up to this many distinct relabellings they are enumerated, not drawn.
+EXACT_RELABELLINGS = 5000
+
+
+def _indicator(samples: np.ndarray, n_samples: int):
+    import scipy.sparse as sp
+
+    samples = np.asarray(samples, np.int64)
+    return sp.csr_matrix((np.ones(samples.size), (samples, np.arange(samples.size))),
+                         shape=(n_samples, samples.size))
+
+
+def pseudobulk_sums(X, samples: np.ndarray, n_samples: int) -> np.ndarray:
+    """(n_samples, F) float64 sums of ``X`` (cells x features, dense or sparse) over each sample's cells."""
+    out = _indicator(samples, n_samples) @ X
+    return np.asarray(out.toarray() if hasattr(out, "toarray") else out, np.float64)
+
+
+def sample_means(X, samples: np.ndarray, n_samples: int) -> np.ndarray:
+    """(n_samples, F) float64 means of ``X`` over each sample's cells."""
+    n = np.bincount(np.asarray(samples, np.int64), minlength=n_samples).astype(np.float64)
+    return pseudobulk_sums(X, samples, n_samples) / np.maximum(n, 1.0)[:, None]
+
+
+def auc(values: np.ndarray, in_group: np.ndarray) -> np.ndarray:
+    """Per column, P(a sample of the group > a sample of the rest) + P(tie) / 2 (Mann-Whitney AUC)."""
+    from scipy.stats import rankdata
+
+    values = np.asarray(values, np.float64)
+    in_group = np.asarray(in_group, bool)
+    n1, n0 = int(in_group.sum()), int((~in_group).sum())
+    if n1 == 0 or n0 == 0:
+        return np.full(values.shape[1], 0.5)
+    ranks = rankdata(values, axis=0)
+    u = ranks[in_group].sum(0) - n1 * (n1 + 1) / 2.0
+    return u / (n1 * n0)
+
+
+def reproducibility(means: np.ndarray, sample_labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Per feature, the largest over labels of ``|2 AUC - 1|`` of the label's samples against the others'."""
+    out = np.zeros(means.shape[1])
+    labels = np.asarray(sample_labels, np.int64)
+    present = [c for c in range(n_classes) if np.any(labels == c)]
+    for c in present[:1] if len(present) == 2 else present:      # two labels: one AUC says it all
+        out = np.maximum(out, np.abs(2.0 * auc(means, labels == c) - 1.0))
+    return out
+
+
+def bh(p: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg q values (NaN p values stay NaN and are not counted)."""
+    p = np.asarray(p, np.float64)
+    q = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    if ok.size == 0:
+        return q
+    order = ok[np.argsort(p[ok], kind="stable")]
+    m = ok.size
+    scaled = p[order] * m / np.arange(1, m + 1)
+    q[order] = np.minimum(1.0, np.minimum.accumulate(scaled[::-1])[::-1])
+    return q
+
+
+def welch_p(means: np.ndarray, in_group: np.ndarray) -> np.ndarray:
+    """Two-sided Welch t-test p value per feature (group samples against the rest); NaN when a side has
+    fewer than 2 samples or both sides are constant."""
+    from scipy import stats
+
+    a, b = means[in_group], means[~in_group]
+    if len(a) < 2 or len(b) < 2:
+        return np.full(means.shape[1], np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        res = stats.ttest_ind(a, b, axis=0, equal_var=False)
+    return np.asarray(res.pvalue, np.float64)
+
+
+def sample_test(adata, sample_codes: np.ndarray, n_samples: int, sample_labels: np.ndarray, classes: list[str],
+                *, means: np.ndarray | None = None) -> dict:
+    """The per-feature sample-level test (see the module docstring).
+
+    Returns ``{"p", "q" (arrays over features), "test" (name), "note" (why not DESeq2, or "")}``.
+    """
+    from deepmapper import io
+    from deepmapper.engine import pseudobulk
+
+    counts = io.counts_matrix(adata)
+    note = ""
+    p_cls = None
+    if counts is not None:
+        sums = pseudobulk_sums(counts, sample_codes, n_samples)
+        try:
+            res = pseudobulk.deseq2(sums, sample_labels, classes)
+            p_cls = res["p"]                                 # (labels tested, F)
+            test = "pseudobulk DESeq2 (PyDESeq2 Wald test on summed counts)"
+        except pseudobulk.PseudobulkUnavailable as err:
+            note = str(err)
+    else:
+        note = ("the dataset holds no raw counts (log-normalised input), so no negative-binomial pseudobulk; "
+                "Welch's t-test on the sample means of the analysed values instead")
+    if p_cls is None:
+        if means is None:
+            means = sample_means(adata.X, sample_codes, n_samples)
+        present = [c for c in range(len(classes)) if np.any(sample_labels == c)]
+        tested = present[:1] if len(present) == 2 else present
+        p_cls = np.stack([welch_p(means, sample_labels == c) for c in tested])
+        test = "Welch t-test on per-sample means of the analysed values"
+    with warnings.catch_warnings():          # a feature with no finite p value stays NaN, silently
+        warnings.simplefilter("ignore", RuntimeWarning)
+        p = np.nanmin(p_cls, axis=0)
+    p = np.minimum(1.0, p * p_cls.shape[0])                  # Bonferroni over the labels tested
+    return {"p": p, "q": bh(p), "test": test, "note": note}
+
+
+def n_relabellings(sample_labels: np.ndarray) -> int:
+    """Distinct assignments of the labels to the samples keeping each label's number of samples:
+    ``n! / prod(n_label!)`` (e.g. 20 for 3 + 3 samples, 70 for 4 + 4, 924 for 6 + 6)."""
+    counts = np.bincount(np.asarray(sample_labels, np.int64))
+    return math.factorial(int(counts.sum())) // math.prod(math.factorial(int(c)) for c in counts)
+
+
+def relabellings(sample_labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Up to ``n`` relabellings of the samples other than the observed one, (R, n_samples) int64.
+
+    Every relabelling keeps how many samples carry each label, so it moves labels between whole
+    samples. When the distinct relabellings are at most ``EXACT_RELABELLINGS`` they are enumerated
+    (all of them when ``n`` is at least their number, else a seeded subset without repeats);
+    otherwise they are drawn at random (repeats possible, negligible at that count)."""
+    labels = np.asarray(sample_labels, np.int64)
+    total = n_relabellings(labels)
+    rng = np.random.default_rng([int(seed), 15485863, 1])
+    if total <= EXACT_RELABELLINGS:
+        allp = _enumerate(labels)
+        allp = allp[~np.all(allp == labels[None, :], axis=1)]
+        if len(allp) > n:
+            allp = allp[np.sort(rng.choice(len(allp), size=n, replace=False))]
+        return allp
+    return np.stack([rng.permutation(labels) for _ in range(n)])
+
+
+def _enumerate(labels: np.ndarray) -> np.ndarray:
+    """Every distinct arrangement of the multiset ``labels`` over the positions (lexicographic)."""
+    k = len(labels)
+    values, counts = np.unique(labels, return_counts=True)
+    out = []
+
+    def fill(pos_left: list[int], vi: int, current: np.ndarray):
+        if vi == len(values) - 1:
+            current = current.copy()
+            current[pos_left] = values[vi]
+            out.append(current)
+            return
+        for chosen in itertools.combinations(pos_left, int(counts[vi])):
+            nxt = current.copy()
+            nxt[list(chosen)] = values[vi]
+            fill([p for p in pos_left if p not in chosen], vi + 1, nxt)
+
+    fill(list(range(k)), 0, np.zeros(k, np.int64))
+    return np.asarray(out, np.int64).reshape(-1, k)
+
+
+def sample_level(adata, classes: list[str]) -> dict | None:
+    """Everything findings need from the samples of a dataset with a sample key (None without one):
+    ``reproducibility`` and ``q`` per feature, the ``means`` per sample, each sample's label and
+    number of cells, the test's name and the number of distinct relabellings.
+    """
+    from deepmapper import io
+    from deepmapper.engine.split import sample_labels as labels_of
+
+    found = io.samples(adata)
+    if found is None:
+        return None
+    codes, _ = io.labels(adata)
+    s_codes, names = found
+    lab = labels_of(codes, s_codes, len(names))
+    means = sample_means(adata.X, s_codes, len(names))
+    rep = reproducibility(means, lab, len(classes))
+    test = sample_test(adata, s_codes, len(names), lab, classes, means=means)
+    if test["note"]:
+        log.warning("sample-level q value: %s", test["note"])
+    return {"reproducibility": rep, "q": test["q"], "p": test["p"], "test": test["test"], "note": test["note"],
+            "means": means, "sample_names": list(names),
+            "sample_labels": [classes[c] for c in lab],
+            "n_cells": np.bincount(s_codes, minlength=len(names)).tolist(),
+            "sample_key": adata.uns["deepmapper"]["sample_key"],
+            "relabellings": n_relabellings(lab)}

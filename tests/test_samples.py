@@ -1,0 +1,279 @@
+"""Conditions across donors (issue 19): splits, permutations and tests at the level of the sample."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import deepmapper as dm
+from deepmapper import io
+from deepmapper.engine import samples
+from deepmapper.config import Config
+from deepmapper.datasets import donors
+from deepmapper.errors import InputError
+from deepmapper.engine.split import (MIN_SAMPLES_PER_LABEL, sample_labels, sample_split, sample_validation_folds,
+                              split_side_of)
+
+FAST = dict(epochs=3, min_epochs=1, patience=2, ig_steps=4, attribution_max_samples=64, threads=1,
+            interaction_max_features=60)
+
+
+def _design(draw_sizes, n_labels):
+    """cells' label codes and sample codes from per-sample sizes; sample s has label s % n_labels."""
+    codes, samp = [], []
+    for s, n in enumerate(draw_sizes):
+        codes += [s % n_labels] * n
+        samp += [s] * n
+    return np.asarray(codes), np.asarray(samp)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n_labels=st.integers(2, 4), per_label=st.integers(MIN_SAMPLES_PER_LABEL, 8),
+       sizes=st.lists(st.integers(1, 30), min_size=32, max_size=32), seed=st.integers(0, 10_000),
+       test_fraction=st.floats(0.05, 0.6), val_fraction=st.floats(0.05, 0.6))
+def test_sample_split_never_cuts_a_sample(n_labels, per_label, sizes, seed, test_fraction, val_fraction):
+    n_samples = n_labels * per_label
+    codes, samp = _design(sizes[:n_samples], n_labels)
+    names = [f"s{i}" for i in range(n_samples)]
+    classes = [f"c{k}" for k in range(n_labels)]
+    split = sample_split(codes, samp, names, classes, test_fraction=test_fraction, val_fraction=val_fraction,
+                         seed=seed)
+    side = split_side_of(split, len(codes))
+    for s in range(n_samples):                       # one side per sample
+        assert len(set(side[samp == s].tolist())) == 1
+    for part in (split.train, split.val, split.test):  # every label on every side
+        assert set(codes[part].tolist()) == set(range(n_labels))
+    assert len(np.concatenate([split.train, split.val, split.test])) == len(codes)
+    folds = sample_validation_folds(codes, samp, n_samples, split, 10, seed)
+    assert np.all(folds[split.test] == -1)
+    for s in np.unique(samp[folds >= 0]):            # a fold holds whole samples
+        assert len(set(folds[samp == s].tolist())) == 1
+    for f in range(int(folds.max()) + 1):            # each pass validates and trains on every label
+        assert set(codes[folds == f].tolist()) == set(range(n_labels))
+        assert set(codes[(folds >= 0) & (folds != f)].tolist()) == set(range(n_labels))
+
+
+def test_too_few_samples_is_one_clear_error():
+    codes, samp = _design([10] * 5, 2)        # label 0: samples 0, 2, 4; label 1: samples 1, 3
+    with pytest.raises(InputError) as err:
+        sample_split(codes, samp, [f"d{i}" for i in range(5)], ["ctrl", "dis"], test_fraction=0.2,
+                     val_fraction=0.1, seed=0)
+    text = err.value.format()
+    assert "'dis' (2 samples: d1, d3)" in text and "needs 3" in text and "--sample-key" in text
+
+
+@pytest.mark.parametrize("sizes,expected", [((3, 3), 20), ((4, 4), 70), ((2, 3, 2), 210)])
+def test_relabellings_move_whole_samples_and_are_enumerated(sizes, expected):
+    lab = np.concatenate([np.full(n, k) for k, n in enumerate(sizes)])
+    assert samples.n_relabellings(lab) == expected
+    every = samples.relabellings(lab, 10_000, seed=0)
+    assert len(every) == expected - 1                            # all, except the observed labelling
+    assert len({tuple(r) for r in every}) == expected - 1          # distinct
+    assert not any(np.array_equal(r, lab) for r in every)
+    assert all(np.array_equal(np.bincount(r, minlength=len(sizes)), sizes) for r in every)
+    some = samples.relabellings(lab, 5, seed=1)
+    assert len(some) == 5 and len({tuple(r) for r in some}) == 5
+
+
+def test_screen_permutes_labels_between_whole_samples(monkeypatch):
+    from deepmapper.engine import interactions
+
+    rng = np.random.default_rng(0)
+    n_samples, per = 12, 25
+    samp = np.repeat(np.arange(n_samples), per)
+    codes = (samp % 2).astype(np.int64)                          # 6 samples per label
+    X = rng.poisson(2.0, (len(codes), 30)).astype(np.float32)
+    seen = []
+    real = interactions._screen_labelling
+
+    def spy(cols, labelling, *args, **kw):
+        seen.append(np.asarray(labelling).copy())
+        return real(cols, labelling, *args, **kw)
+
+    monkeypatch.setattr(interactions, "_screen_labelling", spy)
+    cfg = Config().interactions
+    cells = np.arange(len(codes))
+    interactions.screen(X, codes, ["a", "b"], [f"g{j}" for j in range(30)], cells=cells, cfg=cfg, seed=0,
+                        progress=False, samples=samp)
+    assert len(seen) == cfg.permutations + 1
+    for labelling in seen[:-1]:                                    # the permutations
+        for s in range(n_samples):
+            assert len(set(labelling[samp == s].tolist())) == 1    # a sample keeps one label
+        assert np.bincount(labelling[::per], minlength=2).tolist() == [6, 6]
+    assert np.array_equal(seen[-1], codes)                         # then the data
+
+
+def test_screen_says_when_no_calibration_is_possible():
+    from deepmapper.engine import interactions
+
+    samp = np.repeat(np.arange(6), 20)
+    codes = (samp % 2).astype(np.int64)                          # 3 + 3 samples: 19 other relabellings
+    X = np.random.default_rng(1).poisson(2.0, (len(codes), 20)).astype(np.float32)
+    res = interactions.screen(X, codes, ["a", "b"], [f"g{j}" for j in range(20)], cells=np.arange(len(codes)),
+                              cfg=Config().interactions, seed=0, progress=False, samples=samp)
+    assert len(res.table) == 0
+    assert "only 19 distinct relabellings" in res.note and "no pair is reported" in res.note
+
+
+def test_counts_are_recovered_exactly_from_the_normalised_dataset():
+    adata = donors.simulate(3, n_genes=80, mean_cells=30, seed=2)
+    ds = io.from_anndata(adata, label_key="condition", sample_key="donor")
+    assert ds.uns["deepmapper"]["normalized"] and ds.uns["deepmapper"]["sample_key"] == "donor"
+    back = io.counts_matrix(ds)
+    assert np.array_equal(back.toarray(), adata.X.toarray())
+
+
+def test_pseudobulk_deseq2_matches_a_direct_computation():
+    """PyDESeq2 on donor sums against the sums, median-of-ratios size factors and log2 ratios by hand."""
+    from deepmapper.engine import pseudobulk
+
+    adata = donors.simulate(4, n_genes=200, mean_cells=60, lfc=1.2, seed=3)
+    codes, classes = (adata.obs["condition"] == "disease").to_numpy().astype(np.int64), ["control", "disease"]
+    names = sorted(set(adata.obs["donor"]))
+    s_codes = np.searchsorted(names, adata.obs["donor"].to_numpy())
+    sums = samples.pseudobulk_sums(adata.X, s_codes, len(names))
+    direct = np.stack([np.asarray(adata.X[s_codes == s].sum(0)).ravel() for s in range(len(names))])
+    assert np.array_equal(sums, direct)
+    lab = sample_labels(codes, s_codes, len(names))
+    res = pseudobulk.deseq2(sums, lab, classes)
+    sf = pseudobulk.size_factors(sums)
+    norm = sums / sf[:, None]
+    hand = np.log2(norm[lab == 1].mean(0) + 0.5) - np.log2(norm[lab == 0].mean(0) + 0.5)
+    truth = [int(g[1:]) for g in adata.uns["truth"]["true_genes"]]
+    fc = res["log2fc"][0]
+    assert np.all(fc[truth] > 0.5)                                   # planted up in disease: up
+    well = norm.mean(0) > 50
+    assert np.corrcoef(fc[well], hand[well])[0, 1] > 0.95
+    assert np.median(np.abs(fc[well] - hand[well])) < 0.15
+    # the planted genes are the most significant ones
+    assert len(set(np.argsort(res["p"][0])[:12].tolist()) & set(truth)) >= 9
+
+
+def test_log_normalised_input_falls_back_to_welch_and_says_why():
+    """pbmc68k_reduced's .raw is log-normalised: no counts, so no NB pseudobulk; Welch on sample means."""
+    from deepmapper.engine import pseudobulk
+
+    adata = donors.simulate(3, n_genes=80, mean_cells=30, seed=7)
+    adata.X = io.normalize_log1p(adata.X)                 # what a log-normalised .raw holds
+    ds = io.from_anndata(adata, label_key="condition", sample_key="donor")
+    assert io.counts_matrix(ds) is None
+    stats = samples.sample_level(ds, ["control", "disease"])
+    assert stats["test"].startswith("Welch") and "no raw counts" in stats["note"]
+    assert np.nanmin(stats["q"]) <= 1 and np.all(stats["reproducibility"] <= 1)
+    with pytest.raises(pseudobulk.PseudobulkUnavailable, match="no raw counts"):
+        pseudobulk.baseline(ds, ["control", "disease"])
+
+
+def test_design_warnings(caplog):
+    adata = donors.simulate(3, n_genes=40, mean_cells=20, seed=4)
+    with caplog.at_level(logging.WARNING, logger="deepmapper.io"):
+        io.from_anndata(adata, label_key="condition")
+    assert "add --sample-key donor" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="deepmapper.io"):
+        io.from_anndata(adata, label_key="cell_type")               # cell types are not nested in donors
+    assert "sample-key" not in caplog.text
+    lines = io.design_warnings(["a", "a", "b", "b"], samples=["d1", "d1", "d2", "d3"], sample_key="donor")
+    assert len(lines) == 1 and "'a'" in lines[0] and "label = sample" in lines[0]
+    with pytest.raises(InputError, match="both 'condition'"):
+        io.from_anndata(adata, label_key="condition", sample_key="condition")
+
+
+@pytest.mark.parametrize("per_label", [1, 3])
+def test_populations_record_one_sample_per_directory(tmp_path, caplog, per_label):
+    import scipy.io
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(5)
+    specs = []
+    for label in ("ctrl", "dis"):
+        for k in range(per_label):
+            d = tmp_path / f"{label}{k}"
+            d.mkdir()
+            scipy.io.mmwrite(str(d / "matrix.mtx"), sp.csr_matrix(rng.poisson(1.0, (15, 20)).T.astype(float)))
+            (d / "barcodes.tsv").write_text("".join(f"bc{i}\n" for i in range(15)))
+            (d / "features.tsv").write_text("".join(f"id{j}\tg{j}\tGene Expression\n" for j in range(20)))
+            specs.append(f"{label}={d}")
+    with caplog.at_level(logging.WARNING, logger="deepmapper.io"):
+        ds = io.read_input(specs, label_key=None)
+    if per_label == 1:                      # label = sample: a warning, and no split by sample
+        assert "label = sample" in caplog.text and "sample_key" not in ds.uns["deepmapper"]
+    else:                                   # enough directories: split and tested by sample by default
+        assert ds.uns["deepmapper"]["sample_key"] == io.SAMPLE_KEY
+        codes, names = io.samples(ds)
+        assert names == ["ctrl0", "ctrl1", "ctrl2", "dis0", "dis1", "dis2"]      # the directories' names
+        assert np.bincount(codes).tolist() == [15] * 6
+        assert np.array_equal(io.counts_matrix(ds).sum(1).A1 if hasattr(io.counts_matrix(ds), "A1")
+                              else np.asarray(io.counts_matrix(ds).sum(1)).ravel(),
+                              np.asarray(ds.obs[io.TOTALS_KEY]))
+
+
+def _tiny():
+    return donors.simulate(3, n_genes=60, mean_cells=40, seed=6)
+
+
+def test_sample_key_through_the_api(one_torch_thread):
+    adata = _tiny()
+    dm.tl.rank_features(adata, "condition", sample_key="donor", passes=1, **FAST)
+    res = adata.uns["deepmapper"]
+    ranking = res["ranking"]
+    for col in ("model_rank", "sample_reproducibility", "sample_q"):
+        assert col in ranking.columns
+    q = ranking["sample_q"]                  # NaN: DESeq2 gave no p value (Cook's outlier, all zero)
+    assert q.notna().mean() > 0.8 and q.dropna().between(0, 1).all()
+    score = ranking["median_importance"] * ranking["sample_reproducibility"]
+    assert np.all(np.diff(score.to_numpy()) <= 1e-12)               # ranked by importance x reproducibility
+    with pytest.raises(InputError, match="sample"):
+        dm.tl.rank_features(_tiny(), "condition", sample_key="nope", passes=1, **FAST)
+
+
+def test_sample_key_through_the_cli(tmp_path, one_torch_thread):
+    from click.testing import CliRunner
+
+    from deepmapper.cli import cli
+
+    adata = _tiny()
+    path = tmp_path / "donors.h5ad"
+    adata.write_h5ad(path)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(cli, ["run", "--input", str(path), "--label-key", "condition", "--sample-key", "donor",
+                                   "--outdir", str(out), "--no-report", "--passes", "1", "--epochs", "3",
+                                   "--min-epochs", "1", "--patience", "2", "--ig-steps", "4",
+                                   "--attribution-max-samples", "64", "--threads", "1",
+                                   "--interaction-max-features", "60"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    import json
+
+    import pandas as pd
+
+    findings = pd.read_csv(out / "findings.tsv", sep="\t")
+    assert {"model_rank", "sample_reproducibility", "sample_q"} <= set(findings.columns)
+    summary = json.loads((out / "findings.json").read_text())["sample_level"]
+    assert summary["sample_key"] == "donor" and summary["n_samples"] == 6
+    assert "DESeq2" in summary["test"]                              # counts were given: the NB pseudobulk
+    assert "no pair screen calibration is possible" in summary["pair_screen"]
+    per_sample = pd.read_csv(out / "findings_samples.tsv", sep="\t")
+    assert set(per_sample["sample"]) == set(adata.obs["donor"])
+    baselines = json.loads((out / "baselines" / "baselines.json").read_text())
+    assert "pseudobulk" in baselines["methods"] and (out / "baselines" / "pseudobulk.tsv").is_file()
+    # the held-out cells are whole donors
+    ds = io.read_dataset(out / "dataset.h5ad")
+    from deepmapper.engine.passfile import read_pass
+
+    p = read_pass(sorted((out / "passes").glob("pass_*.npz"))[0])
+    held = set(ds.obs["donor"].to_numpy()[p.heldout_index])
+    assert set(np.flatnonzero(ds.obs["donor"].isin(held).to_numpy())) == set(p.heldout_index.tolist())
+    # the report's Samples section: design, comparison with the pseudobulk baseline, donor x feature panel
+    from deepmapper.results.report.html import build_html
+    from deepmapper.results.report.results import load_results
+
+    page = build_html(load_results(out))
+    assert 'id="samples"' in page and "Top features in each sample" in page
+    assert "pseudobulk DESeq2&#x27;s top 20" in page or "pseudobulk DESeq2's top 20" in page
+    # read back into an AnnData: the sample-level columns travel with the ranking
+    back = dm.read_results(out)
+    assert {"model_rank", "sample_q"} <= set(back.uns["deepmapper"]["ranking"].columns)
