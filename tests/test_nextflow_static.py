@@ -1904,19 +1904,17 @@ def test_routes_table_covers_every_route():
 
 
 def test_the_screen_gets_only_the_settings_it_reads():
-    """interaction_q and interaction_max_pairs choose which screened pairs are placed (select_pairs, in
-    the pass tasks and the baselines); the screen computes the same table whatever they are (it only
-    counts q in a log line). Declared for the screen, a new q re-ran the permutation screen on -resume."""
+    """interaction_max_pairs chooses how many screened pairs are placed (select_pairs / placed_pairs, in
+    the pass tasks and the baselines); the screen computes the same table whatever it is. Declared for
+    the screen, a new value re-ran the permutation screen on -resume. interaction_q stays declared for
+    the screen: with a sample key the screen reports no pair when whole-sample relabellings cannot reach
+    q (sample_calibration), so its table depends on q."""
     import inspect
 
     from deepmapper.engine import interactions
 
     screen = params_in("DEEPMAPPER_INTERACTIONS")
-    assert not {"interaction_q", "interaction_max_pairs"} & screen
-    assert {"interaction_q", "interaction_max_pairs"} <= params_in("DEEPMAPPER_TRAINPASS")
-    assert "interaction_q" in params_in("DEEPMAPPER_BASELINE")
-    # the screen's code reads neither, except q in its log line
-    source = inspect.getsource(interactions).split("def select_pairs", 1)[0]
-    assert "max_pairs" not in source
-    assert [line.strip() for line in source.splitlines() if "q_threshold" in line] == \
-        ["nm.max() if len(nm) else 0, int((q < cfg.q_threshold).sum()), cfg.q_threshold, secs)"]
+    assert "interaction_max_pairs" not in screen and "interaction_max_pairs" in params_in("DEEPMAPPER_TRAINPASS")
+    assert {"interaction_q"} <= screen & params_in("DEEPMAPPER_TRAINPASS") & params_in("DEEPMAPPER_BASELINE")
+    code = inspect.getsource(interactions.screen) + inspect.getsource(interactions.screen_prepared)
+    assert "max_pairs" not in code and "sample_calibration(" in code and "q_threshold" in code

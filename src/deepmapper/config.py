@@ -237,9 +237,10 @@ class InteractionConfig:
     q_threshold: float = _f(0.05, "interaction_q",
                             "Pairs with a screen q-value (Benjamini-Hochberg over all pairs and classes, "
                             "permutation p-values) below this are used by the model and reported.",
-                            # the screen itself never filters by q (it only counts in a log line): declared
-                            # for the steps that select pairs with it, so a new q re-runs no screen on -resume
-                            gt=0.0, lt=1.0, steps=("train", "baseline"))
+                            # the screen never filters by q, but with a sample key it reports no pair when
+                            # whole-sample relabellings cannot reach q (interactions.sample_calibration): so
+                            # the screen's step reads it too (max_pairs, below, only the selection)
+                            gt=0.0, lt=1.0, steps=INTERACTION_STEPS + ("baseline",))
     max_pairs: int = _f(32, "interaction_max_pairs",
                         "At most this many screened pairs are placed side by side (best first; each gene in "
                         "one placed pair).", min=1, steps=("train",))  # selection, not the screen
