@@ -9,9 +9,11 @@ each pass file is written as it finishes). For each point x signal:
 1. the outdir holds an earlier, complete run (another seed, with report);
 2. a run with DEEPMAPPER_FAULT=POINT is killed there;
 3. the outdir must hold the earlier run's files byte-identical, or the new run's complete set
-   (every file listed in its manifest, checksums equal);
+   (every file listed in its manifest, checksums equal), or (SIGKILL while the files move in,
+   publish:1) a publish journal that, redone as the next run does on taking the lock, gives the
+   new run's complete set;
 4. `run --resume` must finish with findings.tsv/.json, findings_per_class.tsv and evaluation.json
-   byte-identical to an uninterrupted run's, and leave one run directory.
+   byte-identical to an uninterrupted run's, and leave no run directory (the files were moved out).
 
 Prints one row per case: outcome after the kill, passes reused by the resume, seconds lost
 (killed run + resume - uninterrupted run), in wall time and in CPU time. Exit status 1 when any case fails a check.
@@ -33,7 +35,7 @@ DATA = ROOT / "assets" / "test" / "pbmc68k_reduced.h5ad"
 SETTINGS = ["--label-key", "bulk_labels", "--passes", "4", "--epochs", "3", "--min-epochs", "1",
             "--passes-per-step", "1", "--threads", "1", "--ig-steps", "8", "--attribution-max-samples", "64",
             "--no-baselines"]
-POINTS = ["ingest", "pass:0", "pass:2", "accumulate", "report", "publish:0", "publish:1"]
+POINTS = ["ingest", "pass:0", "pass:2", "accumulate", "report", "publish:0", "publish:1", "publish:2"]
 SIGNALS = ["KILL", "TERM"]
 COMPARED = ["findings.tsv", "findings.json", "findings_per_class.tsv", "evaluation.json"]
 
@@ -88,6 +90,23 @@ def is_complete_set(outdir: Path) -> bool:
         return False
 
 
+def finished_from_journal(outdir: Path, base: dict) -> bool:
+    """A publish cut short by SIGKILL: no manifest while the journal is there, and redoing the journal
+    (on a copy, as the next run does when it takes the lock) gives the new run's complete set."""
+    from deepmapper.results.publish import MANIFEST, OutDir
+
+    if (outdir / MANIFEST).exists() or not (outdir / ".deepmapper" / "publishing.json").exists():
+        return False
+    copy = Path(tempfile.mkdtemp(prefix="journal-", dir=outdir.parent)) / "out"
+    try:
+        shutil.copytree(outdir, copy, symlinks=True)
+        OutDir(copy).recover()
+        return is_complete_set(copy) and all((copy / n).read_bytes() == base["reference_files"][n]
+                                             for n in COMPARED)
+    finally:
+        shutil.rmtree(copy.parent, ignore_errors=True)
+
+
 def prepare(workdir: Path) -> dict:
     """The uninterrupted reference run and an earlier run (other seed) to be overwritten."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -125,6 +144,8 @@ def case(workdir: Path, base: dict, point: str, signal: str) -> dict:
         row["outcome"] = "earlier run intact"
     elif is_complete_set(outdir) and all(after.get(n) == base["reference_files"][n] for n in COMPARED):
         row["outcome"] = "new run complete"
+    elif finished_from_journal(outdir, base):
+        row["outcome"] = "journal: new run on next"
     else:
         row["outcome"] = "MIXED"
         row["problems"].append("outdir holds neither the earlier run nor the new one")
@@ -142,8 +163,9 @@ def case(workdir: Path, base: dict, point: str, signal: str) -> dict:
             row["problems"].append(f"{n} differs from the uninterrupted run")
     if not is_complete_set(outdir):
         row["problems"].append("resumed outdir is not one run's complete set")
-    runs = list((outdir / ".deepmapper" / "runs").iterdir())
-    if len(runs) != 1:
+    runs_dir = outdir / ".deepmapper" / "runs"
+    runs = list(runs_dir.iterdir()) if runs_dir.is_dir() else []
+    if runs:
         row["problems"].append(f"{len(runs)} run directories left")
     return row
 

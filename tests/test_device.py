@@ -90,3 +90,125 @@ def test_train_pass_expecting_a_gpu_says_so_when_none_is_visible(pbmc_h5ad, tmp_
     loud, verdicts = train_pass_expecting_gpu(pbmc_h5ad, tmp_path, dict(os.environ))
     gpu = torch.cuda.is_available()
     assert (len(loud), verdicts["device"]) == ((0, "cuda") if gpu else (1, "cpu"))
+
+
+# -- one device-and-threads set-up, obeyed by every step ---------------------------------------
+
+@pytest.fixture
+def accelerators(monkeypatch):
+    """Pretend availability of CUDA and MPS: ``accelerators(cuda=..., mps=...)``."""
+    import torch
+
+    def set_(cuda: bool, mps: bool):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda *_: "Fake GPU")
+        monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+        monkeypatch.setattr(device, "_said", set())
+
+    return set_
+
+
+@pytest.mark.parametrize("cuda,mps,expected", [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu"),
+                                               (True, False, "cuda")])
+def test_auto_prefers_cuda_then_mps_then_cpu(accelerators, caplog, cuda, mps, expected):
+    accelerators(cuda, mps)
+    with caplog.at_level(logging.INFO, logger="deepmapper.device"):
+        assert device.select_device("auto").type == expected
+        assert device.select_device("auto").type == expected
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and said[0].startswith(f"device: {expected} (auto: ")   # the choice and why, once
+    assert device.select_device("cpu").type == "cpu"
+
+
+def test_mps_asked_for_without_mps_is_a_clear_error(accelerators):
+    accelerators(True, False)
+    with pytest.raises(ConfigError) as err:
+        device.select_device("mps")
+    text = err.value.format()
+    assert "device 'mps' requested" in text and "--device auto or cpu" in text
+
+
+def test_float64_accumulators_leave_mps_for_the_cpu():
+    import torch
+
+    assert device.float64_device(torch.device("mps")).type == "cpu"
+    assert device.float64_device(torch.device("cpu")).type == "cpu"
+    assert device.float64_device(torch.device("cuda")).type == "cuda"
+
+
+def _spy_devices(monkeypatch):
+    """Record the device of every tensor the screen and the training loop create for their data."""
+    from deepmapper.engine import interactions, train
+
+    seen = []
+    real_cols, real_feed = interactions._Columns.__init__, train._Feeder.__init__
+
+    def cols(self, X, dev):
+        seen.append(("screen", str(dev)))
+        real_cols(self, X, dev)
+
+    def feed(self, data, dev):
+        seen.append(("train", str(dev)))
+        real_feed(self, data, dev)
+
+    monkeypatch.setattr(interactions._Columns, "__init__", cols)
+    monkeypatch.setattr(train._Feeder, "__init__", feed)
+    return seen
+
+
+SMALL_TRAIN = {"epochs": 1, "min_epochs": 1, "patience": 1, "ig_steps": 2, "attribution_max_samples": 16, "backbone": "cnn_small"}
+
+
+def test_interactions_and_train_pass_obey_device_and_threads(tmp_dataset, tmp_path, monkeypatch, accelerators):
+    """`deepmapper interactions --device cpu --threads 1` and `train-pass` without --interactions-tsv once
+    picked CUDA whenever one was visible and never set the threads: every step now gets setup's choice."""
+    import torch
+    from click.testing import CliRunner
+
+    from deepmapper.cli import cli as main
+
+    ds = tmp_dataset("planted", seed=1)
+    accelerators(True, True)                       # a GPU and MPS "visible": --device cpu must still win
+    seen = _spy_devices(monkeypatch)
+    before = torch.get_num_threads()
+    want = 1 if before != 1 else 2
+    try:
+        opts = ["--device", "cpu", "--threads", str(want)]
+        done = CliRunner().invoke(main, ["interactions", "--dataset", str(ds), "--outdir", str(tmp_path / "i"),
+                                         *opts], catch_exceptions=False)
+        assert done.exit_code == 0, done.output
+        assert torch.get_num_threads() == want
+        torch.set_num_threads(before)
+        flags = [x for k, v in SMALL_TRAIN.items() for x in (f"--{k.replace('_', '-')}", str(v))]
+        done = CliRunner().invoke(main, ["train-pass", "--dataset", str(ds), "--outdir", str(tmp_path / "p"),
+                                         *flags, *opts], catch_exceptions=False)
+        assert done.exit_code == 0, done.output
+        assert torch.get_num_threads() == want
+    finally:
+        torch.set_num_threads(before)
+    assert seen and {d for _, d in seen} == {"cpu"}, seen
+    assert {step for step, _ in seen} == {"screen", "train"}
+
+
+def test_run_hands_one_device_to_every_step(tmp_dataset, tmp_path, monkeypatch, accelerators):
+    """The in-memory analysis (run, tl) asks for the device once and the screen and training use it."""
+    import torch
+
+    from deepmapper import io
+    from deepmapper.config import Config
+    from deepmapper.pipeline.runner import analyse
+
+    accelerators(True, True)
+    calls = []
+    real = device.setup
+    monkeypatch.setattr(device, "setup", lambda cfg: calls.append(cfg.run.device) or real(cfg))
+    seen = _spy_devices(monkeypatch)
+    before = torch.get_num_threads()
+    try:
+        cfg = Config().with_params({**SMALL_TRAIN, "passes": 1, "device": "cpu", "threads": 1})
+        analyse(io.read_dataset(tmp_dataset("planted", seed=2)), cfg, progress=False)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert calls == ["cpu"]
+    assert {d for _, d in seen} == {"cpu"} and {s for s, _ in seen} == {"screen", "train"}

@@ -2,7 +2,8 @@
 
 The kill matrix uses bench/faults.py's harness (the bench prints the same cases as a table):
 after each kill the outdir holds the earlier run's files byte-identical or the new run's complete
-set, and `run --resume` ends byte-identical to an uninterrupted run with one run directory left.
+set (or a SIGKILL mid-publish leaves a journal the next run finishes), and `run --resume` ends
+byte-identical to an uninterrupted run with no run directory left.
 """
 from __future__ import annotations
 
@@ -40,7 +41,9 @@ def base(tmp_path_factory):
 def test_kill_at_every_point_leaves_one_run_and_resume_is_byte_identical(base, point, signal_name):
     row = faults_bench.case(base["reference"].parent, base, point, signal_name)
     assert not row["problems"], row
-    assert row["outcome"] in ("earlier run intact", "new run complete")
+    assert row["outcome"] in ("earlier run intact", "new run complete", "journal: new run on next")
+    if point == "publish:1" and signal_name == "TERM":     # held back until the set is complete
+        assert row["outcome"] == "new run complete", row
     if point.startswith("pass:"):       # the passes written before the kill are reused
         assert row["reused"] == int(point.split(":")[1]) + 1, row
 
@@ -71,8 +74,8 @@ def _one_run(outdir: Path) -> str:
     from deepmapper.results.publish import check_published
 
     manifest = check_published(outdir)       # every visible file is the manifest's, checksums equal
-    runs = list((outdir / ".deepmapper" / "runs").iterdir())
-    assert [r.name for r in runs] == [manifest["run_id"]]
+    runs = outdir / ".deepmapper" / "runs"
+    assert not runs.exists() or not list(runs.iterdir())     # the files were moved out, none left hidden
     return manifest["run_id"]
 
 

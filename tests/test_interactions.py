@@ -186,7 +186,7 @@ def test_bad_settings_give_one_clear_error(params, field):
 
 def test_stacked_forward_with_the_pair_channel_equals_each_member():
     from deepmapper.model import backbones
-    from deepmapper.engine import train
+    from deepmapper.model import stacked
     from deepmapper.config import BackboneConfig
 
     side, k = 7, 3
@@ -197,7 +197,7 @@ def test_stacked_forward_with_the_pair_channel_equals_each_member():
     gens = [torch.Generator().manual_seed(t) for t in range(k)]
     x = torch.randn(5, 2 * k, side, side)
     for grouped in (False, True):
-        net = train._Stacked(models, gens, side, grouped=grouped, channels=2)
+        net = stacked.Stacked(models, gens, side, grouped=grouped, channels=2)
         net.train(False)
         with torch.no_grad():
             expect = torch.stack([m.eval()(x[:, 2 * j:2 * j + 2]) for j, m in enumerate(models)])
@@ -254,7 +254,7 @@ def test_logistic_start_keeps_the_pair_products_only_when_validation_prefers_the
     on planted pairs the products win on the real losses; made to lose, the pair channel's wide
     weights are zero and the pass records it."""
     from deepmapper import io
-    from deepmapper.engine import train
+    from deepmapper.engine import train, wide_start
     from deepmapper.engine.data import prepare
     from deepmapper.pipeline.runner import use_interactions
 
@@ -263,7 +263,7 @@ def test_logistic_start_keeps_the_pair_products_only_when_validation_prefers_the
     data = prepare(io.read_input(str(path), label_key="label"), cfg)
     use_interactions(data, cfg, interactions.screen_prepared(data, cfg, progress=False,
                                                              device=torch.device("cpu")).table)
-    real = train._validation_log_loss
+    real = wide_start.validation_log_loss
     seen = []
 
     def losses(model, x, codes):
@@ -273,7 +273,7 @@ def test_logistic_start_keeps_the_pair_products_only_when_validation_prefers_the
             return 0.0 if not with_products else 1.0
         return real(model, x, codes)
 
-    monkeypatch.setattr(train, "_validation_log_loss", losses)
+    monkeypatch.setattr(wide_start, "validation_log_loss", losses)
     (result,) = train.train_passes(data, cfg, [0], progress=False, device=torch.device("cpu"))
     by_kind = dict(seen)
     if prefer == "products":     # planted pairs: the real validation losses prefer the products

@@ -440,3 +440,62 @@ def test_hvg_subset_and_intersect(tmp_dataset):
     shared = [v for v in hvg.var_names if v in set(other.var_names)]
     assert list(a.var_names) == shared == list(b.var_names) and a.n_obs == b.n_obs == 700
     assert io.hvg_subset(ds, 10_000).n_vars == ds.n_vars
+
+
+# -- issue 21: one clear line for inputs that are not what they seem ----------------------------
+
+def test_backed_anndata_is_one_clear_line(pbmc_h5ad):
+    import anndata as ad
+
+    import deepmapper as dm
+
+    backed = ad.read_h5ad(pbmc_h5ad, backed="r")
+    with pytest.raises(InputError) as err:
+        dm.tl.rank_features(backed, "bulk_labels", passes=1)
+    assert "backed" in str(err.value) and "to_memory()" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(InputError, match="backed"):
+        io.from_anndata(backed, label_key="bulk_labels")
+
+
+def test_a_transposed_table_is_named(tmp_path, pbmc):
+    """A genes x cells CSV (the layout many tools write) gets 'transpose it', not 'no column'."""
+    cells = pbmc[:40, :60]
+    df = pd.DataFrame(np.asarray(cells.X), index=cells.obs_names, columns=cells.var_names).T
+    path = tmp_path / "genes_by_cells.csv"
+    df.to_csv(path)
+    line = error_line(run("ingest", "--input", path, "--label-key", "bulk_labels", "--out", tmp_path / "d.h5ad"))
+    assert "looks transposed" in line and "transpose it" in line and len(line) < 500
+    # with the labels as a row (another common layout) the same
+    with_row = pd.concat([df, pd.DataFrame([cells.obs["bulk_labels"].astype(str).to_numpy()], index=["bulk_labels"],
+                                           columns=df.columns)])
+    with_row.to_csv(path)
+    line = error_line(run("ingest", "--input", path, "--label-key", "bulk_labels", "--out", tmp_path / "d.h5ad"))
+    assert "looks transposed" in line and "'bulk_labels' as a row" in line
+    # the right way round, and bulk-like samples with more genes than samples, are not taken for transposed
+    from deepmapper.io._formats import _refuse_transposed
+
+    _refuse_transposed(df.T, "bulk_labels", "x")
+    _refuse_transposed(pd.DataFrame(np.ones((20, 60)), index=[f"S{i}" for i in range(20)],
+                                       columns=df.index), "condition", "x")
+
+
+@pytest.mark.parametrize("column, words", [("n_counts", "numeric values"), ("cell_id", "one value per cell")])
+def test_a_label_column_that_is_not_groups_is_one_short_line(pbmc, column, words):
+    """A numeric or near-unique groupby gave a 12,000-character message listing every value."""
+    import deepmapper as dm
+
+    adata = pbmc.copy()
+    adata.obs["cell_id"] = [f"id{i}" for i in range(adata.n_obs)]
+    with pytest.raises(InputError) as err:
+        dm.tl.rank_features(adata, column, passes=1)
+    message = str(err.value)
+    assert words in message and "pd.cut" in message and len(message) < 400, message
+
+
+def test_many_small_classes_are_listed_briefly():
+    labels = ["A"] * 10 + ["B"] * 10 + [f"s{i}" for i in range(30) for _ in range(2)]
+    X = np.ones((len(labels), 3), np.float32)
+    with pytest.raises(InputError) as err:
+        io.build_dataset(X, [f"c{i}" for i in range(len(labels))], ["g1", "g2", "g3"], labels, label_key="lab",
+                         source="x")
+    assert "and 25 more" in str(err.value) and len(str(err.value)) < 500

@@ -891,10 +891,12 @@ def dag(tmp_path_factory):
     [screen] = out["interactions"]["interactions"]
     out.update(train_rounds(work, meta, dataset, p, interactions=screen))
     gathered = {"meta": meta, "dataset": dataset, "passes": out["passes"]}
-    out["accumulate"] = Task("DEEPMAPPER_ACCUMULATE", work, "1").run(gathered, meta)
-    out["evaluate"] = Task("DEEPMAPPER_EVALUATE", work, "1").run(gathered, meta)
     out["baseline"] = Task("DEEPMAPPER_BASELINE", work, "1").run(
         {"meta": meta, "dataset": dataset, "interactions": screen}, meta)
+    # the workflow joins the baselines to the passes: the trust verdict compares with logistic regression
+    out["accumulate"] = Task("DEEPMAPPER_ACCUMULATE", work, "1").run(
+        {**gathered, "baselines": out["baseline"]["baselines"]}, meta)
+    out["evaluate"] = Task("DEEPMAPPER_EVALUATE", work, "1").run(gathered, meta)
     # the workflow's ch_findings: the findings, the placed pairs and the screen's table
     findings = [*out["accumulate"]["findings"], *out["accumulate"]["pairs"], screen]
     out["report"] = Task("DEEPMAPPER_REPORT", work, "1").run(
@@ -1071,10 +1073,12 @@ def test_dag_equals_embedded_run(dag, tmp_path):
     # --threads <task.cpus> (threads 0) = 1 thread, so the embedded run does too
     p = {**TEST_PARAMS, "threads": TEST_PARAMS["threads"] or 1}
     done = subprocess.run(["deepmapper", "run", "--input", str(TEST_INPUT), "--label-key", p["label_key"],
-                           "--outdir", str(tmp_path / "run"), "--no-report", "--no-baselines", *run_options(p)],
+                           "--outdir", str(tmp_path / "run"), "--no-report", *run_options(p)],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     tsv, js, per_class = dag["accumulate"]["findings"]
+    # both compared the passes with the same logistic regression (the trust verdict)
+    assert json.loads(js.read_text())["trust"]["baseline_accuracy"] is not None
     assert (tmp_path / "run" / "findings.tsv").read_bytes() == tsv.read_bytes()
     assert (tmp_path / "run" / "findings_per_class.tsv").read_bytes() == per_class.read_bytes()
     # accumulate got only --passes/--max-tries/--top-k and recorded the rest from the dataset
@@ -1135,10 +1139,11 @@ def derived_dag(tmp_path_factory):
     # --interactions false: no DEEPMAPPER_INTERACTIONS, the workflow's [meta, []] reaches the tasks
     out.update(train_rounds(work, meta, dataset, params, interactions=[]))
     gathered = {"meta": meta, "dataset": dataset, "passes": out["passes"]}
-    out["accumulate"] = Task("DEEPMAPPER_ACCUMULATE", work, "1").run(gathered, meta, params=params)
-    out["evaluate"] = Task("DEEPMAPPER_EVALUATE", work, "1").run(gathered, meta, params=params)
     out["baseline"] = Task("DEEPMAPPER_BASELINE", work, "1").run({"meta": meta, "dataset": dataset, "interactions": []},
                                                                  meta, params=params)
+    out["accumulate"] = Task("DEEPMAPPER_ACCUMULATE", work, "1").run(
+        {**gathered, "baselines": out["baseline"]["baselines"]}, meta, params=params)
+    out["evaluate"] = Task("DEEPMAPPER_EVALUATE", work, "1").run(gathered, meta, params=params)
     return out
 
 

@@ -6,6 +6,7 @@ expected values are recomputed from the run's own files.
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
@@ -27,7 +28,7 @@ from conftest import skip_unless  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("DEEPMAPPER_TEST_ARTIFACTS", REPO / "test-artifacts"))
-PLOT_IDS = ["plot-top-features", "plot-stability", "plot-per-class", "plot-confusion", "plot-passes",
+PLOT_IDS = ["plot-per-class", "plot-top-features", "plot-stability", "plot-confusion", "plot-passes",
             "plot-loss", "plot-attribution-map", "plot-baselines"]
 
 
@@ -80,7 +81,8 @@ def _mqc_lines(report_dir: Path, name: str) -> dict[str, dict[float, float]]:
     series = {}
     for line in path.read_text().strip().splitlines():
         sample, *cells = line.split("\t")
-        series[sample] = {float(x): float(y) for x, y in map(json.loads, cells)}
+        # numeric x as JSON ([1, 0.5]); categories as Python's repr (['5', 0.2])
+        series[sample] = {float(x): float(y) for x, y in map(ast.literal_eval, cells)}
     return series
 
 
@@ -294,3 +296,165 @@ def test_bad_findings_column_and_mismatched_dataset(results, tmp_path):
         write_report(broken, tmp_path / "o2", multiqc=False)
     with pytest.raises(InputError, match="not found"):
         write_report(tmp_path / "nowhere", tmp_path / "o3", multiqc=False)
+
+
+# -- issue 21: what a reader sees first, and the defects found in Chromium --------------------------------
+
+def _variant(results: Path, tmp_path: Path, name: str = "results") -> Path:
+    out = tmp_path / name
+    shutil.copytree(results, out)
+    return out
+
+
+def _with_direction(root: Path) -> pd.DataFrame:
+    """findings_per_class.tsv as the ranking writes it: every feature per class in scanpy's order, with a
+    direction (up first; the strongest down-markers last, most negative score)."""
+    pc = pd.read_csv(root / "findings_per_class.tsv", sep="\t", dtype={"class": str, "feature": str})
+    assert {"direction", "score"} <= set(pc.columns)
+    return pc
+
+
+def test_the_per_group_view_comes_first_with_direction(results, tmp_path):
+    root = _variant(results, tmp_path)
+    pc = _with_direction(root)
+    page = write_report(root, tmp_path / "out", multiqc=False)["html"].read_text()
+    sections = [m for m in ("id=\"summary\"", "id=\"per-class\"", "id=\"features\"", "id=\"stability\"")]
+    assert [page.index(m) for m in sections] == sorted(page.index(m) for m in sections)
+    assert "What marks each group" in page and "Ranking across all groups" in page
+    block = page[page.index('id="per-class"'):page.index('id="features"')]
+    for c in pc["class"].unique():
+        rows = pc[pc["class"] == c]
+        up, down = rows[rows["direction"] == "up"]["feature"], rows[rows["direction"] == "down"]["feature"]
+        if len(up):
+            assert f'<span class="chip up" title="higher in this group than in the rest">{up.iloc[0]}&#9650;' in block
+        if len(down):   # the strongest down-marker: the last of the class's rows (most negative score)
+            assert f'<span class="chip down" title="lower in this group than in the rest">{down.iloc[-1]}&#9660;' in block
+    # read defensively: without the column the view says it has no direction, and still comes first
+    root2 = _variant(results, tmp_path, "plain")
+    older = pd.read_csv(root2 / "findings_per_class.tsv", sep="\t", dtype={"class": str, "feature": str})
+    older.drop(columns=["score", "direction", "logfoldchange"]).to_csv(root2 / "findings_per_class.tsv", sep="\t",
+                                                                       index=False)   # a run before directions
+    page2 = write_report(root2, tmp_path / "out2", multiqc=False)["html"].read_text()
+    assert "records no direction" in page2 and page2.index('id="per-class"') < page2.index('id="features"')
+
+
+@pytest.mark.parametrize("trust, banner", [
+    ({"trustworthy": False, "reasons": ["held-out accuracy 0.36 is 0.53 below logistic regression (0.89)",
+                                        "every pass stopped at the epoch limit (60)"],
+      "baseline_accuracy": 0.893, "margin": 0.05}, True),
+    ({"trustworthy": True, "reasons": [], "baseline_accuracy": 0.85, "margin": 0.05}, False),
+    (None, False),
+])
+def test_an_untrustworthy_model_gets_a_banner_at_the_top(results, tmp_path, trust, banner):
+    root = _variant(results, tmp_path)
+    summary = json.loads((root / "findings.json").read_text())
+    summary.pop("trust", None)
+    if trust is not None:
+        summary["trust"] = trust
+    (root / "findings.json").write_text(json.dumps(summary))
+    page = write_report(root, tmp_path / "out", multiqc=False)["html"].read_text()
+    assert ('id="trust-banner"' in page) == banner
+    if banner:
+        assert page.index('id="trust-banner"') < page.index('<section id="summary"')
+        for reason in trust["reasons"]:
+            assert reason in page
+        assert "89.3%" in page
+
+
+def test_run_table_and_parameters_say_each_thing_once(results, tmp_path):
+    root = _variant(results, tmp_path)
+    info = json.loads((root / "run_info.json").read_text())
+    info["state"] = "running"              # what the report step reads: it runs inside the run
+    (root / "run_info.json").write_text(json.dumps(info))
+    page = write_report(root, tmp_path / "out", multiqc=False)["html"].read_text()
+    run = page[page.index("<h3>Run</h3>"):]
+    assert "running" not in run and "resume_key" not in run and info["run_id"] in run
+    from deepmapper.results.report.results import load_results
+
+    names = [k for k, _ in mqc_mod.parameter_rows(load_results(root))]
+    assert len(names) == len(set(names)) and "modality" in names
+
+
+def test_a_run_without_the_pair_screen_gets_its_report(results, tmp_path):
+    """What --no-interactions leaves: findings_pairs.tsv with a header only, no interactions.tsv."""
+    root = _variant(results, tmp_path)
+    (root / "interactions.tsv").unlink(missing_ok=True)
+    header = (root / "findings_pairs.tsv").read_text().splitlines()[0]
+    (root / "findings_pairs.tsv").write_text(header + "\n")
+    files = write_report(root, tmp_path / "out", multiqc=False)
+    page = files["html"].read_text()
+    assert "This run screened no gene pairs" in page and 'id="plot-pair-0"' not in page
+    assert "deepmapper_pairs_mqc.tsv" not in {p.name for p in files["mqc"]}
+
+
+def test_multiqc_line_plots_have_a_legend_and_k_as_categories(report_dir):
+    for name in ("deepmapper_loss_mqc.json", "deepmapper_baseline_agreement_mqc.json"):
+        content = json.loads((report_dir / "mqc" / name).read_text())
+        assert content["pconfig"]["showlegend"] is True, name
+    agree = json.loads((report_dir / "mqc" / "deepmapper_baseline_agreement_mqc.json").read_text())
+    assert agree["pconfig"].get("xlog") is None and agree["pconfig"]["categories"] is True
+    xs = [x for x, _ in agree["data"]["Chance"]]
+    assert xs == [str(k) for k in mqc_mod.AGREEMENT_KS]
+    page = (report_dir / "multiqc" / "multiqc_report.html").read_text()
+    assert "deepmapper_baseline_agreement" in page and "deepmapper_loss" in page
+
+
+@pytest.fixture(scope="module")
+def pairs_report(results, tmp_path_factory) -> Path:
+    """The report with gene-pair panels: the screen's table of the run, drawn at q <= 1 (every screened
+    pair), so the panels exist whatever this small run's screen found below 0.05."""
+    root = _variant(results, tmp_path_factory.mktemp("pairs"))
+    summary = json.loads((root / "findings.json").read_text())
+    summary["config"]["interactions"]["q_threshold"] = 1.0
+    (root / "findings.json").write_text(json.dumps(summary))
+    _with_direction(root)
+    out = root.parent / "out"
+    write_report(root, out, multiqc=False)
+    return out
+
+
+@pytest.mark.browser
+def test_report_layout_in_chromium(pairs_report, browser):
+    """Stability names do not overlap; each pair panel has a two-entry legend and the scatter keeps
+    most of the panel's width (a 10-class legend left it a third)."""
+    browser.open(pairs_report / "report.html", width=1400, height=3000)
+    boxes = browser.evaluate("""Array.from(document.querySelectorAll('#plot-stability .annotation'))
+        .filter(a => !a.textContent.includes('% of passes'))
+        .map(a => { const r = a.querySelector('.annotation-text-g').getBoundingClientRect();
+                    return [r.left, r.top, r.right, r.bottom, a.textContent]; })""")
+    assert len(boxes) >= 5
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            apart = a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]
+            assert apart, f"stability labels overlap: {a[4]} and {b[4]}"
+    panels = browser.evaluate("""Array.from(document.querySelectorAll('[id^=plot-pair-]')).map(d => ({
+        legend: d.querySelectorAll('.legend .traces').length,
+        plot: d.querySelector('.nsewdrag').getBoundingClientRect().width,
+        whole: d.getBoundingClientRect().width}))""")
+    assert panels, "no pair panels drawn"
+    for p in panels:
+        assert p["legend"] == 2 and p["plot"] >= 0.7 * p["whole"], p
+    shot = browser.screenshot(ARTIFACTS / "report-pairs.png")
+    assert shot.stat().st_size > 50_000
+    assert browser.console_errors() == []
+
+
+def test_the_report_and_read_results_refuse_a_foreign_dataset_alike(tmp_path):
+    """One set of readers (results/load.py) and io's schema check for both: a dataset.h5ad that is not
+    DeepMapper's is one FormatError from the report as from read_results."""
+    import anndata as ad
+
+    import deepmapper as dm
+    from deepmapper.errors import FormatError
+    from deepmapper.results.report.results import load_results
+
+    (tmp_path / "findings.tsv").write_text("feature\trank\tselection_frequency\tmedian_importance\tmean_rank\t"
+                                           "pfer_bound\tis_denovo\ng1\t1\t1\t0.5\t1\t0\tFalse\n")
+    (tmp_path / "findings_per_class.tsv").write_text("class\tfeature\trank\tmedian_importance\tmean_rank\n"
+                                                     "a\tg1\t1\t0.5\t1\n")
+    (tmp_path / "findings.json").write_text('{"classes": ["a"], "accuracies": [0.9]}')
+    ad.AnnData(np.ones((2, 1), np.float32), var=pd.DataFrame(index=["g1"])).write_h5ad(tmp_path / "dataset.h5ad")
+    for read in (load_results, dm.read_results):
+        with pytest.raises(FormatError, match="not a DeepMapper dataset") as err:
+            read(tmp_path)
+        assert err.value.field == "uns.deepmapper"

@@ -17,8 +17,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from deepmapper.model import attribution, backbones
-from deepmapper.engine import data as data_mod, train  # noqa: E402
+from deepmapper.model import attribution, backbones, stacked  # noqa: E402
+from deepmapper.engine import attribute, data as data_mod, train, wide_start  # noqa: E402
 from deepmapper.config import AttributionConfig, Config  # noqa: E402
 from deepmapper.errors import ConfigError  # noqa: E402
 
@@ -103,6 +103,7 @@ def test_micro_batches_give_the_same_steps(dataset, monkeypatch):
     whole = train.train_passes(data, cfg, [0, 1], progress=False)
     monkeypatch.setattr(train, "MICRO_BATCH_BYTES", 1)   # one image per micro-batch
     monkeypatch.setattr(train, "EVAL_BYTES", 1)          # smallest eval and attribution chunks
+    monkeypatch.setattr(attribute, "EVAL_BYTES", 1)
     tiny = train.train_passes(data, cfg, [0, 1], progress=False)
     for a, b in zip(whole, tiny):
         _same_pass(a, b, loss_tol=1e-4, proba_tol=1e-3, imp_rel=5e-3)
@@ -123,8 +124,8 @@ def test_stacked_forward_equals_each_member_and_grouped_layout(kind):
     side, k = 9, 3
     models, gens = _random_members(kind, k, side)
     x = torch.randn(5, k, side, side)
-    loop = train._Stacked(models, gens, side)
-    grouped = train._Stacked(models, gens, side, grouped=True)
+    loop = stacked.Stacked(models, gens, side)
+    grouped = stacked.Stacked(models, gens, side, grouped=True)
     loop.train(False), grouped.train(False)
     with torch.no_grad():
         out = loop.forward(x)
@@ -137,14 +138,14 @@ def test_stacked_forward_equals_each_member_and_grouped_layout(kind):
 def test_batched_attribution_equals_attributing_each_member(method):
     side, k, n = 7, 3, 6
     models, gens = _random_members("cnn", k, side)
-    net = train._Stacked(models, gens, side)
+    net = stacked.Stacked(models, gens, side)
     net.load([dict(m.named_parameters()) for m in models])
     net.train(False)
     x = torch.randn(n, k, side, side)
     base = torch.randn(1, k, side, side)
     t = torch.tensor([0, 1, 2, 3, 0, 1])
     acfg = AttributionConfig(method=method, n_steps=6)
-    got = train._attribute_stacked(net, x, t, base, acfg)
+    got = attribute.attribute_stacked(net, x, t, base, acfg)
     for j, m in enumerate(models):
         alone = attribution.attribute(m, x[:, j:j + 1], t, acfg, baseline=base[:, j:j + 1])
         np.testing.assert_allclose(got[:, j].reshape(n, -1), alone, atol=1e-5, rtol=1e-4)
@@ -225,7 +226,7 @@ def test_adamw_matches_torch_adamw():
     ours = [torch.randn(5, 3, requires_grad=True), torch.randn(4, requires_grad=True)]
     start = [p.detach().clone() for p in ours]
     ref = [p.detach().clone().requires_grad_(True) for p in ours]
-    a, b = train._AdamW(ours, lr=2e-3, weight_decay=1e-2), torch.optim.AdamW(ref, lr=2e-3, weight_decay=1e-2)
+    a, b = stacked.AdamW(ours, lr=2e-3, weight_decay=1e-2), torch.optim.AdamW(ref, lr=2e-3, weight_decay=1e-2)
     for _ in range(30):
         grads = [torch.randn_like(p) for p in ours]
         for p, q, g in zip(ours, ref, grads):
@@ -303,8 +304,8 @@ def test_wide_path_starts_at_the_logistic_fit_of_the_pass(dataset, storage):
         gens.append(torch.Generator().manual_seed(t))
         members.append(train._MemberState(pass_index=t, perm=train.transform.arrangement(data.n_features, t),
                                           generator=gens[-1], stopper=None))
-    net = train._Stacked(models, gens, side)
-    train._logistic_wide_start(net, members, data, side, seed=0)
+    net = stacked.Stacked(models, gens, side)
+    wide_start.logistic_wide_start(net, members, data, side, seed=0)
     test_cells = data.split.test
     rows = torch.as_tensor(data.rows(test_cells))
     for k, m in enumerate(members):

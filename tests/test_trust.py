@@ -59,12 +59,14 @@ def one_error(proc_or_result) -> str:
 
 
 def published_files(outdir: Path, *, results_only: bool = False) -> dict[str, bytes]:
-    """What a reader sees in outdir (hidden entries aside; with results_only, the run's links only)."""
+    """What a reader sees in outdir (hidden entries aside; with results_only, the results' names only)."""
+    from deepmapper.results.publish import KNOWN
+
     out = {}
     for entry in sorted(outdir.iterdir()):
         if entry.name.startswith("."):
             continue
-        if results_only and not (entry.is_symlink() and os.readlink(entry).startswith(".deepmapper/current/")):
+        if results_only and entry.name not in KNOWN:
             continue
         for f in (entry.rglob("*") if entry.is_dir() else [entry]):
             rel = f.relative_to(outdir).as_posix()
@@ -80,11 +82,18 @@ def assert_one_run(outdir: Path) -> str:
 
     files = published_files(outdir, results_only=True)
     manifest = json.loads(files.pop("manifest.json"))
+    links = [p for p in outdir.rglob("*") if p.is_symlink()]
+    assert not links, f"results must be plain files, found links: {links[:3]}"
     assert sorted(files) == sorted(manifest["files"])
     for rel, data in files.items():
         assert hashlib.sha256(data).hexdigest() == manifest["files"][rel], rel
     assert json.loads(files["run_info.json"])["run_id"] == manifest["run_id"]
     return manifest["run_id"]
+
+
+def no_run_dirs(outdir: Path) -> bool:
+    runs = outdir / ".deepmapper" / "runs"
+    return not runs.exists() or not any(runs.iterdir())
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +126,7 @@ def test_rerun_without_report_or_baselines_leaves_no_stale_files(pbmc_h5ad, tmp_
         assert not os.path.lexists(out / stale), f"{stale} of the earlier run is still there"
     assert assert_one_run(out) not in ("", first_id)
     assert json.loads((out / "findings.json").read_text())["config"]["run"]["seed"] == 3
-    assert len(list((out / ".deepmapper" / "runs").iterdir())) == 1   # the earlier run is gone, not kept
+    assert no_run_dirs(out)      # the earlier run is gone, and nothing hidden holds a copy of the results
 
 
 def test_a_file_in_the_way_is_refused_before_anything_is_read(pbmc_h5ad, tmp_path):
@@ -136,7 +145,7 @@ def test_a_file_in_the_way_is_refused_before_anything_is_read(pbmc_h5ad, tmp_pat
 def test_results_of_an_earlier_version_are_replaced_whole(pbmc_h5ad, tmp_path, reference):
     out = tmp_path / "out"
     (out / "passes").mkdir(parents=True)          # the layout main wrote: plain files, no .deepmapper
-    for name in ("findings.tsv", "findings.json", "evaluation.json", "report.html"):
+    for name in ("findings.tsv", "findings.json", "evaluation.json", "report.html", "run_info.json"):
         (out / name).write_text("old\n")
     (out / "passes" / "pass_000.npz").write_bytes(b"old")
     (out / "passes" / "pass_009.npz").write_bytes(b"old")
@@ -146,6 +155,128 @@ def test_results_of_an_earlier_version_are_replaced_whole(pbmc_h5ad, tmp_path, r
     assert_one_run(out)
     assert not (out / "report.html").exists() and not (out / "passes" / "pass_009.npz").exists()
     assert (out / "findings.tsv").read_bytes() == (reference / "findings.tsv").read_bytes()
+    assert (out / "my_notes.txt").read_text() == "keep me\n"
+
+
+# -- plain files (issue 21) ------------------------------------------------------------------------
+
+def test_results_are_plain_files_to_archive_and_keep(tmp_path, reference):
+    import tarfile
+
+    out = tmp_path / "out"
+    shutil.copytree(reference, out, symlinks=True)
+    assert_one_run(out)                                     # no links anywhere in the outdir
+    archive = tmp_path / "results.tar"
+    with tarfile.open(archive, "w") as tar:                 # what `tar -C out -cf ... findings.tsv passes` does
+        for name in ("findings.tsv", "passes"):
+            tar.add(out / name, arcname=name)
+    (tmp_path / "x").mkdir()
+    with tarfile.open(archive) as tar:
+        assert all(m.isfile() or m.isdir() for m in tar.getmembers())
+        tar.extractall(tmp_path / "x", filter="data")
+    assert (tmp_path / "x" / "findings.tsv").read_bytes() == (reference / "findings.tsv").read_bytes()
+    assert sorted(p.name for p in (tmp_path / "x" / "passes").iterdir()) == ["pass_000.npz", "pass_001.npz"]
+    shutil.rmtree(out / ".deepmapper")                      # it looks like a cache: deleting it loses nothing
+    assert_one_run(out)
+    assert (out / "findings.tsv").read_bytes() == (reference / "findings.tsv").read_bytes()
+
+
+@pytest.mark.parametrize("name", ["findings.tsv", "report.html", "manifest.json"])
+def test_a_users_own_file_with_a_result_name_is_refused(pbmc_h5ad, tmp_path, name):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / name).write_text("my own table\n")
+    proc = _run(pbmc_h5ad, out)
+    line = one_error(proc)
+    assert proc.returncode == 2 and name in line and "move it away" in line, line
+    assert sorted(p.name for p in out.iterdir()) == [name]            # untouched, and no .deepmapper left
+    assert (out / name).read_text() == "my own table\n"
+
+
+def test_a_run_that_fails_before_writing_leaves_no_outdir(pbmc_h5ad, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()                                            # the user's own (empty) directory stays, empty
+    nested = tmp_path / "a" / "b" / "out"                   # directories the run created go
+    for out in (mine, nested):
+        proc = dm("run", "--input", pbmc_h5ad, "--label-key", "no_such_column", "--outdir", out, *TINY)
+        assert proc.returncode == 2 and "no_such_column" in one_error(proc)
+    assert list(mine.iterdir()) == []
+    assert not (tmp_path / "a").exists()
+
+
+PUBLISH = """
+import sys, threading, time
+from deepmapper.results.publish import OutDir
+# another thread, as torch's are in a run: a signal may be delivered to it rather than the main thread
+threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
+out = OutDir(sys.argv[1])
+with out.lock(run_id=sys.argv[2]):
+    out.publish(out.runs / sys.argv[2], sys.argv[2])
+"""
+
+
+def _finished_run(out: Path, run_id: str, files: dict[str, str]) -> None:
+    """A run directory as `deepmapper run` leaves it before publishing."""
+    run_dir = out / ".deepmapper" / "runs" / run_id
+    for rel, text in {**files, "run_info.json": json.dumps({"run_id": run_id})}.items():
+        (run_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        (run_dir / rel).write_text(text)
+
+
+def _publish(out: Path, run_id: str, fault: str | None = None, signal_name: str = "KILL"):
+    env = dict(os.environ, DEEPMAPPER_FAULT=fault or "", DEEPMAPPER_FAULT_SIGNAL=signal_name)
+    return subprocess.run([sys.executable, "-c", PUBLISH, str(out), run_id], env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+RUN_A = {"findings.tsv": "a\n", "passes/pass_000.npz": "a0", "passes/pass_001.npz": "a1", "report.html": "a",
+         "mqc/deepmapper_loss_mqc.json": "{}"}
+RUN_B = {"findings.tsv": "b\n", "passes/pass_000.npz": "b0", "findings.json": "{}"}
+
+
+@pytest.mark.parametrize("signal_name", ["KILL", "TERM"])
+def test_a_publish_cut_short_leaves_one_runs_set(tmp_path, signal_name):
+    from deepmapper.results.publish import MANIFEST, OutDir, check_published
+
+    out = tmp_path / "out"
+    _finished_run(out, "A", RUN_A)
+    assert _publish(out, "A").returncode == 0
+    assert check_published(out)["run_id"] == "A"
+    _finished_run(out, "B", RUN_B)
+    proc = _publish(out, "B", fault="publish:1", signal_name=signal_name)   # half of B's files moved in
+    if signal_name == "KILL":
+        assert proc.returncode == -signal.SIGKILL
+        assert not (out / MANIFEST).exists()            # a reader can tell: no manifest while the set changes
+        assert (out / ".deepmapper" / "publishing.json").is_file()
+        with OutDir(out).lock():                        # the next run takes the lock: the publish is finished
+            pass
+    else:                                               # held back until the publish is done, then it acts
+        assert proc.returncode == -signal.SIGTERM, proc.stderr[-2000:]
+    assert check_published(out)["run_id"] == "B"
+    shown = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and ".deepmapper" not in p.parts}
+    assert shown == {*RUN_B, "run_info.json", MANIFEST}            # nothing of A is left (report.html, pass 1)
+    assert (out / "findings.tsv").read_text() == "b\n"
+    assert not (out / ".deepmapper" / "runs").exists()
+
+
+def test_an_outdir_in_the_link_layout_becomes_plain_files(tmp_path):
+    """What the earlier version published (OUT/NAME -> .deepmapper/current/NAME, current -> runs/OLD) is
+    replaced by the next run's plain files, and the hidden run directory behind the links goes."""
+    from deepmapper.results.publish import check_published
+
+    out = tmp_path / "out"
+    _finished_run(out, "OLD", RUN_A)
+    (out / ".deepmapper" / "current").symlink_to("runs/OLD")
+    for name in (*{rel.split("/")[0] for rel in RUN_A}, "run_info.json"):
+        (out / name).symlink_to(f".deepmapper/current/{name}")
+    (out / "my_notes.txt").write_text("keep me\n")
+    _finished_run(out, "NEW", RUN_B)
+    proc = _publish(out, "NEW")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert check_published(out)["run_id"] == "NEW"
+    assert not [p for p in out.rglob("*") if p.is_symlink()]
+    assert not (out / "report.html").exists() and not (out / "mqc").exists()
+    assert not (out / ".deepmapper" / "current").exists() and not (out / ".deepmapper" / "runs").exists()
     assert (out / "my_notes.txt").read_text() == "keep me\n"
 
 
@@ -200,7 +331,7 @@ def test_sigterm_after_a_pass_then_resume_gives_the_same_findings(pbmc_h5ad, tmp
     assert json.loads((out / "run_info.json").read_text())["passes_reused"] == 1
     for name in COMPARED:
         assert (out / name).read_bytes() == (reference / name).read_bytes(), name
-    assert len(list((out / ".deepmapper" / "runs").iterdir())) == 1
+    assert no_run_dirs(out)
     assert_one_run(out)
 
 
@@ -212,7 +343,7 @@ def test_sigkill_leftover_is_removed_without_resume(pbmc_h5ad, tmp_path, referen
     again = _run(pbmc_h5ad, out)
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads((out / "run_info.json").read_text())["passes_reused"] == 0
-    assert len(list((out / ".deepmapper" / "runs").iterdir())) == 1      # never left to grow
+    assert no_run_dirs(out)      # never left to grow
     assert (out / "findings.tsv").read_bytes() == (reference / "findings.tsv").read_bytes()
 
 

@@ -25,6 +25,8 @@ print("CHECK " + json.dumps({
     "groups": list(u["names"].dtype.names),
     "overlap": {str(g): int(v) for g, v in overlap["shared"].items()},
     "wilcoxon_groups": list(adata.uns["wilcoxon"]["names"].dtype.names),
+    "rnk_rows": len(open("CD14_monocyte.rnk").read().splitlines()),
+    "trust": sorted(u["trust"]),
     "deepmapper_file": dm.__file__,
 }))
 """
@@ -61,7 +63,7 @@ def test_tutorial_runs_and_shows_its_results(tmp_path, monkeypatch):
         assert not [o for o in cell.outputs if o.output_type == "error"], cell.source
     # every plot cell drew a figure
     for call in ("dm.pl.rank_features", "dm.pl.stability", "dm.pl.attribution_map",
-                 "sc.pl.rank_genes_groups_dotplot"):
+                 "sc.pl.rank_genes_groups_dotplot", "sc.pl.rank_genes_groups_matrixplot"):
         cell = next(c for c in code if c.source.startswith(call))
         assert any("image/png" in o.get("data", {}) for o in cell.outputs), call
     # the scanpy getter showed DeepMapper's per-group table
@@ -74,6 +76,8 @@ def test_tutorial_runs_and_shows_its_results(tmp_path, monkeypatch):
     got = json.loads(line[len("CHECK "):])
     assert Path(got["deepmapper_file"]).resolve().is_relative_to(Path(__file__).resolve().parents[1])
     assert got["n_passes"] == 4 and got["n_ranked"] == 765
+    assert got["rnk_rows"] == 765                                  # a pre-ranked list of every gene (issue 21)
+    assert {"trustworthy", "reasons", "baseline_accuracy", "margin"} <= set(got["trust"])
     assert got["accuracy"] > got["majority_rate"] + 0.2            # the model learnt the cell types
     assert sorted(got["groups"]) == sorted(got["wilcoxon_groups"]) and len(got["groups"]) == 10
     overlap = got["overlap"]

@@ -104,11 +104,9 @@ workflow DEEPMAPPER {
     TRAIN_PASSES(ch_dataset, ch_interactions, params.passes_per_task)
     ch_dataset_passes = ch_dataset.join(TRAIN_PASSES.out.passes)
 
-    DEEPMAPPER_ACCUMULATE(ch_dataset_passes)
-    DEEPMAPPER_EVALUATE(ch_dataset_passes)
-
     //
-    // Baselines on the same held-out split (and the screen alone, given its table)
+    // Baselines on the same held-out split (and the screen alone, given its table); accumulate
+    // compares the passes with logistic regression for the trust verdict (findings.json "trust")
     //
     if (isTrue(params.skip_baselines)) {
         ch_baselines = ch_dataset.map { meta, _dataset -> [meta, []] }
@@ -116,6 +114,9 @@ workflow DEEPMAPPER {
         DEEPMAPPER_BASELINE(ch_dataset.join(ch_interactions))
         ch_baselines = DEEPMAPPER_BASELINE.out.baselines
     }
+
+    DEEPMAPPER_ACCUMULATE(ch_dataset_passes.join(ch_baselines))
+    DEEPMAPPER_EVALUATE(ch_dataset_passes)
 
     //
     // Report and MultiQC

@@ -39,7 +39,7 @@ MATRIX_CHOICES_DOC = "auto, X, raw or layer:<name>"
 MODALITIES = ("rna", "atac")
 NORMALIZE_CHOICES = ("auto", "always", "never")
 SCALE_CHOICES = ("standard", "none")
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 WIDE_STARTS = ("logistic", "random")
 
 # Metadata a field may carry (besides param and help):
@@ -187,12 +187,21 @@ class RunConfig:
     max_tries: int = _f(0, "max_tries", "Most passes to try before giving up; 0 means 2 x passes.", min=0,
                         steps=("plan", "accumulate"))
     epochs: int = _f(60, "epochs", "Maximum training epochs per pass.", min=1, steps=_TRAIN)
-    min_epochs: int = _f(10, "min_epochs", "Early stopping never fires before this epoch.", min=0, steps=_TRAIN)
-    patience: int = _f(8, "patience", "Epochs without validation-loss improvement before stopping.", min=1,
+    # Measured (bench/cost_epochs.py, docs/performance.md): the best epoch is 1-4 in most passes (the
+    # wide path starts at the logistic fit); 3/3 restores the same epoch as the old 10/8 in every pass
+    # measured and trains about half the epochs.
+    min_epochs: int = _f(3, "min_epochs", "Early stopping never fires before this epoch.", min=0, steps=_TRAIN)
+    patience: int = _f(3, "patience", "Epochs without validation-loss improvement before stopping.", min=1,
                        steps=_TRAIN)
     min_delta: float = _f(1e-3, "min_delta", "Smallest validation-loss decrease that counts as improvement.",
                           min=0, steps=_TRAIN)
     batch_size: int = _f(64, "batch_size", "Training batch size.", min=1, steps=_TRAIN)
+    max_cells_per_pass: int = _f(10000, "max_cells_per_pass",
+                                 "Most cells one pass trains on. A larger training pool is dealt (stratified, "
+                                 "seeded) into ceil(cells / this) blocks and pass t trains on block t mod blocks, "
+                                 "so consecutive passes together see every cell; 0: no cap. "
+                                 "See docs/performance.md for the measured curve behind the default.",
+                                 min=0, steps=_TRAIN)
     label_smoothing: float = _f(0.0, "label_smoothing",
                                 "Label smoothing of the training loss (the validation loss stays plain cross-entropy).",
                                 min=0, lt=1, steps=_TRAIN)
@@ -213,11 +222,14 @@ class RunConfig:
                     steps=("accumulate",))
     scale: str = _f("standard", "scale", "Per-feature scaling fitted on training cells: standard or none.",
                     choices=SCALE_CHOICES, steps=("interactions", "train"))
-    device: str = _f("auto", "device", "auto (cuda when present, else cpu), cpu or cuda.", choices=DEVICE_CHOICES,
+    device: str = _f("auto", "device", "auto (cuda when present, else Apple mps, else cpu), cpu, cuda or mps.", choices=DEVICE_CHOICES,
                      steps=("interactions", "train"))
     passes_per_step: int = _f(4, "passes_per_step",
                               f"Arrangements trained together in one stacked model ({_stackable_doc()}); "
                               "1 = one at a time.", min=1, steps=("plan", "train"))
+    mixed_precision: bool = _f(True, "mixed_precision",
+                               "On a CUDA GPU, forward passes in bf16 (fp16 where bf16 is missing) autocast; "
+                               "the CPU and Apple MPS always train in fp32.", steps=("train",))
     threads: int = _f(0, "threads", "CPU threads for torch; 0 leaves torch's default.", min=0, steps=("interactions", "train"))
 
 

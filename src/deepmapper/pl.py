@@ -251,13 +251,24 @@ def pairs(adata, key: str = "deepmapper", *, n_pairs: int = 6, groupby: str | No
     Raises
     ------
     InputError
-        The result has no pair table, the run placed no pair, ``groupby`` is not in ``obs``, or the
-        pairs' genes are not in the matrix the values come from.
+        The result has no pair table, ``groupby`` is not in ``obs``, or the pairs' genes are not in
+        the matrix the values come from. A run that placed no pair is a ``UserWarning`` (one line)
+        and None, not an error.
     """
     import matplotlib.pyplot as plt
 
     uns = _result(adata, key)
     table = _pair_table(uns, key)
+    if len(table) == 0:                 # a finding, not an error: one line, no figure (README)
+        import warnings
+
+        on = bool(((uns["params"].get("config") or {}).get("interactions", True)))
+        warnings.warn("deepmapper.pl.pairs: the run placed no gene pairs, nothing to draw ("
+                      + ("the screen found no pair with q below interaction_q; deepmapper.pl.rank_features "
+                         "shows the single features)" if on else
+                         "interactions were off; rerun with interactions=True, the default)"),
+                      UserWarning, stacklevel=2)
+        return None
     top = table.head(_positive(n_pairs, "n_pairs"))
     ncols = min(_positive(ncols, "ncols"), len(top))
     groupby = str(groupby if groupby is not None else uns["params"]["groupby"])
@@ -312,14 +323,7 @@ def _pair_table(uns: dict, key: str):
         raise InputError(f"adata.uns['{key}'] holds no pair table", field="pairs",
                          fix="rerun deepmapper.tl.rank_features, or deepmapper.read_results on a run of this "
                              "version of DeepMapper (it writes findings_pairs.tsv).")
-    table = uns["pairs"]
-    if len(table) == 0:
-        on = bool(((uns["params"].get("config") or {}).get("interactions", True)))
-        raise InputError("the run placed no gene pairs: nothing to draw", field="pairs",
-                         fix=("the screen found no pair with q below interaction_q; see "
-                              "deepmapper.pl.rank_features for the single features." if on else
-                              "the run had interactions off: rerun with interactions=True (the default)."))
-    return table
+    return uns["pairs"]
 
 
 def _analysed_values(adata, uns: dict, genes: list[str], rows: np.ndarray, key: str) -> dict:

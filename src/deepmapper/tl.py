@@ -21,9 +21,9 @@ _OWN_SETTINGS = {
 }
 
 
-def rank_features(adata, groupby: str, *, layer: str | None = None, use_raw: bool | None = None,
-                  passes: int = 10, key_added: str = "deepmapper", copy: bool = False,
-                  sample_key: str | None = None, **settings):
+def rank_features(adata, groupby: str, *, groups="all", reference: str = "rest", n_genes: int | None = None,
+                  layer: str | None = None, use_raw: bool | None = None, passes: int = 10,
+                  key_added: str = "deepmapper", copy: bool = False, sample_key: str | None = None, **settings):
     """Rank every feature that separates the groups of ``adata.obs[groupby]``.
 
     Each feature becomes one pixel of a square pseudo-image under a seeded
@@ -42,7 +42,21 @@ def rank_features(adata, groupby: str, *, layer: str | None = None, use_raw: boo
         counts (setting ``normalize``).
     groupby
         Column of ``adata.obs`` holding the groups (at least two, each with at
-        least ``min_class_size`` cells).
+        least ``min_class_size`` cells). Cells with an empty label, or one of
+        ``missing_labels="NA,None"`` (a setting), are left out with a warning.
+    groups
+        ``"all"``, or the groups to report (as scanpy). With ``reference="rest"``
+        the model still learns every group, and the rest is all other cells.
+    reference
+        ``"rest"`` (each group against all other cells), or a group: only the
+        cells of ``groups`` and of the reference are analysed, and each group's
+        direction, score and log fold change are against the reference (its
+        evidence is the model's towards that group); the reference gets no
+        table (as scanpy).
+    n_genes
+        Features stored per group; default every analysed feature, so every
+        ``sc.pl.rank_genes_groups_*`` plot (``values_to_plot`` included) and a
+        pre-ranked list (GSEA) work.
     layer
         Analyse ``adata.layers[layer]`` instead of ``X``.
     use_raw
@@ -73,7 +87,10 @@ def rank_features(adata, groupby: str, *, layer: str | None = None, use_raw: boo
         ``adata.uns[key_added]``
             ``params``, and structured arrays ``names``, ``scores``,
             ``logfoldchanges``, ``pvals``, ``pvals_adj``, ``mean_rank`` with one
-            field per group (as ``scanpy.tl.rank_genes_groups``); ``ranking``
+            field per group (as ``scanpy.tl.rank_genes_groups``), highest score
+            first: ``scores`` > 0 are up in the group (and evidence for it),
+            < 0 down, 0 not read as evidence for it; ``trust`` (whether the
+            model is to be believed, against logistic regression); ``ranking``
             (one row per feature: ``rank``, ``selection_frequency``,
             ``median_importance``, ``mean_rank``, ``pfer_bound``), ``summary``,
             ``evaluation``, ``features``, ``pass_importance``, ``pass_indices``;
@@ -104,21 +121,23 @@ def rank_features(adata, groupby: str, *, layer: str | None = None, use_raw: boo
     >>> sc.pl.rank_genes_groups_dotplot(adata, key="deepmapper", n_genes=3)
     """
     from deepmapper import io
-    from deepmapper.results import ranking
+    from deepmapper._utils.progress import notebook_logging
     from deepmapper.pipeline import runner
+    from deepmapper.results import ranking
+
+    notebook_logging()   # in a notebook with no logging set up, the run's INFO lines are shown
 
     where = "deepmapper.tl.rank_features"
     cfg = _config(passes, settings, where)
+    io.check_in_memory(adata, where=where)
     matrix = _matrix(adata, groupby, layer, use_raw, where)
+    groups, keep = _groups(adata, groupby, groups, reference, n_genes, where)
     dataset = io.from_anndata(adata, label_key=groupby, matrix=matrix,
                               normalize="never" if cfg.input.modality == "atac" else cfg.input.normalize,
                               min_class_size=cfg.input.min_class_size, modality=cfg.input.modality,
-                              source=f"AnnData ({where})", sample_key=sample_key)
+                              source=f"AnnData ({where})", sample_key=sample_key,
+                              missing_labels=cfg.input.missing_labels, keep=keep)
     dataset = _derived_features(dataset, cfg)
-    if cfg.run.threads:
-        import torch
-
-        torch.set_num_threads(cfg.run.threads)
     out = runner.analyse(dataset, cfg, progress=True, where=where)
     target = adata.copy() if copy else adata
     used = {p.pass_index: p for p in out["passes"]}
@@ -131,8 +150,49 @@ def rank_features(adata, groupby: str, *, layer: str | None = None, use_raw: boo
                                             matrix=matrix),
                   pass_importance=[used[i].importance for i in pass_indices], pass_indices=pass_indices,
                   pairs=out.get("pairs"), screen=out.get("interactions"), placed_pairs=placed,
-                  values_from=_values_from(dataset, matrix))
+                  values_from=_values_from(dataset, matrix), groups=groups, reference=reference, n_genes=n_genes)
+    trust = out["summary"]["trust"]
+    if not trust["trustworthy"]:
+        import warnings
+
+        from deepmapper.results.findings import trust_line
+
+        warnings.warn(f"{where}: {trust_line(trust)}", UserWarning, stacklevel=2)
     return target if copy else None
+
+
+def _groups(adata, groupby: str, groups, reference: str, n_genes, where: str):
+    """(groups as stored, mask of the cells to analyse or None) for scanpy's groups/reference/n_genes."""
+    import numpy as np
+
+    present = [str(c) for c in adata.obs[groupby].astype(str).unique() if str(c) not in ("nan", "")]
+    if n_genes is not None and (isinstance(n_genes, bool) or not isinstance(n_genes, (int, np.integer))
+                                or n_genes < 1):
+        raise InputError(f"n_genes must be a positive integer or None (got {n_genes!r})", where=where,
+                         field="n_genes", fix="pass e.g. n_genes=100, or None for every feature.")
+    if isinstance(groups, str) and groups != "all":
+        raise InputError(f"groups must be 'all' or a list of groups (got {groups!r})", where=where, field="groups",
+                         fix=f"pass groups=[{groups!r}] (as scanpy).")
+    if groups != "all":
+        groups = [str(g) for g in groups]
+        unknown = [g for g in groups if g not in present]
+        if unknown or not groups:
+            raise InputError(f"no group {', '.join(map(repr, unknown)) or '(none given)'} in '{groupby}'",
+                             where=where, field="groups",
+                             fix=f"choose from {', '.join(sorted(present)[:12])}" + (" ..." if len(present) > 12 else "")
+                             + ".")
+    if reference != "rest" and str(reference) not in present:
+        raise InputError(f"reference {reference!r} is not a group of '{groupby}'", where=where, field="reference",
+                         fix=f"pass reference='rest' or one of {', '.join(sorted(present)[:12])}.")
+    if reference == "rest":
+        return groups, None
+    reference = str(reference)
+    compared = present if groups == "all" else groups
+    if not [g for g in compared if g != reference]:
+        raise InputError(f"nothing to compare with the reference {reference!r}", where=where, field="groups",
+                         fix="give groups besides the reference, or groups='all'.")
+    keep = adata.obs[groupby].astype(str).isin([*compared, reference]).to_numpy()
+    return groups, keep
 
 
 def _values_from(dataset, matrix: str) -> dict:

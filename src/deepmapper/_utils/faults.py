@@ -7,8 +7,10 @@
 - ``pass:K``: pass file K has just been written (``pass`` alone: the first pass);
 - ``accumulate``: ``findings.tsv`` is written, ``findings.json`` not yet;
 - ``report``: the report step has written its files (report.html, MultiQC), nothing published;
-- ``publish:0``: the run directory is complete and its links are in place, the switch not yet made;
-  ``publish:1``: the switch is made, the earlier run's directory not yet removed.
+- ``publish:0``: the run directory is complete with its manifest, nothing of it in the outdir yet;
+  ``publish:1``: half of the run's files are moved into the outdir (a SIGKILL leaves the journal,
+  which the next run finishes; SIGINT/SIGTERM are held back until the publish is done);
+  ``publish:2``: ``manifest.json`` is in place, the journal and the run directory not yet removed.
 
 With no variable set, :func:`point` is one dictionary lookup.
 """
@@ -42,4 +44,6 @@ def point(name: str, k: int | None = None) -> None:
     sig = getattr(signal, "SIG" + os.environ.get(SIGNAL_ENV, "KILL").upper().removeprefix("SIG"))
     log.warning("fault injection: %s at %s%s", sig.name, name, "" if k is None else f":{k}")
     os.kill(os.getpid(), sig)
+    if getattr(signal.getsignal(sig), "held_back", False):
+        return       # held back (a publish under way): it acts when the publish is done
     time.sleep(30)   # a handled signal raises here; an unhandled one has ended the process already

@@ -67,14 +67,15 @@ def _recorded(dataset: Path, pass_paths: list[Path], own):
 @config_options("train")
 def train_pass(dataset, start, count, outdir, verdicts_path, expect_gpu, interactions_path, config_path, **params):
     """Train passes START..START+COUNT-1 (one arrangement each) and write their pass files."""
-    from deepmapper.device import select_device, warn_if_gpu_missing
+    from deepmapper.device import setup, warn_if_gpu_missing
     from deepmapper.engine.planning import write_verdicts
     from deepmapper.pipeline.runner import pass_range, step_train
 
     cfg = build_config(config_path, params)
     warn_if_gpu_missing(expect_gpu)
-    device = select_device(cfg.run.device)
-    results = step_train(dataset, cfg, pass_range(start, count), outdir, interactions_path=interactions_path)
+    device = setup(cfg)
+    results = step_train(dataset, cfg, pass_range(start, count), outdir, interactions_path=interactions_path,
+                         device=device)
     if verdicts_path is not None:
         write_verdicts(verdicts_path, results, device=device.type, gpu_expected=expect_gpu)
     for r in results:
@@ -88,8 +89,11 @@ def train_pass(dataset, start, count, outdir, verdicts_path, expect_gpu, interac
 @_pass_file
 @click.option("--outdir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Where findings.tsv, findings.json and findings_per_class.tsv are written.")
+@click.option("--baselines", "baselines_json", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="baselines.json of 'deepmapper baseline' on the same dataset and split: the trust "
+                                 "verdict then compares the passes with logistic regression.")
 @config_options("accumulate")
-def accumulate_cmd(dataset, passes_dir, pass_file, outdir, config_path, **params):
+def accumulate_cmd(dataset, passes_dir, pass_file, outdir, baselines_json, config_path, **params):
     """Accumulate pass files into the ranking (first --passes accepted passes by index).
 
     findings.json records the whole configuration: the settings of this step from its
@@ -100,9 +104,11 @@ def accumulate_cmd(dataset, passes_dir, pass_file, outdir, config_path, **params
     paths = _passes_from(passes_dir, pass_file)
     cfg = _recorded(dataset, paths, build_config(config_path, params))
     summary = step_accumulate(dataset, paths, outdir, cfg,
-                              n_wanted=explicit_passes if explicit_passes is not None else cfg.run.passes)
+                              n_wanted=explicit_passes if explicit_passes is not None else cfg.run.passes,
+                              baselines_path=baselines_json)
     click.echo(f"{len(summary['used_passes'])} passes accumulated; top features: "
                + ", ".join(summary["top_features"][:10]))
+    _say_trust(summary)
 
 
 @click.command("evaluate")
@@ -160,6 +166,7 @@ def _run_summary(summary, outdir, report) -> None:
                f"accuracy {summary['mean_accuracy']:.3f}")
     click.echo("top features: " + ", ".join(summary["top_features"][:15]))
     click.echo(f"results in {outdir}" + (f"; report: {outdir / 'report.html'}" if report else ""))
+    _say_trust(summary)
 
 
 @click.command("demo")
@@ -184,6 +191,15 @@ def demo_cmd(outdir, open_report, config_path, **params):
     click.echo(f"report: {report}")
     click.echo(f"MultiQC report: {multiqc_report}" if multiqc_report else
                "MultiQC report: skipped (MultiQC is not installed; pip install 'deepmapper[report]' adds it)")
+    _say_trust(summary)
+
+
+def _say_trust(summary) -> None:
+    """The last line of a run: whether its model is to be trusted (findings.json 'trust')."""
+    from deepmapper.results.findings import trust_line
+
+    if summary.get("trust"):
+        click.echo(trust_line(summary["trust"]))
 
 
 COMMANDS = [train_pass, accumulate_cmd, evaluate_cmd, run_cmd, demo_cmd]

@@ -23,6 +23,9 @@ from deepmapper.engine.split import (Split, make_split, n_validation_folds, pass
 # batches are densified on the fly from the stored matrix, whose cost is then
 # small next to the convolutions (measured on 5,000 x 20,000: no slower, 400 MB less).
 DENSE_LIMIT_BYTES = 128 * 1024 * 1024
+# With the cap binding, a pass validates on at most max_cells_per_pass // VAL_SHARE cells of its fold
+# (a stratified sample from seed + t): the validation loss is an average, a few thousand cells pin it.
+VAL_SHARE = 4
 # Dense bytes of one block when accumulating statistics or filling the dense copy.
 BLOCK_BYTES = 32 * 1024 * 1024
 
@@ -45,16 +48,58 @@ class PreparedData:
     # was screened for, and the standardisation of their products (scaled features) on training cells
     pairs: np.ndarray | None = None
     pair_classes: list[str] | None = None
+    seed: int = 0                        # the run seed (the per-pass deal of cells, pass_pool)
     pair_mean: np.ndarray | None = None
     pair_scale: np.ndarray | None = None
+    max_cells_per_pass: int = 0          # 0: every training cell in every pass (see pass_pool)
     # the sample (donor) of each cell and the sample ids, with a sample key; splits, folds and the
     # screen's permutations then move whole samples
     samples: np.ndarray | None = None
     sample_names: list[str] | None = None
 
     def pass_cells(self, pass_index: int) -> tuple[np.ndarray, np.ndarray]:
-        """(training cells, validation cells) of one pass."""
-        return pass_cells(self.split, self.folds, pass_index)
+        """(training cells, validation cells) of one pass: those of its fold, within its block of
+        cells when ``max_cells_per_pass`` binds (:meth:`pass_pool`)."""
+        train, val = pass_cells(self.split, self.folds, pass_index)
+        block = self.pass_block(pass_index)
+        if block is None:
+            return train, val
+        pool = self.pass_pool(pass_index)
+        return (np.intersect1d(train, pool, assume_unique=True),
+                _stratified_sample(val, self.codes, max(1, self.max_cells_per_pass // VAL_SHARE),
+                                   [self.seed + pass_index, 104723]))
+
+    @property
+    def training_pool(self) -> np.ndarray:
+        """Every cell a pass may train or validate on (all but the held-out cells)."""
+        return self.split.train if self.folds is None else np.flatnonzero(self.folds >= 0)
+
+    def n_blocks(self) -> int:
+        """Blocks the training pool is dealt into: 1 when the cap does not bind."""
+        cap, n = self.max_cells_per_pass, len(self.training_pool)
+        return 1 if not cap or n <= cap else -(-n // cap)
+
+    def pass_block(self, pass_index: int) -> int | None:
+        """The block a pass trains on when the cap binds (``pass_index mod B``), else None: every B
+        consecutive passes see every cell."""
+        n = self.n_blocks()
+        return None if n == 1 else pass_index % n
+
+    def pass_pool(self, pass_index: int) -> np.ndarray:
+        """The cells pass ``pass_index``'s batches run over: the whole training pool, or, when it holds
+        more than ``max_cells_per_pass`` cells, block ``t mod B`` of a stratified deal of the pool into
+        ``B = ceil(pool / cap)`` disjoint blocks. The deal is drawn once from the run seed, so passes
+        t and t + B share their cells (and can be stacked, train.block_groups) and differ in
+        arrangement, initial weights and validation fold."""
+        pool = self.training_pool
+        b = self.pass_block(pass_index)
+        if b is None:
+            return pool
+        n = self.n_blocks()
+        rng = np.random.default_rng([self.seed, 15731])
+        chosen = [np.array_split(rng.permutation(pool[self.codes[pool] == c]), n)[b]
+                  for c in np.unique(self.codes[pool])]
+        return np.sort(np.concatenate(chosen))
 
     @property
     def n_features(self) -> int:
@@ -149,7 +194,7 @@ def prepare(adata, cfg: Config, *, where: str = "dataset") -> PreparedData:
                         split=split, mean=mean, scale=scale,
                         features_sha256=io.features_sha256(adata.var_names),
                         dataset_sha256=str(adata.uns.get("deepmapper", {}).get("source_sha256", "")),
-                        raw_mean=raw_mean)
+                        raw_mean=raw_mean, seed=cfg.run.seed, max_cells_per_pass=cfg.run.max_cells_per_pass)
     if samples is not None:
         data.samples, data.sample_names = samples[0], list(samples[1])
     if cfg.run.rotate_validation and samples is not None:
@@ -165,6 +210,19 @@ def prepare(adata, cfg: Config, *, where: str = "dataset") -> PreparedData:
             dense[start:start + step] = _scaled(X[start:start + step], mean, scale)
         data.dense_scaled = dense
     return data
+
+
+def _stratified_sample(cells: np.ndarray, codes: np.ndarray, size: int, seed) -> np.ndarray:
+    """At most ``size`` of ``cells``, each class in proportion (at least one cell each), sorted."""
+    if len(cells) <= size:
+        return cells
+    rng = np.random.default_rng(seed)
+    out = []
+    for c in np.unique(codes[cells]):
+        members = cells[codes[cells] == c]
+        n = max(1, int(round(size * len(members) / len(cells))))
+        out.append(rng.choice(members, size=min(n, len(members)), replace=False))
+    return np.sort(np.concatenate(out))
 
 
 def _scaled(block, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:

@@ -350,11 +350,14 @@ def screen(X, codes: np.ndarray, classes: list[str], feature_names: list[str], *
     """
     import pandas as pd
     import torch
-    from tqdm.auto import tqdm
+
+    from deepmapper._utils.progress import Progress
 
     t0 = time.perf_counter()
-    if device is None:
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device is None:   # a direct library call; the steps hand over device.setup's choice
+        from deepmapper.device import select_device
+
+        device = select_device("auto")
     cells = np.asarray(cells, dtype=np.int64)
     codes_all = np.asarray(codes, dtype=np.int64)
     Xs = X[cells]
@@ -376,7 +379,10 @@ def screen(X, codes: np.ndarray, classes: list[str], feature_names: list[str], *
     block = _block_size(p, n_classes)
     n_bins = int(HIST_MAX / HIST_WIDTH) + 1
     T = len(tested)
-    hist = torch.zeros(T, n_bins, dtype=torch.float64, device=device)     # per tested class
+    from deepmapper.device import float64_device
+
+    # per tested class; float64 counts (exact past 2^24), on the CPU where the device has none (MPS)
+    hist = torch.zeros(T, n_bins, dtype=torch.float64, device=float64_device(device))
     upper = torch.triu_indices(block, block, 1, device=device)
 
     def null(bI, bJ, t, sums):
@@ -387,6 +393,7 @@ def screen(X, codes: np.ndarray, classes: list[str], feature_names: list[str], *
             score = score[:, iu[0], iu[1]]
         score = score.reshape(T, -1)
         bins = (score / HIST_WIDTH).long().clamp_max(n_bins - 1)
+        bins = bins.to(hist.device)
         hist.scatter_add_(1, bins, torch.ones_like(bins, dtype=torch.float64))
         if score.shape[1]:
             current[:] = np.maximum(current, score.max(dim=1).values.cpu().numpy())
@@ -405,8 +412,7 @@ def screen(X, codes: np.ndarray, classes: list[str], feature_names: list[str], *
             log.warning("interaction screen: %s", note)
             return ScreenResult(empty, names, 0, len(cells), 0, [], time.perf_counter() - t0, note=note)
         relabelled = relabellings(s_lab, cfg.permutations, seed)
-    bar = tqdm(total=cfg.permutations + 1, desc="interaction screen", unit="labelling",
-               disable=None if progress else True, leave=False)
+    bar = Progress(cfg.permutations + 1, "interaction screen", "labelling", enabled=progress)
     null_max = []
     for r in range(cfg.permutations if relabelled is None else len(relabelled)):
         current = np.zeros(T)
@@ -604,6 +610,9 @@ def select_pairs(table, feature_names: list[str], *, q_threshold: float, max_pai
 
 def screen_prepared(data, cfg, *, device=None, progress: bool = True) -> ScreenResult:
     """The screen of a run: on ``data`` (:class:`deepmapper.engine.data.PreparedData`)'s non-held-out cells."""
+    from deepmapper.device import setup
+
+    device = device or setup(cfg)
     cells = screen_cells(data.codes, data.split.test, cfg.interactions.max_cells, cfg.run.seed)
     return screen(data.X, data.codes, data.classes, data.feature_names, cells=cells, cfg=cfg.interactions,
                   seed=cfg.run.seed, device=device, progress=progress, samples=data.samples)

@@ -90,7 +90,6 @@ def baseline(adata, classes: list[str]):
     PyDESeq2 is missing, the dataset has no sample key, or it holds no raw counts."""
     import time
 
-    import pandas as pd
 
     from deepmapper import io
     from deepmapper.engine.samples import pseudobulk_sums

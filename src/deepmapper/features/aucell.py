@@ -131,12 +131,11 @@ def max_area(sizes: np.ndarray, n_up: int) -> np.ndarray:
     return m * n_up - m * (m + 1) / 2
 
 
-def _device(device: str):
-    import torch
+def _device(device):
+    """A torch.device as is (the entry point's device.setup), or a name resolved by device.select_device."""
+    from deepmapper.device import select_device
 
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    return device if not isinstance(device, str) else select_device(device)
 
 
 def _rank_weights(x, n_up: int):
@@ -182,7 +181,12 @@ def aucell_matrix(X, M: np.ndarray, sizes: np.ndarray, *, top_fraction: float = 
     if batch_size is None:  # about 16M values per dense block, whatever the gene count
         batch_size = int(min(4096, max(16, 2 ** 24 // max(n_genes, 1))))
     Mt = torch.as_tensor(M, dtype=dtype, device=dev)
-    denom = torch.as_tensor(max_area(sizes, n_up), dtype=torch.float64, device=dev)
+    denom = torch.as_tensor(max_area(sizes, n_up), dtype=torch.float64)     # CPU: MPS has no float64
+    if dtype == torch.float64:
+        from deepmapper.device import float64_device
+
+        dev = float64_device(dev)
+        Mt = Mt.to(dev)
     X = sp.csr_matrix(X) if sp.issparse(X) else np.asarray(X)
     out = np.empty((n_cells, M.shape[1]), dtype=np.float32)
     with torch.no_grad():
@@ -194,7 +198,7 @@ def aucell_matrix(X, M: np.ndarray, sizes: np.ndarray, *, top_fraction: float = 
                 raise InputError("the expression matrix has NaN or infinite values", where="input", field="X",
                                  fix="replace missing values before scoring gene sets.")
             W = _rank_weights(x, n_up).to(dtype)
-            out[start:start + batch_size] = ((W @ Mt).to(torch.float64) / denom).cpu().numpy()
+            out[start:start + batch_size] = ((W @ Mt).cpu().to(torch.float64) / denom).numpy()
     return out
 
 

@@ -85,7 +85,8 @@ def attribute(model, images, targets, cfg, baseline=None, *, progress: bool = Fa
     ``progress`` a bar over the chunks is shown on a terminal (quiet in logs).
     """
     import torch
-    from tqdm.auto import tqdm
+
+    from deepmapper._utils.progress import Progress
 
     method = method_info(cfg.method)
     device = _device(model)
@@ -115,11 +116,13 @@ def attribute(model, images, targets, cfg, baseline=None, *, progress: bool = Fa
     chunk = max(1, int(cfg.internal_batch_size))
     out = np.empty((n, channels * side * side), dtype=np.float32)
     with _frozen_eval(model):
-        for start in tqdm(range(0, n, chunk), desc=f"attribution ({cfg.method})", unit="chunk",
-                          disable=None if progress else True, leave=False):
+        bar = Progress(-(-n // chunk), f"attribution ({cfg.method})", "chunk", enabled=progress)
+        for start in range(0, n, chunk):
             stop = min(start + chunk, n)
             a = fn(model, x[start:stop], t[start:stop], base, cfg)
             out[start:stop] = a.detach().reshape(stop - start, -1).cpu().numpy()
+            bar.update(1)
+        bar.close()
     return out
 
 

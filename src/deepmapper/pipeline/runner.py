@@ -31,15 +31,17 @@ log = logging.getLogger(__name__)
 
 # -- steps -----------------------------------------------------------------------------
 
-def step_interactions(dataset_path: Path, cfg: Config, outdir: Path, *, progress: bool = True):
+def step_interactions(dataset_path: Path, cfg: Config, outdir: Path, *, progress: bool = True, device=None):
     """The pair screen on the run's non-held-out cells: ``outdir/interactions.tsv`` (best first)."""
     from deepmapper import io
+    from deepmapper.device import setup
     from deepmapper.engine import interactions
     from deepmapper.engine.data import prepare
 
+    device = device or setup(cfg)
     adata = io.read_dataset(dataset_path)
     data = prepare(adata, cfg, where=str(dataset_path))
-    result = interactions.screen_prepared(data, cfg, progress=progress)
+    result = interactions.screen_prepared(data, cfg, device=device, progress=progress)
     interactions.write_table(result, Path(outdir) / layout.INTERACTIONS)
     return result
 
@@ -54,36 +56,43 @@ def use_interactions(data, cfg: Config, table, *, where: str = layout.INTERACTIO
 
 
 def step_train(dataset_path: Path, cfg: Config, pass_indices: list[int], outdir: Path, *,
-               progress: bool = True, interactions_path: Path | None = None) -> list[PassResult]:
+               progress: bool = True, interactions_path: Path | None = None, device=None) -> list[PassResult]:
     """Train passes. With interactions on, the pairs come from ``interactions_path``
     (interactions.tsv of step_interactions), or from the same screen run here when none is given."""
     from deepmapper import io
+    from deepmapper.device import setup
     from deepmapper.engine import interactions
     from deepmapper.engine.data import prepare
     from deepmapper.engine.train import train_passes
 
+    device = device or setup(cfg)
     adata = io.read_dataset(dataset_path)
     data = prepare(adata, cfg, where=str(dataset_path))
     if cfg.interactions.enabled:
         table = interactions.read_table(interactions_path) if interactions_path is not None \
-            else interactions.screen_prepared(data, cfg, progress=progress).table
+            else interactions.screen_prepared(data, cfg, device=device, progress=progress).table
         use_interactions(data, cfg, table, where=str(interactions_path or "interaction screen"))
-    results = train_passes(data, cfg, pass_indices, progress=progress)
+    results = train_passes(data, cfg, pass_indices, progress=progress, device=device)
     for r in results:
         write_pass(stamp(r, data, adata), outdir)
     return results
 
 
 def step_accumulate(dataset_path: Path, pass_paths: list[Path], outdir: Path, cfg: Config,
-                    n_wanted: int | None = None, *, adata=None, passes=None) -> dict:
+                    n_wanted: int | None = None, *, adata=None, passes=None,
+                    baselines_path: Path | None = None) -> dict:
     """findings.tsv, findings.json, findings_per_class.tsv, findings_pairs.tsv. ``run`` hands over the
-    dataset and the verified passes it already holds (``adata``, ``passes``); a step reads them."""
+    dataset and the verified passes it already holds (``adata``, ``passes``); a step reads them. With
+    ``baselines_path`` (baselines.json of the same dataset and split) the trust verdict compares the
+    passes with logistic regression."""
     from deepmapper import io
 
     adata = io.read_dataset(dataset_path) if adata is None else adata
     if passes is None:
         passes = findings_mod.read_passes(pass_paths, dataset=adata, dataset_path=str(dataset_path))
-    table, per_class, summary, pairs = _findings(adata, passes, cfg, n_wanted)
+    baseline = (findings_mod.read_baseline_accuracy(baselines_path, passes[0].heldout_index)
+                if baselines_path is not None else None)
+    table, per_class, summary, pairs = _findings(adata, passes, cfg, n_wanted, baseline_accuracy=baseline)
     findings_mod.write(outdir, table, per_class, summary, pairs)
     return summary
 
@@ -135,7 +144,7 @@ def train_until_accepted(data, cfg: Config, *, device, progress: bool = True, on
     The grouping is that of ``train-pass --start 0 --count N``, so the chained steps match.
     """
     from deepmapper.engine.planning import next_round
-    from deepmapper.engine.train import group_passes, train_group
+    from deepmapper.engine.train import block_groups, group_passes, train_group
 
     done = dict(done or {})
     wanted, max_tries = cfg.run.passes, cfg.effective_max_tries()
@@ -145,7 +154,7 @@ def train_until_accepted(data, cfg: Config, *, device, progress: bool = True, on
     while todo := next_round({r.pass_index: r.accepted for r in results}, wanted=wanted, max_tries=max_tries,
                              round_index=rounds):
         rounds += 1
-        for group in group_passes(todo, cfg):
+        for group in block_groups(group_passes(todo, cfg), data):
             if all(i in done for i in group):
                 results.extend(done[i] for i in group)
                 continue
@@ -156,45 +165,58 @@ def train_until_accepted(data, cfg: Config, *, device, progress: bool = True, on
     return results
 
 
-def analyse(adata, cfg: Config, *, device=None, progress: bool = True, where: str = "dataset") -> dict:
+def analyse(adata, cfg: Config, *, device=None, progress: bool = True, where: str = "dataset",
+            baseline: bool = True) -> dict:
     """The whole analysis of a validated dataset (``io.build_dataset`` / ``io.from_anndata``) in memory.
 
     Returns ``{"passes", "findings", "per_class", "summary", "evaluation"}``: the same values
     that ``run`` writes as files (``findings.tsv`` ... ``evaluation.json``), with no file written.
+    ``baseline``: fit logistic regression on the same split for the trust verdict (as ``run``'s
+    baselines step; ``summary["trust"]``).
     """
     from deepmapper import io
+    from deepmapper.device import setup
+    from deepmapper.engine import interactions
     from deepmapper.engine.data import prepare
     from deepmapper.engine.evaluate import evaluate
-    from deepmapper.engine.train import select_device
 
-    from deepmapper.engine import interactions
-
-    device = device or select_device(cfg.run.device)
+    device = device or setup(cfg)
     data = prepare(adata, cfg, where=where)
     check_trainable(data, cfg, where=where, field=adata.uns.get("deepmapper", {}).get("label_key"))
     screen = interactions.screen_prepared(data, cfg, device=device, progress=progress) \
         if cfg.interactions.enabled else None
     use_interactions(data, cfg, screen.table if screen is not None else None)
     results = train_until_accepted(data, cfg, device=device, progress=progress)
-    table, per_class, summary, pairs = _findings(adata, results, cfg, n_wanted=cfg.run.passes)
+    baseline_accuracy = None
+    if baseline:
+        from deepmapper.engine.baselines import logistic
+
+        baseline_accuracy = logistic(adata, data.split, seed=cfg.run.seed)[1]["accuracy"]
+    table, per_class, summary, pairs = _findings(adata, results, cfg, n_wanted=cfg.run.passes,
+                                                 baseline_accuracy=baseline_accuracy)
     codes, classes = io.labels(adata)
     evaluation = evaluate(findings_mod.choose(results, cfg.run.passes), codes, classes)
     return {"passes": results, "findings": table, "per_class": per_class, "summary": summary,
             "evaluation": evaluation, "pairs": pairs, "interactions": None if screen is None else screen.table}
 
 
-def _findings(adata, passes: list[PassResult], cfg: Config, n_wanted: int | None = None):
+def _findings(adata, passes: list[PassResult], cfg: Config, n_wanted: int | None = None,
+              baseline_accuracy: float | None = None):
     """(findings table, per-class table, summary, pair table) of passes trained on ``adata`` (the first
     ``n_wanted`` accepted passes; all accepted when None)."""
     from deepmapper import io
-    from deepmapper.engine import samples
+    from deepmapper.engine import accumulate, samples
 
     is_denovo = adata.var["is_denovo"].to_numpy() if "is_denovo" in adata.var else None
+    codes, classes = io.labels(adata)
+    means = accumulate.group_means(adata.X, codes, len(classes))
+    log_values = findings_mod.log_values_or_warn(adata.X, where=str(adata.uns.get("deepmapper", {}).get("source", "")))
     return findings_mod.build(
         passes, [str(v) for v in adata.var_names], cfg=cfg, n_wanted=n_wanted, is_denovo=is_denovo,
         n_cells=int(adata.n_obs),
         dataset_sha256=str(adata.uns.get("deepmapper", {}).get("source_sha256", "")),
-        sample_stats=samples.sample_level(adata, io.labels(adata)[1]))
+        means=means, log_values=log_values, baseline_accuracy=baseline_accuracy,
+        sample_stats=samples.sample_level(adata, classes))
 
 
 # -- the embedded path ----------------------------------------------------------------------
@@ -224,10 +246,11 @@ def run(inputs: list[str], outdir: Path, cfg: Config, *, label_key: str | None =
     """
     import torch
 
-    from deepmapper.features import inputs as inputs_mod
     from deepmapper import io
+    from deepmapper._utils import progress as progress_mod
+    from deepmapper.device import setup
     from deepmapper.engine.data import prepare
-    from deepmapper.engine.train import select_device
+    from deepmapper.features import inputs as inputs_mod
 
     t_start = time.perf_counter()
     out = publish.OutDir(outdir)
@@ -241,11 +264,10 @@ def run(inputs: list[str], outdir: Path, cfg: Config, *, label_key: str | None =
         except BaseException:
             out.cleanup_after_failure()
             raise
-        if cfg.run.threads:
-            torch.set_num_threads(cfg.run.threads)
-        device = select_device(cfg.run.device)
         _check_space(out, adata)
         run_dir = out.new_run(run_id)
+        file_log = progress_mod.log_to_file(run_dir / layout.RUN_LOG)   # the run's log lines, published with it
+        device = setup(cfg)
         dataset_path = run_dir / layout.DATASET
         info = {"run_id": run_id, "state": "running", "pid": os.getpid(),
                 "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
@@ -274,21 +296,24 @@ def run(inputs: list[str], outdir: Path, cfg: Config, *, label_key: str | None =
 
             results = train_until_accepted(data, cfg, device=device, progress=progress, on_pass=on_pass,
                                            done=done)
-            # required: what the run is for
-            # the pass files are read back once (verified as the step commands verify them) and shared
-            pass_paths = findings_mod.pass_files(passes_dir)
-            verified = findings_mod.read_passes(pass_paths, dataset=adata, dataset_path=str(dataset_path))
-            summary = step_accumulate(dataset_path, pass_paths, run_dir, cfg, n_wanted=cfg.run.passes,
-                                      adata=adata, passes=verified)
-            step_evaluate(dataset_path, pass_paths, run_dir / layout.EVALUATION, n_wanted=cfg.run.passes,
-                          adata=adata, passes=verified)
-            # optional: a failure is reported, the required results are still published
+            # optional: a failure is reported, the required results are still published. The baselines
+            # come first: the trust verdict in findings.json compares the passes with logistic regression.
             failed: list[tuple[str, str]] = []
             if baselines:
                 _optional("baselines", failed, run_dir,
                           lambda: step_baselines(dataset_path, run_dir / layout.BASELINES, cfg,
                                                  interactions_path=screened if screened.is_file() else None,
                                                  adata=adata))
+            # required: what the run is for
+            # the pass files are read back once (verified as the step commands verify them) and shared
+            pass_paths = findings_mod.pass_files(passes_dir)
+            verified = findings_mod.read_passes(pass_paths, dataset=adata, dataset_path=str(dataset_path))
+            baselines_json = run_dir / layout.BASELINES / layout.BASELINES_JSON
+            summary = step_accumulate(dataset_path, pass_paths, run_dir, cfg, n_wanted=cfg.run.passes,
+                                      adata=adata, passes=verified,
+                                      baselines_path=baselines_json if baselines_json.is_file() else None)
+            step_evaluate(dataset_path, pass_paths, run_dir / layout.EVALUATION, n_wanted=cfg.run.passes,
+                          adata=adata, passes=verified)
             if report:
                 _optional("report", failed, run_dir, lambda: _report(run_dir, multiqc_ok))
             info.update({"state": "complete", "seconds": round(time.perf_counter() - t_start, 2),
@@ -296,8 +321,10 @@ def run(inputs: list[str], outdir: Path, cfg: Config, *, label_key: str | None =
                          "passes_run": len(results), "passes_accepted": sum(r.accepted for r in results),
                          "passes_reused": len(done), "failed_steps": [name for name, _ in failed]})
             write_json(run_dir / layout.RUN_INFO, info)
+            progress_mod.stop_log_file(file_log)                    # complete before the manifest hashes it
             out.publish(run_dir, run_id)
         except BaseException as err:
+            progress_mod.stop_log_file(file_log)
             _keep_for_resume(out, run_dir, passes_dir, err)
             if isinstance(err, OSError):
                 raise publish.os_error(err, what=str(run_dir)) from None
@@ -495,8 +522,9 @@ def _check_space(out, adata) -> None:
 def _keep_for_resume(out, run_dir: Path, passes_dir: Path, err: BaseException) -> None:
     """After a failed or interrupted run: keep the finished passes for --resume, drop the rest."""
     n = len(list(passes_dir.glob("pass_*.npz"))) if passes_dir.is_dir() else 0
-    if out.current() is not None and out.current().resolve() == run_dir.resolve():
-        return   # published already: it failed while removing the earlier run, nothing to keep apart
+    if out.published_run_id() == run_dir.name or out.journal.exists():
+        return   # published (a signal held back during the publish acts after it), or the publish was
+                 # cut short: the journal and the run directory finish it on the next run
     if n:
         hint = (f"{n} finished pass{'es' if n != 1 else ''} kept in {out.meta}: rerun with --resume "
                 "to reuse them")

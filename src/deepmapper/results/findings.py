@@ -9,6 +9,8 @@ bytes (no timings here; those go to ``run_info.json``).
 """
 from __future__ import annotations
 
+import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +24,7 @@ from deepmapper.engine.passfile import PassResult, first_difference, identity, r
 from deepmapper._utils.versions import versions
 from deepmapper.results import layout
 
-PER_CLASS_TOP = 50
-
+log = logging.getLogger(__name__)
 
 def read_passes(paths: list[Path], *, dataset=None, dataset_path: str | None = None) -> list[PassResult]:
     """Read pass files and check that they belong together: same dataset, features, classes,
@@ -116,13 +117,19 @@ def choose(passes: list[PassResult], n_wanted: int | None) -> list[PassResult]:
 
 def build(passes: list[PassResult], feature_names: list[str], *, cfg: Config, n_wanted: int | None = None,
           is_denovo: np.ndarray | None = None, n_cells: int | None = None, dataset_sha256: str = "",
-          sample_stats: dict | None = None):
+          sample_stats: dict | None = None, means: tuple[np.ndarray, np.ndarray] | None = None,
+          log_values: bool = True, baseline_accuracy: float | None = None):
     """Returns (findings rows, per-class rows, summary dict, accumulated pairs).
 
     ``sample_stats`` (:func:`deepmapper.engine.samples.sample_level`, datasets with a sample key): the rank
     becomes that of median importance x sample reproducibility, and the table gains ``model_rank``
     (the rank without samples), ``sample_reproducibility`` and ``sample_q``; the summary gains
-    ``sample_level`` with the per-sample means of the top features (findings_samples.tsv)."""
+    ``sample_level`` with the per-sample means of the top features (findings_samples.tsv).
+    ``means``: (mean of each class, mean of the rest) per feature on the analysed matrix
+    (:func:`deepmapper.engine.accumulate.group_means`), for the direction and log fold change of the
+    per-class tables; ``log_values``: False when that matrix has negative values (scaled), so
+    log fold changes are NaN. ``baseline_accuracy``: the logistic baseline's held-out accuracy
+    on the same cells (``baselines.json``), for the trust verdict (None: not compared)."""
     import pandas as pd
 
     used = choose(passes, n_wanted)
@@ -168,18 +175,9 @@ def build(passes: list[PassResult], feature_names: list[str], *, cfg: Config, n_
         table["sample_q"] = sample_stats["q"][order]
 
     classes = used[0].classes
-    per_class_rows, per_class_top = [], {}
-    for c, cls in enumerate(classes):
-        signed = np.stack([p.class_importance[c] for p in used])
-        ranks = acc.ranks(signed)                     # largest positive push towards the class first
-        mean_rank = ranks.mean(axis=0)
-        median = np.median(signed / np.maximum(np.abs(signed).sum(axis=1, keepdims=True), 1e-30), axis=0)
-        c_order = np.lexsort((np.arange(len(names)), mean_rank))[:PER_CLASS_TOP]
-        per_class_top[cls] = [str(names[j]) for j in c_order[:20]]
-        for r, j in enumerate(c_order, start=1):
-            per_class_rows.append({"class": cls, "feature": names[j], "rank": r,
-                                   "median_importance": median[j], "mean_rank": mean_rank[j]})
-    per_class = pd.DataFrame(per_class_rows)
+    per_class = per_class_table(used, names, means, log_values=log_values)
+    per_class_top = {cls: per_class.loc[per_class["class"] == cls, "feature"].head(20).astype(str).tolist()
+                     for cls in classes}
 
     summary = {
         "schema_version": 1,
@@ -222,6 +220,7 @@ def build(passes: list[PassResult], feature_names: list[str], *, cfg: Config, n_
         summary["sample_level"] = sample_summary(sample_stats, names, order,
                                                  screen_q=cfg.interactions.q_threshold if cfg.interactions.enabled
                                                  else None)
+    summary["trust"] = assess_trust(used, passes, epochs=cfg.run.epochs, baseline_accuracy=baseline_accuracy)
     return table, per_class, summary, pair_table
 
 
@@ -260,6 +259,95 @@ def samples_table(summary: dict):
             for f, means in zip(panel["features"], panel["means"])
             for s, lab, n, m in zip(panel["samples"], panel["labels"], panel["n_cells"], means)]
     return pd.DataFrame(rows)
+
+
+PER_CLASS_COLUMNS = ("class", "feature", "rank", "score", "direction", "logfoldchange", "median_importance",
+                     "mean_rank")
+DIRECTION_NAMES = {1: "up", -1: "down", 0: "none"}
+
+
+def per_class_table(used: list[PassResult], names: np.ndarray, means, *, log_values: bool = True):
+    """``findings_per_class.tsv``: every feature of every class, in scanpy's order (highest score first).
+
+    ``median_importance``: the median over passes of the signed attribution towards the class (each
+    pass scaled by its total absolute attribution; positive: evidence for the class); ``mean_rank``:
+    the Borda mean rank of that signed attribution; ``direction``: up/down, the class's mean
+    against the rest's on the analysed matrix; ``score``: direction * max(evidence, 0)
+    (:func:`deepmapper.engine.accumulate.marker_scores` says why); ``logfoldchange``: scanpy's, NaN when
+    the matrix is not log values (``log_values`` False)."""
+    import pandas as pd
+
+    classes = used[0].classes
+    n = len(names)
+    frames = []
+    for c, cls in enumerate(classes):
+        signed = np.stack([p.class_importance[c] for p in used]).astype(np.float64)
+        mean_rank = acc.ranks(signed).mean(axis=0)
+        evidence = np.median(signed / np.maximum(np.abs(signed).sum(axis=1, keepdims=True), 1e-30), axis=0)
+        if means is None:
+            direction = np.ones(n, np.int8)            # no matrix given: evidence only (tests of the maths)
+            lfc = np.full(n, np.nan)
+        else:
+            direction = acc.directions(means[0][c], means[1][c])
+            lfc = acc.log_fold_changes(means[0][c], means[1][c]) if log_values else np.full(n, np.nan)
+        score = acc.marker_scores(evidence, direction)
+        order = acc.score_order(score)[0]
+        frames.append(pd.DataFrame({
+            "class": cls, "feature": names[order], "rank": np.arange(1, n + 1), "score": score[order],
+            "direction": [DIRECTION_NAMES[int(d)] for d in direction[order]], "logfoldchange": lfc[order],
+            "median_importance": evidence[order], "mean_rank": mean_rank[order]}))
+    return pd.concat(frames, ignore_index=True)[list(PER_CLASS_COLUMNS)]
+
+
+# The trust verdict (findings.json["trust"]): when the model is not to be believed.
+# Margin below the logistic baseline: the mean per-pass held-out accuracy may fall short of
+# logistic regression on the same held-out cells by chance. On pbmc68k_reduced (bulk_labels,
+# 142 held-out cells, 10 passes, default settings) the shortfall over run seeds 0-3 was -0.005,
+# +0.015, +0.023, +0.008 (bench/trust_margin.py), and the ensembled model's over 10 seeds at most
+# 0.028 (docs/accuracy.md); the known bad case (louvain, cnn_small) falls 0.53 short. 0.05 is
+# about 7 of 142 cells, twice the largest chance shortfall seen. On smaller held-out sets one
+# cell moves more, so the margin widens to two binomial standard errors of the baseline's
+# accuracy when that is larger (142 cells at 0.893: 0.052).
+TRUST_MARGIN_FLOOR = 0.05
+# Passes disagree wildly when their held-out accuracies (same cells) spread over more than this:
+# the default configuration spread 0.028-0.070 over those four seeds (10 passes each).
+TRUST_SPREAD = 0.15
+
+
+def trust_margin(baseline_accuracy: float | None, n_test: int) -> float:
+    """How far below the baseline the mean per-pass accuracy may fall before the run is flagged."""
+    if baseline_accuracy is None or n_test <= 0:
+        return TRUST_MARGIN_FLOOR
+    b = min(max(float(baseline_accuracy), 0.0), 1.0)
+    return float(max(TRUST_MARGIN_FLOOR, 2.0 * math.sqrt(b * (1.0 - b) / n_test)))
+
+
+def assess_trust(used: list[PassResult], passes: list[PassResult], *, epochs: int,
+                 baseline_accuracy: float | None) -> dict:
+    """``{"trustworthy", "reasons", "baseline_accuracy", "margin", ...}``: the run is flagged when the
+    passes it ranks from (``used``) are far below the logistic baseline, every pass ran to the
+    epoch limit, or their accuracies disagree wildly."""
+    accs = np.asarray([p.accuracy for p in used], dtype=np.float64)
+    mean = float(accs.mean())
+    n_test = int(used[0].heldout_index.size)
+    margin = trust_margin(baseline_accuracy, n_test)
+    reasons = []
+    if baseline_accuracy is not None and mean < float(baseline_accuracy) - margin:
+        reasons.append(f"held-out accuracy {mean:.3f} is below logistic regression's {float(baseline_accuracy):.3f} "
+                       f"on the same cells by more than {margin:.3f}: the ranking explains a model that "
+                       "learned less than a linear one (try --backbone cnn or more --epochs)")
+    at_limit = [p for p in passes if int(p.stop_epoch) >= int(epochs) and not p.early_stopped]
+    if passes and len(at_limit) == len(passes):
+        reasons.append(f"every pass ran to the epoch limit ({epochs}) without early stopping: training had not "
+                       "settled (raise --epochs)")
+    spread = float(accs.max() - accs.min()) if len(accs) > 1 else 0.0
+    if spread > TRUST_SPREAD:
+        reasons.append(f"the passes' held-out accuracies spread from {accs.min():.3f} to {accs.max():.3f} "
+                       f"(more than {TRUST_SPREAD}): the arrangements disagree")
+    return {"trustworthy": not reasons, "reasons": reasons,
+            "baseline_accuracy": None if baseline_accuracy is None else round(float(baseline_accuracy), 6),
+            "margin": round(margin, 6), "mean_accuracy": round(mean, 6), "accuracy_spread": round(spread, 6),
+            "passes_at_epoch_limit": len(at_limit), "n_heldout": n_test}
 
 
 def pair_findings(used: list[PassResult], names: np.ndarray, result):
@@ -325,6 +413,57 @@ KINDS = ("marginal", "interaction", "both")
 def _json_value(v):
     v = v.item() if hasattr(v, "item") else v
     return None if isinstance(v, float) and not np.isfinite(v) else v
+
+
+def trust_line(trust: dict) -> str:
+    """The run's last line on its model (``findings.json["trust"]``)."""
+    if not trust.get("trustworthy", True):
+        return "NOT TRUSTWORTHY: " + "; ".join(trust["reasons"]) + " (findings.json 'trust')"
+    if trust.get("baseline_accuracy") is None:
+        return (f"trust: ok, held-out accuracy {trust['mean_accuracy']:.3f} (not compared with logistic "
+                "regression: no baselines)")
+    return (f"trust: ok, held-out accuracy {trust['mean_accuracy']:.3f}, logistic regression "
+            f"{trust['baseline_accuracy']:.3f} (margin {trust['margin']:.3f})")
+
+
+def log_values_or_warn(X, *, where: str = "", warn: bool = True) -> bool:
+    """Whether log fold changes can be computed from ``X`` (scanpy's formula needs log1p values, so no
+    negative ones); a scaled matrix is one warning, and its log fold changes are NaN."""
+    import scipy.sparse as sp
+
+    values = X.data if sp.issparse(X) else np.asarray(X)
+    if values.size and float(values.min()) < 0:
+        if not warn:
+            return False
+        log.warning("%s: the analysed matrix has negative values (scaled, e.g. sc.pp.scale?), so log fold changes "
+                    "cannot be computed: logfoldchanges are NaN (direction is still the mean difference). Fix: "
+                    "analyse log-normalised values (use_raw=True or a layer; --matrix raw or layer:NAME)",
+                    where or "dataset")
+        return False
+    return True
+
+
+def read_baseline_accuracy(path: Path, heldout_index: np.ndarray) -> float | None:
+    """The logistic baseline's held-out accuracy in ``baselines.json`` (None when it has none), checked
+    to be judged on the passes' held-out cells."""
+    import hashlib
+    import json
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read the baselines ({exc.__class__.__name__})", where=str(path),
+                         field="baselines", fix="give the baselines.json of 'deepmapper baseline' on this dataset.") \
+            from None
+    want = (data.get("split") or {}).get("test_index_sha256")
+    got = hashlib.sha256(np.ascontiguousarray(np.asarray(heldout_index, dtype=np.int64)).tobytes()).hexdigest()
+    if want is not None and want != got:
+        raise FormatError("the baselines were judged on other held-out cells than the passes", where=str(path),
+                          field="split.test_index_sha256",
+                          fix="run 'deepmapper baseline' on the same dataset with the passes' --seed and fractions.")
+    accuracy = (data.get("logistic") or {}).get("accuracy")
+    return None if accuracy is None else float(accuracy)
 
 
 def write(outdir: Path, table, per_class, summary, pairs=None) -> None:

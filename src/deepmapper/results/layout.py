@@ -16,6 +16,7 @@ FINDINGS_PAIRS = "findings_pairs.tsv"  # the placed pairs, accumulated
 FINDINGS_SAMPLES = "findings_samples.tsv"  # with a sample key: top features' mean in each sample
 EVALUATION = "evaluation.json"
 RUN_INFO = "run_info.json"            # what `run` was asked (resume key, state)
+RUN_LOG = "run.log"                   # the run's log lines (deepmapper._utils.progress.log_to_file)
 MANIFEST = "manifest.json"            # what one published run consists of
 BASELINES = "baselines"               # folder: <method>.tsv, baselines.json
 BASELINES_JSON = "baselines.json"
@@ -28,7 +29,8 @@ MULTIQC_REPORT = "multiqc_report.html"
 # user's file of the same name is reported up front instead of being half replaced.
 PUBLISHED = {DATASET: False, PASSES: True, FINDINGS: False, FINDINGS_JSON: False, FINDINGS_PER_CLASS: False,
              EVALUATION: False, RUN_INFO: False, MANIFEST: False, BASELINES: True, REPORT: False,
-             MQC: True, MULTIQC: True, INTERACTIONS: False, FINDINGS_PAIRS: False, FINDINGS_SAMPLES: False}
+             MQC: True, MULTIQC: True, INTERACTIONS: False, FINDINGS_PAIRS: False, FINDINGS_SAMPLES: False,
+             RUN_LOG: False}
 
 
 def baseline_table(method: str) -> str:

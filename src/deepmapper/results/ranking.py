@@ -5,20 +5,30 @@ analysis ran in memory or came from ``deepmapper run`` / ``nextflow run``:
 
 ``adata.uns[key]`` (the layout of ``scanpy.tl.rank_genes_groups``)
     ``params``
-        ``groupby``, ``reference`` (``"rest"``), ``method`` (``"deepmapper"``),
-        ``use_raw``, ``layer`` (as scanpy), plus ``matrix``, ``n_genes``,
-        ``passes``, ``seed``, ``backbone``, ``attribution``, ``top_k`` and the
-        whole flat configuration in ``config``.
+        ``groupby``, ``reference`` (``"rest"`` or a group), ``method``
+        (``"deepmapper"``), ``use_raw``, ``layer``, ``corr_method`` (``"none"``)
+        (as scanpy), plus ``groups``, ``matrix``, ``n_genes``, ``passes``,
+        ``seed``, ``backbone``, ``attribution``, ``top_k`` and the whole flat
+        configuration in ``config``.
     ``names``, ``scores``, ``logfoldchanges``, ``pvals``, ``pvals_adj``, ``mean_rank``
         structured arrays with one field per group (groups in sorted order,
-        the order of DeepMapper's classes), ``n_genes`` rows (the per-class
-        tables' length: 50, or fewer features), best first. A group's features are ordered by their Borda mean rank over the
-        passes of the signed attribution towards that group
-        (``findings_per_class.tsv``); ``scores`` is the median signed attribution
-        share; ``logfoldchanges`` is computed as scanpy does (log2 of the ratio of
-        ``expm1`` of the group and rest means of the analysed matrix: meaningful
-        on log1p data). DeepMapper is not a test: ``pvals`` and ``pvals_adj`` are
-        NaN (use ``pfer_bound`` for error control).
+        the order of DeepMapper's classes; the reference has none), ``n_genes``
+        rows (default every analysed feature), highest score first, as scanpy's
+        (``findings_per_class.tsv``). ``scores`` is the median signed attribution
+        share towards the group (the evidence) signed by the direction (the
+        group's mean against the rest's, or the reference's): positive = up in
+        the group, negative = down, 0 = not evidence for the group
+        (:func:`deepmapper.engine.accumulate.marker_scores`); ``logfoldchanges``
+        is computed as scanpy does (log2 of the ratio of ``expm1`` of the group
+        and comparison means of the analysed matrix; NaN when it has negative
+        values); ``mean_rank`` the Borda mean rank of the signed attribution.
+        DeepMapper is not a test: ``pvals`` and ``pvals_adj`` are NaN (use
+        ``pfer_bound`` for error control).
+    ``trust``
+        whether the model is to be believed (``findings.json["trust"]``):
+        ``trustworthy``, ``reasons``, ``baseline_accuracy`` (logistic regression
+        on the same held-out cells; None when not fitted), ``margin``, and the
+        figures behind them (absent for results written before the verdict).
     ``ranking``
         DataFrame, one row per analysed feature (index), best first: ``rank``,
         ``selection_frequency``, ``median_importance``, ``mean_rank``,
@@ -79,7 +89,7 @@ _SUMMARY_KEYS = ("accuracies", "accepted", "stop_epochs", "best_epochs", "early_
 
 def store(target, dataset, *, findings, per_class, summary: dict, evaluation: dict | None, key_added: str,
           params: dict, pass_importance=None, pass_indices=None, pairs=None, screen=None, placed_pairs=None,
-          values_from: dict | None = None) -> None:
+          values_from: dict | None = None, groups="all", reference: str = "rest", n_genes: int | None = None) -> None:
     """Write the ranking of ``dataset`` (the analysed AnnData) into ``target.uns[key_added]`` and
     ``target.var`` (``target`` may be ``dataset`` itself).
 
@@ -87,8 +97,6 @@ def store(target, dataset, *, findings, per_class, summary: dict, evaluation: di
     ``screen``: the screen's table (``interactions.tsv``), joined in; ``placed_pairs``: (M, 2) feature
     indices in the passes' order; ``values_from``: see the module docstring."""
     import pandas as pd
-
-    from deepmapper import io
 
     classes = [str(c) for c in summary["classes"]]
     features = np.asarray([str(v) for v in dataset.var_names], dtype=object)
@@ -98,34 +106,16 @@ def store(target, dataset, *, findings, per_class, summary: dict, evaluation: di
     ranking["is_denovo"] = ranking["is_denovo"].astype(bool)
 
     # per-group structured arrays, as scanpy's rank_genes_groups (one field per group)
-    codes, ds_classes = io.labels(dataset)
-    lfc_all = _log_fold_changes(dataset.X, codes, len(ds_classes))
-    position = {f: i for i, f in enumerate(features)}
-    cols: dict[str, dict[str, np.ndarray]] = {c: {} for c in ("names", "scores", "logfoldchanges", "pvals",
-                                                              "pvals_adj", "mean_rank")}
-    per_class = per_class.copy()
-    per_class["class"] = per_class["class"].astype(str)
-    lengths = set()
-    for cls in classes:
-        rows = per_class[per_class["class"] == cls].sort_values("rank", kind="stable")
-        names = rows["feature"].astype(str).to_numpy(dtype=object)
-        lengths.add(len(names))
-        c = ds_classes.index(cls)
-        cols["names"][cls] = names
-        cols["scores"][cls] = rows["median_importance"].to_numpy(np.float32)
-        cols["mean_rank"][cls] = rows["mean_rank"].to_numpy(np.float64)
-        cols["logfoldchanges"][cls] = lfc_all[c, [position[n] for n in names]].astype(np.float32)
-        cols["pvals"][cls] = np.full(len(names), np.nan)
-        cols["pvals_adj"][cls] = np.full(len(names), np.nan)
-    if len(lengths) != 1:
-        raise FormatError(f"the per-class tables have different lengths ({sorted(lengths)})",
-                          field="findings_per_class", fix="rerun the accumulate step.")
-    n_genes = lengths.pop()
-    uns = {"params": {**params, "n_genes": int(n_genes)}}
+    cols, n_genes = group_arrays(dataset, per_class, classes, features, groups=groups, reference=reference,
+                                 n_genes=n_genes)
+    uns = {"params": {**params, "reference": str(reference), "groups": groups if groups == "all" else list(groups),
+                      "n_genes": int(n_genes)}}
     for col, per_group in cols.items():
-        uns[col] = np.rec.fromarrays([per_group[c] for c in classes], names=classes)
+        uns[col] = np.rec.fromarrays(list(per_group.values()), names=list(per_group))
     uns["ranking"] = ranking
     uns["summary"] = _summary(summary)
+    if summary.get("trust") is not None:                 # absent in results written before the verdict
+        uns["trust"] = trust_dict(summary["trust"])
     if evaluation is not None:
         uns["evaluation"] = _evaluation(evaluation)
     uns["features"] = features
@@ -192,20 +182,70 @@ def pair_table(pairs, screen=None):
     return table
 
 
-def _log_fold_changes(X, codes: np.ndarray, n_classes: int) -> np.ndarray:
-    """(n_classes, n_features) log2 fold change of each group against the rest, as scanpy computes it."""
-    import scipy.sparse as sp
+GROUP_FIELDS = ("names", "scores", "logfoldchanges", "pvals", "pvals_adj", "mean_rank")
 
-    n = X.shape[0]
-    onehot = sp.csr_matrix((np.ones(n), (codes, np.arange(n))), shape=(n_classes, n))
-    sums = onehot @ X
-    sums = np.asarray(sums.toarray() if sp.issparse(sums) else sums, dtype=np.float64)
-    total = sums.sum(axis=0, keepdims=True)
-    sizes = np.bincount(codes, minlength=n_classes).astype(np.float64)[:, None]
-    mean_group = sums / sizes
-    mean_rest = (total - sums) / np.maximum(n - sizes, 1)
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        return np.log2((np.expm1(mean_group) + 1e-9) / (np.expm1(mean_rest) + 1e-9))
+
+def group_arrays(dataset, per_class, classes: list[str], features, *, groups="all", reference: str = "rest",
+                 n_genes: int | None = None) -> tuple[dict, int]:
+    """``{field: {group: array}}`` in scanpy's order (highest score first) and the rows per group.
+
+    From ``findings_per_class.tsv`` (the groups against the rest). With ``reference`` a group, the
+    direction, score and log fold change of each other group are taken against that group's cells
+    instead (the evidence stays the model's; :func:`deepmapper.engine.accumulate.marker_scores`), and the
+    reference has no table of its own (as scanpy). ``groups``: the groups to keep ("all").
+    ``n_genes``: rows kept per group (None: every feature in the table)."""
+    from deepmapper import io
+    from deepmapper.engine import accumulate as acc
+    from deepmapper.results.findings import DIRECTION_NAMES, log_values_or_warn
+
+    codes, ds_classes = io.labels(dataset)
+    shown = [c for c in classes if (groups == "all" or c in groups) and c != reference]
+    per_class = per_class.copy()
+    per_class["class"] = per_class["class"].astype(str)
+    position = {f: i for i, f in enumerate(features)}
+    recompute = reference != "rest" or "score" not in per_class.columns   # old results: no score column
+    if recompute:
+        ref = None if reference == "rest" else ds_classes.index(reference)
+        mean_group, mean_other = acc.group_means(dataset.X, codes, len(ds_classes), reference=ref)
+        log_ok = log_values_or_warn(dataset.X, warn=False)
+    cols: dict[str, dict[str, np.ndarray]] = {c: {} for c in GROUP_FIELDS}
+    lengths = set()
+    for cls in shown:
+        rows = per_class[per_class["class"] == cls].sort_values("rank", kind="stable")
+        if recompute:
+            c = ds_classes.index(cls)
+            idx = np.asarray([position[n] for n in rows["feature"].astype(str)], dtype=np.int64)
+            direction = acc.directions(mean_group[c, idx], mean_other[c, idx])
+            score = acc.marker_scores(rows["median_importance"].to_numpy(np.float64), direction)
+            lfc = acc.log_fold_changes(mean_group[c, idx], mean_other[c, idx]) if log_ok \
+                else np.full(len(idx), np.nan)
+            rows = rows.assign(score=score, logfoldchange=lfc,
+                               direction=[DIRECTION_NAMES[int(d)] for d in direction])
+            rows = rows.iloc[acc.score_order(score)[0]] if len(rows) else rows
+        if n_genes is not None:
+            rows = rows.head(int(n_genes))
+        lengths.add(len(rows))
+        cols["names"][cls] = rows["feature"].astype(str).to_numpy(dtype=object)
+        cols["scores"][cls] = rows["score"].to_numpy(np.float32)
+        cols["logfoldchanges"][cls] = rows["logfoldchange"].to_numpy(np.float32)
+        cols["mean_rank"][cls] = rows["mean_rank"].to_numpy(np.float64)
+        cols["pvals"][cls] = np.full(len(rows), np.nan)
+        cols["pvals_adj"][cls] = np.full(len(rows), np.nan)
+    if len(lengths) != 1:
+        raise FormatError(f"the per-class tables have different lengths ({sorted(lengths)})",
+                          field="findings_per_class", fix="rerun the accumulate step.")
+    return {col: {c: per_group[c] for c in shown} for col, per_group in cols.items()}, lengths.pop()
+
+
+def trust_dict(trust: dict) -> dict:
+    """``uns[key]["trust"]``: findings.json's ``trust`` (``trustworthy``, ``reasons``, ``baseline_accuracy``
+    (None: not compared), ``margin``, and the figures behind them)."""
+    out = dict(trust)
+    out["trustworthy"] = bool(out["trustworthy"])
+    out["reasons"] = [str(r) for r in out.get("reasons") or []]
+    out["baseline_accuracy"] = None if out.get("baseline_accuracy") is None else float(out["baseline_accuracy"])
+    out["margin"] = float(out["margin"])
+    return out
 
 
 def _summary(summary: dict) -> dict:
@@ -254,7 +294,7 @@ def run_params(cfg, *, groupby: str, use_raw: bool, layer: str | None, matrix: s
     """``uns[key]['params']``: scanpy's keys, then DeepMapper's."""
     flat = cfg.flat()
     return {"groupby": str(groupby), "reference": "rest", "method": "deepmapper", "use_raw": bool(use_raw),
-            "layer": layer, "matrix": str(matrix), "passes": int(cfg.run.passes), "seed": int(cfg.run.seed),
+            "layer": layer, "corr_method": "none", "matrix": str(matrix), "passes": int(cfg.run.passes), "seed": int(cfg.run.seed),
             "backbone": str(cfg.backbone.kind), "attribution": str(cfg.attribution.method),
             "top_k": int(cfg.run.top_k), "config": flat}
 
@@ -328,7 +368,7 @@ def read_results(outdir, *, key_added: str = KEY):
     from deepmapper import io
     from deepmapper.config import Config
     from deepmapper.engine.passfile import read_pass
-    from deepmapper.results.report.results import _read_json, _read_tsv
+    from deepmapper.results.load import read_json, read_tsv
 
     root = Path(outdir)
     if not root.is_dir():
@@ -340,17 +380,17 @@ def read_results(outdir, *, key_added: str = KEY):
                              fix="give the --outdir of a finished run (its accumulate step writes the findings, "
                                  "ingest writes dataset.h5ad).")
     dataset = io.read_dataset(root / layout.DATASET)
-    findings = _read_tsv(root / layout.FINDINGS, ("feature", "rank", "selection_frequency", "median_importance",
+    findings = read_tsv(root / layout.FINDINGS, ("feature", "rank", "selection_frequency", "median_importance",
                                                   "mean_rank", "pfer_bound", "is_denovo"))
     findings["is_denovo"] = findings["is_denovo"].map(lambda v: str(v).strip().lower() in ("true", "1"))
-    per_class = _read_tsv(root / layout.FINDINGS_PER_CLASS, ("class", "feature", "rank", "median_importance",
+    per_class = read_tsv(root / layout.FINDINGS_PER_CLASS, ("class", "feature", "rank", "median_importance",
                                                             "mean_rank"))
-    summary = _read_json(root / layout.FINDINGS_JSON)
+    summary = read_json(root / layout.FINDINGS_JSON)
     if set(findings["feature"]) != {str(v) for v in dataset.var_names}:
         raise FormatError(f"findings.tsv ranks {len(findings)} features, dataset.h5ad holds {dataset.n_vars} "
                           "(or other names)", where=str(root), field="feature",
                           fix="use findings and dataset.h5ad from the same run.")
-    evaluation = _read_json(root / layout.EVALUATION) if (root / layout.EVALUATION).is_file() else None
+    evaluation = read_json(root / layout.EVALUATION) if (root / layout.EVALUATION).is_file() else None
 
     used = [int(i) for i in summary.get("used_passes", [])]
     pass_importance = None
@@ -382,7 +422,7 @@ def read_results(outdir, *, key_added: str = KEY):
         screen = read_table(root / layout.INTERACTIONS)
     pairs = None
     if (root / layout.FINDINGS_PAIRS).is_file():
-        pairs = _read_tsv(root / layout.FINDINGS_PAIRS, ("feature_a", "feature_b", "class", "rank"))
+        pairs = read_tsv(root / layout.FINDINGS_PAIRS, ("feature_a", "feature_b", "class", "rank"))
     store(dataset, dataset, findings=findings, per_class=per_class, summary=summary, evaluation=evaluation,
           key_added=key_added, params=params, pass_importance=pass_importance,
           pass_indices=used if pass_importance is not None else None, pairs=pairs, screen=screen,

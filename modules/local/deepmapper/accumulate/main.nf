@@ -6,7 +6,8 @@ process DEEPMAPPER_ACCUMULATE {
     container 'deepmapper-nf/deepmapper:0.2.0'
 
     input:
-    tuple val(meta), path(dataset), path(passes, stageAs: 'passes/*')
+    // baselines: DEEPMAPPER_BASELINE's files ([] with --skip_baselines), for the trust verdict in findings.json
+    tuple val(meta), path(dataset), path(passes, stageAs: 'passes/*'), path(baselines, stageAs: 'baselines/*')
 
     output:
     tuple val(meta), path('findings.tsv'), path('findings.json'), path('findings_per_class.tsv'), emit: findings
@@ -18,11 +19,13 @@ process DEEPMAPPER_ACCUMULATE {
 
     script:
     def args = task.ext.args ?: ''
+    def compared = baselines ? '--baselines baselines/baselines.json' : ''
     """
     deepmapper accumulate \\
         --dataset ${dataset} \\
         --passes-dir passes \\
         --outdir . \\
+        ${compared} \\
         ${args}
     """
 

@@ -30,7 +30,7 @@ def write_report(results_dir, outdir, *, multiqc: bool = True, multiqc_config=No
 
     results = load_results(results_dir)
     outdir = Path(outdir)
-    mqc_files = write_custom_content(results, outdir / "mqc")
+    mqc_files = write_custom_content(results, outdir / layout.MQC)
     html_path = write_text(outdir / layout.REPORT, build_html(results))
     multiqc_report = None
     skipped = None if multiqc else "not asked for"

@@ -33,11 +33,13 @@ def build_html(res: Results) -> str:
     """The whole page as one string."""
     from plotly.offline import get_plotlyjs
 
+    # What a scanpy user asks first: what marks each group (with direction); the ranking across all
+    # groups after it (its top is often a feature that separates many groups a little).
     sections = [
         ("summary", "Summary", _summary(res)),
-        ("features", "Ranked features", _feature_table(res)),
+        ("per-class", "What marks each group", _per_class(res)),
+        ("features", "Ranking across all groups", _feature_table(res)),
         ("stability", "Stability", _stability(res)),
-        ("per-class", "Per-class top features", _per_class(res)),
         ("confusion", "Confusion matrix", _confusion(res)),
         ("passes", "Passes", _passes(res)),
         ("loss", "Loss curves", _loss(res)),
@@ -46,15 +48,16 @@ def build_html(res: Results) -> str:
         ("baselines", "Baselines", _baselines(res)),
         ("run", "Parameters and versions", _run(res)),
     ]
-    if res.summary.get("sample_level"):   # runs with a sample key
+    if res.dataset.get("rss"):  # gene-set features only: beside what marks each group
+        sections.insert(2, ("rss", "Gene-set specificity (RSS)", _rss(res)))
+    if res.summary.get("sample_level"):   # runs with a sample key: after the ranking it qualifies
         from .samples import section as samples_section
 
-        sections.insert(2, ("samples", "Samples", samples_section(res)))
-    if res.dataset.get("rss"):  # gene-set features only
-        sections.insert(4, ("rss", "Gene-set specificity (RSS)", _rss(res)))
+        at = [sid for sid, _, _ in sections].index("features") + 1
+        sections.insert(at, ("samples", "Samples", samples_section(res)))
     nav = "".join(f'<a href="#{sid}">{html.escape(title)}</a>' for sid, title, _ in sections)
-    body = "".join(f'<section id="{sid}"><h2>{html.escape(title)}</h2>{content}</section>'
-                   for sid, title, content in sections)
+    body = _trust_banner(res) + "".join(f'<section id="{sid}"><h2>{html.escape(title)}</h2>{content}</section>'
+                                        for sid, title, content in sections)
     name = res.sample_name
     template = Template(_asset("template.html"))
     return template.substitute(
@@ -113,6 +116,23 @@ def _table(headers: list[str], rows: list[list], cls: str = "plain") -> str:
 
 # -- sections --------------------------------------------------------------------
 
+def _trust_banner(res: Results) -> str:
+    """Above everything when findings.json's ``trust`` says the model is not to be trusted (absent: none)."""
+    trust = res.summary.get("trust")
+    if not isinstance(trust, dict) or trust.get("trustworthy", True) is not False:
+        return ""
+    reasons = [str(r) for r in trust.get("reasons") or []]
+    items = "".join(f"<li>{html.escape(r)}</li>" for r in reasons)
+    base = trust.get("baseline_accuracy")
+    extra = (f" Logistic regression on the same held-out cells: {_pct(base)}." if isinstance(base, (int, float))
+             else "")
+    return ('<div class="trust-banner" id="trust-banner" role="alert"><strong>Do not trust this ranking yet: '
+            "the model did not learn the groups well enough.</strong>" + html.escape(extra)
+            + (f"<ul>{items}</ul>" if items else "")
+            + "<p>Its features may reflect noise. Try more epochs, another backbone, or compare with "
+              "<code>baselines/logistic.tsv</code> before using them.</p></div>")
+
+
 def _summary(res: Results) -> str:
     ev = res.evaluation or {}
     n_acc, n_run = sum(res.accepted), len(res.accuracies)
@@ -124,7 +144,7 @@ def _summary(res: Results) -> str:
     else:
         accuracy = "n/a<small>no evaluation.json</small>"
     cards = [
-        ("Top features", ", ".join(html.escape(f) for f in top)),
+        ("Top features, all groups", ", ".join(html.escape(f) for f in top)),
         ("Ensembled accuracy", accuracy),
         ("Passes accepted", f"{n_acc} / {n_run}<small>mean accuracy {_pct(res.mean_accepted_accuracy())}</small>"),
     ]
@@ -139,7 +159,6 @@ def _summary(res: Results) -> str:
         f'<div class="card"><div class="label">{html.escape(t)}</div><div class="value">{v}</div></div>'
         for t, v in cards) + "</div>"
     out += "".join(_note(n) for n in res.notes)
-    out += _top_bar(res)
     return out
 
 
@@ -184,7 +203,8 @@ def _feature_table(res: Results) -> str:
     spec = {"columns": [{"key": k, "title": t, "type": ty} for k, t, ty in columns], "rows": rows,
             "filename": f"{res.sample_name}_findings.tsv"}
     n_denovo = int(df["is_denovo"].sum())
-    intro = (f"<p>All {len(df):,} features, best first. Click a column to sort, type to search, and "
+    intro = (f"<p>All {len(df):,} features, ranked by how much the model relies on them to tell all the groups "
+             "apart (no direction: a feature may be up in one group and down in another). Click a column to sort, type to search, and "
              "download the rows shown as TSV. <b>Selection frequency</b>: share of accepted passes whose "
              f"top {res.top_k or 'k'} held the feature. <b>PFER bound</b>: Meinshausen-B&uuml;hlmann bound on "
              "the expected number of false selections when cutting at this frequency (empty below 0.5). "
@@ -194,7 +214,7 @@ def _feature_table(res: Results) -> str:
                 ' (e.g. CD79A)" aria-label="Search features"> <span id="feature-count"></span> '
                 '<button id="feature-download" type="button">Download TSV</button></div>')
     return (intro + controls + '<div class="scroll"><table id="feature-table" class="data"></table></div>'
-            f'<script type="application/json" id="feature-data">{_json_script(spec)}</script>')
+            f'<script type="application/json" id="feature-data">{_json_script(spec)}</script>' + _top_bar(res))
 
 
 def _int_or_none(v):
@@ -205,7 +225,7 @@ def _stability(res: Results) -> str:
     import plotly.graph_objects as go
 
     df = res.findings
-    lab = df.head(N_LABELLED // 2)  # fewer names here: ties in frequency stack labels on one row
+    lab = df.head(N_LABELLED // 2).sort_values("median_importance", kind="stable")
     fig = go.Figure()
     fig.add_trace(go.Scattergl(
         x=df["median_importance"], y=df["selection_frequency"], mode="markers", name="features",
@@ -213,13 +233,20 @@ def _stability(res: Results) -> str:
         marker=dict(size=6, color=np.where(df["is_denovo"], REJECTED, ACCENT), opacity=0.6),
         hovertemplate="%{text}<br>rank %{customdata}<br>median importance %{x:.4g}"
                       "<br>selection frequency %{y:.2f}<extra></extra>"))
-    fig.add_trace(go.Scatter(x=lab["median_importance"], y=lab["selection_frequency"], mode="text",
-                             text=lab["feature"], textposition="top center", showlegend=False,
-                             hoverinfo="skip", textfont=dict(size=11)))
+    fig.add_trace(go.Scatter(x=lab["median_importance"], y=lab["selection_frequency"], mode="markers",
+                             marker=dict(size=11, color="rgba(0,0,0,0)", line=dict(color=ACCENT, width=1.5)),
+                             showlegend=False, hoverinfo="skip"))      # rings the named features
+    # Names on arrows, staggered in four heights from left to right: the best features share a
+    # frequency (1.0 whenever every pass selected them) and sit close in importance, so names set on
+    # the points themselves print over each other.
+    for i, r in enumerate(lab.itertuples(index=False)):
+        fig.add_annotation(x=r.median_importance, y=r.selection_frequency, text=html.escape(str(r.feature)),
+                           showarrow=True, arrowhead=0, arrowcolor=MUTED, ax=0, ay=28 + 22 * (i % 4),
+                           font=dict(size=11), bgcolor="rgba(255,255,255,0.85)")
     for t in (0.6, 0.9):
         fig.add_hline(y=t, line=dict(dash="dot", color=MUTED, width=1),
                       annotation_text=f"selected in {int(t * 100)}% of passes",
-                      annotation_position="bottom right")
+                      annotation_position="bottom left")     # the right holds the best features' names
     fig.update_layout(title="Selection frequency against median importance", height=480, showlegend=False,
                       xaxis_title="Median importance", yaxis_title="Selection frequency",
                       yaxis_range=[-0.05, 1.1])
@@ -240,40 +267,82 @@ def _stability(res: Results) -> str:
     return text + _fig_html(fig, "plot-stability") + table
 
 
+N_UP, N_DOWN = 8, 4     # features listed per group in the per-class table
+
+
 def _per_class(res: Results) -> str:
+    """What marks each group: per group its top features, up in the group first, then down (when
+    findings_per_class.tsv has a ``direction`` column); and the heatmap of the top few, signed."""
     import plotly.graph_objects as go
 
     if res.per_class is None or res.per_class.empty:
         return _note("findings_per_class.tsv is absent: no per-class top features.")
-    pc = res.per_class
+    pc = res.per_class.sort_values(["class", "rank"], kind="stable")
     classes = [c for c in res.classes if c in set(pc["class"])] or list(dict.fromkeys(pc["class"]))
+    has_dir = "direction" in pc.columns
+    direction = ({(c, f): str(d).strip().lower() for c, f, d in zip(pc["class"], pc["feature"], pc["direction"])}
+                 if has_dir else {})
+
+    def chip(c, f) -> str:
+        d = direction.get((c, f))
+        arrow = {"up": "&#9650;", "down": "&#9660;"}.get(d, "")
+        cls = {"up": "up", "down": "down"}.get(d, "")
+        title = {"up": "higher in this group than in the rest", "down": "lower in this group than in the rest"}.get(d, "")
+        return f'<span class="chip {cls}" title="{title}">{html.escape(str(f))}{arrow}</span>'
+
+    rows = []
+    for c in classes:
+        feats = list(pc.loc[pc["class"] == c, "feature"])
+        if has_dir:
+            up = [f for f in feats if direction.get((c, f)) == "up"][:N_UP]
+            # scanpy's order puts the strongest down-markers last (most negative score): read from the end
+            down = [f for f in reversed(feats) if direction.get((c, f)) == "down"][:N_DOWN]
+            rows.append([html.escape(c), " ".join(chip(c, f) for f in up) or "&mdash;",
+                         " ".join(chip(c, f) for f in down) or "&mdash;"])
+        else:
+            rows.append([html.escape(c), " ".join(chip(c, f) for f in feats[:N_UP])])
+    headers = (["Group", "Up in the group (best first)", "Down in the group"] if has_dir
+               else ["Group", "Top features (best first)"])
+    table = _table(headers, rows, cls="plain per-class")
+    intro = ("<p>For each group, the features whose attribution towards that group is largest"
+             + (": <span class='chip up'>up&#9650;</span> higher in the group than in the rest, "
+                "<span class='chip down'>down&#9660;</span> lower. Features up in the group come first."
+                if has_dir else ". This run's findings_per_class.tsv records no direction (up or down in the "
+                                "group): check a marker's expression before calling it up.")
+             + " The whole per-group ranking is <code>findings_per_class.tsv</code>.</p>")
+
     genes: list[str] = []
     for c in classes:
-        top = pc[pc["class"] == c].sort_values("rank", kind="stable")["feature"].head(N_PER_CLASS)
+        top = pc[pc["class"] == c]["feature"].head(N_PER_CLASS)
         genes += [g for g in top if g not in genes]
     value = {(c, f): float(v) for c, f, v in zip(pc["class"], pc["feature"], pc["median_importance"])}
     rank = {(c, f): int(v) for c, f, v in zip(pc["class"], pc["feature"], pc["rank"])}
     class_max = pc.groupby("class")["median_importance"].max().to_dict()
-    # Colour: importance as a share of the class's largest, so every class shows its own markers.
+    # Colour: importance as a share of the class's largest, so every class shows its own markers;
+    # with a direction, negative for features down in the group.
     z, hover = [], []
     for g in genes:
         zr, hr = [], []
         for c in classes:
             cmax = float(class_max.get(c, 0.0)) or 1.0
             v = value.get((c, g))
-            zr.append(None if v is None else v / cmax)
-            hr.append(f"{g} in {c}<br>" + ("not in this class's top 50" if v is None else
-                                          f"rank {rank[(c, g)]}, median importance {v:.4g}"))
+            sign = -1.0 if direction.get((c, g)) == "down" else 1.0
+            zr.append(None if v is None else sign * v / cmax)
+            d = direction.get((c, g))
+            hr.append(f"{g} in {c}<br>" + ("not in this class's top list" if v is None else
+                                          f"rank {rank[(c, g)]}, median importance {v:.4g}"
+                                          + (f", {d} in the group" if d else "")))
         z.append(zr)
         hover.append(hr)
-    fig = go.Figure(go.Heatmap(z=z, x=classes, y=genes, text=hover, hoverinfo="text", colorscale="Blues",
-                               zmin=0, zmax=1, xgap=1, ygap=1,
-                               colorbar=dict(title="Share of the<br>class's top")))
-    fig.update_layout(title=f"Top {N_PER_CLASS} features of each class", height=max(360, 18 * len(genes) + 160),
+    if has_dir:
+        scale = dict(colorscale="RdBu", reversescale=True, zmin=-1, zmax=1,
+                     colorbar=dict(title="Share of the<br>class's top<br>(- down)"))
+    else:
+        scale = dict(colorscale="Blues", zmin=0, zmax=1, colorbar=dict(title="Share of the<br>class's top"))
+    fig = go.Figure(go.Heatmap(z=z, x=classes, y=genes, text=hover, hoverinfo="text", xgap=1, ygap=1, **scale))
+    fig.update_layout(title=f"Top {N_PER_CLASS} features of each group", height=max(360, 18 * len(genes) + 160),
                       yaxis=dict(autorange="reversed"), xaxis=dict(tickangle=-35))
-    return ("<p>For each class, the features whose attribution towards that class is largest (rows: the top "
-            f"{N_PER_CLASS} of each class; empty cells: not in that class's top 50).</p>"
-            + _fig_html(fig, "plot-per-class"))
+    return intro + table + _fig_html(fig, "plot-per-class")
 
 
 def _rss(res: Results) -> str:
@@ -479,17 +548,16 @@ def _baselines(res: Results) -> str:
 
 
 N_PAIR_SCATTERS = 6
+RUN_INFO_HIDDEN = {"state", "pid", "resume_key"}
 
 
 def _pairs(res: Results) -> str:
     """The top pairs table and, per top pair, gene a against gene b coloured by class."""
     import plotly.graph_objects as go
-    from plotly.colors import qualitative
-
     rows = mqc.pair_rows(res)
     if not rows:
-        if res.interactions is None and res.pairs is None:
-            return _note("This run screened no gene pairs (interactions off, or no interactions.tsv).")
+        if res.interactions is None:
+            return _note("This run screened no gene pairs (--no-interactions, or no interactions.tsv).")
         return _note("The pair screen found no pair below the q threshold: no gene pair differs in its "
                      "within-class correlation more than the label permutations allow.")
 
@@ -509,29 +577,30 @@ def _pairs(res: Results) -> str:
             "ranked table says whether it counts through its pair (<i>interaction</i>), alone "
             "(<i>marginal</i>) or both.</p>")
     figs = []
-    palette = qualitative.D3 + qualitative.Set2
     labels = res.pair_labels
-    classes = [c for c in res.classes if c in set(labels)] or list(dict.fromkeys(labels))
     for i, r in enumerate(rows[:N_PAIR_SCATTERS]):
         a, b = res.pair_values.get(r["feature_a"]), res.pair_values.get(r["feature_b"])
         if a is None or b is None:
             continue
+        # The pair's class against the rest: two colours and a one-line legend, not one colour per
+        # class (a 10-class legend beside each panel left the scatter a third of its width).
         fig = go.Figure()
-        for k, c in enumerate(classes):
-            mask = [lab == c for lab in labels]
-            emph = c == r["class"]
+        for name, inside, colour, size, alpha in (("rest", False, "#adb5bd", 4, 0.35),
+                                                  (r["class"], True, REJECTED, 5, 0.85)):
+            mask = [(lab == r["class"]) == inside for lab in labels]
             fig.add_trace(go.Scattergl(
                 x=[v for v, m in zip(a, mask) if m], y=[v for v, m in zip(b, mask) if m], mode="markers",
-                name=c, marker=dict(size=5 if emph else 4, color=palette[k % len(palette)],
-                                    opacity=0.85 if emph else 0.35)))
-        fig.update_layout(title=f"{r['feature_a']} x {r['feature_b']} (class {r['class']})", height=380,
-                          xaxis_title=r["feature_a"], yaxis_title=r["feature_b"], legend=dict(font=dict(size=10)))
-        figs.append(_fig_html(fig, f"plot-pair-{i}"))
+                name=name, marker=dict(size=size, color=colour, opacity=alpha)))
+        fig.update_layout(height=360, xaxis_title=r["feature_a"], yaxis_title=r["feature_b"],
+                          legend=dict(orientation="h", x=0, y=1.0, yanchor="bottom", font=dict(size=11)))
+        # the name above the figure, not in it: plotly's tool bar covers a title in a panel this narrow
+        figs.append(f'<div><div class="pair-title">{html.escape(r["feature_a"])} x {html.escape(r["feature_b"])} '
+                    f'<small>({html.escape(r["class"])})</small></div>{_fig_html(fig, f"plot-pair-{i}")}</div>')
     if not figs:
         scatter = _note("dataset.h5ad is absent: no scatter of the pairs' genes.")
     else:
-        scatter = ("<p>Per pair, every plotted cell's expression of gene a against gene b, coloured by class "
-                   "(the pair's class drawn darker): a flipped or lost correlation shows as a differently "
+        scatter = ("<p>Per pair, every plotted cell's expression of gene a against gene b: the pair's class "
+                   "in colour, every other cell grey. A flipped or lost correlation shows as a differently "
                    "tilted cloud.</p>" + '<div class="pair-grid">' + "".join(figs) + "</div>")
     return text + table + scatter
 
@@ -543,7 +612,10 @@ def _run(res: Results) -> str:
                                                for k, v in sorted(mqc.software_versions(res).items())])
     info = ""
     if res.run_info:
-        keep = {k: v for k, v in res.run_info.items() if not isinstance(v, (dict, list))}
+        # The report is written inside the run, before run_info.json's final state: its 'state'
+        # would read "running" in every report; pid and resume key are the run's bookkeeping.
+        keep = {k: v for k, v in res.run_info.items()
+                if not isinstance(v, (dict, list)) and k not in RUN_INFO_HIDDEN}
         info = "<h3>Run</h3>" + _table(["Item", "Value"], [[html.escape(str(k)), html.escape(str(v))]
                                                           for k, v in sorted(keep.items())])
     return ('<div class="two-col"><div><h3>Parameters and input</h3>' + params + "</div><div><h3>Software</h3>"

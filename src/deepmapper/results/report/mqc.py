@@ -213,7 +213,8 @@ def _pairs(res: Results, outdir: Path) -> Path:
                        "calibrated pair screen on training cells), as the model used them: rank by the "
                        "attribution of the pair's product, accumulated over passes.",
         "plot_type": "table",
-        "pconfig": {"id": "deepmapper_pairs", "title": "DeepMapper: gene pairs", "col1_header": "Pair"},
+        "pconfig": {"id": "deepmapper_pairs", "title": "DeepMapper: gene pairs", "col1_header": "Pair",
+                    "sort_rows": False},          # best first, as ranked, not by name
         "headers": {"class": {"title": "Class"}, "rank": {"title": "Rank", "format": "{:,.0f}"},
                     "score": {"title": "Screen t", "format": "{:,.2f}"},
                     "q_value": {"title": "q", "format": "{:,.3g}"},
@@ -242,7 +243,7 @@ def _loss_curves(res: Results, outdir: Path) -> Path:
                        "pass's stop epoch (dashed lines); the weights of the lowest validation loss are kept.",
         "plot_type": "linegraph",
         "pconfig": {"id": "deepmapper_loss", "title": "DeepMapper: loss curves", "xlab": "Epoch",
-                    "ylab": "Cross-entropy loss", "x_lines": x_lines,
+                    "ylab": "Cross-entropy loss", "x_lines": x_lines, "showlegend": True,
                     "data_labels": [{"name": "Validation loss", "ylab": "Validation loss"},
                                     {"name": "Training loss", "ylab": "Training loss"}]},
         "data": [val, train],
@@ -272,7 +273,8 @@ def _selection_frequency(res: Results, outdir: Path) -> Path:
 
 
 def _agreement(res: Results, agree: dict, outdir: Path) -> Path:
-    names = {"logistic": "Logistic regression", "wilcoxon": "Wilcoxon", "chance": "Chance"}
+    names = {"logistic": "Logistic regression", "wilcoxon": "Wilcoxon", "interactions": "Pair screen alone",
+             "chance": "Chance"}
     content = {
         "id": "deepmapper_baseline_agreement", "section_name": "Agreement with simpler methods",
         "description": "Fraction of DeepMapper's top-k features that are also in the top-k of penalised "
@@ -280,9 +282,11 @@ def _agreement(res: Results, agree: dict, outdir: Path) -> Path:
         "plot_type": "linegraph",
         "pconfig": {"id": "deepmapper_baseline_agreement", "title": "DeepMapper: top-k overlap with baselines",
                     "xlab": "k (top features)", "ylab": "Overlap fraction", "ymin": 0, "ymax": 1,
-                    "xlog": True, "style": "lines+markers",
+                    # k as categories (5, 10, 20, ... evenly spaced, each named once): MultiQC's log axis
+                    # printed every minor tick (4 5 6 7 8 9 10 2 3 ...), unreadable
+                    "categories": True, "style": "lines+markers", "showlegend": True,
                     "colors": {names["chance"]: "#999999"}, "dash_styles": {names["chance"]: "dash"}},
-        "data": {names.get(m, m): [[k, v] for k, v in d.items()] for m, d in agree.items()},
+        "data": {names.get(m, m): [[str(k), v] for k, v in d.items()] for m, d in agree.items()},
     }
     path = outdir / "deepmapper_baseline_agreement_mqc.json"
     write_text(path, json.dumps(content, indent=1, allow_nan=False))
@@ -296,8 +300,9 @@ def parameter_rows(res: Results) -> list[tuple[str, str]]:
     cfg = res.summary.get("config") or {}
     rows: list[tuple[str, str]] = []
     ds = res.dataset
+    # (modality is a setting: its row comes with the configuration below, once)
     for key, label in (("source", "input"), ("source_sha256", "input_sha256"), ("label_key", "label_key"),
-                       ("matrix", "matrix_used"), ("modality", "modality")):
+                       ("matrix", "matrix_used")):
         if ds.get(key) not in (None, ""):
             rows.append((label, ", ".join(map(str, ds[key])) if isinstance(ds[key], list) else str(ds[key])))
     if res.summary.get("dataset_sha256"):

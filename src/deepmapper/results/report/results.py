@@ -7,7 +7,6 @@ report says what is missing instead of failing.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 from deepmapper.errors import FormatError, InputError
 from deepmapper.io import DENOVO_PREFIX
 from deepmapper.results import layout
+from deepmapper.results.load import read_json, read_tsv
 
 FINDINGS_COLUMNS = ("feature", "rank", "selection_frequency", "median_importance", "mean_rank", "pfer_bound")
 PER_CLASS_COLUMNS = ("class", "feature", "rank", "median_importance")
@@ -118,14 +118,14 @@ def load_results(results_dir: str | Path) -> Results:
         if not p.is_file():
             raise InputError(f"{p.name} is missing", where=str(root), field=p.name,
                              fix="run 'deepmapper accumulate' into this directory first.")
-    findings = _read_tsv(findings_path, FINDINGS_COLUMNS)
+    findings = read_tsv(findings_path, FINDINGS_COLUMNS)
     findings = findings.sort_values("rank", kind="stable").reset_index(drop=True)
-    summary = _read_json(summary_path)
+    summary = read_json(summary_path)
     res = Results(results_dir=root, findings=findings, summary=summary)
 
     per_class_path = root / layout.FINDINGS_PER_CLASS
     if per_class_path.is_file():
-        res.per_class = _read_tsv(per_class_path, PER_CLASS_COLUMNS)
+        res.per_class = read_tsv(per_class_path, PER_CLASS_COLUMNS)
     else:
         res.notes.append("findings_per_class.tsv is absent: no per-class top features.")
 
@@ -148,12 +148,12 @@ def load_results(results_dir: str | Path) -> Results:
 
     eval_path = root / layout.EVALUATION
     if eval_path.is_file():
-        res.evaluation = _read_json(eval_path)
+        res.evaluation = read_json(eval_path)
     else:
         res.notes.append("evaluation.json is absent: no confusion matrix of the ensembled classifier.")
     info_path = root / layout.RUN_INFO
     if info_path.is_file():
-        res.run_info = _read_json(info_path)
+        res.run_info = read_json(info_path)
     return res
 
 
@@ -163,49 +163,15 @@ def _truthy(v) -> bool:
     return bool(v)
 
 
-def _read_tsv(path: Path, required):
-    import pandas as pd
-
-    try:
-        # Names stay text: a gene called "NA" or a class called "01" must not become NaN or 1.
-        df = pd.read_csv(path, sep="\t", dtype={"feature": str, "class": str, "kind": str, "partners": str},
-                         keep_default_na=False, na_values=[""])
-        if "partners" in df.columns:          # no partner is the empty text, as findings.build writes it
-            df["partners"] = df["partners"].fillna("")
-    except (OSError, ValueError) as exc:
-        raise FormatError(f"not a readable TSV ({exc.__class__.__name__})", where=str(path),
-                          fix="rerun the step that wrote it.") from None
-    missing = [c for c in required if c not in df.columns]
-    if missing:
-        raise FormatError(f"missing column(s) {', '.join(missing)}", where=str(path), field=missing[0],
-                          fix="rerun the step that wrote it with this version of DeepMapper.")
-    return df
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise FormatError(f"not readable JSON ({exc.__class__.__name__})", where=str(path),
-                          fix="rerun the step that wrote it.") from None
-    if not isinstance(data, dict):
-        raise FormatError("expected a JSON object", where=str(path), fix="rerun the step that wrote it.")
-    return data
-
-
 def _dataset_info(path: Path, res: Results) -> dict:
     info: dict[str, Any] = {}
     if not path.is_file():
         res.notes.append("dataset.h5ad is absent: input file and checksum are taken from findings.json.")
         info["source_sha256"] = res.summary.get("dataset_sha256")
         return info
-    import anndata
+    from deepmapper import io
 
-    try:
-        adata = anndata.read_h5ad(path, backed="r")
-    except Exception as exc:  # h5py/anndata raise many types for a bad file
-        raise FormatError(f"not a readable h5ad ({exc.__class__.__name__})", where=str(path),
-                          fix="rerun 'deepmapper ingest'.") from None
+    adata = io.read_dataset(path, backed=True)   # the dataset's schema check, without loading the matrix
     try:
         meta = dict(adata.uns.get("deepmapper", {}))
         info.update({k: _plain(v) for k, v in meta.items()})
@@ -277,15 +243,16 @@ def _read_pairs(root: Path, res: Results) -> None:
 
     path = root / layout.FINDINGS_PAIRS
     if path.is_file():
-        res.pairs = _read_tsv(path, ("feature_a", "feature_b", "class", "rank"))
+        res.pairs = read_tsv(path, ("feature_a", "feature_b", "class", "rank"))
         res.pairs = res.pairs.sort_values("rank", kind="stable").reset_index(drop=True)
     screen = root / layout.INTERACTIONS
     if screen.is_file():
         from deepmapper.engine.interactions import read_table
 
         res.interactions = read_table(screen)
-    if res.pairs is None and res.interactions is None:
-        res.notes.append("No interactions.tsv or findings_pairs.tsv: the run screened no gene pairs.")
+    if res.interactions is None and (res.pairs is None or res.pairs.empty):
+        # --no-interactions: accumulate still writes findings_pairs.tsv, a header and no row; the
+        # Gene pairs section says so (the user chose it: no note at the top of the report)
         return
     top = res.pairs if res.pairs is not None and len(res.pairs) else res.interactions
     genes = list(dict.fromkeys([str(g) for a, b in zip(top["feature_a"].head(N_PAIR_PLOTS),
@@ -317,21 +284,21 @@ def _read_baselines(folder: Path, res: Results) -> None:
     for method in ("logistic", "wilcoxon"):
         path = folder / f"{method}.tsv"
         if path.is_file():
-            res.baselines[method] = _read_tsv(path, BASELINE_COLUMNS).sort_values("rank", kind="stable") \
+            res.baselines[method] = read_tsv(path, BASELINE_COLUMNS).sort_values("rank", kind="stable") \
                 .reset_index(drop=True)
         else:
             res.notes.append(f"baselines/{method}.tsv is absent: no comparison with {method}.")
     path = folder / layout.baseline_table("pseudobulk")     # runs with a sample key
     if path.is_file():
-        res.baselines["pseudobulk"] = _read_tsv(path, BASELINE_COLUMNS).sort_values("rank", kind="stable") \
+        res.baselines["pseudobulk"] = read_tsv(path, BASELINE_COLUMNS).sort_values("rank", kind="stable") \
             .reset_index(drop=True)
     path = folder / layout.INTERACTIONS      # the pair screen alone (runs with interactions on)
     if path.is_file():
-        res.baselines["interactions"] = _read_tsv(path, BASELINE_COLUMNS).sort_values("rank", kind="stable") \
+        res.baselines["interactions"] = read_tsv(path, BASELINE_COLUMNS).sort_values("rank", kind="stable") \
             .reset_index(drop=True)
     meta = folder / layout.BASELINES_JSON
     if meta.is_file():
-        res.baselines_meta = _read_json(meta)
+        res.baselines_meta = read_json(meta)
 
 
 def finite_or_none(x):
