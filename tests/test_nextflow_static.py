@@ -1744,10 +1744,11 @@ def test_stub_walks_the_whole_dag(tmp_path):
     assert [f.name for f in passes] == [f"pass_{i:03d}.npz" for i in range(p["passes"])]
     assert len(planned[0]) == -(-p["passes"] // p["passes_per_task"]) and planned[1:] == [[], []]
     gathered = {"meta": meta, "dataset": dataset, "passes": passes}
-    acc = Task("DEEPMAPPER_ACCUMULATE", tmp_path, "stub").run(gathered, meta, stub=True)
-    ev = Task("DEEPMAPPER_EVALUATE", tmp_path, "stub").run(gathered, meta, stub=True)
     base = Task("DEEPMAPPER_BASELINE", tmp_path, "stub").run(
         {"meta": meta, "dataset": dataset, "interactions": screen["interactions"][0]}, meta, stub=True)
+    acc = Task("DEEPMAPPER_ACCUMULATE", tmp_path, "stub").run({**gathered, "baselines": base["baselines"]}, meta,
+                                                              stub=True)
+    ev = Task("DEEPMAPPER_EVALUATE", tmp_path, "stub").run(gathered, meta, stub=True)
     report = Task("DEEPMAPPER_REPORT", tmp_path, "stub").run(
         {"meta": meta, "dataset": dataset, "passes": passes, "findings": [*acc["findings"], *acc["pairs"]],
          "baselines": base["baselines"], "evaluation": ev["evaluation"][0]}, meta, stub=True)
