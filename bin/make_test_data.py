@@ -129,7 +129,7 @@ def main(argv=None) -> int:
     for label in POPULATIONS:
         folder = test / "populations" / slug(label)
         write_10x(adata[adata.obs["bulk_labels"] == label], folder)
-        rows.append([slug(label), str(folder.relative_to(root)), label])
+        rows.append([slug(label), str(folder.relative_to(root / "assets")), label])  # relative to the sheet
     write_sheet(root / "assets" / "samplesheet_test_populations.csv", ["sample", "path", "label"], rows)
     print(f"wrote {len(rows)} 10x population directories under {test / 'populations'}")
 
@@ -139,9 +139,9 @@ def main(argv=None) -> int:
         n_reference=20, n_novel=4, n_novel_de=2, samples_per_group=3, reads_per_sample=600,
         read_length=75, length_range=(400, 800), seed=0))
     with open(sim.samplesheet, newline="") as fh:
-        rows = [[r["sample"], *(str(Path(r[k]).relative_to(root)) if r[k] else "" for k in ("fastq_1", "fastq_2")),
+        rows = [[r["sample"], *(str(Path(r[k]).relative_to(root / "assets")) if r[k] else "" for k in ("fastq_1", "fastq_2")),
                  r["label"]] for r in csv.DictReader(fh)]
-    sim.samplesheet.unlink()  # absolute paths; the shipped sheet is the relative one below
+    sim.samplesheet.unlink()  # absolute paths; the shipped sheet is relative to its own folder (assets/)
     write_sheet(root / "assets" / "samplesheet_test_denovo.csv", ["sample", "fastq_1", "fastq_2", "label"], rows)
     print(f"wrote simulated reads for {len(rows)} samples under {test / 'denovo'}")
     return 0

@@ -808,3 +808,21 @@ def copy_tree(dst: Path, root: Path = REPO) -> Path:
         else:
             shutil.copy2(src, dst / rel)
     return dst
+
+
+def output_elements(decl: str) -> list[tuple[str, str]]:
+    """The elements of one output declaration, as nf-core's meta.yml lists them: (kind, name) with
+    kind val, path or eval and name the argument as written (quotes off): ``tuple val(meta),
+    path('a.tsv'), emit: x`` -> [("val", "meta"), ("path", "a.tsv")]."""
+    body = decl[len("tuple"):] if decl.startswith("tuple") else decl
+    out = []
+    for piece in _top_level(body, ",", "([", ")]"):
+        piece = piece.strip()
+        m = re.fullmatch(r"(val|path|eval|env|stdout)\s*\((.*)\)", piece, re.S)
+        if not m:
+            continue  # emit:, topic:, optional:
+        arg = _top_level(m.group(2), ",", "([", ")]")[0].strip()
+        if arg[:1] in "'\"" and arg[-1:] == arg[:1]:
+            arg = _unescape(arg[1:-1]) if arg[0] == '"' else arg[1:-1]
+        out.append((m.group(1), arg))
+    return out

@@ -36,6 +36,8 @@ import nfcheck
 from nfcheck import REPO, NfError
 
 NEXTFLOW_CONFIG = REPO / "nextflow.config"
+UTILS = REPO / "subworkflows" / "local" / "utils_deepmapper_pipeline" / "main.nf"
+INSTALLED_ONLY = os.environ.get("DEEPMAPPER_INSTALLED_ONLY") == "1"
 CONFIG_FILES = [NEXTFLOW_CONFIG, *sorted((REPO / "conf").glob("*.config"))]
 NF_FILES = nfcheck.nf_files()
 PLUGINS = nfcheck.plugin_ids(NEXTFLOW_CONFIG)
@@ -49,7 +51,10 @@ TEST_INPUT = REPO / "assets" / "test" / "pbmc68k_reduced.h5ad"
 # Which step each generated process runs (deepmapper._dev.nfgen), and the command of each step.
 from deepmapper._dev import nfgen  # noqa: E402
 
-STEP_OF = {**nfgen.PROCESS_STEPS, **{p: step for p, (step, _) in nfgen.PROCESS_PARTS.items()}}
+from deepmapper.config import STEPS  # noqa: E402
+
+STEP_OF = {**{nfgen.process_of(step): step for step in STEPS},
+           **{p: step for p, (step, _) in nfgen.PROCESS_PARTS.items()}}
 
 
 def rel(path: Path) -> str:
@@ -63,9 +68,13 @@ def help_text(command: tuple[str, ...]) -> str:
     return proc.stdout
 
 
+SETUP = ("echo", "printf")  # a line that writes a small file before the command (assembler.txt ...)
+
+
 def command_of(proc: nfcheck.Process) -> tuple[str, ...]:
     """The command a process runs: `deepmapper <sub> [<subsub>]` or an external tool."""
-    words = proc.script.body.split()
+    lines = [line for line in proc.script.body.strip().splitlines() if line.split()[:1] and line.split()[0] not in SETUP]
+    words = "\n".join(lines).split()
     if words[0] != "deepmapper":
         return (words[0],)
     cmd = ["deepmapper"]
@@ -158,10 +167,12 @@ def test_undefined_call_is_caught(tmp_path):
 
 def test_unknown_plugin_function_is_caught(tmp_path):
     root = nfcheck.copy_tree(tmp_path / "copy")
-    main = root / "main.nf"
-    main.write_text(main.read_text().replace("paramsSummaryLog }", "paramsSummaryLogg }"))
+    utils = root / UTILS.relative_to(REPO)
+    text = utils.read_text()
+    assert "paramsSummaryLog; " in text
+    utils.write_text(text.replace("paramsSummaryLog; ", "paramsSummaryLogg; "))
     with pytest.raises(NfError, match="provides no 'paramsSummaryLogg'"):
-        nfcheck.check_includes(main, PLUGINS)
+        nfcheck.check_includes(utils, PLUGINS)
 
 
 @pytest.mark.parametrize("path", NF_FILES, ids=rel)
@@ -319,25 +330,78 @@ def environment(folder: Path) -> list:
     return yaml.safe_load((folder / "environment.yml").read_text())["dependencies"]
 
 
+FACTS = json.loads((REPO / "tests" / "data" / "nextflow_facts.json").read_text())
+
+
+def gpu_profile() -> str:
+    return nfcheck.block_body(nfcheck.block_body(NEXTFLOW_CONFIG.read_text(), "profiles"), "gpu")
+
+
 def test_gpu_profile_requests_the_gpu_everywhere():
-    """-profile gpu: the CUDA image, accelerator (AWS Batch, Kubernetes, Google Batch), clusterOptions
-    (SLURM ignores accelerator), --gpus all / --nv, and --expect-gpu for the loud line."""
+    """-profile gpu: the CUDA image (and CUDA conda environment), accelerator (AWS Batch, Kubernetes,
+    Google Batch, and the local executor from Nextflow 26.10), clusterOptions on grid executors only,
+    the engine's GPU flag, and --expect-gpu for the loud line."""
     gpu = {n for n, p in PROCESSES.items() if "process_gpu" in p.labels()}
     assert gpu == {"DEEPMAPPER_TRAINPASS"}
-    block = nfcheck.block_body(nfcheck.block_body(NEXTFLOW_CONFIG.read_text(), "profiles"), "gpu")
+    block = gpu_profile()
     assert "withLabel: process_gpu" in block
-    for needle in ("accelerator      = 1", "clusterOptions   = { params.gpu_cluster_options ?: null }", "'--nv'",
-                   "'--gpus all'", "container        = 'ghcr.io/deepmapper-nf/deepmapper:0.1.0-cuda'",
-                   "ext.use_gpu      = true"):
+    version = nfgen.version()
+    for needle in ("accelerator      = 1", "'--nv'", "ext.use_gpu      = true",
+                   f"container        = 'deepmapper-nf/deepmapper:{version}-cuda'",
+                   'conda            = "${projectDir}/containers/environment.cuda.yml"'):
         assert needle in block, needle
-    assert PARAMS["gpu_cluster_options"] == "--gres=gpu:1"
+    assert (REPO / "containers" / "environment.cuda.yml").is_file()
+    assert PARAMS["gpu_cluster_options"] == "--gres=gpu:1" and PARAMS["cluster_options"] is None
     # without the profile nothing asks for a GPU (base.config), and the task says so only under it
     base = nfcheck.block_body((REPO / "conf" / "base.config").read_text(), "withLabel: process_gpu")
-    assert "ext.use_gpu = false" in base and "accelerator" not in base
+    assert "ext.use_gpu = false" in base and "accelerator" not in base and "clusterOptions" not in base
     trainpass = PROCESSES["DEEPMAPPER_TRAINPASS"].script
     assert trainpass.defs["gpu"] == "task.ext.use_gpu ? '--expect-gpu' : '--no-expect-gpu'"
     for use_gpu, flag in ((True, "--expect-gpu"), (None, "--no-expect-gpu")):
         assert nfcheck.evaluate(trainpass.defs["gpu"], {"task": {"ext": {"use_gpu": use_gpu}}}) == flag
+
+
+def grid_executors_in(text: str) -> list[str]:
+    m = re.search(r"task\.executor in \[([^\]]*)\]", text)
+    return re.findall(r"'([a-z]+)'", m.group(1)) if m else []
+
+
+def test_gpu_request_adds_to_the_sites_cluster_options_on_grid_executors_only():
+    """Grid executors submit clusterOptions and ignore accelerator (Nextflow's ExecutorFactory list, in
+    tests/data/nextflow_facts.json); the others ignore clusterOptions. The GPU tasks' clusterOptions is
+    the site's --cluster_options followed by --gpu_cluster_options on a grid executor (a list: Nextflow
+    submits each element), and never replaces them with SLURM syntax elsewhere."""
+    block = gpu_profile()
+    cluster = block[block.index("clusterOptions   = {"):block.index("containerOptions")]
+    assert sorted(grid_executors_in(cluster)) == sorted(FACTS["nextflow"]["grid_executors"])
+    assert "[params.cluster_options, params.gpu_cluster_options].findAll { opt -> opt }" in cluster
+    assert ": (params.cluster_options ?: null)" in cluster
+    # the warning's list (utils) is the same list
+    assert sorted(grid_executors_in("task.executor in " + nfcheck.block_body(UTILS.read_text(), "def gridExecutors()")
+                                    .split("return", 1)[1].strip())) == sorted(FACTS["nextflow"]["grid_executors"])
+    schema = json.loads((REPO / "nextflow_schema.json").read_text())
+    props = {k: v for g in schema["$defs"].values() for k, v in g["properties"].items()}
+    assert "cluster_options" in props and "replaces" in props["cluster_options"]["help_text"]
+
+
+def test_one_gpu_per_concurrent_task_under_docker():
+    """Not `--gpus all` alone: Nextflow (>= 26.10, local executor) hands each accelerator task its own
+    device in CUDA_VISIBLE_DEVICES, from the list the user exports; the profile passes that variable
+    into Docker and Podman containers (docker.envWhitelist), so torch there sees one device. Podman
+    takes GPUs through CDI (--device nvidia.com/gpu=all), Singularity/Apptainer through --nv."""
+    block = gpu_profile()
+    facts = FACTS["nextflow"]["local_accelerator"]
+    for engine in ("docker", "podman"):
+        assert re.search(rf"(?m)^\s*{engine}\.envWhitelist\s*=\s*'{facts['env']}'", block), engine
+    options = block[block.index("containerOptions"):]
+    assert "workflow.containerEngine == 'docker' ? '--gpus all'" in options
+    assert "workflow.containerEngine == 'podman' ? '--device nvidia.com/gpu=all'" in options
+    assert "accelerator      = 1" in block
+    # the run warns when the local executor cannot give each task its own GPU, naming the version
+    utils = UTILS.read_text()
+    assert f"matches('>={facts['since']}')" in utils and "CUDA_VISIBLE_DEVICES" in utils
+    usage = (REPO / "docs" / "usage.md").read_text()
+    assert "export CUDA_VISIBLE_DEVICES=" in usage and f"Nextflow {facts['since']}" in usage
 
 
 # -- commands and options -------------------------------------------------------------------
@@ -471,16 +535,25 @@ def test_workflow_reads_boolean_params_as_text():
 
     booleans |= {f.metadata["param"] for _, f in iter_fields() if value_type(f) == "bool"}
     checked = 0
+    # main.nf hands the help and validation params to PIPELINE_INITIALISATION, which tests its take:s
+    handed = {"help_full", "show_hidden", "validate_params"}
     for path in NF_FILES:
         text = nfcheck.mask(path.read_text(), keep_comment_marks=True)
         for name in booleans:
             for m in re.finditer(rf"params\.{name}\b", text):
                 before = text[max(0, m.start() - 7):m.start()]
+                if path.name == "main.nf" and name in handed:
+                    continue
                 assert before.endswith("isTrue("), f"{rel(path)}: params.{name} used without isTrue()"
                 checked += 1
     assert checked >= 5
-    for path in (REPO / "main.nf", REPO / "workflows" / "deepmapper.nf"):
-        assert "def isTrue(value) {\n    return value != null && \"${value}\" == 'true'\n}" in path.read_text()
+    utils = UTILS.read_text()
+    for name in handed:
+        assert f"isTrue({name})" in utils
+    # one definition of each shared helper, in the utils subworkflow; the others include it
+    for helper in ("isTrue", "isSamplesheet", "versionsYaml", "methodsDescription", "byName"):
+        defined = [rel(p) for p in NF_FILES if re.search(rf"(?m)^def {helper}\(", p.read_text())]
+        assert defined == [rel(UTILS)], f"{helper} defined in {defined}"
 
 
 def test_label_sources_are_checked_by_ingest(tmp_path):
@@ -494,7 +567,7 @@ def test_label_sources_are_checked_by_ingest(tmp_path):
         assert done.returncode != 0 and "Traceback" not in done.stderr
         errors = [line for line in done.stderr.splitlines() if line.startswith("Error")]
         assert len(errors) == 1 and "--cluster" in errors[0] and named in errors[0]
-    text = (REPO / "workflows" / "deepmapper.nf").read_text()
+    text = (REPO / "workflows" / "deepmapper.nf").read_text() + UTILS.read_text()
     assert "labelSourceProblem" not in text and "--cluster cannot be combined with --denovo" in text
 
 
@@ -505,7 +578,12 @@ def test_multiqc_stays_offline():
 
 @functools.cache
 def run_version_command(cmd: str) -> tuple[int, str, str]:
-    done = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=60)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as work:
+        # DENOVO_ASSEMBLE's command reads the assembler that ran from its work directory
+        Path(work, "assembler.txt").write_text("rnaspades\n")
+        done = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=60, cwd=work)
     return done.returncode, done.stdout, done.stderr
 
 
@@ -516,7 +594,8 @@ def test_version_commands_run_here(name):
     for out in PROCESSES[name].outputs:
         for cmd in out.evals:
             cmd = nfcheck.render(cmd, {})
-            if not shutil.which(cmd.split()[0]):
+            tool = "rnaspades.py" if cmd.startswith("if ") else cmd.split()[0]
+            if not shutil.which(tool):
                 continue  # an alternative (Trinity) not installed here; another one must run
             code, stdout, stderr = run_version_command(cmd)
             assert code == 0, f"{cmd}: {stderr[-200:]}"
@@ -578,7 +657,7 @@ def test_config_schema_and_docs_agree(schema):
     assert not undocumented, f"docs/usage.md does not document {undocumented}"
     missing = sorted(p for p in nfcheck.profiles(NEXTFLOW_CONFIG) if f"`{p}`" not in usage)
     assert not missing, f"docs/usage.md does not describe the profiles {missing}"
-    for image in ("ghcr.io/deepmapper-nf/deepmapper:0.1.0", "ghcr.io/deepmapper-nf/deepmapper:0.1.0-cuda"):
+    for image in (f"deepmapper-nf/deepmapper:{nfgen.version()}", f"deepmapper-nf/deepmapper:{nfgen.version()}-cuda"):
         assert image in usage
     for how in ("containers/build.sh", "--sif", "-profile test,docker", "-profile test,local", "-profile conda",
                 "-profile mamba", "wave", "NXF_SINGULARITY_CACHEDIR", "NXF_SYNTAX_PARSER"):
@@ -655,9 +734,14 @@ def test_test_profile_inputs_ship_and_are_valid(profile):
         if params.get(key):
             assert Path(params[key]).exists(), f"{profile}: {key} {params[key]} is missing"
     if params["input"].endswith(".csv"):
-        for row in samplesheet_rows(Path(params["input"])):
+        sheet = Path(params["input"])
+        for row in samplesheet_rows(sheet):
             for key in ("path", "fastq_1", "fastq_2"):
-                assert key not in row or (REPO / row[key]).exists(), f"{profile}: {row[key]} is missing"
+                if key in row:
+                    # from any launch directory: relative to the sheet's own folder, which
+                    # resolveSamplesheetPath falls back to, and not to the repository root
+                    assert not Path(row[key]).is_absolute() and (sheet.parent / row[key]).exists(), row[key]
+                    assert not (REPO / row[key]).exists(), f"{profile}: {row[key]} only works from the repository root"
     Config().with_params({k: params[k] for k in params if k in Config().flat()})
     text = config.read_text()
     assert "resourceLimits" in text and "bin/make_test_data.py" in text
@@ -706,7 +790,7 @@ def test_samplesheets_validate_against_schema_input():
         for row in rows:
             for key in ("path", "fastq_1", "fastq_2"):
                 if key in row:
-                    assert (REPO / row[key]).exists(), f"{sheet.name}: {row[key]} does not exist"
+                    assert (sheet.parent / row[key]).exists(), f"{sheet.name}: {row[key]} does not exist"
     good = {"sample": "a", "path": "x/", "label": "T"}
     validator.validate([good, {**good, "sample": "b"}])
     for bad in ({"sample": "a b", "path": "x", "label": "T"},          # space in sample
@@ -739,7 +823,8 @@ class Task:
         script, _ = nfcheck.render_template(self.proc.stub if stub else self.proc.script, ctx, given)
         (self.dir / ".command.sh").write_text(script)
         env = dict(os.environ)
-        env["PATH"] = f"{REPO / 'bin'}:{env['PATH']}"  # Nextflow puts bin/ on a task's PATH
+        if not INSTALLED_ONLY:  # the rehearsal runs the wheel's console script instead of bin/'s shim
+            env["PATH"] = f"{REPO / 'bin'}:{env['PATH']}"  # Nextflow puts bin/ on a task's PATH
         done = subprocess.run(["bash", "-euo", "pipefail", ".command.sh"], cwd=self.dir, capture_output=True,
                               text=True, timeout=600, env=env)
         assert done.returncode == 0, (f"{self.proc.name} failed ({done.returncode}):\n{script}\n"
@@ -787,6 +872,12 @@ def train_rounds(work: Path, meta: dict, dataset: Path, params: dict, cpus: int 
 @pytest.fixture(scope="module")
 def dag(tmp_path_factory):
     """The DAG of workflows/deepmapper.nf on the test profile: one dict of outputs per step."""
+    if INSTALLED_ONLY:  # scripts/release_rehearsal.sh: the installed wheel, never the source tree
+        import deepmapper
+
+        found = shutil.which("deepmapper")
+        assert REPO not in Path(deepmapper.__file__).resolve().parents, deepmapper.__file__
+        assert found and REPO not in Path(found).resolve().parents, found
     work = tmp_path_factory.mktemp("work")
     p = TEST_PARAMS
     meta = {"id": TEST_INPUT.stem, "label_key": p["label_key"]}
@@ -811,8 +902,12 @@ def dag(tmp_path_factory):
     out["report"] = Task("DEEPMAPPER_REPORT", work, "1").run(
         {"meta": meta, "dataset": dataset, "passes": out["passes"], "findings": findings,
          "baselines": out["baseline"]["baselines"], "evaluation": out["evaluate"]["evaluation"][0]}, meta)
+    import deepmapper
+    import torch
+
+    out["torch_version"] = torch.__version__
     versions = work / "pipeline_software_mqc_versions.yml"
-    versions.write_text("DEEPMAPPER_TRAINPASS:\n    deepmapper: 0.1.0\n    torch: 2.14.1\n")
+    versions.write_text(f"DEEPMAPPER_TRAINPASS:\n    deepmapper: {deepmapper.__version__}\n    torch: {torch.__version__}\n")
     out["multiqc"] = Task("MULTIQC", work, "1").run(
         {"meta": meta, "multiqc_files": [*out["report"]["mqc"], versions],
          "multiqc_config": REPO / "assets" / "multiqc_config.yml"}, meta)
@@ -949,7 +1044,14 @@ def test_dag_report_and_multiqc(dag):
     # the per-process versions gathered from the `versions` topic reach the report
     data = dag["multiqc"]["data"][0]
     versions = "".join(f.read_text() for f in data.glob("*software_versions*"))
-    assert "DEEPMAPPER_TRAINPASS" in versions and "2.14.1" in versions
+    assert "DEEPMAPPER_TRAINPASS" in versions and dag["torch_version"] in versions
+    # and MultiQC's own version, which cannot come through the topic MULTIQC consumes
+    import multiqc
+
+    [table] = [f for f in data.glob("*software_versions*.txt")]  # process x tool, tab-separated
+    header, *rows = [line.split("\t") for line in table.read_text().splitlines()]
+    reported = {row[0]: dict(zip(header[1:], row[1:])) for row in rows}
+    assert reported["MULTIQC"]["multiqc"] == multiqc.__version__, versions
 
 
 def run_options(params: dict) -> list[str]:
@@ -990,7 +1092,7 @@ def test_ingest_of_samplesheet_populations(tmp_path):
 
     rows = samplesheet_rows(REPO / "assets" / "samplesheet_test_populations.csv")
     meta = {"id": "samplesheet_test_populations", "labels": [r["label"] for r in rows]}
-    dirs = [REPO / r["path"] for r in rows]
+    dirs = [REPO / "assets" / r["path"] for r in rows]  # resolveSamplesheetPath: beside the sheet
     # the value of `def sources` for these rows: [meta.labels, inputs].transpose().collect {...}
     sources = " ".join(f"--input '{r['label']}=input{k:02d}/{d.name}'" for k, (r, d) in enumerate(zip(rows, dirs), 1))
     out = Task("DEEPMAPPER_INGEST", tmp_path, "sheet").run({"meta": meta, "inputs": dirs, "labels": [], "genesets": []}, meta,
@@ -1134,7 +1236,7 @@ def denovo_dag(tmp_path_factory):
     out = {"index": Task("DENOVO_INDEX", work, "1").run({"meta": ref_meta, "reference": reference}, ref_meta,
                                                           params=params)}
     index = out["index"]["index"][0]
-    reads = {r["sample"]: [REPO / r["fastq_1"], REPO / r["fastq_2"]] for r in rows}
+    reads = {r["sample"]: [REPO / "assets" / r["fastq_1"], REPO / "assets" / r["fastq_2"]] for r in rows}
     metas = {r["sample"]: {"id": r["sample"], "label": r["label"], "single_end": False} for r in rows}
     unaligned = []
     for sample, fastqs in reads.items():
@@ -1283,6 +1385,7 @@ def test_developer_cli_contract_names_real_options():
 # -- containers ----------------------------------------------------------------------------------
 
 DOCKERFILES = [REPO / "containers" / "Dockerfile", REPO / "containers" / "Dockerfile.cuda"]
+IMAGE_ENV = {"Dockerfile": "containers/environment.yml", "Dockerfile.cuda": "containers/environment.cuda.yml"}
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=rel)
@@ -1290,8 +1393,17 @@ def test_dockerfile_passes_hadolint(dockerfile):
     done = subprocess.run(["hadolint", str(dockerfile)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     text = dockerfile.read_text()
-    assert "torch==2.14.1" in text and "torchvision==0.29.1" in text
-    assert "/opt/deepmapper" in text  # installs this package
+    # the same pins as the conda environments: the generated environment file, with its
+    # deepmapper==<version> line pointed at this checkout (the release's code at its tag)
+    env = IMAGE_ENV[dockerfile.name]
+    assert f"COPY {env} /tmp/environment.yml" in text and "--file /tmp/environment.yml" in text
+    assert "s#^\\( *- \\)deepmapper==.*#\\1/opt/deepmapper#" in text
+    assert "pip install" not in text  # nothing installed beside the environment file's pins
+    # writable by any task user: root (as biocontainers; docker maps -u, singularity runs as the
+    # caller, podman/k8s/AWS Batch need to write the mounted work dir) and a HOME any uid can write
+    assert re.search(r"(?m)^# hadolint ignore=DL3002\nUSER 0$", text)
+    assert re.search(r"(?m)^\s*HOME=/tmp \\$", text)
+    assert 'ARG VERSION=dev' in text and '"${VERSION}' in text  # the tag's version, passed by build.sh
 
 
 def test_hadolint_rejects_a_sloppy_dockerfile(tmp_path):
@@ -1299,111 +1411,240 @@ def test_hadolint_rejects_a_sloppy_dockerfile(tmp_path):
     bad.write_text("FROM debian:latest\nRUN apt-get update && apt-get install -y hisat2\nRUN pip install torch\n")
     done = subprocess.run(["hadolint", str(bad)], capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "DL3007" in done.stdout  # :latest
+    root = tmp_path / "Root"
+    root.write_text("FROM mambaorg/micromamba:2.0.5-debian12-slim\nUSER 0\n")
+    done = subprocess.run(["hadolint", str(root)], capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "DL3002" in done.stdout  # root needs the reasoned ignore above
 
 
-def test_images_pin_the_tools():
-    env = environment(REPO / "containers")
-    pins = dict(dep.split("::")[-1].split("=") for dep in env if isinstance(dep, str))
-    for tool in ("hisat2", "salmon", "spades", "trinity", "samtools", "python", "procps-ng"):
-        assert re.fullmatch(r"\d+(\.\d+)+", pins.get(tool, "")), f"{tool} pinned in containers/environment.yml"
+def test_dockerignore_keeps_runs_out_of_the_build_context():
+    """The build context is the repository root: work/ and results/ of earlier runs (GBs) stay out,
+    and what the Dockerfiles COPY stays in."""
+    import fnmatch
+
+    rules = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+
+    def ignored(path: str) -> bool:  # Docker's rule: the last matching pattern wins
+        verdict = False
+        for rule in rules:
+            negate = rule.startswith("!")
+            pattern = rule.lstrip("!").rstrip("/")
+            if fnmatch.fnmatch(path, pattern) or path.startswith(pattern + "/"):
+                verdict = not negate
+        return verdict
+
+    for path in ("work/ab/cdef/.command.sh", "results/findings.tsv", ".nextflow/history", "assets/test/pbmc68k_reduced.h5ad",
+                 "tests/data/pbmc_markers.gmt", ".git/HEAD"):
+        assert ignored(path), path
+    copied = set()
     for dockerfile in DOCKERFILES:
-        text = dockerfile.read_text()
-        assert re.search(r"multiqc==\d+\.\d+", text) and "timm==" in text
-    containers = {m for p in PROCESSES.values() for m in re.findall(r"container\s+'([^']+)'", p.directives)}
-    version = re.search(r'^version = "([^"]+)"', (REPO / "pyproject.toml").read_text(), re.M).group(1)
-    assert containers == {f"ghcr.io/deepmapper-nf/deepmapper:{version}"}
-    assert f"ghcr.io/deepmapper-nf/deepmapper:{version}-cuda" in NEXTFLOW_CONFIG.read_text()
-    assert f"version         = '{version}'" in NEXTFLOW_CONFIG.read_text()  # manifest = package = image tag
+        for line in dockerfile.read_text().splitlines():
+            if line.startswith("COPY "):
+                copied |= set(line.split()[1:-1])
+    for path in copied:
+        assert not ignored(path) and (REPO / path).exists(), path
+    assert not ignored("src/deepmapper/__init__.py")
 
 
 def test_build_script_builds_the_tags_the_modules_use(tmp_path):
     """containers/build.sh: valid bash; with a stand-in engine it builds the CPU and CUDA images
-    under exactly the module/gpu-profile tags, from the repository root, and checks each one runs."""
+    under exactly the names the modules and the gpu profile pull (registry + name), from the
+    repository root with the release version, and checks each one runs; --registry repoints both."""
     script = REPO / "containers" / "build.sh"
     assert os.access(script, os.X_OK)
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
-    fake = tmp_path / "fake-docker"
-    log = tmp_path / "calls.txt"
-    fake.write_text(f"#!/usr/bin/env bash\necho \"$PWD $*\" >> {log}\n")
-    fake.chmod(0o755)
-    done = subprocess.run(["bash", str(script), "--all", "--engine", str(fake)], capture_output=True, text=True,
-                          timeout=60)
-    assert done.returncode == 0, done.stderr
-    calls = log.read_text().splitlines()
-    builds = [c for c in calls if " build " in c]
-    assert [c.split()[0] for c in builds] == [str(REPO)] * 2
-    tags = [c.split(" -t ")[1].split()[0] for c in builds]
     module_tag = next(iter({m for p in PROCESSES.values() for m in re.findall(r"container\s+'([^']+)'", p.directives)}))
-    assert tags == [module_tag, f"{module_tag}-cuda"]
-    assert "-f containers/Dockerfile " in builds[0] and "-f containers/Dockerfile.cuda " in builds[1]
-    assert sum(" run --rm " in c and "deepmapper --version" in c for c in calls) == 2
-    # --sif: the name Nextflow looks for in NXF_SINGULARITY_CACHEDIR
+    for registry in (None, "123456789012.dkr.ecr.eu-west-1.amazonaws.com"):
+        fake = tmp_path / "fake-docker"
+        log = tmp_path / f"calls-{registry}.txt"
+        fake.write_text(f"#!/usr/bin/env bash\necho \"$PWD $*\" >> {log}\n")
+        fake.chmod(0o755)
+        extra = ["--registry", registry] if registry else []
+        done = subprocess.run(["bash", str(script), "--all", "--engine", str(fake), *extra], capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        calls = log.read_text().splitlines()
+        builds = [c for c in calls if " build " in c]
+        assert [c.split()[0] for c in builds] == [str(REPO)] * 2
+        tags = [c.split(" -t ")[1].split()[0] for c in builds]
+        host = registry or PARAMS["container_registry"]
+        assert tags == [f"{host}/{module_tag}", f"{host}/{module_tag}-cuda"]
+        assert all(f"--build-arg VERSION={nfgen.version()}" in c for c in builds)
+        assert "-f containers/Dockerfile " in builds[0] and "-f containers/Dockerfile.cuda " in builds[1]
+        assert sum(" run --rm " in c and "deepmapper --version" in c for c in calls) == 2
+    # --sif: the name Nextflow looks for in NXF_SINGULARITY_CACHEDIR (SingularityCache.simpleName)
     text = script.read_text()
     assert "tr '/:' '--'" in text and ".img" in text and "containers/deepmapper.def" in text
-    assert (REPO / "containers" / "deepmapper.def").is_file()
-    assert "ghcr.io-deepmapper-nf-deepmapper-" in (REPO / "docs" / "usage.md").read_text()
+    definition = (REPO / "containers" / "deepmapper.def").read_text()
+    assert "containers/{{ ENV_FILE }} /tmp/environment.yml" in definition
+    assert f"ghcr.io-deepmapper-nf-deepmapper-{nfgen.version()}.img" in (REPO / "docs" / "usage.md").read_text()
 
 
-ENV_FILES = sorted(REPO.glob("modules/local/**/environment.yml"))
+def test_every_image_name_follows_the_registry_setting():
+    """The modules and the gpu profile name their images without a registry, and nextflow.config sets
+    every engine's registry to params.container_registry (Nextflow prefixes it: ContainerHandler), so
+    one setting repoints the CPU and the CUDA image alike; nothing else names a registry."""
+    version = nfgen.version()
+    containers = {m for p in PROCESSES.values() for m in re.findall(r"container\s+'([^']+)'", p.directives)}
+    assert containers == {f"deepmapper-nf/deepmapper:{version}"}
+    assert re.findall(r"container\s*=\s*'([^']+)'", NEXTFLOW_CONFIG.read_text()) == [f"deepmapper-nf/deepmapper:{version}-cuda"]
+    text = NEXTFLOW_CONFIG.read_text()
+    top = text[:text.index("\nprofiles {")]
+    for engine in ("docker", "podman", "singularity", "apptainer"):
+        assert re.search(rf"(?m)^{engine}\.registry\s*=\s*params\.container_registry$", top), engine
+    assert PARAMS["container_registry"] == "ghcr.io"
+    assert "ghcr.io/" not in text.replace("'ghcr.io'", "")
+
+
+# -- versions and environments -------------------------------------------------------------------
+
+ENV_FILES = sorted([*REPO.glob("modules/local/**/environment.yml"), *REPO.glob("containers/environment*.yml")])
 VERSIONS = json.loads((REPO / "tests" / "data" / "environment_versions.json").read_text())
+ENV_SCHEMA = json.loads((REPO / "tests" / "data" / "nf-core" / "environment-schema.json").read_text())
+META_SCHEMA = json.loads((REPO / "tests" / "data" / "nf-core" / "meta-schema.json").read_text())
 
 
 @pytest.mark.parametrize("path", ENV_FILES, ids=rel)
 def test_environment_files_pin_packages_that_exist(path):
-    """Every conda package is pinned to a version that nf-core/modules' own environment files use for
-    the same tool (recorded in tests/data/environment_versions.json); every PyPI pin is a release pip
-    lists; the module's tools match the image's pins; deepmapper comes from this repository."""
-    image = dict(dep.split("::")[-1].split("=") for dep in environment(REPO / "containers") if isinstance(dep, str))
-    deps = environment(path.parent)
-    assert yaml_channels(path) == ["conda-forge", "bioconda"]
-    for dep in deps:
-        if isinstance(dep, dict):
-            for spec in dep["pip"]:
-                check_pip_spec(spec)
-            continue
-        channel, pin = dep.split("::")
-        name, version = pin.split("=")
-        if channel == "bioconda":
-            assert version in VERSIONS["bioconda"]["tools"][name]["versions_in_history"], f"{name}={version}"
-        else:
-            assert channel == "conda-forge" and version in VERSIONS["conda-forge"]["packages"][name], dep
-        if name in image and name != "multiqc":
-            assert image[name] == version, f"{name}: {version} here, {image[name]} in the image"
-    names = [d.split("::")[-1].split("=")[0] for d in deps if isinstance(d, str)]
-    if path.parent.name != "multiqc":
-        assert any(isinstance(d, dict) for d in deps) and "python" in names and "procps-ng" in names
-
-
-def yaml_channels(path: Path) -> list:
+    """Valid against nf-core's environment-schema.json (every dependency pinned with = or ==, no name);
+    every conda package at a version an nf-core module pins for it, every PyPI pin a release pip
+    lists (both recorded in tests/data/environment_versions.json); deepmapper at this release."""
+    import jsonschema
     import yaml
 
-    return yaml.safe_load(path.read_text())["channels"]
+    env = yaml.safe_load(path.read_text())
+    jsonschema.Draft202012Validator(ENV_SCHEMA).validate(env)
+    assert env["channels"] == ["conda-forge", "bioconda"]
+    pip = []
+    for dep in env["dependencies"]:
+        if isinstance(dep, dict):
+            pip += dep["pip"]
+            continue
+        channel, pin = dep.split("::")
+        name, version = pin.split("=")[:2]
+        known = (VERSIONS["bioconda"]["tools"][name]["versions_in_history"] if channel == "bioconda"
+                 else VERSIONS["conda-forge"]["packages"][name])
+        assert version in known, dep
+    assert pip[0] == f"deepmapper=={nfgen.version()}"
+    for spec in pip[1:]:
+        name, pinned = spec.split("==")
+        assert pinned in VERSIONS["pypi"]["packages"][name], spec
+    names = [d.split("::")[-1].split("=")[0] for d in env["dependencies"] if isinstance(d, str)]
+    assert {"python", "procps-ng", "pytorch", "multiqc"} <= set(names)
+    pytorch = next(d for d in env["dependencies"] if isinstance(d, str) and "::pytorch=" in d)
+    assert pytorch.endswith("=cuda*") == (path.name == "environment.cuda.yml")  # else the solver picks
 
 
-def check_pip_spec(spec: str) -> None:
-    version = re.search(r'^version = "([^"]+)"', (REPO / "pyproject.toml").read_text(), re.M).group(1)
-    if spec.startswith("deepmapper"):
-        homepage = re.search(r"homePage\s*=\s*'([^']+)'", NEXTFLOW_CONFIG.read_text()).group(1)
-        assert spec == f"deepmapper[timm] @ git+{homepage}.git@{version}", spec
-        return
-    name, pinned = spec.split("==")
-    assert pinned in VERSIONS["pypi"]["packages"][name], spec
-    pyproject = (REPO / "pyproject.toml").read_text()
-    if f'"{name}==' in pyproject:
-        assert f'"{name}=={pinned}"' in pyproject, f"{spec}: pyproject.toml pins another {name}"
+def test_environment_files_are_rejected_when_unpinned(tmp_path):
+    """The vendored schema bites: the former git+ line and an unpinned package both fail it."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(ENV_SCHEMA)
+    good = {"channels": ["conda-forge"], "dependencies": ["conda-forge::python=3.11.11", {"pip": ["deepmapper==1.0.0"]}]}
+    validator.validate(good)
+    for bad in ({**good, "dependencies": ["conda-forge::python"]},
+                {**good, "dependencies": [{"pip": ["deepmapper[timm] @ git+https://github.com/x/y.git@0.1.0"]}]},
+                {**good, "name": "base"}):
+        with pytest.raises(jsonschema.ValidationError):
+            validator.validate(bad)
+
+
+def test_a_run_creates_at_most_two_conda_environments():
+    """Nextflow names a conda environment by a hash of its file's text (CondaCache.condaPrefixPath, see
+    tests/data/nextflow_facts.json), so the count of environments a run creates is the count of distinct
+    texts among the files its processes name: 1 on the default path (2 with -profile gpu: the CUDA
+    one), 1 more with --denovo."""
+    texts = {name: (proc.path.parent / "environment.yml").read_text() for name, proc in PROCESSES.items()}
+    denovo = {n for n in PROCESSES if n.startswith("DENOVO_")}
+    assert len({texts[n] for n in set(PROCESSES) - denovo}) == 1
+    assert len({texts[n] for n in denovo}) == 1
+    cuda = (REPO / "containers" / "environment.cuda.yml").read_text()
+    assert len({*(texts[n] for n in set(PROCESSES) - denovo), cuda}) == 2
+    # the images install the same text as the environments
+    assert (REPO / "containers" / "environment.yml").read_text() == texts["DENOVO_ALIGN"]
+    for name, proc in PROCESSES.items():
+        assert re.search(r'(?m)^\s*conda\s+"\$\{moduleDir\}/environment\.yml"', proc.directives), name
+
+
+def test_the_version_lives_in_pyproject_and_everything_follows_it():
+    """One place (pyproject.toml); the package, the CLI, the manifest, every image tag, every
+    environment pin, the CHANGELOG's newest release heading and the docs' install lines follow it."""
+    import deepmapper
+
+    version = nfgen.version()
+    assert re.fullmatch(r"\d+\.\d+\.\d+", version) and version != "0.1.0"  # the code is not 0.1.0's
+    assert deepmapper.__version__ == version
+    done = subprocess.run(["deepmapper", "--version"], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip().endswith(f"version {version}")
+    manifest = nfcheck.block_body(NEXTFLOW_CONFIG.read_text(), "manifest")
+    assert re.search(rf"(?m)^\s*version\s*=\s*'{re.escape(version)}'$", manifest)
+    for path in ENV_FILES:
+        assert f"- deepmapper=={version}\n" in path.read_text(), rel(path)
+    changelog = (REPO / "CHANGELOG.md").read_text()
+    releases = re.findall(r"(?m)^## \[?v?(\d+\.\d+\.\d+)\]?", changelog)
+    assert releases[0] == version, f"CHANGELOG's newest release heading is {releases[0]}"
+    # every place the docs name a release of this package
+    found = 0
+    for doc in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        text = doc.read_text()
+        for pattern in (r"(?<![\w-])deepmapper==(\d+\.\d+\.\d+)", r"deepmapper-nf/deepmapper:(\d+\.\d+\.\d+)",
+                        r"deepmapper-nf-deepmapper-(\d+\.\d+\.\d+)", r"-r v?(\d+\.\d+\.\d+)", r"git tag v(\d+\.\d+\.\d+)"):
+            for m in re.finditer(pattern, text):
+                assert m.group(1) == version, f"{rel(doc)} names {m.group(0)}"
+                found += 1
+    assert found >= 5
+
+
+def test_a_version_bump_without_regenerating_is_caught(tmp_path):
+    """Bumping pyproject.toml alone leaves every module's image tag, the manifest and the env pins stale:
+    the generator's --check names them."""
+    root = tmp_path / "copy"
+    nfcheck.copy_tree(root)
+    shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    for rel_path in ("pyproject.toml", "nextflow_schema.json", "docs/usage.md", "containers/environment.yml",
+                     "containers/environment.cuda.yml"):
+        (root / rel_path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel_path, root / rel_path)
+    pyproject = root / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace(f'version = "{nfgen.version()}"', 'version = "9.9.9"'))
+    done = subprocess.run(["python", "-m", "deepmapper._dev.nfgen", "--root", str(root), "--check"], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(root / "src")})
+    stale = {Path(line.split()[1]).relative_to(root).as_posix() for line in done.stderr.splitlines()}
+    assert done.returncode == 1
+    assert {"nextflow.config", "modules/local/deepmapper/trainpass/main.nf", "containers/environment.yml",
+            "modules/local/multiqc/environment.yml"} <= stale
+
+
+def test_nextflow_and_nf_schema_versions_agree():
+    """The manifest's minimum Nextflow is at least what the nf-schema release it loads declares
+    (build.gradle nextflowVersion, recorded with its source in tests/data/nextflow_facts.json), and
+    README and docs/usage.md state the same minimum with the reason."""
+    plugin = re.search(r"id 'nf-schema@(\d+\.\d+\.\d+)'", NEXTFLOW_CONFIG.read_text()).group(1)
+    needs = FACTS["nf_schema"]["nextflowVersion"][plugin]
+    manifest = nfcheck.block_body(NEXTFLOW_CONFIG.read_text(), "manifest")
+    minimum = re.search(r"nextflowVersion\s*=\s*'!>=(\d+\.\d+\.\d+)'", manifest).group(1)
+
+    def key(v):
+        return tuple(int(x) for x in v.split("."))
+
+    assert key(minimum) >= key(needs), f"nf-schema {plugin} needs Nextflow {needs}; the manifest allows {minimum}"
+    for doc in (REPO / "README.md", REPO / "docs" / "usage.md"):
+        text = doc.read_text()
+        assert f"Nextflow {minimum} or newer" in text and f"nf-schema {plugin}" in text, rel(doc)
+        # no other minimum stated anywhere
+        assert set(re.findall(r"Nextflow (\d+\.\d+\.\d+) or newer", text)) == {minimum}, rel(doc)
 
 
 def test_deepmapper_installs_from_the_repository(tmp_path):
-    """The environment files' deepmapper entry, pointed at this checkout instead of the release tag,
-    is a package pip can build and install: the name, version and extras of pyproject.toml."""
+    """pip builds this checkout as the package the environments pin: its name and version."""
     done = subprocess.run(["pip", "install", "--dry-run", "--no-deps", "--no-build-isolation", "--no-index",
                            "--report", str(tmp_path / "report.json"), "--quiet", f"deepmapper[timm] @ file://{REPO}"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-1500:]
     report = json.loads((tmp_path / "report.json").read_text())
     [item] = report["install"]
-    version = re.search(r'^version = "([^"]+)"', (REPO / "pyproject.toml").read_text(), re.M).group(1)
-    assert item["metadata"]["name"] == "deepmapper" and item["metadata"]["version"] == version
+    assert item["metadata"]["name"] == "deepmapper" and item["metadata"]["version"] == nfgen.version()
     assert item["requested_extras"] == ["timm"]
 
 
@@ -1413,3 +1654,273 @@ def test_versions_record_names_what_was_compared():
         entry = VERSIONS["bioconda"]["tools"][tool]
         assert entry["files"] and entry["current"] and set(entry["current"]) <= set(entry["versions_in_history"])
     assert "pip index versions" in VERSIONS["pypi"]["compared_with"]
+    assert "pytorch" in VERSIONS["conda-forge"]["packages"] and "fungtion" in VERSIONS["conda-forge"]["pytorch_source"]
+
+
+# -- nf-core module metadata -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(PROCESSES))
+def test_meta_yml_is_valid_against_nf_cores_schema(name):
+    """meta.yml validates against nf-core/modules' meta-schema.json (vendored), and its outputs list
+    each declaration's elements in order (the channel: [meta, file], [process, tool, eval])."""
+    import jsonschema
+    import yaml
+
+    proc = PROCESSES[name]
+    meta = yaml.safe_load((proc.path.parent / "meta.yml").read_text())
+    jsonschema.Draft202012Validator(META_SCHEMA).validate(meta)
+    for out in proc.outputs:
+        [elements] = meta["output"][out.emit]
+        assert [next(iter(e)) for e in elements] == [arg for _, arg in nfcheck.output_elements(out.decl)], out.emit
+        kinds = [e[next(iter(e))]["type"] for e in elements]
+        assert [k == "eval" for k in kinds] == [kind == "eval" for kind, _ in nfcheck.output_elements(out.decl)]
+    topic = [o for o in proc.outputs if o.topic == "versions"]
+    assert len(meta.get("topics", {}).get("versions", [])) == len(topic)
+
+
+def test_meta_schema_rejects_the_old_output_form():
+    import jsonschema
+
+    old = {"name": "x", "description": "d", "keywords": ["a", "b", "c"], "authors": ["@a"], "tools": [{"t": {"description": "d"}}],
+           "output": {"findings": [{"description": "findings.tsv"}]}}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft202012Validator(META_SCHEMA).validate(old)
+
+
+# -- defects a real run would hit (issue 18) ---------------------------------------------------------
+
+LAPTOP = {"cpus": 4, "memory_gb": 8}
+
+
+def resource_limits(text: str) -> dict:
+    code = nfcheck.mask(text, keep_comment_marks=True)  # not the override shown in a comment
+    m = re.search(r"resourceLimits\s*=\s*\[\s*cpus\s*:\s*(\d+),\s*memory\s*:\s*(\d+)\.GB,\s*time\s*:\s*(\d+)\.h\s*\]", code)
+    assert m, "process.resourceLimits = [cpus: N, memory: N.GB, time: N.h]"
+    return {"cpus": int(m.group(1)), "memory_gb": int(m.group(2)), "hours": int(m.group(3))}
+
+
+def test_default_resource_limits_fit_a_laptop():
+    """Without a test profile the labels ask up to 12 CPUs / 72 GB (process_high), which the local
+    executor refuses on a laptop; nextflow.config caps every request at a laptop's share by default
+    (Nextflow lowers a request to resourceLimits), and docs/usage.md shows the override."""
+    text = NEXTFLOW_CONFIG.read_text()
+    top = text[:text.index("\nprofiles {")]
+    limits = resource_limits(top)
+    assert limits["cpus"] <= LAPTOP["cpus"] and limits["memory_gb"] <= LAPTOP["memory_gb"]
+    base = (REPO / "conf" / "base.config").read_text()
+    asks = [int(m) for m in re.findall(r"memory\s*=\s*\{\s*(\d+)\.GB", base)]
+    assert max(asks) > limits["memory_gb"]  # the cap is what makes the defaults run
+    for profile in TEST_PROFILES.values():
+        test_limits = resource_limits((REPO / "conf" / profile).read_text())
+        assert test_limits["cpus"] <= limits["cpus"] and test_limits["memory_gb"] <= limits["memory_gb"]
+    usage = (REPO / "docs" / "usage.md").read_text()
+    assert "process.resourceLimits = [cpus: 64, memory: 512.GB, time: 72.h]" in usage
+
+
+def test_stub_walks_the_whole_dag(tmp_path):
+    """`-stub -profile test`: the PLAN stub plans the configured passes (round 1, in tasks of
+    passes_per_task; none later), so the TRAINPASS stubs produce every pass file and ACCUMULATE,
+    EVALUATE, BASELINE and REPORT run on them (on today's main the stub planned [] and nothing trained)."""
+    p = TEST_PARAMS
+    meta = {"id": "stub"}
+    src = tmp_path / "src"
+    src.mkdir()
+    dataset = src / "dataset.h5ad"
+    dataset.touch()
+    screen = Task("DEEPMAPPER_INTERACTIONS", tmp_path, "stub").run({"meta": meta, "dataset": dataset}, meta, stub=True)
+    verdicts, passes, planned = [], [], []
+    for round_number in (1, 2, 3):
+        plan = Task("DEEPMAPPER_PLAN", tmp_path, f"stub{round_number}").run(
+            {"meta": meta, "verdicts": list(verdicts), "round": round_number, "per_task": p["passes_per_task"]},
+            meta, stub=True)
+        tasks = json.loads(plan["plan"][0].read_text())["tasks"]
+        planned.append(tasks)
+        for task in tasks:
+            chunk = {**meta, **task}
+            out = Task("DEEPMAPPER_TRAINPASS", tmp_path, f"stub{round_number}_{task['start']}").run(
+                {"meta": chunk, "dataset": dataset, "interactions": screen["interactions"][0]}, chunk, stub=True)
+            passes += out["passes"]
+            verdicts += out["verdicts"]
+    assert [f.name for f in passes] == [f"pass_{i:03d}.npz" for i in range(p["passes"])]
+    assert len(planned[0]) == -(-p["passes"] // p["passes_per_task"]) and planned[1:] == [[], []]
+    gathered = {"meta": meta, "dataset": dataset, "passes": passes}
+    base = Task("DEEPMAPPER_BASELINE", tmp_path, "stub").run(
+        {"meta": meta, "dataset": dataset, "interactions": screen["interactions"][0]}, meta, stub=True)
+    acc = Task("DEEPMAPPER_ACCUMULATE", tmp_path, "stub").run({**gathered, "baselines": base["baselines"]}, meta,
+                                                              stub=True)
+    ev = Task("DEEPMAPPER_EVALUATE", tmp_path, "stub").run(gathered, meta, stub=True)
+    report = Task("DEEPMAPPER_REPORT", tmp_path, "stub").run(
+        {"meta": meta, "dataset": dataset, "passes": passes, "findings": [*acc["findings"], *acc["pairs"]],
+         "baselines": base["baselines"], "evaluation": ev["evaluation"][0]}, meta, stub=True)
+    assert report["html"] and report["mqc"]
+
+
+def test_output_declarations_hold_no_expression_on_meta():
+    """Under the legacy parser an output's arguments are evaluated when the process is defined, before
+    meta exists: an expression such as `meta.x == 'y' ? ... : ...` fails there. A GString
+    ("${meta.id}") is resolved per task. So every eval(...) takes one literal command, and no
+    output argument holds a bare expression on meta."""
+    checked = 0
+    for proc in PROCESSES.values():
+        for out in proc.outputs:
+            masked = nfcheck.mask(out.decl)
+            for m in re.finditer(r"eval\(", masked):
+                literal = out.decl[m.end():nfcheck.match_close(masked, m.end() - 1)].strip()
+                assert literal[0] in "'\"", f"{proc.name}: eval({literal[:40]}...) is not one literal"
+                assert literal[0] == literal[-1] and literal.count(literal[0]) >= 2, literal
+                if literal[0] == '"':
+                    assert "meta." not in literal, f"{proc.name}: eval reads meta"
+                checked += 1
+    assert checked >= 20
+    # the assembler's version: one command that reads which assembler ran (the task writes it)
+    assemble = PROCESSES["DENOVO_ASSEMBLE"]
+    assert "echo '${meta.assembler}' > assembler.txt" in assemble.script.body
+    assert "echo '${meta.assembler}' > assembler.txt" in assemble.stub.body
+
+
+@pytest.mark.parametrize("assembler", ["rnaspades", "trinity"])
+def test_assembler_version_command_reads_the_assembler_that_ran(assembler, tmp_path):
+    [cmd] = [c for o in PROCESSES["DENOVO_ASSEMBLE"].outputs if o.emit == "versions_assembler" for c in o.evals]
+    tool = {"rnaspades": "rnaspades.py", "trinity": "Trinity"}[assembler]
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    # stand-ins printing each tool's real version banner (spades 4.1.0, Trinity 2.15.2)
+    (bindir / "rnaspades.py").write_text("#!/bin/sh\necho 'SPAdes genome assembler v4.1.0 [rnaSPAdes mode]'\n")
+    (bindir / "Trinity").write_text("#!/bin/sh\necho 'Trinity version: Trinity-v2.15.2'\n")
+    for f in bindir.iterdir():
+        f.chmod(0o755)
+    (tmp_path / "assembler.txt").write_text(assembler + "\n")
+    done = subprocess.run(["bash", "-c", nfcheck.render(cmd, {})], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}"}, timeout=60)
+    assert done.stdout.strip() == {"rnaspades": "4.1.0", "trinity": "2.15.2"}[assembler], (tool, done.stdout, done.stderr)
+
+
+def test_collections_a_task_reads_are_sorted():
+    """-resume reuses a task only when its inputs hash the same: every collect() whose list a process
+    stages is sorted (collect(sort: ...), or .sort after it), so PLAN and MultiQC do not re-run
+    because upstream tasks finished in another order."""
+    checked = 0
+    for path in [REPO / "workflows" / "deepmapper.nf", *sorted(REPO.glob("subworkflows/local/*/main.nf"))]:
+        text = nfcheck.mask(path.read_text(), keep_comment_marks=True)
+        for m in re.finditer(r"\.collect\(", text):
+            statement = text[m.start():m.start() + 400]
+            sorted_here = statement.startswith(".collect(sort:")
+            # or the gathered list is sorted before it is used: `.sort {` in the same statement
+            later = re.search(r"\.sort\s*\{\s*a,\s*b\s*->\s*byName", statement)
+            assert sorted_here or later, f"{rel(path)}: {statement[:80]!r} is not sorted"
+            checked += 1
+    assert checked >= 5
+    workflow = (REPO / "workflows" / "deepmapper.nf").read_text()
+    assert ".collect(sort: { a, b -> byName(a, b) })\n            .map { files -> [run_meta, files] }" in workflow
+
+
+def test_csv_with_labels_is_one_matrix():
+    """A CSV given with --labels carries its labels in another file: it is one matrix (as
+    `deepmapper run --input m.csv --labels l.csv` reads it), not a samplesheet."""
+    utils = UTILS.read_text()
+    body = nfcheck.block_body(utils, "def isSamplesheet(input, label_key, labels, denovo)")
+    assert "endsWith('.csv') && !label_key && !labels" in body
+    workflow = (REPO / "workflows" / "deepmapper.nf").read_text()
+    assert "isSamplesheet(params.input, params.label_key, params.labels, denovo)" in workflow
+    assert "!params.label_key && !cluster && !params.labels" in workflow
+
+
+def test_samplesheet_paths_resolve_as_the_python_side_does():
+    """The pipeline resolves a relative samplesheet path as deepmapper.denovo.samplesheet._resolve does:
+    launch directory first, then the sheet's folder; and checks existence itself (the schema no
+    longer makes nf-schema resolve against the launch directory alone)."""
+    from deepmapper.denovo.samplesheet import _resolve
+
+    schema = json.loads((REPO / "assets" / "schema_input.json").read_text())
+    for key in ("path", "fastq_1", "fastq_2"):
+        spec = schema["items"]["properties"][key]
+        assert "format" not in spec and "exists" not in spec and "samplesheet's folder" in spec["description"]
+    body = nfcheck.block_body(UTILS.read_text(), "def resolveSamplesheetPath(value, sheet, column, sample)")
+    assert body.index("given.exists()") < body.index("file(sheet).parent.resolve(text)")
+    assert "error(" in body
+    sheet = REPO / "assets" / "samplesheet_test_populations.csv"
+    row = samplesheet_rows(sheet)[0]
+    assert _resolve(row["path"], sheet.parent) == sheet.parent / row["path"]
+
+
+# -- the release ---------------------------------------------------------------------------------------
+
+RELEASE = REPO / ".github" / "workflows" / "release.yml"
+
+
+def test_release_workflow_passes_actionlint():
+    done = subprocess.run(["actionlint", "-no-color", str(RELEASE)], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_actionlint_rejects_a_broken_workflow(tmp_path):
+    bad = tmp_path / ".github" / "workflows" / "bad.yml"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ github.nope }}\n")
+    done = subprocess.run(["actionlint", "-no-color", str(bad)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode != 0 and "nope" in done.stdout
+
+
+def test_release_is_one_tag():
+    """A tag v<version> (and nothing else) builds the sdist and wheel from it, checks them, publishes
+    them to PyPI by trusted publishing (OIDC: no token), and builds and pushes the CPU and CUDA images
+    under that version; the tag must equal pyproject.toml's version."""
+    import yaml
+
+    wf = yaml.safe_load(RELEASE.read_text())
+    on = wf[True] if True in wf else wf["on"]  # PyYAML reads the key `on` as True
+    assert list(on) == ["push"] and list(on["push"]) == ["tags"] and on["push"]["tags"] == ["v*.*.*"]
+    jobs = wf["jobs"]
+    text = RELEASE.read_text()
+    assert "python -m build" in text and "twine check" in text
+    assert 'test "${GITHUB_REF_NAME#v}" = "$(python -c' in text  # the tag is pyproject's version
+    publish = jobs["pypi"]
+    assert publish["permissions"] == {"id-token": "write"} and publish["environment"]["name"] == "pypi"
+    assert any(step.get("uses", "").startswith("pypa/gh-action-pypi-publish@") for step in publish["steps"])
+    images = jobs["images"]
+    assert images["permissions"]["packages"] == "write"
+    assert "containers/build.sh --all --push --registry ghcr.io" in text
+    assert all(job.get("needs") or name == "dist" for name, job in jobs.items())
+
+
+def test_release_rehearsal_is_wired_into_ci():
+    script = REPO / "scripts" / "release_rehearsal.sh"
+    assert os.access(script, os.X_OK)
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    text = script.read_text()
+    assert "--no-index" in text and "--find-links" in text and "twine check" in text
+    assert "DEEPMAPPER_INSTALLED_ONLY" in text
+    assert "release_rehearsal.sh" in (REPO / ".ci" / "run").read_text()
+
+
+def test_routes_table_covers_every_route():
+    """docs/usage.md's table: every software and executor route, what the user types, what is checked
+    here and how, and what needs a publication first; routes that need an engine, a registry or a GPU
+    say so instead of claiming a check."""
+    usage = (REPO / "docs" / "usage.md").read_text()
+    table = usage[usage.index("| route | what you type |"):].split("\n\n")[0]
+    rows = table.splitlines()[2:]
+    routes = {row.split("|")[1].strip().strip("`") for row in rows}
+    assert {"docker", "singularity", "apptainer", "podman", "conda", "mamba", "wave", "local", "slurm + gpu",
+            "awsbatch", "kubernetes"} <= routes
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert len(cells) == 4 and all(cells), row
+        assert "not checked here" in cells[2] or "tests/" in cells[2], row
+
+
+def test_the_screen_gets_only_the_settings_it_reads():
+    """interaction_max_pairs chooses how many screened pairs are placed (select_pairs / placed_pairs, in
+    the pass tasks and the baselines); the screen computes the same table whatever it is. Declared for
+    the screen, a new value re-ran the permutation screen on -resume. interaction_q stays declared for
+    the screen: with a sample key the screen reports no pair when whole-sample relabellings cannot reach
+    q (sample_calibration), so its table depends on q."""
+    import inspect
+
+    from deepmapper.engine import interactions
+
+    screen = params_in("DEEPMAPPER_INTERACTIONS")
+    assert "interaction_max_pairs" not in screen and "interaction_max_pairs" in params_in("DEEPMAPPER_TRAINPASS")
+    assert {"interaction_q"} <= screen & params_in("DEEPMAPPER_TRAINPASS") & params_in("DEEPMAPPER_BASELINE")
+    code = inspect.getsource(interactions.screen) + inspect.getsource(interactions.screen_prepared)
+    assert "max_pairs" not in code and "sample_calibration(" in code and "q_threshold" in code

@@ -21,13 +21,17 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 GENERATED = ["nextflow.config", "nextflow_schema.json", "conf/modules.config", "docs/usage.md"]
+# also generated: the release version in every module's main.nf and every environment.yml (one table of pins)
+VERSIONED = sorted(str(p.relative_to(REPO)) for p in [*REPO.glob("modules/local/**/main.nf"),
+                                                      *REPO.glob("modules/local/**/environment.yml"),
+                                                      *REPO.glob("containers/environment*.yml")])
 
 
 def test_generated_files_are_current():
     from deepmapper._dev import nfgen
 
     expected = nfgen.outputs(REPO)
-    assert sorted(str(p.relative_to(REPO)) for p in expected) == sorted(GENERATED)
+    assert sorted(str(p.relative_to(REPO)) for p in expected) == sorted(GENERATED + VERSIONED)
     for path, text in expected.items():
         assert path.read_text(encoding="utf-8") == text, (
             f"{path.relative_to(REPO)} is stale: regenerate with `python -m deepmapper._dev.nfgen`")
@@ -36,7 +40,7 @@ def test_generated_files_are_current():
 def copy_for_generation(dst: Path) -> Path:
     """A copy of the package sources and of the generated files' folders."""
     shutil.copytree(REPO / "src", dst / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    for rel in GENERATED:
+    for rel in [*GENERATED, *VERSIONED, "pyproject.toml"]:
         (dst / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / rel, dst / rel)
     return dst

@@ -10,7 +10,7 @@
     Python steps; this file only wires channels.
 ----------------------------------------------------------------------------------------
 */
-include { samplesheetToList     } from 'plugin/nf-schema'
+include { isTrue; isSamplesheet; readSamplesheet; versionsYaml; methodsDescription; byName } from '../subworkflows/local/utils_deepmapper_pipeline'
 include { DENOVO_ASSEMBLY       } from '../subworkflows/local/denovo_assembly'
 include { TRAIN_PASSES          } from '../subworkflows/local/train_passes'
 include { DEEPMAPPER_INGEST     } from '../modules/local/deepmapper/ingest'
@@ -22,52 +22,24 @@ include { DEEPMAPPER_EVALUATE   } from '../modules/local/deepmapper/evaluate'
 include { DEEPMAPPER_REPORT     } from '../modules/local/deepmapper/report'
 include { MULTIQC               } from '../modules/local/multiqc'
 
-// A boolean param from the command line is a string under the strict parser ('true', 'false').
-def isTrue(value) {
-    return value != null && "${value}" == 'true'
-}
-
-// A CSV given without --label_key is a samplesheet (sample,path,label rows);
-// with --label_key it is one matrix whose label column is named by label_key.
-def isSamplesheet(input, labelKey, denovo) {
-    return denovo || (input.toString().toLowerCase().endsWith('.csv') && !labelKey)
-}
-
-// {process: {tool: version}} as MultiQC's software-versions YAML
-def versionsYaml(procName, tools, versions) {
-    // pairs sorted by tool name: the same file whatever order the tasks finished in
-    def lines = [tools, versions].transpose().sort { pair -> pair[0] }.collect { tool, version -> "    ${tool}: ${version}" }
-    return "${procName}:\n" + lines.join('\n')
-}
-
-// The methods section of the MultiQC report: the template with the run's values filled in
-def methodsDescription(template, values) {
-    return values.inject(template.text) { text, entry -> text.replace("{{ ${entry.key} }}".toString(), "${entry.value}".toString()) }
-}
-
 workflow DEEPMAPPER {
     main:
-    def denovo = isTrue(params.denovo)
-    def cluster = isTrue(params.cluster)
     // INGEST checks where the labels come from (deepmapper.features.cluster.check_label_source); the
     // de-novo front end has its own labels, from the samplesheet, and no INGEST
-    if (denovo && cluster) {
-        error("--cluster cannot be combined with --denovo: the samplesheet's label column gives the groups. Fix: drop --cluster.")
-    }
+    // (PIPELINE_INITIALISATION has refused --denovo with --cluster, and --denovo without --reference)
+    def denovo     = isTrue(params.denovo)
+    def cluster    = isTrue(params.cluster)
     def input_file = file(params.input, checkIfExists: true)
     def run_meta   = [id: input_file.baseName]
-    def sheet      = !cluster && isSamplesheet(params.input, params.label_key, denovo)
-    def rows       = sheet ? samplesheetToList(params.input, "${projectDir}/assets/schema_input.json") : []
+    def sheet      = !cluster && isSamplesheet(params.input, params.label_key, params.labels, denovo)
+    def rows       = sheet ? readSamplesheet(params.input) : []
     ch_multiqc_files = channel.empty()
 
     //
     // Dataset: de-novo front end, or ingest of matrices
     //
     if (denovo) {
-        if (!params.reference) {
-            error("--denovo needs --reference: the reference transcript (cDNA) FASTA the reads are aligned to.")
-        }
-        // row: [meta(id, label), path, fastq_1, fastq_2]; empty columns arrive as []
+        // row: [meta(id, label), path, fastq_1, fastq_2]; empty columns are null
         ch_reads = channel.fromList(rows).map { meta, _path, fastq_1, fastq_2 ->
             if (!fastq_1) {
                 error("${params.input}: sample '${meta.id}' has no fastq_1. Fix: with --denovo every row needs sample,fastq_1,fastq_2,label.")
@@ -102,8 +74,8 @@ workflow DEEPMAPPER {
             }
             ch_ingest_in = channel.value([run_meta + [labels: rows.collect { row -> row[0].label }], rows.collect { row -> row[1] }, labels_file, genesets])
         } else {
-            if (!params.label_key && !cluster) {
-                error("--input ${params.input} is a single matrix, so --label_key must name its label column (obs column of an h5ad, column of a CSV), or use --cluster to derive labels.")
+            if (!params.label_key && !cluster && !params.labels) {
+                error("--input ${params.input} is a single matrix, so --label_key must name its label column (obs column of an h5ad, column of a CSV), --labels a labels file, or --cluster derive labels.")
             }
             // with --cluster, INGEST derives the labels (Leiden) and refuses a --label_key or --labels
             ch_ingest_in = channel.value([run_meta + [label_key: params.label_key], [input_file], labels_file, genesets])
@@ -180,7 +152,7 @@ workflow DEEPMAPPER {
             .mix(DEEPMAPPER_REPORT.out.mqc.map { _meta, files -> files })
             .mix(ch_versions_yml)
             .mix(ch_methods)
-            .collect()
+            .collect(sort: { a, b -> byName(a, b) })
             .map { files -> [run_meta, files] }
         def multiqc_config = params.multiqc_config ?: "${projectDir}/assets/multiqc_config.yml"
         MULTIQC(ch_multiqc_in, file(multiqc_config, checkIfExists: true))

@@ -4,7 +4,7 @@ process MULTIQC {
     tag "${meta.id}"
     label 'process_single'
     conda "${moduleDir}/environment.yml"
-    container 'ghcr.io/deepmapper-nf/deepmapper:0.1.0'
+    container 'deepmapper-nf/deepmapper:0.2.0'
 
     input:
     tuple val(meta), path(multiqc_files, stageAs: 'in??/*')
@@ -23,8 +23,11 @@ process MULTIQC {
     script:
     def args = task.ext.args ?: ''
     // --no-version-check, --no-ai: MultiQC never reaches the network (offline
-    // clusters, reproducible reports)
+    // clusters, reproducible reports). MultiQC's own version cannot come through the versions
+    // topic it consumes: the task writes it as one more *_mqc_versions.yml (MultiQC's
+    // software_versions search pattern) beside the others, so the report lists it too.
     """
+    printf 'MULTIQC:\\n    multiqc: %s\\n' "\$(multiqc --version | sed 's/.*version //')" > multiqc_mqc_versions.yml
     multiqc \\
         --force \\
         --no-version-check \\

@@ -4,8 +4,28 @@ from __future__ import annotations
 import platform
 from importlib import metadata
 
-# The package version: the one literal every other place (package metadata aside) reads.
-__version__ = "0.1.0"
+
+
+def _version() -> str:
+    """pyproject.toml's version, the one place it lives: read from it in a source checkout
+    (PYTHONPATH=src, where an installed copy's metadata may name another release), else from the
+    installed distribution's metadata, which the build copied from it."""
+    import re
+    from pathlib import Path
+
+    pyproject = Path(__file__).resolve().parents[3] / "pyproject.toml"
+    if pyproject.is_file():
+        text = pyproject.read_text(encoding="utf-8")
+        found = re.search(r'(?m)^version = "([^"]+)"', text)
+        if found and re.search(r'(?m)^name = "deepmapper"', text):
+            return found.group(1)
+    try:
+        return metadata.version("deepmapper")
+    except metadata.PackageNotFoundError:  # sources copied without metadata
+        return "unknown"
+
+
+__version__ = _version()
 
 PACKAGES = ("deepmapper", "torch", "numpy", "scipy", "scikit-learn", "anndata", "scanpy", "captum", "pandas")
 

@@ -13,10 +13,8 @@ from pathlib import Path
 
 import click
 
-from deepmapper._dev.nfgen import pipeline_params
 from deepmapper.cli._options import build_config, config_options
-
-_PIPELINE_DEFAULTS = {p["name"]: p["default"] for p in pipeline_params()}
+from deepmapper.engine.planning import PASSES_PER_TASK
 
 
 @click.command("plan")
@@ -28,7 +26,7 @@ _PIPELINE_DEFAULTS = {p["name"]: p["default"] for p in pipeline_params()}
 @click.option("--verdicts-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="A folder searched (recursively) for verdicts*.json files, instead of --verdicts "
                    "(a folder that does not exist holds none: the first round).")
-@click.option("--passes-per-task", type=click.IntRange(min=1), default=_PIPELINE_DEFAULTS["passes_per_task"],
+@click.option("--passes-per-task", type=click.IntRange(min=1), default=PASSES_PER_TASK,
               show_default=True, help="Passes per task (the pipeline's --passes_per_task, same default).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="plan.json to write.")
 @config_options("plan")

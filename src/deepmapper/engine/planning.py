@@ -29,6 +29,9 @@ from pathlib import Path
 from deepmapper.errors import FormatError
 
 ROUNDS = 3
+# Passes one pipeline task trains (`deepmapper plan --passes-per-task`, the pipeline's
+# --passes_per_task): the runtime owns the default, the Nextflow generator reads it.
+PASSES_PER_TASK = 4
 PLAN_FORMAT = "deepmapper-plan"
 VERDICTS_FORMAT = "deepmapper-verdicts"
 

@@ -4,6 +4,7 @@
     (rnaSPAdes default, Trinity option), keep and tag the new transcripts, build
     the hybrid Salmon index, quantify each sample, build the labelled table.
 */
+include { byName          } from '../utils_deepmapper_pipeline'
 include { DENOVO_INDEX    } from '../../../modules/local/denovo/index'
 include { DENOVO_ALIGN    } from '../../../modules/local/denovo/align'
 include { DENOVO_POOL     } from '../../../modules/local/denovo/pool'
@@ -27,7 +28,7 @@ workflow DENOVO_ASSEMBLY {
     // all samples' unaligned mates, sorted by name so the pool (and its hash) is stable
     ch_pool = DENOVO_ALIGN.out.unaligned
         .map { _meta, files -> files }
-        .collect(sort: { a, b -> a.name <=> b.name })
+        .collect(sort: { a, b -> byName(a, b) })
         .map { files ->
             [
                 [id: 'pooled', assembler: assembler],
@@ -45,7 +46,7 @@ workflow DENOVO_ASSEMBLY {
 
     ch_quants = DENOVO_QUANT.out.quant
         .map { _meta, quant -> quant }
-        .collect(sort: { a, b -> a.name <=> b.name })
+        .collect(sort: { a, b -> byName(a, b) })
         .map { quants -> [quants] }
     ch_table = ch_samplesheet
         .combine(ch_quants)

@@ -12,6 +12,7 @@
     dataset by meta) instead of running the screen again; with --interactions false
     the table is [] and no task gets --interactions-tsv.
 */
+include { byName                       } from '../utils_deepmapper_pipeline'
 include { TRAIN_ROUND as TRAIN_ROUND_1 } from '../train_round'
 include { TRAIN_ROUND as TRAIN_ROUND_2 } from '../train_round'
 include { TRAIN_ROUND as TRAIN_ROUND_3 } from '../train_round'
@@ -33,7 +34,7 @@ workflow TRAIN_PASSES {
     ch_pass_files = TRAIN_ROUND_1.out.passes
         .mix(TRAIN_ROUND_2.out.passes)
         .mix(TRAIN_ROUND_3.out.passes)
-        .collect(sort: { a, b -> a.name <=> b.name })
+        .collect(sort: { a, b -> byName(a, b) })
         .map { files -> [files] }
 
     emit:

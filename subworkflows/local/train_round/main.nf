@@ -6,6 +6,7 @@
     one); the range is added to meta, so a task's hash is the dataset, the table, the range
     and the options.
 */
+include { byName               } from '../utils_deepmapper_pipeline'
 include { DEEPMAPPER_PLAN      } from '../../../modules/local/deepmapper/plan'
 include { DEEPMAPPER_TRAINPASS } from '../../../modules/local/deepmapper/trainpass'
 
@@ -33,11 +34,13 @@ workflow TRAIN_ROUND {
         }
     DEEPMAPPER_TRAINPASS(ch_tasks)
 
-    // the verdicts of this round and of every earlier one: what the next round is planned from
+    // the verdicts of this round and of every earlier one: what the next round is planned from,
+    // sorted by name, so the next DEEPMAPPER_PLAN's inputs (and its -resume hash) do not depend
+    // on the order in which the pass tasks finished
     ch_all_verdicts = ch_verdicts
         .map { files -> [files] }
         .combine(DEEPMAPPER_TRAINPASS.out.verdicts.map { _meta, verdicts -> verdicts }.collect().ifEmpty([]).map { files -> [files] })
-        .map { before, now -> before + now }
+        .map { before, now -> (before + now).sort { a, b -> byName(a, b) } }
 
     emit:
     passes   = DEEPMAPPER_TRAINPASS.out.passes.map { _meta, files -> files }.flatten()  // channel: pass_NNN.npz

@@ -3,7 +3,7 @@ process DEEPMAPPER_ACCUMULATE {
     tag "${meta.id}"
     label 'process_single'
     conda "${moduleDir}/environment.yml"
-    container 'ghcr.io/deepmapper-nf/deepmapper:0.1.0'
+    container 'deepmapper-nf/deepmapper:0.2.0'
 
     input:
     // baselines: DEEPMAPPER_BASELINE's files ([] with --skip_baselines), for the trust verdict in findings.json

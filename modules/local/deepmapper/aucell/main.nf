@@ -5,7 +5,7 @@ process DEEPMAPPER_AUCELL {
     tag "${meta.id}"
     label 'process_low'
     conda "${moduleDir}/environment.yml"
-    container 'ghcr.io/deepmapper-nf/deepmapper:0.1.0'
+    container 'deepmapper-nf/deepmapper:0.2.0'
 
     input:
     tuple val(meta), path(dataset), path(genesets)

@@ -4,7 +4,7 @@ process DEEPMAPPER_EVALUATE {
     tag "${meta.id}"
     label 'process_single'
     conda "${moduleDir}/environment.yml"
-    container 'ghcr.io/deepmapper-nf/deepmapper:0.1.0'
+    container 'deepmapper-nf/deepmapper:0.2.0'
 
     input:
     tuple val(meta), path(dataset), path(passes, stageAs: 'passes/*')

@@ -5,7 +5,7 @@ process DEEPMAPPER_PLAN {
     tag "${meta.id}"
     label 'process_single'
     conda "${moduleDir}/environment.yml"
-    container 'ghcr.io/deepmapper-nf/deepmapper:0.1.0'
+    container 'deepmapper-nf/deepmapper:0.2.0'
 
     input:
     tuple val(meta), path(verdicts, stageAs: 'verdicts/*'), val(round), val(per_task)
@@ -29,7 +29,20 @@ process DEEPMAPPER_PLAN {
     """
 
     stub:
+    // -stub walks the whole DAG: round 1 plans the configured passes (--passes of ext.args, the
+    // option the real command reads) in tasks of per_task, as if every pass were accepted; the
+    // later rounds plan none
+    def args = task.ext.args ?: ''
     """
-    echo '{"format": "deepmapper-plan", "version": 1, "round": ${round}, "tasks": [], "warnings": []}' > plan_round${round}.json
+    passes=\$(echo "${args}" | sed -n 's/.*--passes \\([0-9][0-9]*\\).*/\\1/p')
+    if [ "${round}" != 1 ]; then passes=0; fi
+    tasks=''
+    start=0
+    while [ "\$start" -lt "\${passes:-0}" ]; do
+        count=\$(( passes - start < ${per_task} ? passes - start : ${per_task} ))
+        tasks="\${tasks:+\$tasks, }\$(printf '{"start": %d, "count": %d}' "\$start" "\$count")"
+        start=\$(( start + ${per_task} ))
+    done
+    printf '{"format": "deepmapper-plan", "version": 1, "round": %d, "tasks": [%s], "warnings": []}\\n' ${round} "\$tasks" > plan_round${round}.json
     """
 }

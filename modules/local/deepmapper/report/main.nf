@@ -4,7 +4,7 @@ process DEEPMAPPER_REPORT {
     tag "${meta.id}"
     label 'process_single'
     conda "${moduleDir}/environment.yml"
-    container 'ghcr.io/deepmapper-nf/deepmapper:0.1.0'
+    container 'deepmapper-nf/deepmapper:0.2.0'
 
     input:
     // staged as the results layout that `deepmapper report --results` reads

@@ -8,7 +8,7 @@ process DEEPMAPPER_TRAINPASS {
     label 'process_medium'
     label 'process_gpu'
     conda "${moduleDir}/environment.yml"
-    container 'ghcr.io/deepmapper-nf/deepmapper:0.1.0'
+    container 'deepmapper-nf/deepmapper:0.2.0'
 
     input:
     tuple val(meta), path(dataset), path(interactions)

@@ -3,7 +3,7 @@ process DENOVO_ASSEMBLE {
     tag "${meta.id}"
     label 'process_high'
     conda "${moduleDir}/environment.yml"
-    container 'ghcr.io/deepmapper-nf/deepmapper:0.1.0'
+    container 'deepmapper-nf/deepmapper:0.2.0'
 
     input:
     // pooled_1.fastq.gz (+ pooled_2.fastq.gz, + pooled_single.fastq.gz) from DENOVO_POOL
@@ -12,8 +12,11 @@ process DENOVO_ASSEMBLE {
     output:
     tuple val(meta), path('assembly/assembly.fa'), emit: assembly
     tuple val("${task.process}"), val('deepmapper'), eval("deepmapper --version | sed 's/.*version //'"), emit: versions_deepmapper, topic: versions
-    // meta.assembler is params.assembler, set by the subworkflow
-    tuple val("${task.process}"), val("${meta.assembler}"), eval(meta.assembler == 'trinity' ? "Trinity --version | sed -n 's/^Trinity version: Trinity-v//p'" : "rnaspades.py --version 2>&1 | sed -n 's/.*assembler v\\([^ ]*\\).*/\\1/p'"), emit: versions_assembler, topic: versions
+    // meta.assembler is params.assembler, set by the subworkflow. The version command is one
+    // fixed string that reads which assembler ran from the work directory: an output declaration
+    // holds no expression on meta (the legacy parser evaluates such an expression before meta
+    // exists; a GString like the tool name above is resolved lazily, per task)
+    tuple val("${task.process}"), val("${meta.assembler}"), eval('if [ "$(cat assembler.txt)" = trinity ]; then Trinity --version | sed -n "s/^Trinity version: Trinity-v//p"; else rnaspades.py --version 2>&1 | sed -n "s/.*assembler v\\([^ ]*\\).*/\\1/p"; fi'), emit: versions_assembler, topic: versions
 
     when:
     task.ext.when == null || task.ext.when
@@ -25,6 +28,7 @@ process DENOVO_ASSEMBLE {
     def single    = names.contains('pooled_single.fastq.gz') ? '--single pooled_single.fastq.gz' : ''
     def memory_gb = task.memory ? task.memory.toGiga() : 8
     """
+    echo '${meta.assembler}' > assembler.txt
     deepmapper denovo assemble \\
         --reads-1 pooled_1.fastq.gz \\
         ${mate_2} \\
@@ -38,6 +42,7 @@ process DENOVO_ASSEMBLE {
 
     stub:
     """
+    echo '${meta.assembler}' > assembler.txt
     mkdir -p assembly
     touch assembly/assembly.fa
     """

@@ -3,7 +3,7 @@ process DENOVO_HYBRID {
     tag "${meta.id}"
     label 'process_medium'
     conda "${moduleDir}/environment.yml"
-    container 'ghcr.io/deepmapper-nf/deepmapper:0.1.0'
+    container 'deepmapper-nf/deepmapper:0.2.0'
 
     input:
     tuple val(meta), path(reference), path(denovo)

@@ -3,7 +3,7 @@ process DENOVO_POOL {
     tag "${meta.id}"
     label 'process_single'
     conda "${moduleDir}/environment.yml"
-    container 'ghcr.io/deepmapper-nf/deepmapper:0.1.0'
+    container 'deepmapper-nf/deepmapper:0.2.0'
 
     input:
     tuple val(meta), path(reads_1, arity: '1..*', stageAs: 'r1/*'), path(reads_2, arity: '0..*', stageAs: 'r2/*')
