@@ -16,6 +16,7 @@ import numpy as np
 from deepmapper.config import Config
 from deepmapper.errors import InputError
 from deepmapper.engine.split import (Split, make_split, n_validation_folds, pass_cells, sample_validation_folds,
+                                     stratified_subsample,
                                      validation_folds)
 
 # Below this many bytes the scaled matrix is kept dense in memory (fast path for
@@ -66,7 +67,7 @@ class PreparedData:
             return train, val
         pool = self.pass_pool(pass_index)
         return (np.intersect1d(train, pool, assume_unique=True),
-                _stratified_sample(val, self.codes, max(1, self.max_cells_per_pass // VAL_SHARE),
+                stratified_subsample(val, self.codes, max(1, self.max_cells_per_pass // VAL_SHARE),
                                    [self.seed + pass_index, 104723]))
 
     @property
@@ -210,19 +211,6 @@ def prepare(adata, cfg: Config, *, where: str = "dataset") -> PreparedData:
             dense[start:start + step] = _scaled(X[start:start + step], mean, scale)
         data.dense_scaled = dense
     return data
-
-
-def _stratified_sample(cells: np.ndarray, codes: np.ndarray, size: int, seed) -> np.ndarray:
-    """At most ``size`` of ``cells``, each class in proportion (at least one cell each), sorted."""
-    if len(cells) <= size:
-        return cells
-    rng = np.random.default_rng(seed)
-    out = []
-    for c in np.unique(codes[cells]):
-        members = cells[codes[cells] == c]
-        n = max(1, int(round(size * len(members) / len(cells))))
-        out.append(rng.choice(members, size=min(n, len(members)), replace=False))
-    return np.sort(np.concatenate(out))
 
 
 def _scaled(block, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:

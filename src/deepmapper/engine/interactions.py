@@ -125,16 +125,9 @@ def screen_cells(codes: np.ndarray, test: np.ndarray, max_cells: int, seed: int)
     codes = np.asarray(codes)
     keep = np.ones(len(codes), bool)
     keep[np.asarray(test, dtype=np.int64)] = False
-    cells = np.flatnonzero(keep)
-    if len(cells) <= max_cells:
-        return cells
-    rng = np.random.default_rng([int(seed), 7919])
-    chosen = []
-    for c in np.unique(codes[cells]):
-        members = cells[codes[cells] == c]
-        n = max(2, int(round(max_cells * len(members) / len(cells))))
-        chosen.append(rng.choice(members, size=min(n, len(members)), replace=False))
-    return np.sort(np.concatenate(chosen))
+    from deepmapper.engine.split import stratified_subsample
+
+    return stratified_subsample(np.flatnonzero(keep), codes, max_cells, [int(seed), 7919], min_per_class=2)
 
 
 def prefilter(X, min_detected: float, max_features: int) -> np.ndarray:

@@ -21,6 +21,22 @@ class Split:
     test: np.ndarray
 
 
+def stratified_subsample(cells: np.ndarray, codes: np.ndarray, size: int, seed, *,
+                         min_per_class: int = 1) -> np.ndarray:
+    """At most about ``size`` of ``cells`` (sorted), each class in proportion and with at least
+    ``min_per_class`` cells (or all it has); ``cells`` itself when it is not larger than ``size``."""
+    cells = np.asarray(cells)
+    if len(cells) <= size:
+        return cells
+    rng = np.random.default_rng(seed)
+    out = []
+    for c in np.unique(codes[cells]):
+        members = cells[codes[cells] == c]
+        n = max(min_per_class, int(round(size * len(members) / len(cells))))
+        out.append(rng.choice(members, size=min(n, len(members)), replace=False))
+    return np.sort(np.concatenate(out))
+
+
 def stratified_split(codes: np.ndarray, *, test_fraction: float, val_fraction: float, seed: int,
                      classes: list[str] | None = None, min_class_size: int = 5,
                      where: str = "input") -> Split:
