@@ -116,6 +116,7 @@ class OutDir:
         self.lock_path = self.meta / "lock"
         self.legacy_current = self.meta / "current"   # the link layout of earlier versions
         self.made: list[Path] = []      # directories this run created (outdir and missing parents)
+        self.made_meta = False          # whether this run created .deepmapper (removed again after a failure)
 
     # -- before anything is read ------------------------------------------------------------
     def check(self) -> None:
@@ -203,6 +204,7 @@ class OutDir:
             missing.append(p)
             p = p.parent
         self.made = missing                       # deepest first: the order to remove them in
+        self.made_meta = not self.meta.exists()   # only what this run created is removed after a failure
         announced = False
         while True:
             # (again after waiting: a run that failed in an outdir it created removes the outdir)
@@ -293,7 +295,7 @@ class OutDir:
         with contextlib.suppress(OSError):
             if self.runs.is_dir():
                 self.runs.rmdir()
-            if {e.name for e in self.meta.iterdir()} <= {"lock"}:
+            if self.made_meta and {e.name for e in self.meta.iterdir()} <= {"lock"}:
                 self.lock_path.unlink(missing_ok=True)
                 self.meta.rmdir()
         for d in self.made:                      # deepest first; stops at the first that is not empty
