@@ -12,6 +12,7 @@ import json
 import random
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -49,7 +50,9 @@ def embedded_rounds(monkeypatch, cfg: Config, oracle) -> list[list[int]]:
 
     monkeypatch.setattr(planning, "next_round", spy)
     monkeypatch.setattr(train, "train_group", lambda data, cfg, group, **kw: [fake_pass(i, oracle(i)) for i in group])
-    results = runner.train_until_accepted(None, cfg, device="cpu", progress=False)
+    # the training itself is faked: the data only has to say that the cells form one block (no cap)
+    one_block = SimpleNamespace(n_blocks=lambda: 1)
+    results = runner.train_until_accepted(one_block, cfg, device="cpu", progress=False)
     assert [r.pass_index for r in results] == [i for r in rounds for i in r]
     return rounds
 
