@@ -37,6 +37,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+
+def _run_config(args):
+    """The default run's settings on the asked device; shrunk with --cpu-smoke."""
+    from deepmapper.config import Config
+
+    params = {"seed": 0, "device": args.device}
+    if args.smoke:
+        params.update(passes=2, epochs=2, min_epochs=1, ig_steps=4, attribution_max_samples=32,
+                      interaction_permutations=20, threads=1)
+    return Config().with_params(params)
+
 def _peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2      # Linux: KiB
 
@@ -63,14 +74,9 @@ def part_pbmc(args) -> dict:
     """The default run (or its shrunk form) on pbmc68k_reduced on one device."""
     import torch
 
-    from deepmapper.config import Config
     from deepmapper.pipeline.runner import analyse
 
-    params = {"seed": 0, "device": args.device}
-    if args.smoke:
-        params.update(passes=2, epochs=2, min_epochs=1, ig_steps=4, attribution_max_samples=32,
-                      interaction_permutations=20, threads=1)
-    cfg = Config().with_params(params)
+    cfg = _run_config(args)
     t0 = time.perf_counter()
     out = analyse(_pbmc(), cfg, progress=False)
     wall = time.perf_counter() - t0
@@ -109,7 +115,6 @@ def part_atlas(args) -> dict:
     import torch
 
     from deepmapper import io
-    from deepmapper.config import Config
     from deepmapper.pipeline.runner import analyse
     from deepmapper.datasets.synthetic import sparse_matrix
 
@@ -119,11 +124,7 @@ def part_atlas(args) -> dict:
     adata = io.build_dataset(X, [f"c{i}" for i in range(X.shape[0])], [f"g{j}" for j in range(X.shape[1])],
                              labels, label_key="label", source="generated atlas")
     made = time.perf_counter() - t0
-    params = {"seed": 0, "device": args.device}
-    if args.smoke:
-        params.update(passes=2, epochs=2, min_epochs=1, ig_steps=4, attribution_max_samples=32,
-                      interaction_permutations=20, threads=1)
-    cfg = Config().with_params(params)
+    cfg = _run_config(args)
     t1 = time.perf_counter()
     out = analyse(adata, cfg, progress=False)
     wall = time.perf_counter() - t1
