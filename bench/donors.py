@@ -4,7 +4,8 @@
 Data: :mod:`deepmapper.datasets.donors` (negative-binomial counts, a random effect of each donor
 on every gene, donors unbalanced in size and cell-type mix; 12 genes up in every disease donor,
 12 genes up strongly in one disease donor only), at several donor counts per condition, and
-its null (conditions shuffled between whole donors). Methods, each judged on its top 20 / 50:
+its null (the same generator without condition genes, conditions shuffled between whole
+donors; the outlier donor's genes stay). Methods, each judged on its top 20 / 50:
 
 - ``dm``: DeepMapper's default, no sample key (``findings.tsv`` rank);
 - ``dm+samples``: DeepMapper with ``sample_key="donor"``;
@@ -18,6 +19,8 @@ cells held out (donors also in training) and with whole donors held out.
 
     python bench/donors.py --quick            # 4 and 8 donors per condition x 2 seeds, few passes
     python bench/donors.py --donors 3 6 12 --seeds 5 --passes 10 --epochs 30
+    python bench/donors.py --donors 3 6 12 --seeds 2 --null-seeds 20 --null-donors 6 ...
+                                              # + 20 nulls: DeepMapper with the sample key, DESeq2
 """
 from __future__ import annotations
 
@@ -102,6 +105,9 @@ def main() -> None:
     ap.add_argument("--screen-features", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed-offset", type=int, default=0)
+    ap.add_argument("--null-seeds", type=int, default=0,
+                    help="extra nulls (DeepMapper with the sample key and pseudobulk DESeq2 only)")
+    ap.add_argument("--null-donors", type=int, default=6, help="donors per condition of the extra nulls")
     ap.add_argument("--quick", action="store_true", help="4 and 8 donors, 2 seeds, 400 genes, 3 passes x 8 epochs")
     args = ap.parse_args()
     if args.quick:
@@ -120,7 +126,7 @@ def main() -> None:
             real = donors.simulate(k, n_genes=args.genes, mean_cells=args.cells, n_outliers=args.outliers,
                                    seed=seed)
             truth = real.uns["truth"]
-            for kind, adata in (("planted", real), ("null", donors.null(real, seed=seed))):
+            for kind, adata in (("planted", real), ("null", _null(donors, k, args, seed))):
                 base, acc = run_baselines(adata, args)
                 for method, (order, n_sig) in base.items():
                     rows.append({"donors": k, "seed": seed, "data": kind, "method": method, "sig": n_sig,
@@ -154,7 +160,43 @@ def main() -> None:
     print("\nHeld-out accuracy, cells held out (donors also in training) vs whole donors held out:")
     print(accs.groupby(["data", "donors"])[["dm_by_cells", "dm_by_donors", "logistic_by_cells",
                                              "logistic_by_donors"]].mean().round(3).to_string())
+    if args.null_seeds:
+        _more_nulls(donors, args, t0)
     print(f"\n{time.perf_counter() - t0:.0f} s")
+
+
+def _null(donors, k: int, args, seed: int):
+    """The null: the generator without condition genes (lfc 0; donor effects, cell-type mixes and the
+    outlier donor's genes kept), conditions then shuffled between whole donors. A shuffle of the
+    planted data is not a null: whenever most disease donors land on one side the true genes still
+    differ between the conditions."""
+    return donors.null(donors.simulate(k, n_genes=args.genes, mean_cells=args.cells, n_outliers=args.outliers,
+                                       lfc=0.0, seed=seed), seed=seed)
+
+
+def _more_nulls(donors, args, t0: float) -> None:
+    """``--null-seeds`` nulls at ``--null-donors`` per condition for the methods with a sample-level error
+    control (DeepMapper with the sample key: sample_q and its pairs; pseudobulk DESeq2: padj)."""
+    import pandas as pd
+
+    from deepmapper import io
+    from deepmapper.engine import pseudobulk
+
+    rows = []
+    for seed in range(1000, 1000 + args.null_seeds):
+        adata = _null(donors, args.null_donors, args, seed)
+        table, _ = pseudobulk.baseline(io.from_anndata(adata, label_key="condition", sample_key="donor"),
+                                       list(donors.CONDITIONS))
+        _, n_sig, n_pairs, accuracy = run_dm(adata, "donor", args)
+        rows.append({"seed": seed, "dm+samples sig": n_sig, "dm+samples pairs": n_pairs,
+                     "gate failed": int(np.isnan(accuracy)), "pseudobulk sig": int((table["padj"] < 0.05).sum())})
+        print(f"  null {len(rows)}/{args.null_seeds} ({args.null_donors} donors/condition): {rows[-1]} "
+              f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    df = pd.DataFrame(rows)
+    print(f"\nNull, {args.null_donors} donors per condition, {len(df)} seeds: runs with any significant feature "
+          f"(DeepMapper sample_q < 0.05: {int((df['dm+samples sig'] > 0).sum())}; pseudobulk DESeq2 padj < 0.05: "
+          f"{int((df['pseudobulk sig'] > 0).sum())}), runs with any pair (DeepMapper with the sample key: "
+          f"{int((df['dm+samples pairs'] > 0).sum())}), runs failing the gate {int(df['gate failed'].sum())}")
 
 
 if __name__ == "__main__":

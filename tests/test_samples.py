@@ -65,6 +65,35 @@ def test_too_few_samples_is_one_clear_error():
     assert "'dis' (2 samples: d1, d3)" in text and "needs 3" in text and "--sample-key" in text
 
 
+def _held_out(sizes_by_label, samples: bool):
+    """PreparedData whose held-out set is one sample per label with the given cell counts."""
+    from deepmapper.engine.data import PreparedData
+    from deepmapper.engine.split import Split
+
+    codes = np.concatenate([np.full(n, c) for c, n in enumerate(sizes_by_label)])
+    test = np.arange(len(codes))
+    return PreparedData(X=np.zeros((len(codes), 1), np.float32), codes=codes, classes=["ctrl", "dis"],
+                        feature_names=["g"], split=Split(test[:0], test[:0], test), mean=np.zeros(1),
+                        scale=np.ones(1), samples=codes.copy() if samples else None,
+                        sample_names=["d0", "d1"] if samples else None)
+
+
+def test_with_samples_the_gate_asks_balanced_accuracy_above_chance():
+    from deepmapper.engine.accumulate import gate
+
+    # held out: one donor of 60 cells (ctrl) and one of 20 (dis); the pass is right on 70 % of each
+    predicted = np.concatenate([np.r_[np.zeros(42), np.ones(18)], np.r_[np.ones(14), np.zeros(6)]]).astype(int)
+    by_cells = _held_out([60, 20], samples=False).gate_score(predicted)
+    by_samples = _held_out([60, 20], samples=True).gate_score(predicted)
+    assert by_cells == pytest.approx((0.70, 0.75))             # accuracy below the majority rate: rejected
+    assert by_samples == pytest.approx((0.70, 0.50))           # balanced accuracy above chance: accepted
+    assert not gate(by_cells[0], min_accuracy=0.0, majority_rate=by_cells[1])
+    assert gate(by_samples[0], min_accuracy=0.0, majority_rate=by_samples[1])
+    # predicting one label for every cell is chance either way
+    score, chance = _held_out([60, 20], samples=True).gate_score(np.zeros(80, int))
+    assert score == pytest.approx(0.5) and not gate(score, min_accuracy=0.0, majority_rate=chance)
+
+
 @pytest.mark.parametrize("sizes,expected", [((3, 3), 20), ((4, 4), 70), ((2, 3, 2), 210)])
 def test_relabellings_move_whole_samples_and_are_enumerated(sizes, expected):
     lab = np.concatenate([np.full(n, k) for k, n in enumerate(sizes)])

@@ -23,7 +23,8 @@ import numpy as np
 
 
 def gate(accuracy: float, *, min_accuracy: float, majority_rate: float) -> bool:
-    """A pass counts when it beats both the configured floor and always-guess-the-majority."""
+    """A pass counts when it beats both the configured floor and always-guess-the-majority
+    (``PreparedData.gate_score`` gives both figures: with a sample key, balanced accuracy and 1 / labels)."""
     return bool(accuracy >= min_accuracy and accuracy > majority_rate)
 
 

@@ -115,6 +115,20 @@ class PreparedData:
         counts = np.bincount(self.codes[self.split.test], minlength=self.n_classes)
         return float(counts.max() / counts.sum())
 
+    def gate_score(self, predicted: np.ndarray) -> tuple[float, float]:
+        """(score, chance) the accuracy gate compares for one pass's held-out predictions.
+
+        Without a sample key: accuracy against the majority rate. With one: balanced accuracy (the
+        mean recall over the held-out labels) against 1 / labels, because the held-out set is a few
+        whole samples whose sizes set the majority rate by accident (one held-out donor of 60 cells
+        beside one of 20 makes it 0.75, and a model right on 70 % of each donor's cells fails it)."""
+        truth = self.codes[self.split.test]
+        if self.samples is None:
+            return float(np.mean(predicted == truth)), self.majority_rate()
+        present = np.unique(truth)
+        recall = [float(np.mean(predicted[truth == c] == c)) for c in present]
+        return float(np.mean(recall)), 1.0 / len(present)
+
     def rows(self, idx: np.ndarray) -> np.ndarray:
         """Scaled dense features of the given cells, float32 (len(idx), n_features)."""
         if self.dense_scaled is not None:

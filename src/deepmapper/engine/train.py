@@ -330,8 +330,10 @@ def _finish_group(g: _Group, data: PreparedData, cfg: Config, device) -> list[Pa
 
     results = []
     for k, m in enumerate(members):
-        accuracy = float((proba[k].argmax(1) == data.codes[test]).mean())
-        accepted = gate(accuracy, min_accuracy=r.min_accuracy, majority_rate=data.majority_rate())
+        predicted = proba[k].argmax(1)
+        accuracy = float((predicted == data.codes[test]).mean())
+        score, chance = data.gate_score(predicted)
+        accepted = gate(score, min_accuracy=r.min_accuracy, majority_rate=chance)
         # back-projection: one gather through the inverse arrangement (feature j sits at pixel inv[j])
         feat_attr = pixel_attr[:, k, 0, transform.inverse(m.perm)].astype(np.float64)
         importance = np.abs(feat_attr).mean(axis=0)
@@ -361,7 +363,7 @@ def _finish_group(g: _Group, data: PreparedData, cfg: Config, device) -> list[Pa
                   "trained_with": list(g.passes), "n_attributed": int(len(attr_idx)),
                   "restored_val_loss": round(float(restored_val_loss[k]), 6),
                   "pair_classes": list(data.pair_classes or []), "pair_channel": g.channels == 2,
-                  "pair_start": m.pair_start,
+                  "pair_start": m.pair_start, "gate": {"score": round(score, 6), "chance": round(chance, 6)},
                   "seconds": round((time.perf_counter() - g.t0) / K, 3), "config": cfg.to_dict()}))
         log.info("pass %d: held-out accuracy %.3f (%s), stopped at epoch %d (best %d)", m.pass_index, accuracy,
                  "accepted" if accepted else "rejected", stopper.epochs_run, stopper.best_epoch)
