@@ -217,7 +217,8 @@ class RunConfig:
                                  "off: one fixed validation set for all passes.", steps=("interactions", "train"))
     min_accuracy: float = _f(0.0, "min_accuracy",
                              "Gate: a pass is accepted when its held-out accuracy is at least this "
-                             "and above the majority-class rate.", min=0, max=1, steps=_TRAIN)
+                             "and above the majority-class rate (with a sample key: balanced accuracy, "
+                             "above 1 / labels).", min=0, max=1, steps=_TRAIN)
     top_k: int = _f(50, "top_k", "Size of the per-pass top set for selection frequency.", min=1,
                     steps=("accumulate",))
     scale: str = _f("standard", "scale", "Per-feature scaling fitted on training cells: standard or none.",
