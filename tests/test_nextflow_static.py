@@ -1091,12 +1091,17 @@ def test_ingest_of_samplesheet_populations(tmp_path):
     import anndata as ad
 
     rows = samplesheet_rows(REPO / "assets" / "samplesheet_test_populations.csv")
-    meta = {"id": "samplesheet_test_populations", "labels": [r["label"] for r in rows]}
+    meta = {"id": "samplesheet_test_populations", "labels": [r["label"] for r in rows],
+            "samples": [r["sample"] for r in rows]}
     dirs = [REPO / "assets" / r["path"] for r in rows]  # resolveSamplesheetPath: beside the sheet
     # the value of `def sources` for these rows: [meta.labels, inputs].transpose().collect {...}
     sources = " ".join(f"--input '{r['label']}=input{k:02d}/{d.name}'" for k, (r, d) in enumerate(zip(rows, dirs), 1))
-    out = Task("DEEPMAPPER_INGEST", tmp_path, "sheet").run({"meta": meta, "inputs": dirs, "labels": [], "genesets": []}, meta,
-                                                           given={"sources": sources})
+    # and of `def sample_names`: the sheet's ids, which staging (input??/<name>) does not keep
+    names = " ".join(f"--sample-name '{r['sample']}'" for r in rows)
+    task = Task("DEEPMAPPER_INGEST", tmp_path, "sheet")
+    out = task.run({"meta": meta, "inputs": dirs, "labels": [], "genesets": []}, meta,
+                   given={"sources": sources, "sample_names": names})
+    assert names in (task.dir / ".command.sh").read_text()
     data = ad.read_h5ad(out["dataset"][0])
     key = data.uns["deepmapper"]["label_key"]
     assert sorted(data.obs[key].unique()) == sorted(r["label"] for r in rows)

@@ -240,6 +240,39 @@ def test_populations_record_one_sample_per_directory(tmp_path, caplog, per_label
                               np.asarray(ds.obs[io.TOTALS_KEY]))
 
 
+def test_sample_names_from_the_samplesheet_name_the_samples(tmp_path):
+    """The pipeline stages every population as input??/<its own name>, so the directories' names say
+    nothing (here all are 'matrix'): INGEST passes the samplesheet's ids, one --sample-name per --input."""
+    import scipy.io
+    import scipy.sparse as sp
+    from click.testing import CliRunner
+
+    from deepmapper.cli import cli
+
+    rng = np.random.default_rng(7)
+    specs, ids = [], []
+    for label in ("ctrl", "dis"):
+        for k in range(3):
+            d = tmp_path / f"input{len(ids) + 1:02d}" / "matrix"
+            d.mkdir(parents=True)
+            scipy.io.mmwrite(str(d / "matrix.mtx"), sp.csr_matrix(rng.poisson(1.0, (12, 20)).T.astype(float)))
+            (d / "barcodes.tsv").write_text("".join(f"bc{i}\n" for i in range(12)))
+            (d / "features.tsv").write_text("".join(f"id{j}\tg{j}\tGene Expression\n" for j in range(20)))
+            specs.append(f"{label}={d}")
+            ids.append(f"{label}_donor{k + 1}")
+    args = ["ingest", *[a for spec in specs for a in ("--input", spec)], "--out", str(tmp_path / "d.h5ad")]
+    plain = CliRunner().invoke(cli, args)
+    named = CliRunner().invoke(cli, [*args[:-2], *[a for i in ids for a in ("--sample-name", i)],
+                                      "--out", str(tmp_path / "n.h5ad")])
+    assert plain.exit_code == 0 and named.exit_code == 0, plain.output + named.output
+    assert io.samples(io.read_dataset(tmp_path / "d.h5ad"))[1] == ["ctrl-1", "ctrl-2", "ctrl-3", "dis-1", "dis-2",
+                                                                   "dis-3"]
+    assert io.samples(io.read_dataset(tmp_path / "n.h5ad"))[1] == sorted(ids)
+    bad = CliRunner().invoke(cli, [*args[:-2], "--sample-name", "a", "--out", str(tmp_path / "x.h5ad")])
+    assert bad.exit_code != 0 and "1 sample names for 6 inputs" in bad.output
+    assert not (tmp_path / "x.h5ad").exists()
+
+
 def _tiny():
     return donors.simulate(3, n_genes=60, mean_cells=40, seed=6)
 

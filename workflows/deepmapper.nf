@@ -72,7 +72,7 @@ workflow DEEPMAPPER {
                     error("${params.input}: sample '${meta.id}' has no path. Fix: give sample,path,label rows, or run with --denovo for FASTQ rows.")
                 }
             }
-            ch_ingest_in = channel.value([run_meta + [labels: rows.collect { row -> row[0].label }], rows.collect { row -> row[1] }, labels_file, genesets])
+            ch_ingest_in = channel.value([run_meta + [labels: rows.collect { row -> row[0].label }, samples: rows.collect { row -> row[0].id }], rows.collect { row -> row[1] }, labels_file, genesets])
         } else {
             if (!params.label_key && !cluster && !params.labels) {
                 error("--input ${params.input} is a single matrix, so --label_key must name its label column (obs column of an h5ad, column of a CSV), --labels a labels file, or --cluster derive labels.")

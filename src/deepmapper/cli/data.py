@@ -17,17 +17,21 @@ from deepmapper.cli._options import build_config, config_options
                    "the label column [default: population].")
 @click.option("--labels", "labels_file", default=None, type=click.Path(path_type=Path), metavar="FILE",
               help="Two columns with a header: cell (or sample) id, label.")
+@click.option("--sample-name", "sample_names", multiple=True, metavar="NAME",
+              help="The sample id of each population input, once per --input in the same order (a samplesheet's "
+                   "sample column) [default: each directory's name].")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="The dataset file to write (e.g. dataset.h5ad); written atomically.")
 @config_options("ingest")
-def ingest_cmd(inputs, label_key, labels_file, out, config_path, **params):
+def ingest_cmd(inputs, label_key, labels_file, sample_names, out, config_path, **params):
     """Read and validate the input into one dataset.h5ad (labels, provenance, normalisation; with --cluster
     the Leiden clusters as labels, with --genesets AUCell scores as features), as `deepmapper run` does."""
     from deepmapper.features import inputs as inputs_mod
     from deepmapper import io
 
     cfg = build_config(config_path, params)
-    adata = inputs_mod.load(list(inputs), cfg, label_key=label_key, labels=labels_file)
+    adata = inputs_mod.load(list(inputs), cfg, label_key=label_key, labels=labels_file,
+                            sample_names=list(sample_names) or None)
     io.write_dataset(adata, out)
     meta = adata.uns["deepmapper"]
     n_classes = adata.obs[meta["label_key"]].nunique()

@@ -24,9 +24,10 @@ log = logging.getLogger(__name__)
 CLUSTER_KEY = "cluster"
 
 
-def load(inputs: list[str], cfg: Config, *, label_key: str | None = None, labels: Path | None = None):
+def load(inputs: list[str], cfg: Config, *, label_key: str | None = None, labels: Path | None = None,
+         sample_names: list[str] | None = None):
     """The validated dataset AnnData for ``inputs`` under ``cfg.input`` (``label_key`` overrides
-    ``cfg.input.label_key``)."""
+    ``cfg.input.label_key``; ``sample_names``: one sample id per population input, see ``io.read_input``)."""
     from deepmapper import io
     from deepmapper.features.cluster import check_label_source
 
@@ -46,7 +47,7 @@ def load(inputs: list[str], cfg: Config, *, label_key: str | None = None, labels
         adata = io.read_input(inputs, label_key=label_key, labels=labels, matrix=i.matrix, normalize=normalize,
                               min_class_size=i.min_class_size, modality=i.modality,
                               missing_labels=io.parse_missing_labels(i.missing_labels),
-                              sample_key=i.sample_key)
+                              sample_key=i.sample_key, sample_names=sample_names)
     if i.modality == "atac":
         adata = _atac_features(adata, cfg)
     _record(adata, cfg)

@@ -44,14 +44,17 @@ from deepmapper.io._formats import (
 # -- reading inputs --------------------------------------------------------------------------
 
 def read_input(paths, *, label_key: str | None, labels=None, matrix: str = "auto", normalize: str = "auto",
-               min_class_size: int = 5, modality: str = "rna", missing_labels=(), sample_key: str | None = None):
+               min_class_size: int = 5, modality: str = "rna", missing_labels=(), sample_key: str | None = None,
+               sample_names=None):
     """Read one input (or several labelled populations) into a validated dataset AnnData.
 
     ``missing_labels``: label values (after stripping spaces) that mean "no label"; those cells are
     left out with a warning. By default no value is special: "NA" is a class like any other.
     ``sample_key``: the column naming each cell's sample or donor (obs of an h5ad, column of a
     table); population inputs record one sample per directory and use it when every label has
-    ``MIN_SAMPLES_PER_LABEL`` of them.
+    ``MIN_SAMPLES_PER_LABEL`` of them. ``sample_names``: one sample id per input, in order, for
+    population or Salmon inputs (a samplesheet's ``sample`` column; the pipeline's INGEST passes
+    them, as staging renames the directories); by default the directory's name.
     """
     if normalize not in ("auto", "always", "never"):
         raise InputError(f"unknown normalize '{normalize}'", where="--normalize", field="normalize",
@@ -67,6 +70,7 @@ def read_input(paths, *, label_key: str | None, labels=None, matrix: str = "auto
         raise InputError(f"inputs of different formats ({', '.join(sorted(set(kinds)))})", where=spec,
                          field="input", fix="give inputs of one format.")
     kind = kinds[0]
+    names = _check_sample_names(sample_names, items, kind, spec)
     if kind != "h5ad" and matrix not in ("auto", "X"):
         log.warning("--matrix %s applies to h5ad inputs only; ignored for %s input", matrix, kind)
 
@@ -75,9 +79,9 @@ def read_input(paths, *, label_key: str | None, labels=None, matrix: str = "auto
             raise InputError("--labels cannot be combined with LABEL=PATH inputs", where=str(labels),
                              field="labels", fix="use either LABEL=PATH inputs or one input with a labels file.")
         if kind == "10x":
-            raw = _read_10x_populations(items, modality)
+            raw = _read_10x_populations(items, modality, names)
         elif kind == "salmon":
-            raw = _read_salmon(items)
+            raw = _read_salmon(items, names)
         else:
             raise InputError(f"LABEL=PATH is for 10x directories and Salmon quant.sf files, not {kind}",
                              where=spec, field="input",
@@ -98,7 +102,7 @@ def read_input(paths, *, label_key: str | None, labels=None, matrix: str = "auto
         raw = _Raw(X=X, obs_names=barcodes, var_names=var_names, var=var, files=files, source=str(path),
                    matrix="counts", counts_expected=True, label_key=label_key, has_columns=False)
     else:  # salmon, unlabelled: labels come from --labels keyed by sample id
-        raw = _read_salmon(items)
+        raw = _read_salmon(items, names)
         raw.labels, raw.label_key, raw.has_columns = None, label_key, False
 
     if labels is not None:
@@ -150,6 +154,25 @@ def read_input(paths, *, label_key: str | None, labels=None, matrix: str = "auto
              "sparse" if _is_sparse(adata.X) else "dense", len(sizes), raw.label_key,
              ", ".join(f"{k} {v}" for k, v in sizes.items()))
     return adata
+
+
+def _check_sample_names(names, items, kind: str, spec: str) -> list[str] | None:
+    """The sample ids given for the inputs (one each, distinct), or None when none were given."""
+    if not names:
+        return None
+    names = [str(n) for n in names]
+    if kind not in ("10x", "salmon") or len(items) < 2:
+        raise InputError("sample names are for several population inputs (LABEL=DIR, quant.sf), one each",
+                         where=spec, field="sample_name", fix="drop --sample-name, or name the column of "
+                                                              "each cell's sample with --sample-key.")
+    if len(names) != len(items):
+        raise InputError(f"{len(names)} sample names for {len(items)} inputs", where=spec, field="sample_name",
+                         fix="give one --sample-name per --input, in the same order.")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise InputError(f"sample name(s) {', '.join(repr(d) for d in dup[:5])} given twice", where=spec,
+                         field="sample_name", fix="give every input its own sample name.")
+    return names
 
 
 def _choose_samples(raw: _Raw, sample_key: str | None, spec: str) -> tuple[bool, str | None]:

@@ -23,12 +23,15 @@ process DEEPMAPPER_INGEST {
     script:
     def args      = task.ext.args ?: ''
     def sources   = meta.labels ? [meta.labels, inputs].transpose().collect { label, f -> "--input '${label}=${f}'" }.join(' ') : "--input '${inputs[0]}'"
+    // the samplesheet's sample ids: staging names each directory input??/<its own name>
+    def sample_names = meta.samples ? meta.samples.collect { s -> "--sample-name '${s}'" }.join(' ') : ''
     def label_key = meta.label_key ? "--label-key '${meta.label_key}'" : ''
     def label_map = labels ? "--labels '${labels}'" : ''
     def gene_sets = genesets ? "--genesets '${genesets}'" : ''
     """
     deepmapper ingest \\
         ${sources} \\
+        ${sample_names} \\
         ${label_key} \\
         ${label_map} \\
         ${gene_sets} \\
