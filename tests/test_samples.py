@@ -288,6 +288,14 @@ def test_sample_key_through_the_api(one_torch_thread):
     assert q.notna().mean() > 0.8 and q.dropna().between(0, 1).all()
     score = ranking["median_importance"] * ranking["sample_reproducibility"]
     assert np.all(np.diff(score.to_numpy()) <= 1e-12)               # ranked by importance x reproducibility
+    # scanpy's layout carries the sample-level q as pvals_adj, so pval_cutoff keeps what that test calls
+    import scanpy as sc
+
+    for group in ("control", "disease"):
+        df = sc.get.rank_genes_groups_df(adata, group=group, key="deepmapper")
+        np.testing.assert_array_equal(df["pvals_adj"].to_numpy(), q.reindex(df["names"]).to_numpy())
+        kept = sc.get.rank_genes_groups_df(adata, group=group, key="deepmapper", pval_cutoff=0.05)
+        assert set(kept["names"]) == set(q.index[q < 0.05]) and len(kept) > 0
     with pytest.raises(InputError, match="sample"):
         dm.tl.rank_features(_tiny(), "condition", sample_key="nope", passes=1, **FAST)
 
