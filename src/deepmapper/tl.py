@@ -100,7 +100,8 @@ def rank_features(adata, groupby: str, *, groups="all", reference: str = "rest",
             indices, in the order the arrangements place them) and
             ``values_from`` (where the analysed values are, for
             :func:`deepmapper.pl.pairs`); see :mod:`deepmapper.results.ranking`.
-            DeepMapper is not a statistical test: ``pvals`` are NaN.
+            DeepMapper is not a statistical test: ``pvals`` are NaN, and
+            ``pvals_adj`` too unless a ``sample_key`` gives the sample-level q.
         ``adata.var[f"{key_added}_rank"]``, ``_selection_frequency``, ``_median_importance``, ``_mean_rank``, ``_pfer_bound``
             per feature (NaN for features not analysed).
 
