@@ -143,23 +143,24 @@ def main() -> None:
                       flush=True)
     import pandas as pd
 
-    df = pd.DataFrame(rows)
-    ranks = df[df["method"] != "accuracy"]
-    print("\nTop 20 / 50 (mean over seeds): true condition genes (of 12) and one-donor genes (of 12); "
-          "'sig' = features called significant (-1: the method has no such call), 'pairs' = screen pairs reported, "
-          "'gate_failed' = share of runs where no pass beat the majority rate (the run reports nothing)")
-    cols = ["true@20", "one@20", "true@50", "one@50", "sig", "pairs", "gate_failed"]
-    print(ranks.groupby(["data", "donors", "method"], sort=False)[cols].mean().round(2).to_string())
-    null = ranks[ranks["data"] == "null"]
-    print("\nNull (conditions shuffled between donors): runs with any significant feature / any pair, of "
-          f"{len(null) // max(1, null['method'].nunique())} runs per method")
-    print(null.groupby("method").apply(lambda g: pd.Series({
-        "runs_any_sig": int((g["sig"] > 0).sum()), "runs_any_pair": int((g["pairs"] > 0).sum()),
-        "runs_gate_failed": int(g["gate_failed"].fillna(0).sum())}), include_groups=False).to_string())
-    accs = df[df["method"] == "accuracy"]          # NaN: every pass failed the gate
-    print("\nHeld-out accuracy, cells held out (donors also in training) vs whole donors held out:")
-    print(accs.groupby(["data", "donors"])[["dm_by_cells", "dm_by_donors", "logistic_by_cells",
-                                             "logistic_by_donors"]].mean().round(3).to_string())
+    if rows:                       # --seeds 0: the extra nulls only
+        df = pd.DataFrame(rows)
+        ranks = df[df["method"] != "accuracy"]
+        print("\nTop 20 / 50 (mean over seeds): true condition genes (of 12) and one-donor genes (of 12); "
+              "'sig' = features called significant (-1: the method has no such call), 'pairs' = screen pairs reported, "
+              "'gate_failed' = share of runs where no pass passed the accuracy gate (the run reports nothing)")
+        cols = ["true@20", "one@20", "true@50", "one@50", "sig", "pairs", "gate_failed"]
+        print(ranks.groupby(["data", "donors", "method"], sort=False)[cols].mean().round(2).to_string())
+        null = ranks[ranks["data"] == "null"]
+        print("\nNull (conditions shuffled between donors): runs with any significant feature / any pair, of "
+              f"{len(null) // max(1, null['method'].nunique())} runs per method")
+        print(null.groupby("method").apply(lambda g: pd.Series({
+            "runs_any_sig": int((g["sig"] > 0).sum()), "runs_any_pair": int((g["pairs"] > 0).sum()),
+            "runs_gate_failed": int(g["gate_failed"].fillna(0).sum())}), include_groups=False).to_string())
+        accs = df[df["method"] == "accuracy"]          # NaN: every pass failed the gate
+        print("\nHeld-out accuracy, cells held out (donors also in training) vs whole donors held out:")
+        print(accs.groupby(["data", "donors"])[["dm_by_cells", "dm_by_donors", "logistic_by_cells",
+                                                 "logistic_by_donors"]].mean().round(3).to_string())
     if args.null_seeds:
         _more_nulls(donors, args, t0)
     print(f"\n{time.perf_counter() - t0:.0f} s")
