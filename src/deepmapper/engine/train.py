@@ -366,7 +366,9 @@ def _finish_group(g: _Group, data: PreparedData, cfg: Config, device) -> list[Pa
                   "pair_start": m.pair_start, "gate": {"score": round(score, 6), "chance": round(chance, 6)},
                   "seconds": round((time.perf_counter() - g.t0) / K, 3), "config": cfg.to_dict()}))
         log.info("pass %d: held-out accuracy %.3f (%s), stopped at epoch %d (best %d)", m.pass_index, accuracy,
-                 "accepted" if accepted else "rejected", stopper.epochs_run, stopper.best_epoch)
+                 "accepted" if accepted else "rejected"
+                 if data.samples is None else f"balanced {score:.3f} against chance {chance:.3f}: "
+                 + ("accepted" if accepted else "rejected"), stopper.epochs_run, stopper.best_epoch)
     return results
 
 

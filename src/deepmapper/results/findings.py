@@ -134,10 +134,16 @@ def build(passes: list[PassResult], feature_names: list[str], *, cfg: Config, n_
 
     used = choose(passes, n_wanted)
     if not used:
-        best = max(p.accuracy for p in passes)
         held = " on held-out samples the model never saw" if sample_stats is not None else ""
-        raise InputError(f"none of the {len(passes)} passes passed the accuracy gate (best held-out accuracy "
-                         f"{best:.3f}{held})", field="run.min_accuracy",
+        # with a sample key the gate compares balanced accuracy with chance (PreparedData.gate_score)
+        gates = [p.meta.get("gate") for p in passes]
+        if held and all(gates):
+            best = max(gates, key=lambda g: g["score"])
+            figure = f"best balanced accuracy {best['score']:.3f} against chance {best['chance']:.3f}{held}"
+        else:
+            figure = f"best held-out accuracy {max(p.accuracy for p in passes):.3f}{held}"
+        raise InputError(f"none of the {len(passes)} passes passed the accuracy gate ({figure})",
+                         field="run.min_accuracy",
                          fix="train longer (--epochs), try another --backbone, or lower --min-accuracy"
                              + ("; with few samples per label what the model learns may not carry over to a "
                                 "new donor: add samples, or test across samples with the pseudobulk baseline "
