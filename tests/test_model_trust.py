@@ -26,9 +26,9 @@ BAD = ["--label-key", "louvain", "--backbone", "linear", "--wide-start", "random
        "--attribution-max-samples", "64", "--threads", "1", "--seed", "0"]
 
 
-def passes(accuracies, *, stop=20, early=True, n_test=142):
-    return [SimpleNamespace(accuracy=a, stop_epoch=stop, early_stopped=early, heldout_index=np.arange(n_test))
-            for a in accuracies]
+def passes(accuracies, *, stop=20, early=True, n_test=142, blocks=1):
+    return [SimpleNamespace(accuracy=a, stop_epoch=stop, early_stopped=early, heldout_index=np.arange(n_test),
+                            meta={"blocks": blocks}) for a in accuracies]
 
 
 def test_the_verdict_and_its_reasons():
@@ -51,6 +51,17 @@ def test_the_verdict_and_its_reasons():
     wild = passes([0.85, 0.55, 0.84])
     t = findings.assess_trust(wild, wild, epochs=60, baseline_accuracy=None)
     assert not t["trustworthy"] and "spread from 0.550 to 0.850" in t["reasons"][0]
+    # cells dealt into blocks (max_cells_per_pass): each pass saw a quarter of what logistic regression saw,
+    # the passes together saw it all, so their ensemble is judged (the 50,000 x 20,000 atlas: 0.867 per
+    # pass, 0.940 ensembled, logistic 0.947); without blocks the ensemble is not what is judged
+    capped = passes([0.867, 0.863, 0.869], blocks=4, n_test=10_000)
+    t = findings.assess_trust(capped, capped, epochs=60, baseline_accuracy=0.947, ensembled_accuracy=0.940)
+    assert t["trustworthy"] and t["ensembled_accuracy"] == 0.94 and t["blocks"] == 4
+    t = findings.assess_trust(capped, capped, epochs=60, baseline_accuracy=0.947, ensembled_accuracy=0.70)
+    assert not t["trustworthy"] and "ensembled held-out accuracy (each pass trained on 1 of 4 blocks" in t["reasons"][0]
+    uncapped = passes([0.867, 0.863, 0.869], n_test=10_000)
+    assert not findings.assess_trust(uncapped, uncapped, epochs=60, baseline_accuracy=0.947,
+                                     ensembled_accuracy=0.940)["trustworthy"]
     # a small held-out set: one cell moves more, the margin widens
     assert findings.trust_margin(0.8, 20) == pytest.approx(2 * np.sqrt(0.8 * 0.2 / 20))
     assert findings.trust_margin(0.8, 20) > 0.15

@@ -364,6 +364,7 @@ def _finish_group(g: _Group, data: PreparedData, cfg: Config, device) -> list[Pa
                   "restored_val_loss": round(float(restored_val_loss[k]), 6),
                   "pair_classes": list(data.pair_classes or []), "pair_channel": g.channels == 2,
                   "pair_start": m.pair_start, "gate": {"score": round(score, 6), "chance": round(chance, 6)},
+                  "blocks": data.n_blocks(),
                   "seconds": round((time.perf_counter() - g.t0) / K, 3), "config": cfg.to_dict()}))
         log.info("pass %d: held-out accuracy %.3f (%s), stopped at epoch %d (best %d)", m.pass_index, accuracy,
                  "accepted" if accepted else "rejected"

@@ -206,16 +206,19 @@ def _findings(adata, passes: list[PassResult], cfg: Config, n_wanted: int | None
     ``n_wanted`` accepted passes; all accepted when None)."""
     from deepmapper import io
     from deepmapper.engine import accumulate, samples
+    from deepmapper.engine.evaluate import evaluate
 
     is_denovo = adata.var["is_denovo"].to_numpy() if "is_denovo" in adata.var else None
     codes, classes = io.labels(adata)
     means = accumulate.group_means(adata.X, codes, len(classes))
+    chosen = findings_mod.choose(passes, n_wanted)     # the trust verdict may judge their ensemble
+    ensembled = evaluate(chosen, codes, classes)["accuracy"] if chosen else None
     log_values = findings_mod.log_values_or_warn(adata.X, where=str(adata.uns.get("deepmapper", {}).get("source", "")))
     return findings_mod.build(
         passes, [str(v) for v in adata.var_names], cfg=cfg, n_wanted=n_wanted, is_denovo=is_denovo,
         n_cells=int(adata.n_obs),
         dataset_sha256=str(adata.uns.get("deepmapper", {}).get("source_sha256", "")),
-        means=means, log_values=log_values, baseline_accuracy=baseline_accuracy,
+        means=means, log_values=log_values, baseline_accuracy=baseline_accuracy, ensembled_accuracy=ensembled,
         sample_stats=samples.sample_level(adata, classes))
 
 
