@@ -25,6 +25,7 @@ cells held out (donors also in training) and with whole donors held out.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
 
@@ -127,6 +128,7 @@ def main() -> None:
                                    seed=seed)
             truth = real.uns["truth"]
             for kind, adata in (("planted", real), ("null", _null(donors, k, args, seed))):
+                first = len(rows)
                 base, acc = run_baselines(adata, args)
                 for method, (order, n_sig) in base.items():
                     rows.append({"donors": k, "seed": seed, "data": kind, "method": method, "sig": n_sig,
@@ -141,6 +143,8 @@ def main() -> None:
                     "logistic_by_cells": acc["cells"], "logistic_by_donors": acc["donors"]}})
                 print(f"  {k} donors/condition, seed {seed}, {kind}: done ({time.perf_counter() - t0:.0f} s)",
                       flush=True)
+                for row in rows[first:]:               # this data's rows as they come (a cut run keeps them)
+                    print("    " + json.dumps(row), flush=True)
     import pandas as pd
 
     if rows:                       # --seeds 0: the extra nulls only

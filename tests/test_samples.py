@@ -181,6 +181,45 @@ def test_pseudobulk_deseq2_matches_a_direct_computation():
     assert len(set(np.argsort(res["p"][0])[:12].tolist()) & set(truth)) >= 9
 
 
+def test_one_odd_sample_is_not_a_finding():
+    """sample_q keeps a call only where it survives leaving out any one sample: a feature whose test
+    passes only while one sample is in (one odd donor) loses its call; one that passes on every subset
+    keeps it; the largest p over the subsets is what is kept."""
+    labels = np.array([0, 0, 0, 1, 1, 1])
+
+    def test(keep):                     # feature 0: carried by sample 3 alone; 1: by every sample; 2: none
+        p = np.array([[1e-6 if keep[3] else 0.5, 1e-6 * (1 + (~keep).argmax() * keep.all()), 0.7]])
+        return p
+    worst = samples.leave_one_sample_out(test, labels)
+    assert worst[0, 0] == 0.5 and worst[0, 1] <= 1e-5 and worst[0, 2] == 0.7
+    seen = []
+    samples.leave_one_sample_out(lambda keep: seen.append(keep.copy()) or np.zeros((1, 1)), labels)
+    assert len(seen) == 7 and seen[0].all() and all((~k).sum() == 1 for k in seen[1:])   # all, then each left out
+    # a left-out fit without a p value counts as 1; no p on all samples stays NaN
+    out = samples.leave_one_sample_out(lambda keep: np.array([[0.01 if keep.all() else np.nan, np.nan]]), labels)
+    assert out[0, 0] == 1.0 and np.isnan(out[0, 1])
+
+
+def test_the_sample_q_is_never_below_the_plain_pseudobulk_test():
+    """On donor data (3 + 3 donors, counts), the leave-one-out q is at least the plain PyDESeq2 q gene by
+    gene, and genes up in every disease donor are still called."""
+    from deepmapper.engine import pseudobulk
+    from deepmapper.engine.split import sample_labels as labels_of
+
+    data = donors.simulate(3, n_genes=400, mean_cells=60, lfc=1.5, seed=3)   # enough genes for the dispersion trend
+    ds = io.from_anndata(data, label_key="condition", sample_key="donor")
+    codes, classes = io.labels(ds)
+    s_codes, names = io.samples(ds)
+    lab = labels_of(codes, s_codes, len(names))
+    res = samples.sample_test(ds, s_codes, len(names), lab, classes)
+    plain = samples.bh(pseudobulk.deseq2(samples.pseudobulk_sums(io.counts_matrix(ds), s_codes, len(names)),
+                                         lab, classes)["p"][0])
+    ok = np.isfinite(plain)
+    assert "left out" in res["test"] and np.all(res["q"][ok] >= plain[ok] - 1e-12)
+    q = dict(zip(ds.var_names, np.nan_to_num(res["q"], nan=1.0)))
+    assert sum(q[g] < 0.05 for g in data.uns["truth"]["true_genes"]) >= 6
+
+
 def test_log_normalised_input_falls_back_to_welch_and_says_why():
     """pbmc68k_reduced's .raw is log-normalised: no counts, so no NB pseudobulk; Welch on sample means."""
     from deepmapper.engine import pseudobulk
