@@ -115,8 +115,8 @@ def leave_one_sample_out(test, sample_labels: np.ndarray) -> np.ndarray:
 
     Why: a feature raised in one odd sample (one donor's genotype or handling), or a cell-type marker
     whose pseudobulk moves with one donor's cell mix, can pass a pseudobulk test when the GLM's
-    shrunken dispersion underrates how much samples vary (measured: PyDESeq2 called such a feature
-    in 2 of the first 2 nulls of ``bench/donors.py`` at 6 donors per condition). Kept only where
+    shrunken dispersion underrates how much samples vary (measured: PyDESeq2 called a feature in 4
+    of 20 nulls of ``bench/donors.py`` at 6 donors per condition; docs/accuracy.md). Kept only where
     the call survives the loss of any one sample, no single sample makes a finding. The largest of
     valid p values is a valid (conservative) p value. NaN where the test on every sample gives none;
     a left-out fit without a p value counts as p = 1."""
