@@ -218,6 +218,9 @@ def test_salmon_quant_files(tmp_path):
     assert ds.uns["deepmapper"]["matrix"] == "NumReads" and ds.uns["deepmapper"]["normalized"]
     assert ds.var["is_denovo"].tolist() == [False] * 5 + [True]
     assert ds.obs["condition"].value_counts().to_dict() == {"control": 5, "treated": 5}
+    # a samplesheet's ids (ingest --sample-name) name the rows instead of the folders
+    ids = [f"donor{k}" for k in range(10)]
+    assert list(io.read_input(inputs, label_key="condition", sample_names=ids).obs_names) == ids
 
 
 # -- every bad input: one line naming the field, non-zero exit -------------------------------------

@@ -324,8 +324,8 @@ def _read_10x_dir(folder: Path, modality: str):
     return X, barcodes, list(names.astype(str)), var, files
 
 
-def _read_10x_populations(items, modality: str, names: list[str] | None = None) -> _Raw:
-    """One 10x directory per labelled population; ``names``: the sample id of each (a samplesheet's
+def _read_10x_populations(items, modality: str, sample_names: list[str] | None = None) -> _Raw:
+    """One 10x directory per labelled population; ``sample_names``: the sample id of each (a samplesheet's
     ``sample`` column), else the directory's name when those are unique, else the label (label-N)."""
     import scipy.sparse as sp
 
@@ -352,7 +352,7 @@ def _read_10x_populations(items, modality: str, names: list[str] | None = None) 
         blocks.append(X[:, [col[n] for n in shared]])
         obs += [f"{prefix}:{b}" for b in barcodes]
         labels += [label] * X.shape[0]
-        samples += [names[k] if names else path.name if by_dir else prefix] * X.shape[0]
+        samples += [sample_names[k] if sample_names else path.name if by_dir else prefix] * X.shape[0]
         files += fl
     var = parts[0][5].loc[shared].copy()
     return _Raw(X=sp.vstack(blocks, format="csr"), obs_names=obs, var_names=shared, var=var, files=files,
@@ -414,7 +414,7 @@ def read_quant_sf(path: str | os.PathLike, column: str = "NumReads") -> tuple[li
     return names, np.asarray(values, dtype=np.float64)
 
 
-def _read_salmon(items, names: list[str] | None = None) -> _Raw:
+def _read_salmon(items, sample_names: list[str] | None = None) -> _Raw:
     """One quant.sf per sample; ``names``: the sample ids (a samplesheet's), else each file's folder."""
     import pandas as pd
 
@@ -434,8 +434,8 @@ def _read_salmon(items, names: list[str] | None = None) -> _Raw:
     for s in sample_ids:
         counts[s] = counts.get(s, 0) + 1
     sample_ids = [s if counts[s] == 1 else f"{s}-{i + 1}" for i, s in enumerate(sample_ids)]
-    if names:
-        sample_ids = list(names)
+    if sample_names:
+        sample_ids = list(sample_names)
     where = [f"{lab}={f}" if lab else str(f) for lab, f in zip(labels, files)]
     shared = _shared_names(names, where)
     X = np.vstack([c.loc[shared].to_numpy() for c in cols]).astype(np.float32)
