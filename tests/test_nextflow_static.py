@@ -884,7 +884,7 @@ def dag(tmp_path_factory):
     out = {}
     out["ingest"] = Task("DEEPMAPPER_INGEST", work, "1").run(
         {"meta": meta, "inputs": [TEST_INPUT], "labels": [], "genesets": []}, meta,
-        given={"sources": f"--input 'input01/{TEST_INPUT.name}'"})  # the single-matrix branch
+        given={"sources": f"--input 'input01/{TEST_INPUT.name}'", "sample_names": ""})  # the single-matrix branch
     dataset = out["ingest"]["dataset"][0]
     assert p["interactions"] is True  # the test profile runs the pair screen
     out["interactions"] = Task("DEEPMAPPER_INTERACTIONS", work, "1").run({"meta": meta, "dataset": dataset}, meta)
@@ -1133,12 +1133,12 @@ def derived_dag(tmp_path_factory):
     out = {"params": params, "input": small}
     out["ingest"] = Task("DEEPMAPPER_INGEST", work, "1").run(
         {"meta": meta, "inputs": [small], "labels": [], "genesets": GMT}, meta, params=params,
-        given={"sources": f"--input 'input01/{small.name}'"})
+        given={"sources": f"--input 'input01/{small.name}'", "sample_names": ""})
     dataset = out["ingest"]["dataset"][0]
     genes_only = {**params, "genesets": None}
     out["ingest_genes"] = Task("DEEPMAPPER_INGEST", work, "genes").run(
         {"meta": meta, "inputs": [small], "labels": [], "genesets": []}, meta, params=genes_only,
-        given={"sources": f"--input 'input01/{small.name}'"})
+        given={"sources": f"--input 'input01/{small.name}'", "sample_names": ""})
     out["aucell"] = Task("DEEPMAPPER_AUCELL", work, "1").run(
         {"meta": meta, "dataset": out["ingest_genes"]["dataset"][0], "genesets": GMT}, meta, params=params)
     # --interactions false: no DEEPMAPPER_INTERACTIONS, the workflow's [meta, []] reaches the tasks
