@@ -8,7 +8,9 @@ its null (the same generator without condition genes, conditions shuffled betwee
 donors; the outlier donor's genes stay). Methods, each judged on its top 20 / 50:
 
 - ``dm``: DeepMapper's default, no sample key (``findings.tsv`` rank);
-- ``dm+samples``: DeepMapper with ``sample_key="donor"``;
+- ``dm+samples``: DeepMapper with ``sample_key="donor"`` (rank: median importance x -log10 sample_p),
+  and its two factors alone: ``dm model alone`` (``model_rank``) and ``sample test alone``
+  (``sample_p``, the leave-one-donor-out pseudobulk test; ties in the model's order);
 - ``wilcoxon``: cell-level Wilcoxon (scanpy's statistic); ``logistic``: cell-level penalised
   logistic regression; ``pseudobulk``: PyDESeq2 on donor sums.
 
@@ -41,7 +43,7 @@ def top_counts(order: list[str], truth: dict) -> dict:
     return out
 
 
-def run_dm(adata, sample_key, args) -> tuple[list[str], int, int, float]:
+def run_dm(adata, sample_key, args) -> tuple[list[str], int, int, float, dict]:
     import deepmapper as dm
 
     from deepmapper.errors import InputError
@@ -54,14 +56,19 @@ def run_dm(adata, sample_key, args) -> tuple[list[str], int, int, float]:
     except InputError as err:
         if "accuracy gate" not in str(err):
             raise
-        return [], 0, 0, float("nan")        # no pass beat the majority rate: the run reports nothing
+        return [], 0, 0, float("nan"), {}    # no pass beat the majority rate: the run reports nothing
     res = b.uns["deepmapper"]
     ranking = res["ranking"]
+    parts = {}                      # with the sample key, the two factors of the rank on their own
+    if "sample_p" in ranking.columns:
+        parts["dm model alone"] = list(ranking.sort_values("model_rank", kind="stable").index)
+        parts["sample test alone"] = list(ranking.assign(p=ranking["sample_p"].fillna(1.0)).sort_values(
+            ["p", "model_rank"], kind="stable").index)
     n_sig = int((ranking["sample_q"] < 0.05).sum()) if "sample_q" in ranking.columns else -1
     pairs = res.get("pairs")
     n_pairs = 0 if pairs is None or len(pairs) == 0 else int((pairs["q_value"] < 0.05).sum()) \
         if "q_value" in pairs.columns else len(pairs)
-    return list(ranking.index), n_sig, n_pairs, float(res["evaluation"]["accuracy"])
+    return list(ranking.index), n_sig, n_pairs, float(res["evaluation"]["accuracy"]), parts
 
 
 def run_baselines(adata, args) -> dict:
@@ -98,6 +105,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--donors", type=int, nargs="+", default=[3, 6, 12], help="donors per condition")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=0, help="data seeds first-seed .. first-seed + seeds - 1")
     ap.add_argument("--passes", type=int, default=10)
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--genes", type=int, default=1000)
@@ -123,7 +131,7 @@ def main() -> None:
     rows = []
     t0 = time.perf_counter()
     for k in args.donors:
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             real = donors.simulate(k, n_genes=args.genes, mean_cells=args.cells, n_outliers=args.outliers,
                                    seed=seed)
             truth = real.uns["truth"]
@@ -134,9 +142,12 @@ def main() -> None:
                     rows.append({"donors": k, "seed": seed, "data": kind, "method": method, "sig": n_sig,
                                  "pairs": -1, **top_counts(order, truth)})
                 for method, key in (("dm", None), ("dm+samples", "donor")):
-                    order, n_sig, n_pairs, accuracy = run_dm(adata, key, args)
+                    order, n_sig, n_pairs, accuracy, parts = run_dm(adata, key, args)
                     rows.append({"donors": k, "seed": seed, "data": kind, "method": method, "sig": n_sig,
                                  "pairs": n_pairs, "gate_failed": int(not order), **top_counts(order, truth)})
+                    for part, part_order in parts.items():
+                        rows.append({"donors": k, "seed": seed, "data": kind, "method": part, "sig": -1,
+                                     "pairs": -1, **top_counts(part_order, truth)})
                     acc[method] = accuracy
                 rows.append({"donors": k, "seed": seed, "data": kind, "method": "accuracy", **{
                     "dm_by_cells": acc["dm"], "dm_by_donors": acc["dm+samples"],
@@ -192,7 +203,7 @@ def _more_nulls(donors, args, t0: float) -> None:
         adata = _null(donors, args.null_donors, args, seed)
         table, _ = pseudobulk.baseline(io.from_anndata(adata, label_key="condition", sample_key="donor"),
                                        list(donors.CONDITIONS))
-        _, n_sig, n_pairs, accuracy = run_dm(adata, "donor", args)
+        _, n_sig, n_pairs, accuracy, _ = run_dm(adata, "donor", args)
         rows.append({"seed": seed, "dm+samples sig": n_sig, "dm+samples pairs": n_pairs,
                      "gate failed": int(np.isnan(accuracy)), "pseudobulk sig": int((table["padj"] < 0.05).sum())})
         print(f"  null {len(rows)}/{args.null_seeds} ({args.null_donors} donors/condition): {rows[-1]} "

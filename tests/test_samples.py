@@ -321,18 +321,22 @@ def test_sample_key_through_the_api(one_torch_thread):
     dm.tl.rank_features(adata, "condition", sample_key="donor", passes=1, **FAST)
     res = adata.uns["deepmapper"]
     ranking = res["ranking"]
-    for col in ("model_rank", "sample_reproducibility", "sample_q"):
+    for col in ("model_rank", "sample_p", "sample_q", "sample_reproducibility"):
         assert col in ranking.columns
     q = ranking["sample_q"]                  # NaN: DESeq2 gave no p value (Cook's outlier, all zero)
     assert q.notna().mean() > 0.8 and q.dropna().between(0, 1).all()
-    score = ranking["median_importance"] * ranking["sample_reproducibility"]
-    assert np.all(np.diff(score.to_numpy()) <= 1e-12)               # ranked by importance x reproducibility
+    # ranked by importance x -log10(sample p) (0 without a p value), ties in the model's order
+    evidence = -np.log10(ranking["sample_p"].fillna(1.0).clip(1e-300, 1.0))
+    score = (ranking["median_importance"] * evidence).to_numpy()
+    np.testing.assert_array_equal(np.lexsort((ranking["model_rank"].to_numpy(), -score)), np.arange(len(score)))
+    assert not ranking["model_rank"].is_monotonic_increasing       # the evidence did reorder the model's ranking
     # scanpy's layout carries the sample-level q as pvals_adj, so pval_cutoff keeps what that test calls
     import scanpy as sc
 
     for group in ("control", "disease"):
         df = sc.get.rank_genes_groups_df(adata, group=group, key="deepmapper")
         np.testing.assert_array_equal(df["pvals_adj"].to_numpy(), q.reindex(df["names"]).to_numpy())
+        np.testing.assert_array_equal(df["pvals"].to_numpy(), ranking["sample_p"].reindex(df["names"]).to_numpy())
         cut = float(np.nanmin(q)) + 1e-9        # keeps at least the best (few donors: no q < 0.05 here)
         kept = sc.get.rank_genes_groups_df(adata, group=group, key="deepmapper", pval_cutoff=cut)
         assert set(kept["names"]) == set(q.index[q < cut]) and len(kept) > 0
@@ -360,7 +364,7 @@ def test_sample_key_through_the_cli(tmp_path, one_torch_thread):
     import pandas as pd
 
     findings = pd.read_csv(out / "findings.tsv", sep="\t")
-    assert {"model_rank", "sample_reproducibility", "sample_q"} <= set(findings.columns)
+    assert {"model_rank", "sample_p", "sample_q", "sample_reproducibility"} <= set(findings.columns)
     summary = json.loads((out / "findings.json").read_text())["sample_level"]
     assert summary["sample_key"] == "donor" and summary["n_samples"] == 6
     assert "DESeq2" in summary["test"]                              # counts were given: the NB pseudobulk
@@ -386,3 +390,45 @@ def test_sample_key_through_the_cli(tmp_path, one_torch_thread):
     # read back into an AnnData: the sample-level columns travel with the ranking
     back = dm.read_results(out)
     assert {"model_rank", "sample_q"} <= set(back.uns["deepmapper"]["ranking"].columns)
+
+
+def _passes_favouring_the_first_feature(n: int = 3):
+    from deepmapper.engine.passfile import PassResult
+
+    out = []
+    for i in range(n):
+        imp = np.array([0.5, 0.3, 0.2], np.float32) + 0.01 * i
+        out.append(PassResult(pass_index=i, seed=i, accuracy=0.9, accepted=True, stop_epoch=1, best_epoch=1,
+                              early_stopped=False, importance=imp, class_importance=np.stack([-imp, imp]),
+                              train_loss=imp[:1], val_loss=imp[:1], heldout_index=np.arange(2),
+                              heldout_proba=np.full((2, 2), 0.5, np.float32), classes=["control", "disease"]))
+    return out
+
+
+def test_the_rank_weighs_the_models_importance_by_the_sample_level_evidence():
+    """The model prefers g0, but g0's sample-level p (with any one sample left out) is that of a
+    null feature, as for a gene raised in one donor only: findings.tsv and each class's list put
+    the features the samples support first, and keep the model's order among equals."""
+    from deepmapper.results.findings import build, sample_evidence
+
+    np.testing.assert_allclose(sample_evidence(np.array([1.0, np.nan, 0.01, 1e-320])), [0.0, 0.0, 2.0, 300.0])
+    names = ["g0", "g1", "g2"]
+    p = np.array([0.6, 1e-4, 1e-4])
+    labels = ["control"] * 3 + ["disease"] * 3
+    stats = {"reproducibility": np.array([0.33, 1.0, 1.0]), "p": p, "q": samples.bh(p),
+             "p_label": np.stack([p, p]), "test": "t", "note": "", "means": np.ones((6, 3)),
+             "sample_names": [f"s{i}" for i in range(6)], "sample_labels": labels, "n_cells": [10] * 6,
+             "sample_key": "donor", "relabellings": 20}
+    up = (np.array([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]), np.array([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]))
+    passes = _passes_favouring_the_first_feature()
+    plain, plain_pc, _, _ = build(passes, names, cfg=Config(), means=up)
+    table, per_class, summary, _ = build(passes, names, cfg=Config(), means=up, sample_stats=stats)
+    assert list(plain["feature"]) == ["g0", "g1", "g2"]
+    assert list(table["feature"]) == ["g1", "g2", "g0"] and list(table["model_rank"]) == [2, 3, 1]
+    np.testing.assert_allclose(table["sample_p"], [1e-4, 1e-4, 0.6])
+    disease = per_class[per_class["class"] == "disease"]
+    assert list(plain_pc.loc[plain_pc["class"] == "disease", "feature"]) == ["g0", "g1", "g2"]
+    assert list(disease["feature"]) == ["g1", "g2", "g0"]
+    np.testing.assert_allclose(disease["sample_p"], [1e-4, 1e-4, 0.6])
+    np.testing.assert_allclose(disease["score"], disease["median_importance"] * -np.log10(disease["sample_p"]))
+    assert summary["top_features"][:3] == ["g1", "g2", "g0"]

@@ -69,8 +69,9 @@ def rank_features(adata, groupby: str, *, groups="all", reference: str = "rest",
     sample_key
         Column of ``adata.obs`` naming each cell's sample or donor (e.g. ``"donor"``). With it the
         held-out set and validation folds are whole samples, the ranking is median importance x
-        reproducibility across samples, permutations move labels between samples, and the ranking
-        gains ``model_rank``, ``sample_reproducibility`` and ``sample_q`` (see docs/output.md).
+        ``-log10`` of the sample-level p value (the largest with any one sample left out), permutations
+        move labels between samples, and the ranking gains ``model_rank``, ``sample_p``, ``sample_q`` and
+        ``sample_reproducibility`` (see docs/output.md).
     copy
         Return a copy of ``adata`` holding the result instead of writing into it.
     **settings
@@ -100,8 +101,8 @@ def rank_features(adata, groupby: str, *, groups="all", reference: str = "rest",
             indices, in the order the arrangements place them) and
             ``values_from`` (where the analysed values are, for
             :func:`deepmapper.pl.pairs`); see :mod:`deepmapper.results.ranking`.
-            DeepMapper is not a statistical test: ``pvals`` are NaN, and
-            ``pvals_adj`` too unless a ``sample_key`` gives the sample-level q.
+            DeepMapper is not a statistical test: ``pvals`` and ``pvals_adj``
+            are NaN unless a ``sample_key`` gives the sample-level p and q.
         ``adata.var[f"{key_added}_rank"]``, ``_selection_frequency``, ``_median_importance``, ``_mean_rank``, ``_pfer_bound``
             per feature (NaN for features not analysed).
 

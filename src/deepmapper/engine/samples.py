@@ -7,13 +7,12 @@ replicates of the condition. With a sample key:
   values; sum of the raw counts), the unit every statistic here works on;
 - :func:`reproducibility`: per feature, how consistently the samples of one label sit above (or
   below) the samples of the others: ``|2 AUC - 1|`` of the sample means, 1 when every sample of
-  the label lies beyond every other sample. A gene raised strongly in one of ``k`` donors of a
-  label and not in the others has an expected value of about ``1 / k`` (the outlier beats every
-  other sample, the remaining ``k - 1`` donors are a coin toss), a gene raised in every donor 1.
-  The ranking multiplies the model's median importance by it, so a one-donor gene needs ``k``
-  times the importance of a reproducible one to outrank it;
-- :func:`sample_test`: the per-feature q value at the level of samples (``sample_q`` in
-  findings.tsv): the pseudobulk negative-binomial GLM (PyDESeq2, :mod:`deepmapper.engine.pseudobulk`) on
+  the label lies beyond every other sample (a gene raised strongly in one of ``k`` donors of a
+  label: about ``1 / k``); shown in findings.tsv, not used in the rank;
+- :func:`sample_test`: the per-feature p and q values at the level of samples (``sample_p``,
+  ``sample_q`` in findings.tsv; the rank weights the model's importance by ``-log10`` of the p,
+  :func:`deepmapper.results.findings.sample_evidence`): the pseudobulk negative-binomial GLM
+  (PyDESeq2, :mod:`deepmapper.engine.pseudobulk`) on
   the summed counts when the dataset holds counts, else Welch's t-test on the sample means of the
   analysed (log-normalised) values; one label against the rest, each p the largest with any one sample
   left out (:func:`leave_one_sample_out`: no single sample makes a finding), Bonferroni over labels,
@@ -135,7 +134,9 @@ def sample_test(adata, sample_codes: np.ndarray, n_samples: int, sample_labels: 
     """The per-feature sample-level test (see the module docstring), each label's p value the largest
     over the samples left out one at a time (:func:`leave_one_sample_out`).
 
-    Returns ``{"p", "q" (arrays over features), "test" (name), "note" (why not DESeq2, or "")}``.
+    Returns ``{"p", "q" (arrays over features), "p_label" ((labels, features): each label's own p
+    against the rest, before Bonferroni; NaN for a label without samples), "test" (name), "note" (why
+    not DESeq2, or "")}``.
     """
     from deepmapper import io
     from deepmapper.engine import pseudobulk
@@ -144,6 +145,8 @@ def sample_test(adata, sample_codes: np.ndarray, n_samples: int, sample_labels: 
     labels = np.asarray(sample_labels, np.int64)
     note = ""
     p_cls = None
+    present = [c for c in range(len(classes)) if np.any(labels == c)]
+    tested = present[:1] if len(present) == 2 else present      # two labels: one test says it all
     if counts is not None:
         sums = pseudobulk_sums(counts, sample_codes, n_samples)
         try:
@@ -161,8 +164,6 @@ def sample_test(adata, sample_codes: np.ndarray, n_samples: int, sample_labels: 
     if p_cls is None:
         if means is None:
             means = sample_means(adata.X, sample_codes, n_samples)
-        present = [c for c in range(len(classes)) if np.any(labels == c)]
-        tested = present[:1] if len(present) == 2 else present
         p_cls = leave_one_sample_out(lambda keep: np.stack([welch_p(means[keep], labels[keep] == c)
                                                             for c in tested]), labels)
         test = "Welch t-test on per-sample means of the analysed values, the largest p with any one sample left out"
@@ -170,7 +171,12 @@ def sample_test(adata, sample_codes: np.ndarray, n_samples: int, sample_labels: 
         warnings.simplefilter("ignore", RuntimeWarning)
         p = np.nanmin(p_cls, axis=0)
     p = np.minimum(1.0, p * p_cls.shape[0])                  # Bonferroni over the labels tested
-    return {"p": p, "q": bh(p), "test": test, "note": note}
+    p_label = np.full((len(classes), p.shape[0]), np.nan)
+    for row, c in zip(p_cls, tested):
+        p_label[c] = row
+    if len(present) == 2:
+        p_label[present[1]] = p_cls[0]                         # the same two-sided test, seen from the other side
+    return {"p": p, "q": bh(p), "p_label": p_label, "test": test, "note": note}
 
 
 def n_relabellings(sample_labels: np.ndarray) -> int:
@@ -239,7 +245,8 @@ def sample_level(adata, classes: list[str]) -> dict | None:
     test = sample_test(adata, s_codes, len(names), lab, classes, means=means)
     if test["note"]:
         log.warning("sample-level q value: %s", test["note"])
-    return {"reproducibility": rep, "q": test["q"], "p": test["p"], "test": test["test"], "note": test["note"],
+    return {"reproducibility": rep, "q": test["q"], "p": test["p"], "p_label": test["p_label"],
+            "test": test["test"], "note": test["note"],
             "means": means, "sample_names": list(names),
             "sample_labels": [classes[c] for c in lab],
             "n_cells": np.bincount(s_codes, minlength=len(names)).tolist(),

@@ -22,9 +22,9 @@ analysis ran in memory or came from ``deepmapper run`` / ``nextflow run``:
         is computed as scanpy does (log2 of the ratio of ``expm1`` of the group
         and comparison means of the analysed matrix; NaN when it has negative
         values); ``mean_rank`` the Borda mean rank of the signed attribution.
-        DeepMapper is not a test: ``pvals`` are NaN, and so are ``pvals_adj``
-        (use ``pfer_bound`` for error control) except with a sample key, where
-        ``pvals_adj`` is each feature's ``sample_q`` (the sample-level test,
+        DeepMapper is not a test: ``pvals`` and ``pvals_adj`` are NaN (use
+        ``pfer_bound`` for error control) except with a sample key, where they
+        are each feature's ``sample_p`` and ``sample_q`` (the sample-level test,
         one per feature across the labels), so ``sc.get.rank_genes_groups_df(...,
         pval_cutoff=0.05)`` keeps what that test calls.
     ``trust``
@@ -111,7 +111,8 @@ def store(target, dataset, *, findings, per_class, summary: dict, evaluation: di
     # per-group structured arrays, as scanpy's rank_genes_groups (one field per group)
     cols, n_genes = group_arrays(dataset, per_class, classes, features, groups=groups, reference=reference,
                                  n_genes=n_genes,
-                                 sample_q=ranking["sample_q"] if "sample_q" in ranking.columns else None)
+                                 sample_q=ranking["sample_q"] if "sample_q" in ranking.columns else None,
+                                 sample_p=ranking["sample_p"] if "sample_p" in ranking.columns else None)
     uns = {"params": {**params, "reference": str(reference), "groups": groups if groups == "all" else list(groups),
                       "n_genes": int(n_genes)}}
     for col, per_group in cols.items():
@@ -190,7 +191,7 @@ GROUP_FIELDS = ("names", "scores", "logfoldchanges", "pvals", "pvals_adj", "mean
 
 
 def group_arrays(dataset, per_class, classes: list[str], features, *, groups="all", reference: str = "rest",
-                 n_genes: int | None = None, sample_q=None) -> tuple[dict, int]:
+                 n_genes: int | None = None, sample_q=None, sample_p=None) -> tuple[dict, int]:
     """``{field: {group: array}}`` in scanpy's order (highest score first) and the rows per group.
 
     From ``findings_per_class.tsv`` (the groups against the rest). With ``reference`` a group, the
@@ -198,10 +199,11 @@ def group_arrays(dataset, per_class, classes: list[str], features, *, groups="al
     instead (the evidence stays the model's; :func:`deepmapper.engine.accumulate.marker_scores`), and the
     reference has no table of its own (as scanpy). ``groups``: the groups to keep ("all").
     ``n_genes``: rows kept per group (None: every feature in the table). ``sample_q``: a Series of the
-    sample-level q value by feature (a sample key), which becomes ``pvals_adj``; else NaN."""
+    sample-level q value by feature (a sample key), which becomes ``pvals_adj``; ``sample_p`` likewise
+    ``pvals``; else NaN."""
     from deepmapper import io
     from deepmapper.engine import accumulate as acc
-    from deepmapper.results.findings import DIRECTION_NAMES, log_values_or_warn
+    from deepmapper.results.findings import DIRECTION_NAMES, log_values_or_warn, sample_evidence
 
     codes, ds_classes = io.labels(dataset)
     shown = [c for c in classes if (groups == "all" or c in groups) and c != reference]
@@ -222,6 +224,8 @@ def group_arrays(dataset, per_class, classes: list[str], features, *, groups="al
             idx = np.asarray([position[n] for n in rows["feature"].astype(str)], dtype=np.int64)
             direction = acc.directions(mean_group[c, idx], mean_other[c, idx])
             score = acc.marker_scores(rows["median_importance"].to_numpy(np.float64), direction)
+            if "sample_p" in rows.columns:          # a sample key: weighted as findings_per_class.tsv is
+                score = score * sample_evidence(rows["sample_p"].to_numpy(np.float64))
             lfc = acc.log_fold_changes(mean_group[c, idx], mean_other[c, idx]) if log_ok \
                 else np.full(len(idx), np.nan)
             rows = rows.assign(score=score, logfoldchange=lfc,
@@ -234,7 +238,8 @@ def group_arrays(dataset, per_class, classes: list[str], features, *, groups="al
         cols["scores"][cls] = rows["score"].to_numpy(np.float32)
         cols["logfoldchanges"][cls] = rows["logfoldchange"].to_numpy(np.float32)
         cols["mean_rank"][cls] = rows["mean_rank"].to_numpy(np.float64)
-        cols["pvals"][cls] = np.full(len(rows), np.nan)
+        cols["pvals"][cls] = np.full(len(rows), np.nan) if sample_p is None \
+            else sample_p.reindex(cols["names"][cls]).to_numpy(np.float64)
         cols["pvals_adj"][cls] = np.full(len(rows), np.nan) if sample_q is None \
             else sample_q.reindex(cols["names"][cls]).to_numpy(np.float64)
     if len(lengths) != 1:

@@ -22,7 +22,8 @@ def section(res) -> str:
     parts = [f"<p>Samples from <code>{html.escape(str(sl['sample_key']))}</code>: {sl['n_samples']} "
              + ", ".join(f"{n} {html.escape(str(k))}" for k, n in sl["samples_per_label"].items())
              + ". Held-out and validation sets are whole samples; the rank is median importance x "
-               "reproducibility across samples; <code>sample_q</code> comes from "
+               "-log10 of the sample-level p value (<code>sample_p</code>, the largest with any one sample left "
+               "out); <code>sample_q</code> comes from "
              + html.escape(str(sl["test"])) + f" ({sl['n_sample_q_below']} features with q &lt; "
              + f"{sl['q_threshold']:g}).</p>"]
     if sl.get("note"):
