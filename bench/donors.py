@@ -21,6 +21,8 @@ cells held out (donors also in training) and with whole donors held out.
 
     python bench/donors.py --quick            # 4 and 8 donors per condition x 2 seeds, few passes
     python bench/donors.py --donors 3 6 12 --seeds 5 --passes 10 --epochs 30
+    python bench/donors.py --donors 3 6 --seeds 3 --outliers 2 --lfc 0.5
+                                              # two outlier donors, a weaker condition effect
     python bench/donors.py --donors 3 6 12 --seeds 2 --null-seeds 20 --null-donors 6 ...
                                               # + 20 nulls: DeepMapper with the sample key, DESeq2
 """
@@ -59,7 +61,12 @@ def run_dm(adata, sample_key, args) -> tuple[list[str], int, int, float, dict]:
         return [], 0, 0, float("nan"), {}    # no pass beat the majority rate: the run reports nothing
     res = b.uns["deepmapper"]
     ranking = res["ranking"]
-    parts = {}                      # with the sample key, the two factors of the rank on their own
+    import scanpy as sc
+
+    # the disease class's own list (scanpy's names), as a user of rank_genes_groups reads it
+    parts = {f"{'dm+samples' if sample_key else 'dm'}, disease list":
+             list(sc.get.rank_genes_groups_df(b, group="disease", key="deepmapper")["names"])}
+    # with the sample key, the two factors of the rank on their own
     if "sample_p" in ranking.columns:
         parts["dm model alone"] = list(ranking.sort_values("model_rank", kind="stable").index)
         parts["sample test alone"] = list(ranking.assign(p=ranking["sample_p"].fillna(1.0)).sort_values(
@@ -110,7 +117,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--genes", type=int, default=1000)
     ap.add_argument("--cells", type=int, default=150, help="mean cells per donor")
-    ap.add_argument("--outliers", type=int, default=1)
+    ap.add_argument("--outliers", type=int, default=1, help="disease donors carrying the one-donor genes")
+    ap.add_argument("--lfc", type=float, default=0.8, help="condition effect of the true genes (natural log)")
+    ap.add_argument("--outlier-lfc", type=float, default=2.5, help="effect of the one-donor genes in their donor")
     ap.add_argument("--screen-features", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed-offset", type=int, default=0)
@@ -133,7 +142,7 @@ def main() -> None:
     for k in args.donors:
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             real = donors.simulate(k, n_genes=args.genes, mean_cells=args.cells, n_outliers=args.outliers,
-                                   seed=seed)
+                                   lfc=args.lfc, outlier_lfc=args.outlier_lfc, seed=seed)
             truth = real.uns["truth"]
             for kind, adata in (("planted", real), ("null", _null(donors, k, args, seed))):
                 first = len(rows)
@@ -168,7 +177,7 @@ def main() -> None:
         print(ranks.groupby(["data", "donors", "method"], sort=False)[cols].mean().round(2).to_string())
         null = ranks[ranks["data"] == "null"]
         print("\nNull (conditions shuffled between donors): runs with any significant feature / any pair, of "
-              f"{len(null) // max(1, null['method'].nunique())} runs per method")
+              f"{len(null[['donors', 'seed']].drop_duplicates())} runs per method")
         print(null.groupby("method").apply(lambda g: pd.Series({
             "runs_any_sig": int((g["sig"] > 0).sum()), "runs_any_pair": int((g["pairs"] > 0).sum()),
             "runs_gate_failed": int(g["gate_failed"].fillna(0).sum())}), include_groups=False).to_string())
@@ -187,7 +196,7 @@ def _null(donors, k: int, args, seed: int):
     planted data is not a null: whenever most disease donors land on one side the true genes still
     differ between the conditions."""
     return donors.null(donors.simulate(k, n_genes=args.genes, mean_cells=args.cells, n_outliers=args.outliers,
-                                       lfc=0.0, seed=seed), seed=seed)
+                                       lfc=0.0, outlier_lfc=args.outlier_lfc, seed=seed), seed=seed)
 
 
 def _more_nulls(donors, args, t0: float) -> None:
