@@ -172,10 +172,8 @@ def sample_test(adata, sample_codes: np.ndarray, n_samples: int, sample_labels: 
         p = np.nanmin(p_cls, axis=0)
     p = np.minimum(1.0, p * p_cls.shape[0])                  # Bonferroni over the labels tested
     p_label = np.full((len(classes), p.shape[0]), np.nan)
-    for row, c in zip(p_cls, tested):
-        p_label[c] = row
-    if len(present) == 2:
-        p_label[present[1]] = p_cls[0]                         # the same two-sided test, seen from the other side
+    # two labels: the one two-sided test is each label's, seen from either side
+    p_label[present if len(present) == 2 else tested] = p_cls
     return {"p": p, "q": bh(p), "p_label": p_label, "test": test, "note": note}
 
 

@@ -415,7 +415,7 @@ def read_quant_sf(path: str | os.PathLike, column: str = "NumReads") -> tuple[li
 
 
 def _read_salmon(items, sample_names: list[str] | None = None) -> _Raw:
-    """One quant.sf per sample; ``names``: the sample ids (a samplesheet's), else each file's folder."""
+    """One quant.sf per sample; ``sample_names``: the sample ids (a samplesheet's), else each file's folder."""
     import pandas as pd
 
     cols, names, sample_ids, labels, files = [], [], [], [], []

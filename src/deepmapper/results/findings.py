@@ -242,7 +242,7 @@ def sample_evidence(p: np.ndarray) -> np.ndarray:
     Why this weight: the model trains on a few donors per label (one at 3 per condition), so its
     importance mixes the condition with those donors' own effects. The p value comes from every
     sample, and from the worst set with one left out, so a gene raised in one donor only keeps the
-    null p value it has without that donor (``-log10 p`` averages 0.43), while a gene raised in every
+    null p value it has without that donor (``-log10 p`` at most about 0.43 on average), while a gene raised in every
     donor keeps a small one whichever donor is missing. On ``bench/donors.py`` this weight raised the
     true condition genes in the top 20 from 7.0 to 9.6 of 12 at 3 donors per condition (pseudobulk
     DESeq2: 9.4) and lowered the one-donor genes from 1.2 to 0.6 (docs/accuracy.md)."""
@@ -375,8 +375,9 @@ def assess_trust(used: list[PassResult], passes: list[PassResult], *, epochs: in
     n_test = int(used[0].heldout_index.size)
     margin = trust_margin(baseline_accuracy, n_test)
     blocks = max(int((getattr(p, "meta", None) or {}).get("blocks", 1)) for p in used)
+    by_ensemble = blocks > 1 and ensembled_accuracy is not None
     judged, what = mean, "held-out accuracy"
-    if blocks > 1 and ensembled_accuracy is not None:
+    if by_ensemble:
         judged = float(ensembled_accuracy)
         what = f"arrangement-ensembled held-out accuracy (each pass trained on 1 of {blocks} blocks of cells)"
     reasons = []
@@ -396,7 +397,7 @@ def assess_trust(used: list[PassResult], passes: list[PassResult], *, epochs: in
             "baseline_accuracy": None if baseline_accuracy is None else round(float(baseline_accuracy), 6),
             "margin": round(margin, 6), "mean_accuracy": round(mean, 6), "accuracy_spread": round(spread, 6),
             "passes_at_epoch_limit": len(at_limit), "n_heldout": n_test,
-            **({"ensembled_accuracy": round(judged, 6), "blocks": blocks} if judged is not mean else {})}
+            **({"ensembled_accuracy": round(judged, 6), "blocks": blocks} if by_ensemble else {})}
 
 
 def pair_findings(used: list[PassResult], names: np.ndarray, result):
