@@ -250,6 +250,27 @@ def test_design_warnings(caplog):
         io.from_anndata(adata, label_key="condition", sample_key="condition")
 
 
+def test_a_sample_key_needs_one_label_per_sample():
+    """Cell types within donors are not a condition across donors: refused at ingest with the sample
+    that carries several labels and both ways out, not later with a misleading count per label."""
+    adata = donors.simulate(3, n_genes=40, mean_cells=20, seed=4)
+    with pytest.raises(InputError) as err:
+        io.from_anndata(adata, label_key="cell_type", sample_key="donor")
+    text = err.value.format()
+    first = sorted(adata.obs["donor"].astype(str).unique())[0]
+    assert err.value.field == "donor" and f"e.g. {first}: " in text and "6 of 6 samples" in text
+    assert "condition column as the label" in text and "leave out the sample key" in text
+    one = adata.copy()                          # one mislabelled cell is enough to break one label per sample
+    labels = one.obs["condition"].astype(str).to_numpy()
+    labels[0] = "disease" if labels[0] == "control" else "control"
+    one.obs["condition"] = labels
+    with pytest.raises(InputError, match=f"1 of 6 samples in 'donor' carry several labels.*e.g. "
+                                         f"{one.obs['donor'].astype(str).iloc[0]}: "):
+        io.from_anndata(one, label_key="condition", sample_key="donor")
+    assert io.samples(io.from_anndata(adata, label_key="condition", sample_key="donor"))[1] == \
+        sorted(adata.obs["donor"].astype(str).unique())
+
+
 @pytest.mark.parametrize("per_label", [1, 3])
 def test_populations_record_one_sample_per_directory(tmp_path, caplog, per_label):
     import scipy.io

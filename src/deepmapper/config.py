@@ -99,11 +99,12 @@ class InputConfig:
     label_key: str | None = _f(None, "label_key", "Column of obs (or of the CSV) holding the class labels.",
                                steps=("ingest",))
     sample_key: str | None = _f(None, "sample_key",
-                                "Column of obs (or of the CSV) naming each cell's sample or donor. With it the "
-                                "held-out set and validation folds are whole samples, the ranking asks for "
-                                "reproducibility across samples, permutations move labels between samples and "
-                                "findings.tsv gains a sample-level q value. Population inputs (one directory per "
-                                "sample) use their directories when every label has 3.",
+                                "Column of obs (or of the CSV) naming each cell's sample or donor, for labels "
+                                "that are properties of whole samples (a condition: one label per sample). With "
+                                "it the held-out set and validation folds are whole samples, the rank weighs the "
+                                "model's importance by a sample-level test, permutations move labels between "
+                                "samples and findings.tsv gains sample-level p and q values. Population inputs "
+                                "(one directory per sample) use their directories when every label has 3.",
                                 steps=("ingest",))
     normalize: str = _f("auto", "normalize",
                         "normalize_total + log1p: auto (only when the matrix looks like counts), always, never.",

@@ -128,7 +128,7 @@ def build_dataset(X, obs_names, var_names, labels, *, label_key: str, source: st
     var["is_denovo"] = var["is_denovo"].astype(bool)
 
     if samples is not None:
-        obs[sample_key] = _sample_column(samples, len(obs_names), where=where, sample_key=str(sample_key),
+        obs[sample_key] = _sample_column(samples, lab.to_numpy(), where=where, sample_key=str(sample_key),
                                          label_key=label_key)
         if totals is not None:
             obs[TOTALS_KEY] = np.asarray(totals, np.float64)
@@ -143,9 +143,13 @@ def build_dataset(X, obs_names, var_names, labels, *, label_key: str, source: st
     return adata
 
 
-def _sample_column(samples, n: int, *, where: str, sample_key: str, label_key: str):
+def _sample_column(samples, labels: np.ndarray, *, where: str, sample_key: str, label_key: str):
+    """The sample column (categorical), after refusing ids that are missing, miscounted, or that span
+    labels: a sample key names the replicates of labels that are properties of whole samples
+    (conditions), so the split holds out whole samples per label and the test compares samples."""
     import pandas as pd
 
+    n = len(labels)
     if sample_key == label_key:
         raise InputError(f"the sample key and the label column are both '{label_key}': every label would be one "
                          "sample, and nothing could be told apart from the donor", where=where, field="sample_key",
@@ -160,7 +164,33 @@ def _sample_column(samples, n: int, *, where: str, sample_key: str, label_key: s
         raise InputError(f"{int(missing.sum())} cells have no sample id", where=where, field=sample_key,
                          fix="fill in the sample column, or leave those cells out.")
     values = s.astype(str).str.strip().to_numpy()
+    _check_one_label_per_sample(values, labels, where=where, sample_key=sample_key, label_key=label_key)
     return pd.Categorical(values, categories=sorted(set(values.tolist())))
+
+
+def _check_one_label_per_sample(samples: np.ndarray, labels: np.ndarray, *, where: str, sample_key: str,
+                                label_key: str) -> None:
+    """Refuse samples that carry several labels (labels that vary within a sample, as cell types do
+    within a donor): every rule that a sample key switches on (whole samples held out per label, the
+    pseudobulk test of one label's samples against the others', labels moved between samples) needs
+    one label per sample. Without this check such a design fails later with a misleading count."""
+    import pandas as pd
+
+    table = pd.crosstab(pd.Series(samples, name=sample_key), pd.Series(labels, name=label_key))
+    mixed = table.index[(table > 0).sum(axis=1) > 1]
+    if not len(mixed):
+        return
+    first = table.loc[mixed[0]]
+    held = ", ".join(f"{k} {int(v)}" for k, v in first[first > 0].sort_values(ascending=False).items())
+    raise InputError(f"{len(mixed)} of {len(table)} samples in '{sample_key}' carry several labels of "
+                     f"'{label_key}' (e.g. {mixed[0]}: {held} cells; also {_few(mixed[1:], 3) or 'no other'}): a "
+                     "sample key names the donors or samples of labels that are properties of whole samples "
+                     "(a condition), with one label per sample",
+                     where=where, field=sample_key,
+                     fix=f"to compare conditions, give the condition column as the label and '{sample_key}' as "
+                         "the sample key; for labels that vary within a sample (cell types, clusters) leave out "
+                         "the sample key (every sample then contributes to every label); a sample with a few "
+                         "mislabelled cells: correct or drop those cells.")
 
 
 def samples(adata) -> tuple[np.ndarray, list[str]] | None:
