@@ -413,6 +413,54 @@ def test_sample_key_through_the_cli(tmp_path, one_torch_thread):
     assert {"model_rank", "sample_q"} <= set(back.uns["deepmapper"]["ranking"].columns)
 
 
+def test_with_no_pass_beating_chance_the_sample_level_test_ranks_alone(tmp_path, one_torch_thread):
+    """A sample key and no pass through the gate (a model that does not carry over to a new donor):
+    the run still answers with the sample-level test, which stands without the model, ranks by
+    sample_p alone (the model's order among ties), and says so in the trust verdict and the report.
+    Without a sample key there is no such test, and the run refuses as before."""
+    import json
+
+    import pandas as pd
+    from click.testing import CliRunner
+
+    from deepmapper.cli import cli
+    from deepmapper.results.findings import RANK_TEST_ALONE
+
+    adata = donors.null(donors.simulate(3, n_genes=60, mean_cells=40, lfc=0.0, seed=6), seed=6)
+    path = tmp_path / "null.h5ad"
+    adata.write_h5ad(path)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(cli, ["run", "--input", str(path), "--label-key", "condition", "--sample-key", "donor",
+                                   "--outdir", str(out), "--no-report", "--passes", "1", "--max-tries", "2",
+                                   "--min-accuracy", "1", "--epochs", "3", "--min-epochs", "1", "--patience", "2",
+                                   "--ig-steps", "4", "--attribution-max-samples", "64", "--threads", "1",
+                                   "--interaction-max-features", "60"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "findings.json").read_text())
+    assert summary["n_passes_accepted"] == 0 and summary["used_passes"] == [0, 1]
+    assert summary["sample_level"]["rank"] == RANK_TEST_ALONE
+    assert not summary["trust"]["trustworthy"]
+    assert any("no pass predicted held-out samples better than chance" in r for r in summary["trust"]["reasons"])
+    f = pd.read_csv(out / "findings.tsv", sep="\t")
+    p = f["sample_p"].fillna(1.0).to_numpy()
+    np.testing.assert_array_equal(np.lexsort((f["model_rank"].to_numpy(), p)), np.arange(len(f)))
+    assert not f["model_rank"].is_monotonic_increasing
+    per = pd.read_csv(out / "findings_per_class.tsv", sep="\t")
+    dis = per[per["class"] == "disease"]
+    sign = dis["direction"].map({"up": 1, "down": -1, "none": 0}).to_numpy()
+    evidence = -np.log10(dis["sample_p"].fillna(1.0).clip(1e-300, 1.0)).to_numpy()
+    np.testing.assert_allclose(dis["score"].to_numpy(), sign * evidence, atol=1e-5)   # tsv: 6 digits
+    assert np.all(np.diff(dis["score"].to_numpy()) <= 1e-9)
+    assert json.loads((out / "evaluation.json").read_text())["n_passes"] == 2
+    from deepmapper.results.report.html import build_html
+    from deepmapper.results.report.results import load_results
+
+    page = build_html(load_results(out))
+    assert "sample-level p value (<code>sample_p</code>, the largest with any one sample left out) alone" in page
+    with pytest.raises(InputError, match="none of the 1 passes passed the accuracy gate"):
+        dm.tl.rank_features(adata, "condition", passes=1, max_tries=1, min_accuracy=1.0, **FAST)
+
+
 def _passes_favouring_the_first_feature(n: int = 3):
     from deepmapper.engine.passfile import PassResult
 

@@ -107,7 +107,7 @@ def step_evaluate(dataset_path: Path, pass_paths: list[Path], out: Path, n_wante
     codes, classes = io.labels(adata)
     if passes is None:
         passes = findings_mod.read_passes(pass_paths, dataset=adata, dataset_path=str(dataset_path))
-    passes = findings_mod.choose(passes, n_wanted)
+    passes = findings_mod.choose(passes, n_wanted, samples=io.samples(adata) is not None)
     result = evaluate(passes, codes, classes)
     write_json(out, result)
     return result
@@ -195,7 +195,8 @@ def analyse(adata, cfg: Config, *, device=None, progress: bool = True, where: st
     table, per_class, summary, pairs = _findings(adata, results, cfg, n_wanted=cfg.run.passes,
                                                  baseline_accuracy=baseline_accuracy)
     codes, classes = io.labels(adata)
-    evaluation = evaluate(findings_mod.choose(results, cfg.run.passes), codes, classes)
+    evaluation = evaluate(findings_mod.choose(results, cfg.run.passes, samples=io.samples(adata) is not None),
+                          codes, classes)
     return {"passes": results, "findings": table, "per_class": per_class, "summary": summary,
             "evaluation": evaluation, "pairs": pairs, "interactions": None if screen is None else screen.table}
 
@@ -211,7 +212,8 @@ def _findings(adata, passes: list[PassResult], cfg: Config, n_wanted: int | None
     is_denovo = adata.var["is_denovo"].to_numpy() if "is_denovo" in adata.var else None
     codes, classes = io.labels(adata)
     means = accumulate.group_means(adata.X, codes, len(classes))
-    chosen = findings_mod.choose(passes, n_wanted)     # the trust verdict may judge their ensemble
+    # the passes ranked from; the trust verdict may judge their ensemble
+    chosen = findings_mod.choose(passes, n_wanted, samples=io.samples(adata) is not None)
     ensembled = evaluate(chosen, codes, classes)["accuracy"] if chosen else None
     log_values = findings_mod.log_values_or_warn(adata.X, where=str(adata.uns.get("deepmapper", {}).get("source", "")))
     return findings_mod.build(

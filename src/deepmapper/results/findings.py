@@ -109,10 +109,21 @@ def pass_files(passes_dir: Path) -> list[Path]:
     return sorted(passes_dir.glob("pass_*.npz"))
 
 
-def choose(passes: list[PassResult], n_wanted: int | None) -> list[PassResult]:
-    """The first ``n_wanted`` accepted passes by index (all accepted when None)."""
+def choose(passes: list[PassResult], n_wanted: int | None, *, samples: bool = False) -> list[PassResult]:
+    """The passes a run ranks from: the first ``n_wanted`` accepted passes by index (all accepted when
+    None). With a sample key (``samples``) and no pass accepted, every pass run: the rank is then the
+    sample-level test's alone (:func:`model_counts` is False) and the model's importances only order
+    its ties, because that test stands without the model; without a sample key nothing does (empty)."""
     accepted = [p for p in passes if p.accepted]
+    if not accepted and samples:
+        return list(passes)
     return accepted if n_wanted is None else accepted[:n_wanted]
+
+
+def model_counts(used: list[PassResult]) -> bool:
+    """Whether the model's importance weighs in the rank: only when the passes ranked from passed the
+    accuracy gate (with a sample key: predicted held-out donors better than chance)."""
+    return bool(used) and all(p.accepted for p in used)
 
 
 def build(passes: list[PassResult], feature_names: list[str], *, cfg: Config, n_wanted: int | None = None,
@@ -134,23 +145,11 @@ def build(passes: list[PassResult], feature_names: list[str], *, cfg: Config, n_
     on the same cells (``baselines.json``), for the trust verdict (None: not compared)."""
     import pandas as pd
 
-    used = choose(passes, n_wanted)
-    if not used:
-        held = " on held-out samples the model never saw" if sample_stats is not None else ""
-        # with a sample key the gate compares balanced accuracy with chance (PreparedData.gate_score)
-        gates = [p.meta.get("gate") for p in passes]
-        if held and all(gates):
-            best = max(gates, key=lambda g: g["score"])
-            figure = f"best balanced accuracy {best['score']:.3f} against chance {best['chance']:.3f}{held}"
-        else:
-            figure = f"best held-out accuracy {max(p.accuracy for p in passes):.3f}{held}"
-        raise InputError(f"none of the {len(passes)} passes passed the accuracy gate ({figure})",
-                         field="run.min_accuracy",
-                         fix="train longer (--epochs), try another --backbone, or lower --min-accuracy"
-                             + ("; with few samples per label what the model learns may not carry over to a "
-                                "new donor: add samples, or test across samples with the pseudobulk baseline "
-                                "(deepmapper baseline -> baselines/pseudobulk.tsv)" if held else "")
-                         + ".")
+    used = choose(passes, n_wanted, samples=sample_stats is not None)
+    if not used:                # no sample key (with one, the sample-level test ranks alone)
+        raise InputError(f"none of the {len(passes)} passes passed the accuracy gate (best held-out accuracy "
+                         f"{max(p.accuracy for p in passes):.3f})", field="run.min_accuracy",
+                         fix="train longer (--epochs), try another --backbone, or lower --min-accuracy.")
     if len(feature_names) != used[0].n_features:
         raise FormatError(f"dataset has {len(feature_names)} features but the passes have {used[0].n_features}",
                           field="n_features", fix="use the dataset the passes were trained on.")
@@ -160,8 +159,13 @@ def build(passes: list[PassResult], feature_names: list[str], *, cfg: Config, n_
     names = np.asarray(feature_names, dtype=object)
     denovo = np.zeros(len(names), bool) if is_denovo is None else np.asarray(is_denovo, bool)
     kind, partners, pair_table = pair_findings(used, names, result)
+    model_used = model_counts(used)
+    if not model_used:
+        log.warning("none of the %d passes predicted held-out samples better than chance (the accuracy gate): "
+                    "the rank is the sample-level test's alone, the model's importances only order its ties",
+                    len(passes))
     if sample_stats is not None:
-        score = result.median_importance * sample_evidence(sample_stats["p"])
+        score = rank_score(result.median_importance, sample_stats["p"], model_used=model_used)
         order = np.lexsort((result.rank, -score))         # ties: the model's own order
         sample_rank = np.empty(len(order), np.int64)
         sample_rank[order] = np.arange(1, len(order) + 1)
@@ -185,7 +189,8 @@ def build(passes: list[PassResult], feature_names: list[str], *, cfg: Config, n_
 
     classes = used[0].classes
     per_class = per_class_table(used, names, means, log_values=log_values,
-                                sample_p=None if sample_stats is None else sample_stats["p_label"])
+                                sample_p=None if sample_stats is None else sample_stats["p_label"],
+                                model_used=model_used)
     per_class_top = {cls: per_class.loc[per_class["class"] == cls, "feature"].head(20).astype(str).tolist()
                      for cls in classes}
 
@@ -230,9 +235,26 @@ def build(passes: list[PassResult], feature_names: list[str], *, cfg: Config, n_
         summary["sample_level"] = sample_summary(sample_stats, names, order,
                                                  screen_q=cfg.interactions.q_threshold if cfg.interactions.enabled
                                                  else None)
+        summary["sample_level"]["rank"] = RANK_WITH_MODEL if model_used else RANK_TEST_ALONE
     summary["trust"] = assess_trust(used, passes, epochs=cfg.run.epochs, baseline_accuracy=baseline_accuracy,
                                     ensembled_accuracy=ensembled_accuracy)
     return table, per_class, summary, pair_table
+
+
+# findings.json sample_level["rank"]: what the rank with a sample key was made of
+RANK_WITH_MODEL = "median_importance x -log10(sample_p)"
+RANK_TEST_ALONE = "-log10(sample_p) alone (no pass passed the accuracy gate; ties in the model's order)"
+
+
+def rank_score(model_score: np.ndarray, p: np.ndarray, *, model_used: bool = True,
+               direction: np.ndarray | None = None) -> np.ndarray:
+    """The score of the rank with a sample key: the model's score (median importance, or a class's
+    signed marker score) x :func:`sample_evidence`; when the model did not pass the accuracy gate
+    (``model_used`` False), the evidence alone, signed by ``direction`` (a class's list: up first)."""
+    evidence = sample_evidence(p)
+    if model_used:
+        return np.asarray(model_score, np.float64) * evidence
+    return evidence if direction is None else np.asarray(direction, np.float64) * evidence
 
 
 def sample_evidence(p: np.ndarray) -> np.ndarray:
@@ -294,7 +316,7 @@ DIRECTION_NAMES = {1: "up", -1: "down", 0: "none"}
 
 
 def per_class_table(used: list[PassResult], names: np.ndarray, means, *, log_values: bool = True,
-                    sample_p: np.ndarray | None = None):
+                    sample_p: np.ndarray | None = None, model_used: bool = True):
     """``findings_per_class.tsv``: every feature of every class, in scanpy's order (highest score first).
 
     ``median_importance``: the median over passes of the signed attribution towards the class (each
@@ -304,7 +326,8 @@ def per_class_table(used: list[PassResult], names: np.ndarray, means, *, log_val
     (:func:`deepmapper.engine.accumulate.marker_scores` says why); ``logfoldchange``: scanpy's, NaN when
     the matrix is not log values (``log_values`` False). ``sample_p`` (labels x features, with a sample
     key: each label's sample-level p): the score is also weighted by :func:`sample_evidence`, as the
-    rank of findings.tsv is, and the table gains ``sample_p``."""
+    rank of findings.tsv is (:func:`rank_score`; ``model_used`` False: the evidence alone, signed by the
+    direction), and the table gains ``sample_p``."""
     import pandas as pd
 
     classes = used[0].classes
@@ -324,7 +347,7 @@ def per_class_table(used: list[PassResult], names: np.ndarray, means, *, log_val
         if sample_p is None:
             order = acc.score_order(score)[0]
         else:                          # ties (no sample-level p: weight 0) in the model's order
-            model_score, score = score, score * sample_evidence(sample_p[c])
+            model_score, score = score, rank_score(score, sample_p[c], model_used=model_used, direction=direction)
             order = np.lexsort((np.arange(n), -model_score, -score))
         frame = pd.DataFrame({
             "class": cls, "feature": names[order], "rank": np.arange(1, n + 1), "score": score[order],
@@ -369,7 +392,8 @@ def assess_trust(used: list[PassResult], passes: list[PassResult], *, epochs: in
     The mean per-pass accuracy is compared with the baseline, except when ``max_cells_per_pass``
     dealt the cells into blocks (``meta["blocks"]`` > 1): then each pass trained on one block while
     logistic regression saw every cell, and the passes the ranking rests on saw them together, so
-    their arrangement-ensembled accuracy (``ensembled_accuracy``) is compared."""
+    their arrangement-ensembled accuracy (``ensembled_accuracy``) is compared. Passes ranked from
+    that did not pass the gate (a sample key: :func:`choose`) flag the run too."""
     accs = np.asarray([p.accuracy for p in used], dtype=np.float64)
     mean = float(accs.mean())
     n_test = int(used[0].heldout_index.size)
@@ -385,6 +409,14 @@ def assess_trust(used: list[PassResult], passes: list[PassResult], *, epochs: in
         reasons.append(f"{what} {judged:.3f} is below logistic regression's {float(baseline_accuracy):.3f} "
                        f"on the same cells by more than {margin:.3f}: the ranking explains a model that "
                        "learned less than a linear one (try --backbone cnn or more --epochs)")
+    if not model_counts(used):                   # a sample key, no pass accepted (choose)
+        gates = [g for g in ((p.meta or {}).get("gate") for p in used) if g]
+        best = (f" (best balanced accuracy {max(g['score'] for g in gates):.3f} against chance "
+                f"{gates[0]['chance']:.3f})") if gates else ""
+        reasons.append(f"no pass predicted held-out samples better than chance{best}: what the model learned "
+                       "did not carry over to a new donor, so the rank is the sample-level test's alone "
+                       "(-log10 sample_p; the model's importances only order its ties); add samples, or "
+                       "train longer (--epochs)")
     at_limit = [p for p in passes if int(p.stop_epoch) >= int(epochs) and not p.early_stopped]
     if passes and len(at_limit) == len(passes):
         reasons.append(f"every pass ran to the epoch limit ({epochs}) without early stopping: training had not "

@@ -101,6 +101,8 @@ def store(target, dataset, *, findings, per_class, summary: dict, evaluation: di
     indices in the passes' order; ``values_from``: see the module docstring."""
     import pandas as pd
 
+    from deepmapper.results.findings import RANK_TEST_ALONE
+
     classes = [str(c) for c in summary["classes"]]
     features = np.asarray([str(v) for v in dataset.var_names], dtype=object)
     ranking = findings.copy()
@@ -112,7 +114,8 @@ def store(target, dataset, *, findings, per_class, summary: dict, evaluation: di
     cols, n_genes = group_arrays(dataset, per_class, classes, features, groups=groups, reference=reference,
                                  n_genes=n_genes,
                                  sample_q=ranking["sample_q"] if "sample_q" in ranking.columns else None,
-                                 sample_p=ranking["sample_p"] if "sample_p" in ranking.columns else None)
+                                 sample_p=ranking["sample_p"] if "sample_p" in ranking.columns else None,
+                                 model_used=(summary.get("sample_level") or {}).get("rank") != RANK_TEST_ALONE)
     uns = {"params": {**params, "reference": str(reference), "groups": groups if groups == "all" else list(groups),
                       "n_genes": int(n_genes)}}
     for col, per_group in cols.items():
@@ -191,7 +194,7 @@ GROUP_FIELDS = ("names", "scores", "logfoldchanges", "pvals", "pvals_adj", "mean
 
 
 def group_arrays(dataset, per_class, classes: list[str], features, *, groups="all", reference: str = "rest",
-                 n_genes: int | None = None, sample_q=None, sample_p=None) -> tuple[dict, int]:
+                 n_genes: int | None = None, sample_q=None, sample_p=None, model_used: bool = True) -> tuple[dict, int]:
     """``{field: {group: array}}`` in scanpy's order (highest score first) and the rows per group.
 
     From ``findings_per_class.tsv`` (the groups against the rest). With ``reference`` a group, the
@@ -200,10 +203,11 @@ def group_arrays(dataset, per_class, classes: list[str], features, *, groups="al
     reference has no table of its own (as scanpy). ``groups``: the groups to keep ("all").
     ``n_genes``: rows kept per group (None: every feature in the table). ``sample_q``: a Series of the
     sample-level q value by feature (a sample key), which becomes ``pvals_adj``; ``sample_p`` likewise
-    ``pvals``; else NaN."""
+    ``pvals``; else NaN. ``model_used``: False when the run ranked by the sample-level test alone
+    (``findings.choose``), so recomputed scores are too."""
     from deepmapper import io
     from deepmapper.engine import accumulate as acc
-    from deepmapper.results.findings import DIRECTION_NAMES, log_values_or_warn, sample_evidence
+    from deepmapper.results.findings import DIRECTION_NAMES, log_values_or_warn, rank_score
 
     codes, ds_classes = io.labels(dataset)
     shown = [c for c in classes if (groups == "all" or c in groups) and c != reference]
@@ -225,7 +229,8 @@ def group_arrays(dataset, per_class, classes: list[str], features, *, groups="al
             direction = acc.directions(mean_group[c, idx], mean_other[c, idx])
             score = acc.marker_scores(rows["median_importance"].to_numpy(np.float64), direction)
             if "sample_p" in rows.columns:          # a sample key: weighted as findings_per_class.tsv is
-                score = score * sample_evidence(rows["sample_p"].to_numpy(np.float64))
+                score = rank_score(score, rows["sample_p"].to_numpy(np.float64), model_used=model_used,
+                                   direction=direction)
             lfc = acc.log_fold_changes(mean_group[c, idx], mean_other[c, idx]) if log_ok \
                 else np.full(len(idx), np.nan)
             rows = rows.assign(score=score, logfoldchange=lfc,

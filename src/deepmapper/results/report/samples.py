@@ -21,9 +21,7 @@ def section(res) -> str:
                      "measured on several donors, rerun with --sample-key (see README, conditions across donors).")
     parts = [f"<p>Samples from <code>{html.escape(str(sl['sample_key']))}</code>: {sl['n_samples']} "
              + ", ".join(f"{n} {html.escape(str(k))}" for k, n in sl["samples_per_label"].items())
-             + ". Held-out and validation sets are whole samples; the rank is median importance x "
-               "-log10 of the sample-level p value (<code>sample_p</code>, the largest with any one sample left "
-               "out); <code>sample_q</code> comes from "
+             + ". Held-out and validation sets are whole samples; " + _rank_text(sl) + "; <code>sample_q</code> comes from "
              + html.escape(str(sl["test"])) + f" ({sl['n_sample_q_below']} features with q &lt; "
              + f"{sl['q_threshold']:g}).</p>"]
     if sl.get("note"):
@@ -37,6 +35,16 @@ def section(res) -> str:
                      "sample of a label, not in one.</p>")
         parts.append(_fig_html(fig, "plot-samples"))
     return "".join(parts)
+
+
+def _rank_text(sl: dict) -> str:
+    from deepmapper.results.findings import RANK_TEST_ALONE
+
+    p = ("the sample-level p value (<code>sample_p</code>, the largest with any one sample left out)")
+    if sl.get("rank") == RANK_TEST_ALONE:
+        return ("<strong>the rank is -log10 of " + p + " alone</strong>: no pass predicted held-out samples better "
+                "than chance, so the model's importances only order its ties")
+    return "the rank is median importance x -log10 of " + p
 
 
 def _compare(res, table_fn) -> str:
