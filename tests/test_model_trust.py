@@ -26,9 +26,10 @@ BAD = ["--label-key", "louvain", "--backbone", "linear", "--wide-start", "random
        "--attribution-max-samples", "64", "--threads", "1", "--seed", "0"]
 
 
-def passes(accuracies, *, stop=20, early=True, n_test=142, blocks=1):
+def passes(accuracies, *, stop=20, early=True, n_test=142, blocks=1, accepted=True, gate=None):
     return [SimpleNamespace(accuracy=a, stop_epoch=stop, early_stopped=early, heldout_index=np.arange(n_test),
-                            meta={"blocks": blocks}) for a in accuracies]
+                            accepted=accepted, meta={"blocks": blocks, **({"gate": gate} if gate else {})})
+            for a in accuracies]
 
 
 def test_the_verdict_and_its_reasons():
@@ -62,6 +63,11 @@ def test_the_verdict_and_its_reasons():
     uncapped = passes([0.867, 0.863, 0.869], n_test=10_000)
     assert not findings.assess_trust(uncapped, uncapped, epochs=60, baseline_accuracy=0.947,
                                      ensembled_accuracy=0.940)["trustworthy"]
+    # a sample key and no pass through the gate: the run ranks by the sample-level test alone (findings.choose)
+    failed = passes([0.48, 0.45], accepted=False, gate={"score": 0.5, "chance": 0.5}, n_test=300)
+    t = findings.assess_trust(failed, failed, epochs=60, baseline_accuracy=None)
+    assert not t["trustworthy"] and "no pass predicted held-out samples better than chance (best balanced " \
+        "accuracy 0.500 against chance 0.500)" in t["reasons"][0] and "sample-level test's alone" in t["reasons"][0]
     # a small held-out set: one cell moves more, the margin widens
     assert findings.trust_margin(0.8, 20) == pytest.approx(2 * np.sqrt(0.8 * 0.2 / 20))
     assert findings.trust_margin(0.8, 20) > 0.15
