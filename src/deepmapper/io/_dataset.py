@@ -187,10 +187,11 @@ def _check_one_label_per_sample(samples: np.ndarray, labels: np.ndarray, *, wher
                      "sample key names the donors or samples of labels that are properties of whole samples "
                      "(a condition), with one label per sample",
                      where=where, field=sample_key,
-                     fix=f"to compare conditions, give the condition column as the label and '{sample_key}' as "
-                         "the sample key; for labels that vary within a sample (cell types, clusters) leave out "
-                         "the sample key (every sample then contributes to every label); a sample with a few "
-                         "mislabelled cells: correct or drop those cells.")
+                     fix=f"to compare conditions across donors, give the condition column as the label and "
+                         f"'{sample_key}' as the sample key; for labels that vary within a sample (cell types, "
+                         "clusters, or a paired design with each donor under every condition, which a sample key "
+                         "does not model) leave out the sample key (every sample then contributes to every "
+                         "label); a sample with a few mislabelled cells: correct or drop those cells.")
 
 
 def samples(adata) -> tuple[np.ndarray, list[str]] | None:
