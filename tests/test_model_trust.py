@@ -66,7 +66,7 @@ def test_the_verdict_and_its_reasons():
     # a sample key and no pass through the gate: the run ranks by the sample-level test alone (findings.choose)
     failed = passes([0.48, 0.45], accepted=False, gate={"score": 0.5, "chance": 0.5}, n_test=300)
     t = findings.assess_trust(failed, failed, epochs=60, baseline_accuracy=None)
-    assert not t["trustworthy"] and "no pass predicted held-out samples better than chance (best balanced " \
+    assert not t["trustworthy"] and "no pass passed the accuracy gate on held-out samples (best balanced " \
         "accuracy 0.500 against chance 0.500)" in t["reasons"][0] and "sample-level test's alone" in t["reasons"][0]
     # a small held-out set: one cell moves more, the margin widens
     assert findings.trust_margin(0.8, 20) == pytest.approx(2 * np.sqrt(0.8 * 0.2 / 20))

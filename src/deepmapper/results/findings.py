@@ -161,8 +161,9 @@ def build(passes: list[PassResult], feature_names: list[str], *, cfg: Config, n_
     kind, partners, pair_table = pair_findings(used, names, result)
     model_used = model_counts(used)
     if not model_used:
-        log.warning("none of the %d passes predicted held-out samples better than chance (the accuracy gate): "
-                    "the rank is the sample-level test's alone, the model's importances only order its ties",
+        log.warning("none of the %d passes passed the accuracy gate on held-out samples (balanced accuracy above "
+                    "chance and --min-accuracy): the rank is the sample-level test's alone, the model's importances "
+                    "only order its ties",
                     len(passes))
     if sample_stats is not None:
         score = rank_score(result.median_importance, sample_stats["p"], model_used=model_used)
@@ -413,8 +414,8 @@ def assess_trust(used: list[PassResult], passes: list[PassResult], *, epochs: in
         gates = [g for g in ((p.meta or {}).get("gate") for p in used) if g]
         best = (f" (best balanced accuracy {max(g['score'] for g in gates):.3f} against chance "
                 f"{gates[0]['chance']:.3f})") if gates else ""
-        reasons.append(f"no pass predicted held-out samples better than chance{best}: what the model learned "
-                       "did not carry over to a new donor, so the rank is the sample-level test's alone "
+        reasons.append(f"no pass passed the accuracy gate on held-out samples{best}: what the model learned "
+                       "did not carry over to a new donor well enough, so the rank is the sample-level test's alone "
                        "(-log10 sample_p; the model's importances only order its ties); add samples, or "
                        "train longer (--epochs)")
     at_limit = [p for p in passes if int(p.stop_epoch) >= int(epochs) and not p.early_stopped]

@@ -42,8 +42,8 @@ def _rank_text(sl: dict) -> str:
 
     p = ("the sample-level p value (<code>sample_p</code>, the largest with any one sample left out)")
     if sl.get("rank") == RANK_TEST_ALONE:
-        return ("<strong>the rank is -log10 of " + p + " alone</strong>: no pass predicted held-out samples better "
-                "than chance, so the model's importances only order its ties")
+        return ("<strong>the rank is -log10 of " + p + " alone</strong>: no pass passed the accuracy gate on held-out "
+                "samples, so the model's importances only order its ties")
     return "the rank is median importance x -log10 of " + p
 
 
