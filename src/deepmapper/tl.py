@@ -71,8 +71,8 @@ def rank_features(adata, groupby: str, *, groups="all", reference: str = "rest",
         sample (a condition; cell types within donors are refused). With it the held-out set and
         validation folds are whole samples, the ranking is median importance x ``-log10`` of the
         sample-level p value (the largest with any one sample left out; that p alone, with a trust
-        warning, when no pass beats chance on held-out samples), permutations move labels between
-        samples, and the ranking gains ``model_rank``, ``sample_p``, ``sample_q`` and
+        warning, when no pass passes the accuracy gate on held-out samples), permutations move labels
+        between samples, and the ranking gains ``model_rank``, ``sample_p``, ``sample_q`` and
         ``sample_reproducibility`` (see docs/output.md).
     copy
         Return a copy of ``adata`` holding the result instead of writing into it.

@@ -122,7 +122,8 @@ def choose(passes: list[PassResult], n_wanted: int | None, *, samples: bool = Fa
 
 def model_counts(used: list[PassResult]) -> bool:
     """Whether the model's importance weighs in the rank: only when the passes ranked from passed the
-    accuracy gate (with a sample key: predicted held-out donors better than chance)."""
+    accuracy gate (with a sample key: balanced accuracy on held-out donors above chance and
+    ``min_accuracy``)."""
     return bool(used) and all(p.accepted for p in used)
 
 
@@ -265,8 +266,8 @@ def sample_evidence(p: np.ndarray) -> np.ndarray:
     Why this weight: the model trains on a few donors per label (one at 3 per condition), so its
     importance mixes the condition with those donors' own effects. The p value comes from every
     sample, and from the worst set with one left out, so a gene raised in one donor only keeps the
-    null p value it has without that donor (``-log10 p`` at most about 0.43 on average), while a gene raised in every
-    donor keeps a small one whichever donor is missing. On ``bench/donors.py`` this weight raised the
+    null p value it has without that donor (``-log10 p`` at most about 0.43 on average), while a gene
+    raised in every donor keeps a small one whichever donor is missing. On ``bench/donors.py`` this weight raised the
     true condition genes in the top 20 from 7.0 to 9.6 of 12 at 3 donors per condition (pseudobulk
     DESeq2: 9.4) and lowered the one-donor genes from 1.2 to 0.6 (docs/accuracy.md)."""
     p = np.asarray(p, np.float64)

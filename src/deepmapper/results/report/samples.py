@@ -21,7 +21,8 @@ def section(res) -> str:
                      "measured on several donors, rerun with --sample-key (see README, conditions across donors).")
     parts = [f"<p>Samples from <code>{html.escape(str(sl['sample_key']))}</code>: {sl['n_samples']} "
              + ", ".join(f"{n} {html.escape(str(k))}" for k, n in sl["samples_per_label"].items())
-             + ". Held-out and validation sets are whole samples; " + _rank_text(sl) + "; <code>sample_q</code> comes from "
+             + ". Held-out and validation sets are whole samples; " + _rank_text(sl)
+             + "; <code>sample_q</code> comes from "
              + html.escape(str(sl["test"])) + f" ({sl['n_sample_q_below']} features with q &lt; "
              + f"{sl['q_threshold']:g}).</p>"]
     if sl.get("note"):
@@ -40,7 +41,7 @@ def section(res) -> str:
 def _rank_text(sl: dict) -> str:
     from deepmapper.results.findings import RANK_TEST_ALONE
 
-    p = ("the sample-level p value (<code>sample_p</code>, the largest with any one sample left out)")
+    p = "the sample-level p value (<code>sample_p</code>, the largest with any one sample left out)"
     if sl.get("rank") == RANK_TEST_ALONE:
         return ("<strong>the rank is -log10 of " + p + " alone</strong>: no pass passed the accuracy gate on held-out "
                 "samples, so the model's importances only order its ties")
