@@ -130,6 +130,9 @@ def main() -> None:
     ap.add_argument("--null-seeds", type=int, default=0,
                     help="extra nulls (DeepMapper with the sample key and pseudobulk DESeq2 only)")
     ap.add_argument("--null-donors", type=int, default=6, help="donors per condition of the extra nulls")
+    ap.add_argument("--skip", nargs="+", choices=["default", "null"], default=[],
+                    help="leave out DeepMapper without a sample key (default) or the null of each seed (null), "
+                         "e.g. to measure a change to the rank with a sample key alone")
     ap.add_argument("--quick", action="store_true", help="4 and 8 donors, 2 seeds, 400 genes, 3 passes x 8 epochs")
     args = ap.parse_args()
     if args.quick:
@@ -148,13 +151,14 @@ def main() -> None:
             real = donors.simulate(k, n_genes=args.genes, mean_cells=args.cells, n_outliers=args.outliers,
                                    lfc=args.lfc, outlier_lfc=args.outlier_lfc, seed=seed)
             truth = real.uns["truth"]
-            for kind, adata in (("planted", real), ("null", _null(donors, k, args, seed))):
+            data = [("planted", real)] + ([] if "null" in args.skip else [("null", _null(donors, k, args, seed))])
+            for kind, adata in data:
                 first = len(rows)
                 base, acc = run_baselines(adata, args)
                 for method, (order, n_sig) in base.items():
                     rows.append({"donors": k, "seed": seed, "data": kind, "method": method, "sig": n_sig,
                                  "pairs": -1, **top_counts(order, truth)})
-                for method, key in (("dm", None), ("dm+samples", "donor")):
+                for method, key in (("dm", None), ("dm+samples", "donor"))[1 if "default" in args.skip else 0:]:
                     order, n_sig, n_pairs, accuracy, parts, failed = run_dm(adata, key, args)
                     rows.append({"donors": k, "seed": seed, "data": kind, "method": method, "sig": n_sig,
                                  "pairs": n_pairs, "gate_failed": int(failed), **top_counts(order, truth)})
@@ -163,7 +167,7 @@ def main() -> None:
                                      "pairs": -1, **top_counts(part_order, truth)})
                     acc[method] = accuracy
                 rows.append({"donors": k, "seed": seed, "data": kind, "method": "accuracy", **{
-                    "dm_by_cells": acc["dm"], "dm_by_donors": acc["dm+samples"],
+                    "dm_by_cells": acc.get("dm", np.nan), "dm_by_donors": acc["dm+samples"],
                     "logistic_by_cells": acc["cells"], "logistic_by_donors": acc["donors"]}})
                 print(f"  {k} donors/condition, seed {seed}, {kind}: done ({time.perf_counter() - t0:.0f} s)",
                       flush=True)
@@ -181,11 +185,12 @@ def main() -> None:
         cols = ["true@20", "one@20", "true@50", "one@50", "sig", "pairs", "gate_failed"]
         print(ranks.groupby(["data", "donors", "method"], sort=False)[cols].mean().round(2).to_string())
         null = ranks[ranks["data"] == "null"]
-        print("\nNull (conditions shuffled between donors): runs with any significant feature / any pair, of "
-              f"{len(null[['donors', 'seed']].drop_duplicates())} runs per method")
-        print(null.groupby("method").apply(lambda g: pd.Series({
-            "runs_any_sig": int((g["sig"] > 0).sum()), "runs_any_pair": int((g["pairs"] > 0).sum()),
-            "runs_gate_failed": int(g["gate_failed"].fillna(0).sum())}), include_groups=False).to_string())
+        if len(null):                                  # not with --skip null
+            print("\nNull (conditions shuffled between donors): runs with any significant feature / any pair, of "
+                  f"{len(null[['donors', 'seed']].drop_duplicates())} runs per method")
+            print(null.groupby("method").apply(lambda g: pd.Series({
+                "runs_any_sig": int((g["sig"] > 0).sum()), "runs_any_pair": int((g["pairs"] > 0).sum()),
+                "runs_gate_failed": int(g["gate_failed"].fillna(0).sum())}), include_groups=False).to_string())
         accs = df[df["method"] == "accuracy"]          # NaN: every pass failed the gate
         print("\nHeld-out accuracy, cells held out (donors also in training) vs whole donors held out:")
         print(accs.groupby(["data", "donors"])[["dm_by_cells", "dm_by_donors", "logistic_by_cells",

@@ -14,6 +14,7 @@ from deepmapper.engine import samples
 from deepmapper.config import Config
 from deepmapper.datasets import donors
 from deepmapper.errors import InputError
+from deepmapper.results.findings import RANK_TEST_ALONE, RANK_WITH_MODEL
 from deepmapper.engine.split import (MIN_SAMPLES_PER_LABEL, sample_labels, sample_split, sample_validation_folds,
                               split_side_of)
 
@@ -333,15 +334,17 @@ def test_sample_names_from_the_samplesheet_name_the_samples(tmp_path):
     assert not (tmp_path / "x.h5ad").exists()
 
 
-def _tiny():
-    return donors.simulate(3, n_genes=60, mean_cells=40, seed=6)
+def _tiny(n_donors: int = 3):
+    return donors.simulate(n_donors, n_genes=60, mean_cells=40, seed=6)
 
 
 def test_sample_key_through_the_api(one_torch_thread):
-    adata = _tiny()
+    adata = _tiny(4)          # 4 donors per condition: each pass trains on 2 of each (model_left_out)
     dm.tl.rank_features(adata, "condition", sample_key="donor", passes=1, **FAST)
     res = adata.uns["deepmapper"]
     ranking = res["ranking"]
+    sl = res["summary"]["sample_level"]           # what the rank was made of, where a scanpy user reads it
+    assert sl["rank"] == RANK_WITH_MODEL and sl["model_left_out"] == "" and sl["n_samples"] == 8
     for col in ("model_rank", "sample_p", "sample_q", "sample_reproducibility"):
         assert col in ranking.columns
     q = ranking["sample_q"]                  # NaN: DESeq2 gave no p value (Cook's outlier, all zero)
@@ -363,6 +366,38 @@ def test_sample_key_through_the_api(one_torch_thread):
         assert set(kept["names"]) == set(q.index[q < cut]) and len(kept) > 0
     with pytest.raises(InputError, match="sample"):
         dm.tl.rank_features(_tiny(), "condition", sample_key="nope", passes=1, **FAST)
+
+
+def test_the_model_weighs_in_only_with_two_training_samples_per_label(one_torch_thread):
+    """3 donors per condition: one held out, one validated on, one trained on. With one training donor
+    per label every feature that tells those two donors apart serves the model as well as the condition,
+    so the rank is the sample-level test's alone (the model orders its ties), and the run says why."""
+    from types import SimpleNamespace
+
+    from deepmapper.results.findings import MIN_TRAIN_SAMPLES, model_left_out
+
+    adata = _tiny(3)
+    dm.tl.rank_features(adata, "condition", sample_key="donor", passes=2, **FAST)
+    res = adata.uns["deepmapper"]
+    sl = res["summary"]["sample_level"]
+    assert sl["rank"] == RANK_TEST_ALONE
+    assert "fewer than 2 samples of a label ('control' (1), 'disease' (1)" in sl["model_left_out"]
+    ranking = res["ranking"]
+    p = ranking["sample_p"].fillna(1.0).to_numpy()
+    np.testing.assert_array_equal(np.lexsort((ranking["model_rank"].to_numpy(), p)), np.arange(len(p)))
+    assert res["summary"]["n_passes_accepted"] == 2              # the gate passed: the other reason
+
+    # the rule on pass records: any label with fewer than MIN_TRAIN_SAMPLES training samples in any
+    # pass ranked from; a failed gate is said first; pass files written before the count keep the model
+    def rec(accepted=True, **counts):
+        return SimpleNamespace(accepted=accepted, meta={"gate": {"score": 0.5, "chance": 0.5},
+                                                        **({"train_samples": counts} if counts else {})})
+
+    assert MIN_TRAIN_SAMPLES == 2
+    assert model_left_out([rec(a=2, b=3), rec(a=3, b=2)]) == ""
+    assert model_left_out([rec()]) == ""
+    assert "'b' (1)" in model_left_out([rec(a=2, b=2), rec(a=2, b=1)])
+    assert model_left_out([rec(False, a=1, b=1)]).startswith("no pass passed the accuracy gate")
 
 
 def test_sample_key_through_the_cli(tmp_path, one_torch_thread):
@@ -424,7 +459,6 @@ def test_with_no_pass_beating_chance_the_sample_level_test_ranks_alone(tmp_path,
     from click.testing import CliRunner
 
     from deepmapper.cli import cli
-    from deepmapper.results.findings import RANK_TEST_ALONE
 
     adata = donors.null(donors.simulate(3, n_genes=60, mean_cells=40, lfc=0.0, seed=6), seed=6)
     path = tmp_path / "null.h5ad"

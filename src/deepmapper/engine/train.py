@@ -350,6 +350,7 @@ def _finish_group(g: _Group, data: PreparedData, cfg: Config, device) -> list[Pa
                 np.add.at(importance, pairs[:, col], pair_imp)
                 np.add.at(class_imp, (slice(None), pairs[:, col]), pair_class_imp)
         stopper = m.stopper
+        extra = {} if data.samples is None else {"train_samples": _train_samples(data, m.pass_index)}
         results.append(PassResult(
             pass_index=m.pass_index, seed=r.seed + m.pass_index, accuracy=accuracy, accepted=accepted,
             stop_epoch=stopper.epochs_run, best_epoch=stopper.best_epoch, early_stopped=stopper.fired,
@@ -365,12 +366,20 @@ def _finish_group(g: _Group, data: PreparedData, cfg: Config, device) -> list[Pa
                   "pair_classes": list(data.pair_classes or []), "pair_channel": g.channels == 2,
                   "pair_start": m.pair_start, "gate": {"score": round(score, 6), "chance": round(chance, 6)},
                   "blocks": data.n_blocks(),
-                  "seconds": round((time.perf_counter() - g.t0) / K, 3), "config": cfg.to_dict()}))
+                  "seconds": round((time.perf_counter() - g.t0) / K, 3), "config": cfg.to_dict(), **extra}))
         log.info("pass %d: held-out accuracy %.3f (%s), stopped at epoch %d (best %d)", m.pass_index, accuracy,
                  "accepted" if accepted else "rejected"
                  if data.samples is None else f"balanced {score:.3f} against chance {chance:.3f}: "
                  + ("accepted" if accepted else "rejected"), stopper.epochs_run, stopper.best_epoch)
     return results
+
+
+def _train_samples(data: PreparedData, pass_index: int) -> dict[str, int]:
+    """How many samples of each label the pass trained on (a sample key): with one, nothing in the
+    training data tells that sample's own effects from the label's (findings.model_left_out)."""
+    train = data.pass_cells(pass_index)[0]
+    samples, codes = data.samples[train], data.codes[train]
+    return {cls: int(np.unique(samples[codes == c]).size) for c, cls in enumerate(data.classes)}
 
 
 def _predict_stacked(net, feed, idx, imager, chunk: int, device, amp: bool = True) -> np.ndarray:

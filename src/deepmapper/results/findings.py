@@ -112,7 +112,7 @@ def pass_files(passes_dir: Path) -> list[Path]:
 def choose(passes: list[PassResult], n_wanted: int | None, *, samples: bool = False) -> list[PassResult]:
     """The passes a run ranks from: the first ``n_wanted`` accepted passes by index (all accepted when
     None). With a sample key (``samples``) and no pass accepted, every pass run: the rank is then the
-    sample-level test's alone (:func:`model_counts` is False) and the model's importances only order
+    sample-level test's alone (:func:`model_left_out` says why) and the model's importances only order
     its ties, because that test stands without the model; without a sample key nothing does (empty)."""
     accepted = [p for p in passes if p.accepted]
     if not accepted and samples:
@@ -120,11 +120,42 @@ def choose(passes: list[PassResult], n_wanted: int | None, *, samples: bool = Fa
     return accepted if n_wanted is None else accepted[:n_wanted]
 
 
-def model_counts(used: list[PassResult]) -> bool:
-    """Whether the model's importance weighs in the rank: only when the passes ranked from passed the
-    accuracy gate (with a sample key: balanced accuracy on held-out donors above chance and
-    ``min_accuracy``)."""
-    return bool(used) and all(p.accepted for p in used)
+# With a sample key the model's importance weighs in the rank only when every pass ranked from
+# trained on at least this many samples of each label (see model_left_out).
+MIN_TRAIN_SAMPLES = 2
+
+
+def model_left_out(used: list[PassResult]) -> str:
+    """Why the model's importance does not weigh in the rank with a sample key ("" when it does).
+
+    Two reasons, in this order: no pass ranked from passed the accuracy gate (with a sample key:
+    balanced accuracy on held-out donors above chance and ``min_accuracy``; :func:`choose`), or a pass
+    trained on fewer than :data:`MIN_TRAIN_SAMPLES` samples of some label (``meta["train_samples"]``,
+    e.g. 3 donors per condition: one held out, one to validate on, one to train on). With one
+    training sample per label every feature that tells those two samples apart - the donors' own
+    genotype and handling as much as the condition - serves the model equally, so its importance
+    cannot rank the condition: on ``bench/donors.py`` at 3 donors per condition with two odd disease
+    donors the model alone put 3.0 of 12 condition genes and 5.9 of 12 one-donor genes in its top 20,
+    and weighting by it lowered the rank from 9.3 to 8.9 condition genes (docs/accuracy.md)."""
+    if not used:
+        return "no passes to rank from"
+    if not all(p.accepted for p in used):
+        gates = [g for g in ((p.meta or {}).get("gate") for p in used) if g]
+        best = (f" (best balanced accuracy {max(g['score'] for g in gates):.3f} against chance "
+                f"{gates[0]['chance']:.3f})") if gates else ""
+        return (f"no pass passed the accuracy gate on held-out samples{best}: what the model learned did not "
+                "carry over to a new donor well enough")
+    few = {}
+    for p in used:
+        for label, n in ((p.meta or {}).get("train_samples") or {}).items():
+            if int(n) < MIN_TRAIN_SAMPLES:
+                few[label] = min(int(n), few.get(label, int(n)))
+    if few:
+        listed = ", ".join(f"'{label}' ({n})" for label, n in sorted(few.items()))
+        return (f"passes trained on fewer than {MIN_TRAIN_SAMPLES} samples of a label ({listed}; the others were "
+                "held out or validated on): with one sample per label the model cannot tell that sample's own "
+                "effects from the label's")
+    return ""
 
 
 def build(passes: list[PassResult], feature_names: list[str], *, cfg: Config, n_wanted: int | None = None,
@@ -160,12 +191,11 @@ def build(passes: list[PassResult], feature_names: list[str], *, cfg: Config, n_
     names = np.asarray(feature_names, dtype=object)
     denovo = np.zeros(len(names), bool) if is_denovo is None else np.asarray(is_denovo, bool)
     kind, partners, pair_table = pair_findings(used, names, result)
-    model_used = model_counts(used)
-    if not model_used:
-        log.warning("none of the %d passes passed the accuracy gate on held-out samples (balanced accuracy above "
-                    "chance and --min-accuracy): the rank is the sample-level test's alone, the model's importances "
-                    "only order its ties",
-                    len(passes))
+    left_out = model_left_out(used) if sample_stats is not None else ""
+    model_used = not left_out
+    if left_out:
+        log.warning("the rank is the sample-level test's alone (the model's importances only order its ties): %s",
+                    left_out)
     if sample_stats is not None:
         score = rank_score(result.median_importance, sample_stats["p"], model_used=model_used)
         order = np.lexsort((result.rank, -score))         # ties: the model's own order
@@ -238,6 +268,7 @@ def build(passes: list[PassResult], feature_names: list[str], *, cfg: Config, n_
                                                  screen_q=cfg.interactions.q_threshold if cfg.interactions.enabled
                                                  else None)
         summary["sample_level"]["rank"] = RANK_WITH_MODEL if model_used else RANK_TEST_ALONE
+        summary["sample_level"]["model_left_out"] = left_out
     summary["trust"] = assess_trust(used, passes, epochs=cfg.run.epochs, baseline_accuracy=baseline_accuracy,
                                     ensembled_accuracy=ensembled_accuracy)
     return table, per_class, summary, pair_table
@@ -245,7 +276,7 @@ def build(passes: list[PassResult], feature_names: list[str], *, cfg: Config, n_
 
 # findings.json sample_level["rank"]: what the rank with a sample key was made of
 RANK_WITH_MODEL = "median_importance x -log10(sample_p)"
-RANK_TEST_ALONE = "-log10(sample_p) alone (no pass passed the accuracy gate; ties in the model's order)"
+RANK_TEST_ALONE = "-log10(sample_p) alone (ties in the model's order; sample_level.model_left_out says why)"
 
 
 def rank_score(model_score: np.ndarray, p: np.ndarray, *, model_used: bool = True,
@@ -411,14 +442,9 @@ def assess_trust(used: list[PassResult], passes: list[PassResult], *, epochs: in
         reasons.append(f"{what} {judged:.3f} is below logistic regression's {float(baseline_accuracy):.3f} "
                        f"on the same cells by more than {margin:.3f}: the ranking explains a model that "
                        "learned less than a linear one (try --backbone cnn or more --epochs)")
-    if not model_counts(used):                   # a sample key, no pass accepted (choose)
-        gates = [g for g in ((p.meta or {}).get("gate") for p in used) if g]
-        best = (f" (best balanced accuracy {max(g['score'] for g in gates):.3f} against chance "
-                f"{gates[0]['chance']:.3f})") if gates else ""
-        reasons.append(f"no pass passed the accuracy gate on held-out samples{best}: what the model learned "
-                       "did not carry over to a new donor well enough, so the rank is the sample-level test's alone "
-                       "(-log10 sample_p; the model's importances only order its ties); add samples, or "
-                       "train longer (--epochs)")
+    if not all(p.accepted for p in used):        # a sample key, no pass accepted (choose)
+        reasons.append(model_left_out(used) + ", so the rank is the sample-level test's alone (-log10 sample_p; "
+                       "the model's importances only order its ties); add samples, or train longer (--epochs)")
     at_limit = [p for p in passes if int(p.stop_epoch) >= int(epochs) and not p.early_stopped]
     if passes and len(at_limit) == len(passes):
         reasons.append(f"every pass ran to the epoch limit ({epochs}) without early stopping: training had not "

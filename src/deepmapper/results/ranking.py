@@ -88,6 +88,10 @@ VAR_COLUMNS = ("rank", "selection_frequency", "median_importance", "mean_rank", 
 _SUMMARY_KEYS = ("accuracies", "accepted", "stop_epochs", "best_epochs", "early_stopped", "pass_indices",
                  "used_passes", "n_passes_run", "n_passes_accepted", "mean_accuracy", "n_features", "n_cells",
                  "classes", "top_k", "features_sha256", "dataset_sha256", "n_pairs", "pair_channel")
+# findings.json's sample_level without the per-sample panel (that is findings_samples.tsv):
+# what the rank with a sample key was made of, and why, where a scanpy user reads the ranking
+_SAMPLE_LEVEL_KEYS = ("sample_key", "n_samples", "samples_per_label", "test", "note", "rank", "model_left_out",
+                      "n_sample_q_below", "q_threshold", "pair_screen")
 
 
 def store(target, dataset, *, findings, per_class, summary: dict, evaluation: dict | None, key_added: str,
@@ -278,6 +282,9 @@ def _summary(summary: dict) -> dict:
         stab["pfer_bound"] = stab["pfer_bound"].astype(float)   # None (JSON null) -> NaN: infinite bound
         stab.loc[stab["pfer_bound"].isna(), "pfer_bound"] = np.inf
     out["stability"] = stab
+    if summary.get("sample_level"):
+        out["sample_level"] = {k: summary["sample_level"][k] for k in _SAMPLE_LEVEL_KEYS
+                               if summary["sample_level"].get(k) is not None}
     out["versions"] = {str(k): str(v) for k, v in (summary.get("versions") or {}).items()}
     return out
 

@@ -43,8 +43,9 @@ def _rank_text(sl: dict) -> str:
 
     p = "the sample-level p value (<code>sample_p</code>, the largest with any one sample left out)"
     if sl.get("rank") == RANK_TEST_ALONE:
-        return ("<strong>the rank is -log10 of " + p + " alone</strong>: no pass passed the accuracy gate on held-out "
-                "samples, so the model's importances only order its ties")
+        why = sl.get("model_left_out") or "no pass passed the accuracy gate on held-out samples"   # older results
+        return ("<strong>the rank is -log10 of " + p + " alone</strong>: " + html.escape(why)
+                + "; the model's importances only order its ties")
     return "the rank is median importance x -log10 of " + p
 
 
