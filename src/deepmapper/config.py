@@ -102,7 +102,8 @@ class InputConfig:
                                 "Column of obs (or of the CSV) naming each cell's sample or donor, for labels "
                                 "that are properties of whole samples (a condition: one label per sample). With "
                                 "it the held-out set and validation folds are whole samples, the rank weighs the "
-                                "model's importance by a sample-level test, permutations move labels between "
+                                "model's importance by a sample-level test (the test alone when a label has under 4 "
+                                "samples, so that each pass trains on one), permutations move labels between "
                                 "samples and findings.tsv gains sample-level p and q values. Population inputs "
                                 "(one directory per sample) use their directories when every label has 3.",
                                 steps=("ingest",))

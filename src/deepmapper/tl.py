@@ -70,8 +70,10 @@ def rank_features(adata, groupby: str, *, groups="all", reference: str = "rest",
         Column of ``adata.obs`` naming each cell's sample or donor (e.g. ``"donor"``), one label per
         sample (a condition; cell types within donors are refused). With it the held-out set and
         validation folds are whole samples, the ranking is median importance x ``-log10`` of the
-        sample-level p value (the largest with any one sample left out; that p alone, with a trust
-        warning, when no pass passes the accuracy gate on held-out samples), permutations move labels
+        sample-level p value (the largest with any one sample left out; that p alone when no pass
+        passes the accuracy gate on held-out samples, with a trust warning, or when a pass trained on
+        one sample of a label, as with 3 per label; ``uns[key_added]["summary"]["sample_level"]``
+        says which and why), permutations move labels
         between samples, and the ranking gains ``model_rank``, ``sample_p``, ``sample_q`` and
         ``sample_reproducibility`` (see docs/output.md).
     copy

@@ -154,7 +154,7 @@ def model_left_out(used: list[PassResult]) -> str:
         listed = ", ".join(f"'{label}' ({n})" for label, n in sorted(few.items()))
         return (f"passes trained on fewer than {MIN_TRAIN_SAMPLES} samples of a label ({listed}; the others were "
                 "held out or validated on): with one sample per label the model cannot tell that sample's own "
-                "effects from the label's")
+                "effects from the label's; add samples (at the default fractions 4 per label give each pass 2)")
     return ""
 
 
@@ -294,13 +294,14 @@ def sample_evidence(p: np.ndarray) -> np.ndarray:
     """``-log10`` of the sample-level p value (the largest with any one sample left out), 0 where the
     test gave none: the weight of a feature's importance in the ranking with a sample key.
 
-    Why this weight: the model trains on a few donors per label (one at 3 per condition), so its
-    importance mixes the condition with those donors' own effects. The p value comes from every
+    Why this weight: the model trains on a few donors per label (two at 4 per condition; with one it
+    does not weigh in at all, :func:`model_left_out`), so its importance mixes the condition with those
+    donors' own effects. The p value comes from every
     sample, and from the worst set with one left out, so a gene raised in one donor only keeps the
     null p value it has without that donor (``-log10 p`` at most about 0.43 on average), while a gene
     raised in every donor keeps a small one whichever donor is missing. On ``bench/donors.py`` this weight raised the
-    true condition genes in the top 20 from 7.0 to 9.6 of 12 at 3 donors per condition (pseudobulk
-    DESeq2: 9.4) and lowered the one-donor genes from 1.2 to 0.6 (docs/accuracy.md)."""
+    true condition genes in the top 20 from 10.4 to 11.4 of 12 at 6 donors per condition (pseudobulk
+    DESeq2: 11.0; docs/accuracy.md)."""
     p = np.asarray(p, np.float64)
     out = -np.log10(np.clip(np.nan_to_num(p, nan=1.0), 1e-300, 1.0))
     return out + 0.0                                          # -0.0 -> 0.0 where p is 1
