@@ -442,6 +442,8 @@ def test_sample_key_through_the_cli(tmp_path, one_torch_thread):
 
     page = build_html(load_results(out))
     assert 'id="samples"' in page and "Top features in each sample" in page
+    # 3 donors per condition: each pass trained on one of each, so the test ranks alone, and the page says why
+    assert "alone</strong>: passes trained on fewer than 2 samples of a label" in page
     assert "pseudobulk DESeq2&#x27;s top 20" in page or "pseudobulk DESeq2's top 20" in page
     # read back into an AnnData: the sample-level columns travel with the ranking
     back = dm.read_results(out)
