@@ -272,6 +272,20 @@ def test_a_sample_key_needs_one_label_per_sample():
         sorted(adata.obs["donor"].astype(str).unique())
 
 
+def test_a_missing_sample_id_is_refused_not_made_a_sample(tmp_path):
+    """A cell without a donor (NaN in obs, as pandas leaves an unmatched join) is refused with the
+    count, in memory and from an h5ad file, not turned into a sample called 'nan'."""
+    adata = donors.simulate(3, n_genes=40, mean_cells=20, seed=4)
+    adata.obs["donor"] = adata.obs["donor"].astype(object)
+    adata.obs.iloc[:5, adata.obs.columns.get_loc("donor")] = np.nan
+    with pytest.raises(InputError, match="5 cells have no sample id"):
+        io.from_anndata(adata, label_key="condition", sample_key="donor")
+    adata.obs["donor"] = adata.obs["donor"].astype("category")      # NaN is not a category
+    adata.write_h5ad(tmp_path / "d.h5ad")
+    with pytest.raises(InputError, match="5 cells have no sample id"):
+        io.read_input(str(tmp_path / "d.h5ad"), label_key="condition", sample_key="donor")
+
+
 @pytest.mark.parametrize("per_label", [1, 3])
 def test_populations_record_one_sample_per_directory(tmp_path, caplog, per_label):
     import scipy.io

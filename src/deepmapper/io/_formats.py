@@ -75,7 +75,7 @@ def _read_h5ad(path: Path, *, label_key, matrix: str, use_labels: bool, sample_k
     if use_labels and label_key is not None and label_key in adata.obs.columns:
         raw.labels = adata.obs[label_key].to_numpy()
     if sample_key is not None and sample_key in adata.obs.columns:
-        raw.samples = adata.obs[sample_key].astype(str).to_numpy(dtype=object)
+        raw.samples = adata.obs[sample_key].to_numpy(dtype=object)     # NaN stays missing (build_dataset)
     return raw
 
 
@@ -163,7 +163,8 @@ def from_anndata(adata, *, label_key: str, matrix: str = "auto", normalize: str 
         if sample_key is not None:
             totals = np.asarray(X.sum(axis=1, dtype=np.float64)).ravel()
         X = normalize_log1p(X)
-    samples_ = obs[sample_key].astype(str).to_numpy(dtype=object) if sample_key is not None else None
+    # not astype(str): a missing id (NaN) would become the sample "nan"; build_dataset refuses it
+    samples_ = obs[sample_key].to_numpy(dtype=object) if sample_key is not None else None
     out = build_dataset(X, obs_names, var_names, labels, label_key=label_key,
                         source=source, var=var, matrix=chosen, normalized=do_norm, modality=modality,
                         source_sha256=source_sha256, min_class_size=min_class_size, samples=samples_,

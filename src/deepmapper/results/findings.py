@@ -135,8 +135,8 @@ def model_left_out(used: list[PassResult]) -> str:
     training sample per label every feature that tells those two samples apart - the donors' own
     genotype and handling as much as the condition - serves the model equally, so its importance
     cannot rank the condition: on ``bench/donors.py`` at 3 donors per condition with two odd disease
-    donors the model alone put 3.0 of 12 condition genes and 5.9 of 12 one-donor genes in its top 20,
-    and weighting by it lowered the rank from 9.3 to 8.9 condition genes (docs/accuracy.md)."""
+    donors the model alone put 3.7 of 12 condition genes and 3.4 of 12 one-donor genes in its top 20,
+    and weighting by it lowered the rank from 9.3 to 8.7 condition genes (10 seeds, docs/accuracy.md)."""
     if not used:
         return "no passes to rank from"
     if not all(p.accepted for p in used):
