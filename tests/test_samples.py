@@ -549,5 +549,9 @@ def test_the_rank_weighs_the_models_importance_by_the_sample_level_evidence():
     assert list(plain_pc.loc[plain_pc["class"] == "disease", "feature"]) == ["g0", "g1", "g2"]
     assert list(disease["feature"]) == ["g1", "g2", "g0"]
     np.testing.assert_allclose(disease["sample_p"], [1e-4, 1e-4, 0.6])
-    np.testing.assert_allclose(disease["score"], disease["median_importance"] * -np.log10(disease["sample_p"]))
+    # the class's list: the run's importance (findings.tsv) x the evidence, signed by the class's direction
+    importance = table.set_index("feature")["median_importance"].reindex(disease["feature"]).to_numpy()
+    np.testing.assert_allclose(disease["score"], importance * -np.log10(disease["sample_p"]))
+    control = per_class[per_class["class"] == "control"]         # down in control: negative, in scanpy's order
+    assert list(control["feature"]) == ["g0", "g2", "g1"] and (control["score"] < 0).all()
     assert summary["top_features"][:3] == ["g1", "g2", "g0"]

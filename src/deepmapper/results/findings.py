@@ -222,7 +222,7 @@ def build(passes: list[PassResult], feature_names: list[str], *, cfg: Config, n_
     classes = used[0].classes
     per_class = per_class_table(used, names, means, log_values=log_values,
                                 sample_p=None if sample_stats is None else sample_stats["p_label"],
-                                model_used=model_used)
+                                importance=result.median_importance, model_used=model_used)
     per_class_top = {cls: per_class.loc[per_class["class"] == cls, "feature"].head(20).astype(str).tolist()
                      for cls in classes}
 
@@ -279,15 +279,23 @@ RANK_WITH_MODEL = "median_importance x -log10(sample_p)"
 RANK_TEST_ALONE = "-log10(sample_p) alone (ties in the model's order; sample_level.model_left_out says why)"
 
 
-def rank_score(model_score: np.ndarray, p: np.ndarray, *, model_used: bool = True,
+def rank_score(importance: np.ndarray, p: np.ndarray, *, model_used: bool = True,
                direction: np.ndarray | None = None) -> np.ndarray:
-    """The score of the rank with a sample key: the model's score (median importance, or a class's
-    signed marker score) x :func:`sample_evidence`; when the model did not pass the accuracy gate
-    (``model_used`` False), the evidence alone, signed by ``direction`` (a class's list: up first)."""
-    evidence = sample_evidence(p)
+    """The score of the rank with a sample key: the model's median importance (findings.tsv's
+    ``median_importance``) x :func:`sample_evidence`, or the evidence alone when the model does not
+    weigh in (``model_used`` False, :func:`model_left_out`); a class's list (``direction`` given, the
+    class's mean against the rest's; ``p`` the class's own sample-level p) signs it, up first.
+
+    Why a class's list takes the run's importance and the data's direction, not the class's signed
+    attribution clipped at 0 as without a sample key: with few training donors the passes often read
+    a condition gene weakly or the other way, and a clipped score of 0 put it behind every feature
+    with any positive attribution whatever its p value (``bench/donors.py``, 4 donors per condition,
+    two odd: the disease list held 8.5 of the 12 condition genes in its top 20, 11.3 this way;
+    docs/accuracy.md)."""
+    score = sample_evidence(p)
     if model_used:
-        return np.asarray(model_score, np.float64) * evidence
-    return evidence if direction is None else np.asarray(direction, np.float64) * evidence
+        score = np.asarray(importance, np.float64) * score
+    return score if direction is None else np.asarray(direction, np.float64) * score
 
 
 def sample_evidence(p: np.ndarray) -> np.ndarray:
@@ -350,7 +358,8 @@ DIRECTION_NAMES = {1: "up", -1: "down", 0: "none"}
 
 
 def per_class_table(used: list[PassResult], names: np.ndarray, means, *, log_values: bool = True,
-                    sample_p: np.ndarray | None = None, model_used: bool = True):
+                    sample_p: np.ndarray | None = None, importance: np.ndarray | None = None,
+                    model_used: bool = True):
     """``findings_per_class.tsv``: every feature of every class, in scanpy's order (highest score first).
 
     ``median_importance``: the median over passes of the signed attribution towards the class (each
@@ -359,9 +368,9 @@ def per_class_table(used: list[PassResult], names: np.ndarray, means, *, log_val
     against the rest's on the analysed matrix; ``score``: direction * max(evidence, 0)
     (:func:`deepmapper.engine.accumulate.marker_scores` says why); ``logfoldchange``: scanpy's, NaN when
     the matrix is not log values (``log_values`` False). ``sample_p`` (labels x features, with a sample
-    key: each label's sample-level p): the score is also weighted by :func:`sample_evidence`, as the
-    rank of findings.tsv is (:func:`rank_score`; ``model_used`` False: the evidence alone, signed by the
-    direction), and the table gains ``sample_p``."""
+    key: each label's sample-level p) with ``importance`` (findings.tsv's median importance): the
+    score is :func:`rank_score` signed by the direction (``model_used`` False: the evidence alone),
+    the model's marker score orders its ties, and the table gains ``sample_p``."""
     import pandas as pd
 
     classes = used[0].classes
@@ -381,7 +390,8 @@ def per_class_table(used: list[PassResult], names: np.ndarray, means, *, log_val
         if sample_p is None:
             order = acc.score_order(score)[0]
         else:                          # ties (no sample-level p: weight 0) in the model's order
-            model_score, score = score, rank_score(score, sample_p[c], model_used=model_used, direction=direction)
+            model_score, score = score, rank_score(importance, sample_p[c], model_used=model_used,
+                                                   direction=direction)
             order = np.lexsort((np.arange(n), -model_score, -score))
         frame = pd.DataFrame({
             "class": cls, "feature": names[order], "rank": np.arange(1, n + 1), "score": score[order],

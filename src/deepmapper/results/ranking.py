@@ -119,6 +119,7 @@ def store(target, dataset, *, findings, per_class, summary: dict, evaluation: di
                                  n_genes=n_genes,
                                  sample_q=ranking["sample_q"] if "sample_q" in ranking.columns else None,
                                  sample_p=ranking["sample_p"] if "sample_p" in ranking.columns else None,
+                                 importance=ranking["median_importance"],
                                  model_used=(summary.get("sample_level") or {}).get("rank") != RANK_TEST_ALONE)
     uns = {"params": {**params, "reference": str(reference), "groups": groups if groups == "all" else list(groups),
                       "n_genes": int(n_genes)}}
@@ -198,7 +199,8 @@ GROUP_FIELDS = ("names", "scores", "logfoldchanges", "pvals", "pvals_adj", "mean
 
 
 def group_arrays(dataset, per_class, classes: list[str], features, *, groups="all", reference: str = "rest",
-                 n_genes: int | None = None, sample_q=None, sample_p=None, model_used: bool = True) -> tuple[dict, int]:
+                 n_genes: int | None = None, sample_q=None, sample_p=None, importance=None,
+                 model_used: bool = True) -> tuple[dict, int]:
     """``{field: {group: array}}`` in scanpy's order (highest score first) and the rows per group.
 
     From ``findings_per_class.tsv`` (the groups against the rest). With ``reference`` a group, the
@@ -207,8 +209,9 @@ def group_arrays(dataset, per_class, classes: list[str], features, *, groups="al
     reference has no table of its own (as scanpy). ``groups``: the groups to keep ("all").
     ``n_genes``: rows kept per group (None: every feature in the table). ``sample_q``: a Series of the
     sample-level q value by feature (a sample key), which becomes ``pvals_adj``; ``sample_p`` likewise
-    ``pvals``; else NaN. ``model_used``: False when the run ranked by the sample-level test alone
-    (``findings.choose``), so recomputed scores are too."""
+    ``pvals``; else NaN. ``importance``: findings.tsv's ``median_importance`` by feature, the model's
+    factor of a recomputed score with a sample key (``findings.rank_score``). ``model_used``: False when
+    the run ranked by the sample-level test alone (``findings.model_left_out``), so recomputed scores are too."""
     from deepmapper import io
     from deepmapper.engine import accumulate as acc
     from deepmapper.results.findings import DIRECTION_NAMES, log_values_or_warn, rank_score
@@ -232,8 +235,9 @@ def group_arrays(dataset, per_class, classes: list[str], features, *, groups="al
             idx = np.asarray([position[n] for n in rows["feature"].astype(str)], dtype=np.int64)
             direction = acc.directions(mean_group[c, idx], mean_other[c, idx])
             score = acc.marker_scores(rows["median_importance"].to_numpy(np.float64), direction)
-            if "sample_p" in rows.columns:          # a sample key: weighted as findings_per_class.tsv is
-                score = rank_score(score, rows["sample_p"].to_numpy(np.float64), model_used=model_used,
+            if "sample_p" in rows.columns:          # a sample key: scored as findings_per_class.tsv is
+                score = rank_score(importance.reindex(rows["feature"].astype(str)).to_numpy(np.float64),
+                                   rows["sample_p"].to_numpy(np.float64), model_used=model_used,
                                    direction=direction)
             lfc = acc.log_fold_changes(mean_group[c, idx], mean_other[c, idx]) if log_ok \
                 else np.full(len(idx), np.nan)
