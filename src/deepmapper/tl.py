@@ -94,7 +94,9 @@ def rank_features(adata, groupby: str, *, groups="all", reference: str = "rest",
             ``logfoldchanges``, ``pvals``, ``pvals_adj``, ``mean_rank`` with one
             field per group (as ``scanpy.tl.rank_genes_groups``), highest score
             first: ``scores`` > 0 are up in the group (and evidence for it),
-            < 0 down, 0 not read as evidence for it; ``trust`` (whether the
+            < 0 down, 0 not read as evidence for it (with ``sample_key``: the
+            direction x ``ranking``'s ``median_importance`` x ``-log10`` of the
+            group's sample-level p, ``pvals``); ``trust`` (whether the
             model is to be believed, against logistic regression); ``ranking``
             (one row per feature: ``rank``, ``selection_frequency``,
             ``median_importance``, ``mean_rank``, ``pfer_bound``), ``summary``,

@@ -304,7 +304,10 @@ def _per_class(res: Results) -> str:
     headers = (["Group", "Up in the group (best first)", "Down in the group"] if has_dir
                else ["Group", "Top features (best first)"])
     table = _table(headers, rows, cls="plain per-class")
-    intro = ("<p>For each group, the features whose attribution towards that group is largest"
+    what = ("the features ranked highest by the model's importance x the group's sample-level evidence "
+            "(<code>-log10 sample_p</code>; the evidence alone where the model does not weigh in, see Samples)"
+            if "sample_p" in pc.columns else "the features whose attribution towards that group is largest")
+    intro = ("<p>For each group, " + what
              + (": <span class='chip up'>up&#9650;</span> higher in the group than in the rest, "
                 "<span class='chip down'>down&#9660;</span> lower. Features up in the group come first."
                 if has_dir else ". This run's findings_per_class.tsv records no direction (up or down in the "
