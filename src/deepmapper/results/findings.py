@@ -290,8 +290,8 @@ def rank_score(importance: np.ndarray, p: np.ndarray, *, model_used: bool = True
     attribution clipped at 0 as without a sample key: with few training donors the passes often read
     a condition gene weakly or the other way, and a clipped score of 0 put it behind every feature
     with any positive attribution whatever its p value (``bench/donors.py``, 4 donors per condition,
-    two odd: the disease list held 8.5 of the 12 condition genes in its top 20, 11.3 this way;
-    docs/accuracy.md)."""
+    two odd, 5 seeds: the disease list held 8.6 of the 12 condition genes in its top 20, 11.6 this
+    way; docs/accuracy.md)."""
     score = sample_evidence(p)
     if model_used:
         score = np.asarray(importance, np.float64) * score
