@@ -140,11 +140,7 @@ def model_left_out(used: list[PassResult]) -> str:
     if not used:
         return "no passes to rank from"
     if not all(p.accepted for p in used):
-        gates = [g for g in ((p.meta or {}).get("gate") for p in used) if g]
-        best = (f" (best balanced accuracy {max(g['score'] for g in gates):.3f} against chance "
-                f"{gates[0]['chance']:.3f})") if gates else ""
-        return (f"no pass passed the accuracy gate on held-out samples{best}: what the model learned did not "
-                "carry over to a new donor well enough")
+        return _gate_failed(used)
     few = {}
     for p in used:
         for label, n in ((p.meta or {}).get("train_samples") or {}).items():
@@ -156,6 +152,15 @@ def model_left_out(used: list[PassResult]) -> str:
                 "held out or validated on): with one sample per label the model cannot tell that sample's own "
                 "effects from the label's; add samples (at the default fractions 4 per label give each pass 2)")
     return ""
+
+
+def _gate_failed(used: list[PassResult]) -> str:
+    """The reason of a run with a sample key whose passes all failed the gate (model_left_out, trust)."""
+    gates = [g for g in ((p.meta or {}).get("gate") for p in used) if g]
+    best = (f" (best balanced accuracy {max(g['score'] for g in gates):.3f} against chance "
+            f"{gates[0]['chance']:.3f})") if gates else ""
+    return (f"no pass passed the accuracy gate on held-out samples{best}: what the model learned did not "
+            "carry over to a new donor well enough")
 
 
 def build(passes: list[PassResult], feature_names: list[str], *, cfg: Config, n_wanted: int | None = None,
@@ -304,12 +309,11 @@ def sample_evidence(p: np.ndarray) -> np.ndarray:
 
     Why this weight: the model trains on a few donors per label (two at 4 per condition; with one it
     does not weigh in at all, :func:`model_left_out`), so its importance mixes the condition with those
-    donors' own effects. The p value comes from every
-    sample, and from the worst set with one left out, so a gene raised in one donor only keeps the
+    donors' own effects. The p value comes from every sample, and from the worst set with one left out, so a gene raised in one donor only keeps the
     null p value it has without that donor (``-log10 p`` at most about 0.43 on average), while a gene
-    raised in every donor keeps a small one whichever donor is missing. On ``bench/donors.py`` this weight raised the
-    true condition genes in the top 20 from 10.4 to 11.4 of 12 at 6 donors per condition (pseudobulk
-    DESeq2: 11.0; docs/accuracy.md)."""
+    raised in every donor keeps a small one whichever donor is missing. On ``bench/donors.py`` this
+    weight raised the true condition genes in the top 20 from 10.4 to 11.4 of 12 at 6 donors per
+    condition (pseudobulk DESeq2: 11.0; docs/accuracy.md)."""
     p = np.asarray(p, np.float64)
     out = -np.log10(np.clip(np.nan_to_num(p, nan=1.0), 1e-300, 1.0))
     return out + 0.0                                          # -0.0 -> 0.0 where p is 1
@@ -454,7 +458,7 @@ def assess_trust(used: list[PassResult], passes: list[PassResult], *, epochs: in
                        f"on the same cells by more than {margin:.3f}: the ranking explains a model that "
                        "learned less than a linear one (try --backbone cnn or more --epochs)")
     if not all(p.accepted for p in used):        # a sample key, no pass accepted (choose)
-        reasons.append(model_left_out(used) + ", so the rank is the sample-level test's alone (-log10 sample_p; "
+        reasons.append(_gate_failed(used) + ", so the rank is the sample-level test's alone (-log10 sample_p; "
                        "the model's importances only order its ties); add samples, or train longer (--epochs)")
     at_limit = [p for p in passes if int(p.stop_epoch) >= int(epochs) and not p.early_stopped]
     if passes and len(at_limit) == len(passes):

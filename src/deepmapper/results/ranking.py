@@ -234,11 +234,12 @@ def group_arrays(dataset, per_class, classes: list[str], features, *, groups="al
             c = ds_classes.index(cls)
             idx = np.asarray([position[n] for n in rows["feature"].astype(str)], dtype=np.int64)
             direction = acc.directions(mean_group[c, idx], mean_other[c, idx])
-            score = acc.marker_scores(rows["median_importance"].to_numpy(np.float64), direction)
             if "sample_p" in rows.columns:          # a sample key: scored as findings_per_class.tsv is
                 score = rank_score(importance.reindex(rows["feature"].astype(str)).to_numpy(np.float64),
                                    rows["sample_p"].to_numpy(np.float64), model_used=model_used,
                                    direction=direction)
+            else:
+                score = acc.marker_scores(rows["median_importance"].to_numpy(np.float64), direction)
             lfc = acc.log_fold_changes(mean_group[c, idx], mean_other[c, idx]) if log_ok \
                 else np.full(len(idx), np.nan)
             rows = rows.assign(score=score, logfoldchange=lfc,
