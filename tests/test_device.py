@@ -136,6 +136,17 @@ def test_float64_accumulators_leave_mps_for_the_cpu():
     assert device.float64_device(torch.device("cuda")).type == "cuda"
 
 
+def test_cpu_processes_follow_threads_then_the_affinity_mask(monkeypatch):
+    """--threads N gives N worker processes; 0 gives the CPUs the process may run on (a scheduler's or
+    a container's cpuset), not the machine's count; without an affinity mask, the machine's count."""
+    assert device.cpu_processes(3) == 3
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 5}, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert device.cpu_processes(0) == 2
+    monkeypatch.delattr(os, "sched_getaffinity")
+    assert device.cpu_processes(0) == 64
+
+
 def _spy_devices(monkeypatch):
     """Record the device of every tensor the screen and the training loop create for their data."""
     from deepmapper.engine import interactions, train

@@ -466,11 +466,12 @@ def test_each_step_gets_exactly_the_settings_it_declares(name):
 
 def test_training_settings_never_reach_the_other_steps():
     """The expensive step is the only one whose inputs change with the training settings, and
-    accumulate/evaluate do not get them either (they record them from the pass files)."""
+    accumulate/evaluate do not get them either (they record them from the pass files). Accumulate
+    gets the threads: its sample-level test fits PyDESeq2 on that many processes."""
     assert "epochs" in params_in("DEEPMAPPER_TRAINPASS")
     for name in ("DEEPMAPPER_INGEST", "DEEPMAPPER_ACCUMULATE", "DEEPMAPPER_EVALUATE", "DEEPMAPPER_PLAN"):
         assert not {"epochs", "learning_rate", "attribution", "ig_steps"} & params_in(name), name
-    assert params_in("DEEPMAPPER_ACCUMULATE") == {"passes", "max_tries", "top_k"}
+    assert params_in("DEEPMAPPER_ACCUMULATE") == {"passes", "max_tries", "top_k", "threads"}
     assert not {"top_k", "passes", "max_tries", "matrix", "normalize"} & params_in("DEEPMAPPER_TRAINPASS")
 
 
@@ -522,7 +523,7 @@ def test_ext_args_parse_to_the_run_configuration(overrides, strict, tmp_path):
             if key in ("label_key", "genesets"):
                 continue  # passed by the module itself (meta, staged file)
             want = params[key]
-            if key == "threads" and name == "DEEPMAPPER_TRAINPASS":
+            if key == "threads" and name in ("DEEPMAPPER_TRAINPASS", "DEEPMAPPER_ACCUMULATE"):
                 want = params["threads"] or 2  # 0: the task's cpus
             assert cfg[key] == want and type(cfg[key]) is type(want), f"{name}: {key} {cfg[key]!r} != {want!r}"
 

@@ -221,6 +221,26 @@ def test_the_sample_q_is_never_below_the_plain_pseudobulk_test():
     assert sum(q[g] < 0.05 for g in data.uns["truth"]["true_genes"]) >= 6
 
 
+def test_the_sample_test_on_several_processes_gives_the_same_p_and_counts_its_fits(monkeypatch):
+    """``n_cpus`` spreads each PyDESeq2 fit's genes over processes: the p values do not move, and the
+    progress counts every fit (all samples, then each left out)."""
+    from deepmapper._utils.progress import Progress
+    from deepmapper.engine.split import sample_labels as labels_of
+
+    data = donors.simulate(3, n_genes=120, mean_cells=30, seed=5)
+    ds = io.from_anndata(data, label_key="condition", sample_key="donor")
+    codes, classes = io.labels(ds)
+    s_codes, names = io.samples(ds)
+    lab = labels_of(codes, s_codes, len(names))
+    fits = []
+    update = Progress.update
+    monkeypatch.setattr(Progress, "update", lambda self, n=1, **kw: fits.append(self.desc) or update(self, n, **kw))
+    one = samples.sample_test(ds, s_codes, len(names), lab, classes, n_cpus=1)
+    assert fits == ["sample-level test (PyDESeq2)"] * (len(names) + 1)
+    two = samples.sample_test(ds, s_codes, len(names), lab, classes, n_cpus=2)
+    assert np.array_equal(one["p"], two["p"], equal_nan=True) and np.isfinite(one["p"]).sum() > 100
+
+
 def test_log_normalised_input_falls_back_to_welch_and_says_why():
     """pbmc68k_reduced's .raw is log-normalised: no counts, so no NB pseudobulk; Welch on sample means."""
     from deepmapper.engine import pseudobulk

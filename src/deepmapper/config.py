@@ -233,7 +233,9 @@ class RunConfig:
     mixed_precision: bool = _f(True, "mixed_precision",
                                "On a CUDA GPU, forward passes in bf16 (fp16 where bf16 is missing) autocast; "
                                "the CPU and Apple MPS always train in fp32.", steps=("train",))
-    threads: int = _f(0, "threads", "CPU threads for torch; 0 leaves torch's default.", min=0, steps=("interactions", "train"))
+    threads: int = _f(0, "threads", "CPU threads for torch, and processes for each PyDESeq2 fit of the "
+                      "sample-level test (with a sample key); 0 leaves the libraries' defaults (every core).",
+                      min=0, steps=("interactions", "train", "accumulate"))
 
 
 INTERACTION_STEPS = ("interactions", "train")

@@ -113,6 +113,18 @@ def setup(cfg):
     return device
 
 
+def cpu_processes(threads: int) -> int:
+    """Worker processes for CPU work outside torch (the sample-level test's PyDESeq2 fits): ``threads``
+    when set, else the CPUs this process may run on (its affinity mask, which schedulers and
+    containers set; the machine's count where there is none)."""
+    if threads:
+        return int(threads)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:                  # macOS, Windows: no affinity mask
+        return max(1, os.cpu_count() or 1)
+
+
 def float64_device(device):
     """Where a float64 accumulator lives: the device itself, except MPS (no float64) -> the CPU."""
     import torch

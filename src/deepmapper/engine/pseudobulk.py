@@ -30,8 +30,9 @@ def available() -> bool:
 
 
 def deseq2(sums: np.ndarray, sample_labels: np.ndarray, classes: list[str], *,
-           feature_names: list[str] | None = None) -> dict:
-    """PyDESeq2 on pseudobulk counts ``sums`` (samples x features).
+           feature_names: list[str] | None = None, n_cpus: int = 1) -> dict:
+    """PyDESeq2 on pseudobulk counts ``sums`` (samples x features), its per-gene fits on ``n_cpus``
+    processes (the results do not depend on it: every gene is fitted on its own).
 
     Returns ``{"tested": [label index], "p", "padj", "log2fc", "stat"}``, each (len(tested), F):
     one row per tested label (label against the rest; for two labels only the second label,
@@ -62,9 +63,9 @@ def deseq2(sums: np.ndarray, sample_labels: np.ndarray, classes: list[str], *,
             # PyDESeq2 warns when its parametric dispersion trend falls back to the mean trend (few
             # samples); the fallback is its documented behaviour, recorded nowhere else
             warnings.simplefilter("ignore", UserWarning)
-            dds = DeseqDataSet(counts=counts, metadata=meta, design="~group", quiet=True, n_cpus=1)
+            dds = DeseqDataSet(counts=counts, metadata=meta, design="~group", quiet=True, n_cpus=n_cpus)
             dds.deseq2()
-            st = DeseqStats(dds, contrast=["group", "b", "a"], quiet=True, n_cpus=1)
+            st = DeseqStats(dds, contrast=["group", "b", "a"], quiet=True, n_cpus=n_cpus)
             st.summary()
         res = st.results_df
         for key, col in (("p", "pvalue"), ("padj", "padj"), ("log2fc", "log2FoldChange"), ("stat", "stat")):

@@ -130,15 +130,17 @@ def leave_one_sample_out(test, sample_labels: np.ndarray) -> np.ndarray:
 
 
 def sample_test(adata, sample_codes: np.ndarray, n_samples: int, sample_labels: np.ndarray, classes: list[str],
-                *, means: np.ndarray | None = None) -> dict:
+                *, means: np.ndarray | None = None, n_cpus: int = 1) -> dict:
     """The per-feature sample-level test (see the module docstring), each label's p value the largest
-    over the samples left out one at a time (:func:`leave_one_sample_out`).
+    over the samples left out one at a time (:func:`leave_one_sample_out`). The pseudobulk GLM is
+    fitted ``n_samples + 1`` times, each on ``n_cpus`` processes, with progress on long runs.
 
     Returns ``{"p", "q" (arrays over features), "p_label" ((labels, features): each label's own p
     against the rest, before Bonferroni; NaN for a label without samples), "test" (name), "note" (why
     not DESeq2, or "")}``.
     """
     from deepmapper import io
+    from deepmapper._utils.progress import Progress
     from deepmapper.engine import pseudobulk
 
     counts = io.counts_matrix(adata)
@@ -149,15 +151,23 @@ def sample_test(adata, sample_codes: np.ndarray, n_samples: int, sample_labels: 
     tested = present[:1] if len(present) == 2 else present      # two labels: one test says it all
     if counts is not None:
         sums = pseudobulk_sums(counts, sample_codes, n_samples)
+        bar = Progress(n_samples + 1, "sample-level test (PyDESeq2)", "fit")
+
+        def fit(keep: np.ndarray) -> np.ndarray:
+            p_fit = pseudobulk.deseq2(sums[keep], labels[keep], classes, n_cpus=n_cpus)["p"]
+            bar.update()
+            return p_fit
+
         try:
-            p_cls = leave_one_sample_out(lambda keep: pseudobulk.deseq2(sums[keep], labels[keep], classes)["p"],
-                                         labels)
+            p_cls = leave_one_sample_out(fit, labels)
             test = ("pseudobulk DESeq2 (PyDESeq2 Wald test on summed counts), the largest p with any one sample "
                     "left out")
             log.info("sample-level test: PyDESeq2 on %d samples and on each of the %d sets with one left out",
                      n_samples, n_samples)
         except pseudobulk.PseudobulkUnavailable as err:
             note = str(err)
+        finally:
+            bar.close()
     else:
         note = ("the dataset holds no raw counts (log-normalised input), so no negative-binomial pseudobulk; "
                 "Welch's t-test on the sample means of the analysed values instead")
@@ -224,10 +234,11 @@ def _enumerate(labels: np.ndarray) -> np.ndarray:
     return np.asarray(out, np.int64).reshape(-1, k)
 
 
-def sample_level(adata, classes: list[str]) -> dict | None:
+def sample_level(adata, classes: list[str], *, n_cpus: int = 1) -> dict | None:
     """Everything findings need from the samples of a dataset with a sample key (None without one):
     ``reproducibility`` and ``q`` per feature, the ``means`` per sample, each sample's label and
-    number of cells, the test's name and the number of distinct relabellings.
+    number of cells, the test's name and the number of distinct relabellings. ``n_cpus``: processes
+    for each pseudobulk fit (:func:`sample_test`).
     """
     from deepmapper import io
     from deepmapper.engine.split import sample_labels as labels_of
@@ -240,7 +251,7 @@ def sample_level(adata, classes: list[str]) -> dict | None:
     lab = labels_of(codes, s_codes, len(names))
     means = sample_means(adata.X, s_codes, len(names))
     rep = reproducibility(means, lab, len(classes))
-    test = sample_test(adata, s_codes, len(names), lab, classes, means=means)
+    test = sample_test(adata, s_codes, len(names), lab, classes, means=means, n_cpus=n_cpus)
     if test["note"]:
         log.warning("sample-level q value: %s", test["note"])
     return {"reproducibility": rep, "q": test["q"], "p": test["p"], "p_label": test["p_label"],

@@ -206,6 +206,7 @@ def _findings(adata, passes: list[PassResult], cfg: Config, n_wanted: int | None
     """(findings table, per-class table, summary, pair table) of passes trained on ``adata`` (the first
     ``n_wanted`` accepted passes; all accepted when None)."""
     from deepmapper import io
+    from deepmapper.device import cpu_processes
     from deepmapper.engine import accumulate, samples
     from deepmapper.engine.evaluate import evaluate
 
@@ -221,7 +222,7 @@ def _findings(adata, passes: list[PassResult], cfg: Config, n_wanted: int | None
         n_cells=int(adata.n_obs),
         dataset_sha256=str(adata.uns.get("deepmapper", {}).get("source_sha256", "")),
         means=means, log_values=log_values, baseline_accuracy=baseline_accuracy, ensembled_accuracy=ensembled,
-        sample_stats=samples.sample_level(adata, classes))
+        sample_stats=samples.sample_level(adata, classes, n_cpus=cpu_processes(cfg.run.threads)))
 
 
 # -- the embedded path ----------------------------------------------------------------------
