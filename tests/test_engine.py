@@ -61,14 +61,15 @@ def test_a_pass_learns_above_chance(run_dir):
 def test_chained_steps_give_byte_identical_findings(run_dir, pbmc_h5ad, tmp_path):
     ds = tmp_path / "dataset.h5ad"
     assert invoke("ingest", "--input", pbmc_h5ad, "--label-key", "bulk_labels", "--out", ds).exit_code == 0
-    # each step command takes only the settings it uses: training's to train-pass, --passes to accumulate
-    # (which records the rest from the dataset and the pass files: findings.json is byte-identical)
+    # each step command takes only the settings it uses: training's to train-pass, --passes (and the
+    # --threads every step gets) to accumulate, which records the rest from the dataset and the pass
+    # files: findings.json is byte-identical
     res = invoke("train-pass", "--dataset", ds, "--start", 0, "--count", 2, "--outdir", tmp_path / "passes", *TRAIN)
     assert res.exit_code == 0, res.output
     # the run fits the baselines first and its trust verdict compares with them: so do the steps
     assert invoke("baseline", "--dataset", ds, "--outdir", tmp_path / "baselines").exit_code == 0
     res = invoke("accumulate", "--dataset", ds, "--passes-dir", tmp_path / "passes", "--outdir", tmp_path,
-                 "--passes", 2, "--baselines", tmp_path / "baselines" / "baselines.json")
+                 "--passes", 2, "--baselines", tmp_path / "baselines" / "baselines.json", "--threads", 1)
     assert res.exit_code == 0, res.output
     for name in ("findings.tsv", "findings.json", "findings_per_class.tsv"):
         assert (tmp_path / name).read_bytes() == (run_dir / name).read_bytes(), name

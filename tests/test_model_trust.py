@@ -99,11 +99,12 @@ def test_a_model_far_below_the_baseline_says_so(bad_run):
 
 
 def test_the_accumulate_step_gives_the_run_s_verdict(bad_run, tmp_path):
-    """The chained steps equal the run: accumulate --baselines writes the same findings.json."""
+    """The chained steps equal the run: accumulate --baselines writes the same findings.json (given the
+    run's --threads, as the pipeline hands every step the same one)."""
     out, _ = bad_run
     res = CliRunner().invoke(cli, ["accumulate", "--dataset", str(out / "dataset.h5ad"), "--passes-dir",
                                    str(out / "passes"), "--outdir", str(tmp_path), "--passes", "2", "--baselines",
-                                   str(out / "baselines" / "baselines.json")])
+                                   str(out / "baselines" / "baselines.json"), "--threads", "1"])
     assert res.exit_code == 0, res.output
     assert res.output.strip().splitlines()[-1].startswith("NOT TRUSTWORTHY")
     assert (tmp_path / "findings.json").read_bytes() == (out / "findings.json").read_bytes()

@@ -234,7 +234,8 @@ class RunConfig:
                                "On a CUDA GPU, forward passes in bf16 (fp16 where bf16 is missing) autocast; "
                                "the CPU and Apple MPS always train in fp32.", steps=("train",))
     threads: int = _f(0, "threads", "CPU threads for torch, and processes for each PyDESeq2 fit of the "
-                      "sample-level test (with a sample key); 0 leaves the libraries' defaults (every core).",
+                      "sample-level test (with a sample key); 0 leaves torch's default and gives the test every CPU "
+                      "the process may run on.",
                       min=0, steps=("interactions", "train", "accumulate"))
 
 

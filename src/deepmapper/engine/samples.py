@@ -151,6 +151,9 @@ def sample_test(adata, sample_codes: np.ndarray, n_samples: int, sample_labels: 
     tested = present[:1] if len(present) == 2 else present      # two labels: one test says it all
     if counts is not None:
         sums = pseudobulk_sums(counts, sample_codes, n_samples)
+        log.info("sample-level test: PyDESeq2 on %d samples and on each of the %d sets with one left out "
+                 "(%d fits, each on %d process%s)", n_samples, n_samples, n_samples + 1, n_cpus,
+                 "" if n_cpus == 1 else "es")
         bar = Progress(n_samples + 1, "sample-level test (PyDESeq2)", "fit")
 
         def fit(keep: np.ndarray) -> np.ndarray:
@@ -162,8 +165,6 @@ def sample_test(adata, sample_codes: np.ndarray, n_samples: int, sample_labels: 
             p_cls = leave_one_sample_out(fit, labels)
             test = ("pseudobulk DESeq2 (PyDESeq2 Wald test on summed counts), the largest p with any one sample "
                     "left out")
-            log.info("sample-level test: PyDESeq2 on %d samples and on each of the %d sets with one left out",
-                     n_samples, n_samples)
         except pseudobulk.PseudobulkUnavailable as err:
             note = str(err)
         finally:
