@@ -372,7 +372,9 @@ def test_ctrl_c_exits_130_with_one_line(pbmc_h5ad, tmp_path):
     # would otherwise finish before the signal on a loaded machine
     proc = dm_popen("run", "--input", pbmc_h5ad, "--label-key", "bulk_labels", "--outdir", out, "--no-report",
                     "--no-baselines", *TINY, "--passes", "12")
-    chunks = _wait_for(proc, lambda text: "pass 0:" in text)
+    # the first pass file on disk, not just its log line (passes trained together are written after
+    # the group's last log line): only then is there a finished pass to --resume from
+    chunks = _wait_for(proc, lambda text: "pass 0:" in text and any(out.rglob("pass_*.npz")))
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=120)
     time.sleep(0.5)
