@@ -14,12 +14,29 @@ Per seed, the top 20 of
   reordering that only removes one-donor genes from DESeq2's list could reach;
 - ``blend`` (tried, not kept): the mean of ``-log10 sample_p`` and DESeq2's ``-log10 p`` on all
   samples, a rank between the two;
+- with ``--paired`` (:func:`deepmapper.datasets.donors.simulate_paired`, every donor under both
+  conditions; the test and DESeq2 then compare the conditions within donors) instead of the blend:
+  ``unpaired pseudobulk`` and ``unpaired test``, the same two on the same samples given as a donor x
+  condition column, as a user without the paired design would run them;
 
 counting true condition genes and one-donor genes (12 of each), and the paired difference in true
 genes (sample test minus DESeq2) with a 95% bootstrap interval over seeds.
 
+With ``--null``, per seed two data sets where no gene separates the conditions, and the number of
+features each test calls (``sample_q`` and DESeq2's ``padj`` below 0.05), and the share of runs with
+any call, with a 95% Wilson interval (the issue's goal: at most 1 run in 20):
+
+- ``shuffled``: the conditions shuffled between whole donors (:func:`deepmapper.datasets.donors.null`,
+  the null of ``bench/donors.py``). With few donors a shuffle can keep most of the planted split (at
+  3 + 3, one shuffle in 10 gives back the planted partition), so some calls there are real: the
+  column ``overlap`` counts how many planted disease donors end up on the larger side;
+- ``no effect``: the same generator with the condition effect set to 0, the odd donor kept: one
+  donor's strong genes are the only differences, and a call is a one-donor finding.
+
     python bench/sample_rank.py --donors 3 --seeds 20 --jobs 2
     python bench/sample_rank.py --donors 3 --seeds 10 --outliers 2
+    python bench/sample_rank.py --donors 3 4 6 --seeds 40 --null --jobs 2
+    python bench/sample_rank.py --paired --donors 4 6 --seeds 20 --donor-sd 0.6 --jobs 2
 """
 from __future__ import annotations
 
@@ -41,8 +58,9 @@ def one_seed(job: tuple) -> dict:
     from deepmapper.engine import pseudobulk, samples
 
     k, seed, args = job
-    adata = donors.simulate(k, n_genes=args.genes, mean_cells=args.cells, n_outliers=args.outliers,
-                            lfc=args.lfc, outlier_lfc=args.outlier_lfc, seed=seed)
+    simulate = donors.simulate_paired if args.paired else donors.simulate
+    adata = simulate(k, n_genes=args.genes, mean_cells=args.cells, n_outliers=args.outliers, lfc=args.lfc,
+                     outlier_lfc=args.outlier_lfc, donor_sd=args.donor_sd, seed=seed)
     truth = adata.uns["truth"]
     ds = io.from_anndata(adata, label_key="condition", sample_key="donor")
     _, classes = io.labels(ds)
@@ -51,17 +69,80 @@ def one_seed(job: tuple) -> dict:
     test_order = list(names[np.argsort(np.nan_to_num(p, nan=2.0), kind="stable")])
     table = pseudobulk.baseline(ds, classes)[0]
     deseq_order = list(table["feature"])
-    p_all = table.set_index("feature")["pvalue"].reindex(names).to_numpy(np.float64)
-    blend = np.log10(p) + np.log10(p_all)              # NaN (no test) sorts last
-    blend_order = list(names[np.argsort(np.nan_to_num(blend, nan=np.inf), kind="stable")])
     one = set(truth["one_donor_genes"])
+    methods = [("sample test", test_order), ("pseudobulk", deseq_order),
+               ("ceiling", [g for g in deseq_order if g not in one])]
+    if args.paired:      # the same samples as if unpaired: a donor x condition column as the sample key
+        apart = adata.copy()
+        apart.obs["sample"] = apart.obs["donor"].astype(str) + "_" + apart.obs["condition"].astype(str)
+        loose = io.from_anndata(apart, label_key="condition", sample_key="sample")
+        methods.append(("unpaired pseudobulk", list(pseudobulk.baseline(loose, classes)[0]["feature"])))
+        methods.append(("unpaired test", list(names[np.argsort(np.nan_to_num(
+            samples.sample_level(loose, classes)["p"], nan=2.0), kind="stable")])))
+    else:
+        p_all = table.set_index("feature")["pvalue"].reindex(names).to_numpy(np.float64)
+        blend = np.log10(p) + np.log10(p_all)              # NaN (no test) sorts last
+        methods.append(("blend", list(names[np.argsort(np.nan_to_num(blend, nan=np.inf), kind="stable")])))
     out = {"donors": k, "seed": seed}
-    for method, order in (("sample test", test_order), ("pseudobulk", deseq_order),
-                          ("ceiling", [g for g in deseq_order if g not in one]), ("blend", blend_order)):
+    for method, order in methods:
         top = set(order[:20])
         out[f"{method} true"] = len(top & set(truth["true_genes"]))
         out[f"{method} one"] = len(top & one)
     return out
+
+
+def null_seed(job: tuple) -> dict:
+    import logging
+    import warnings
+
+    logging.disable(logging.WARNING)
+    warnings.simplefilter("ignore")
+    from deepmapper import io
+    from deepmapper.datasets import donors
+    from deepmapper.engine import pseudobulk, samples
+
+    k, seed, args = job
+    out = {"donors": k, "seed": seed}
+    planted = donors.simulate(k, n_genes=args.genes, mean_cells=args.cells, n_outliers=args.outliers,
+                              lfc=args.lfc, outlier_lfc=args.outlier_lfc, donor_sd=args.donor_sd, seed=seed)
+    shuffled = donors.null(planted, seed=seed)
+    first = planted.obs.groupby("donor", observed=True)["condition"].first()
+    now = shuffled.obs.groupby("donor", observed=True)["condition"].first()
+    same = int(((first == "disease") & (now == "disease")).sum())
+    out["overlap"] = max(same, k - same)            # planted disease donors kept together
+    no_effect = donors.simulate(k, n_genes=args.genes, mean_cells=args.cells, n_outliers=args.outliers,
+                                lfc=0.0, outlier_lfc=args.outlier_lfc, donor_sd=args.donor_sd, seed=seed)
+    for name, adata in (("shuffled", shuffled), ("no effect", no_effect)):
+        ds = io.from_anndata(adata, label_key="condition", sample_key="donor")
+        _, classes = io.labels(ds)
+        q = samples.sample_level(ds, classes)["q"]
+        padj = pseudobulk.baseline(ds, classes)[0]["padj"].to_numpy(np.float64)
+        out[f"{name} sample test"] = int(np.sum(np.nan_to_num(q, nan=1.0) < 0.05))
+        out[f"{name} pseudobulk"] = int(np.sum(np.nan_to_num(padj, nan=1.0) < 0.05))
+    return out
+
+
+def wilson(hits: int, n: int) -> tuple[float, float]:
+    """95% Wilson interval of a proportion."""
+    if n == 0:
+        return float("nan"), float("nan")
+    z, p = 1.96, hits / n
+    mid, half = p + z * z / (2 * n), z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (mid - half) / (1 + z * z / n), (mid + half) / (1 + z * z / n)
+
+
+def report_null(df) -> None:
+    print("\nNulls: runs with any feature called (q < 0.05) of all runs [95% Wilson interval]; mean calls per run")
+    for k, part in df.groupby("donors"):
+        print(f"{k} donors/condition, {len(part)} seeds (shuffles keeping the planted split: "
+              f"{int((part['overlap'] == k).sum())})")
+        for name in ("shuffled", "no effect"):
+            for method in ("sample test", "pseudobulk"):
+                calls = part[f"{name} {method}"]
+                hits = int((calls > 0).sum())
+                lo, hi = wilson(hits, len(part))
+                print(f"  {name:9s}  {method:11s}  {hits:3d} / {len(part)} [{lo:.3f}, {hi:.3f}]  "
+                      f"{calls.mean():.2f} calls")
 
 
 def main() -> None:
@@ -77,15 +158,23 @@ def main() -> None:
     ap.add_argument("--lfc", type=float, default=0.8, help="condition effect of the true genes (natural log)")
     ap.add_argument("--outlier-lfc", type=float, default=2.5)
     ap.add_argument("--jobs", type=int, default=1, help="seeds run side by side (one process each)")
+    ap.add_argument("--donor-sd", type=float, default=0.3, help="sd of each donor's effect on every gene (log)")
+    ap.add_argument("--null", action="store_true", help="measure calls on two nulls instead of the top 20")
+    ap.add_argument("--paired", action="store_true",
+                    help="a paired design (every donor under both conditions; --donors counts donors)")
     args = ap.parse_args()
     t0 = time.perf_counter()
     jobs = [(k, s, args) for k in args.donors for s in range(args.first_seed, args.first_seed + args.seeds)]
     rows = []
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        for row in pool.map(one_seed, jobs):
+        for row in pool.map(null_seed if args.null else one_seed, jobs):
             rows.append(row)
             print(f"  {row} ({time.perf_counter() - t0:.0f} s)", flush=True)
     df = pd.DataFrame(rows)
+    if args.null:
+        report_null(df)
+        print(f"\n{time.perf_counter() - t0:.0f} s")
+        return
     rng = np.random.default_rng(0)
     print("\nTop 20 (mean over seeds): true condition genes / one-donor genes (of 12 each)")
     for k, part in df.groupby("donors"):
@@ -93,8 +182,10 @@ def main() -> None:
         boot = rng.choice(diff, size=(10000, diff.size)).mean(1)
         lo, hi = np.quantile(boot, [0.025, 0.975])
         cells = "  ".join(f"{m}: {part[f'{m} true'].mean():.2f} / {part[f'{m} one'].mean():.2f}"
-                          for m in ("sample test", "pseudobulk", "ceiling", "blend"))
-        print(f"{k} donors/condition, {len(part)} seeds  {cells}\n  sample test minus DESeq2, true genes: "
+                          for m in ("sample test", "pseudobulk", "ceiling", "blend", "unpaired pseudobulk",
+                                    "unpaired test") if f"{m} true" in part.columns)
+        unit = "donors" if args.paired else "donors/condition"
+        print(f"{k} {unit}, {len(part)} seeds  {cells}\n  sample test minus DESeq2, true genes: "
               f"{diff.mean():+.2f} (95% bootstrap interval {lo:+.2f} to {hi:+.2f}; fewer in "
               f"{int((diff < 0).sum())} seeds, more in {int((diff > 0).sum())})")
     print(f"\n{time.perf_counter() - t0:.0f} s")

@@ -271,25 +271,49 @@ def test_design_warnings(caplog):
         io.from_anndata(adata, label_key="condition", sample_key="condition")
 
 
-def test_a_sample_key_needs_one_label_per_sample():
-    """Cell types within donors are not a condition across donors: refused at ingest with the sample
-    that carries several labels and both ways out, not later with a misleading count per label."""
+def test_a_sample_key_mixing_one_label_and_several_labels_per_sample_is_refused():
+    """One mislabelled cell makes one sample carry two labels while the others carry one: refused at
+    ingest with the counts, the sample and the ways out, not taken for a paired design or failing
+    later with a misleading count per label."""
     adata = donors.simulate(3, n_genes=40, mean_cells=20, seed=4)
-    with pytest.raises(InputError) as err:
-        io.from_anndata(adata, label_key="cell_type", sample_key="donor")
-    text = err.value.format()
-    first = sorted(adata.obs["donor"].astype(str).unique())[0]
-    assert err.value.field == "donor" and f"e.g. {first}: " in text and "6 of 6 samples" in text
-    assert "condition column as the label" in text and "leave out the sample key" in text
-    one = adata.copy()                          # one mislabelled cell is enough to break one label per sample
+    one = adata.copy()
     labels = one.obs["condition"].astype(str).to_numpy()
     labels[0] = "disease" if labels[0] == "control" else "control"
     one.obs["condition"] = labels
-    with pytest.raises(InputError, match=f"1 of 6 samples in 'donor' carry several labels.*e.g. "
-                                         f"{one.obs['donor'].astype(str).iloc[0]}: "):
+    with pytest.raises(InputError) as err:
         io.from_anndata(one, label_key="condition", sample_key="donor")
-    assert io.samples(io.from_anndata(adata, label_key="condition", sample_key="donor"))[1] == \
-        sorted(adata.obs["donor"].astype(str).unique())
+    text = err.value.format()
+    first = one.obs["donor"].astype(str).iloc[0]
+    assert err.value.field == "donor"
+    assert f"1 of 6 samples in 'donor' carry several labels of 'condition' (e.g. {first}: " in text
+    assert "and 5 carry one" in text and "mislabelled cells" in text and "condition column as the label" in text
+    ok = io.from_anndata(adata, label_key="condition", sample_key="donor")
+    assert io.samples(ok)[1] == sorted(adata.obs["donor"].astype(str).unique())
+    assert io.sample_blocks(ok) is None and not ok.uns["deepmapper"].get("paired")
+
+
+def test_every_donor_under_several_labels_is_a_paired_design():
+    """Each donor under both conditions (or cell types within donors): the samples become donor x
+    label, each knows its donor, and the flag survives the dataset file."""
+    adata = donors.simulate_paired(3, n_genes=40, mean_cells=20, seed=4)
+    ds = io.from_anndata(adata, label_key="condition", sample_key="donor")
+    assert ds.uns["deepmapper"]["paired"] is True
+    codes, names = io.samples(ds)
+    assert names == [f"donor{d:02d}{io.PAIRED_SEPARATOR}{c}" for d in range(3) for c in ("control", "disease")]
+    expected = (adata.obs["donor"].astype(str) + io.PAIRED_SEPARATOR + adata.obs["condition"].astype(str)).to_numpy()
+    assert np.array_equal(np.asarray(names, dtype=object)[codes], expected)
+    blocks, donor_names = io.sample_blocks(ds)
+    assert donor_names == ["donor00", "donor01", "donor02"] and blocks.tolist() == [0, 0, 1, 1, 2, 2]
+    types = io.from_anndata(donors.simulate(3, n_genes=40, mean_cells=20, seed=4), label_key="cell_type",
+                            sample_key="donor")
+    assert types.uns["deepmapper"]["paired"] is True and len(io.sample_blocks(types)[1]) == 6
+
+
+def test_paired_design_through_the_dataset_file(tmp_path):
+    adata = donors.simulate_paired(3, n_genes=40, mean_cells=20, seed=4)
+    path = io.write_dataset(io.from_anndata(adata, label_key="condition", sample_key="donor"), tmp_path / "d.h5ad")
+    back = io.read_dataset(path)
+    assert io.sample_blocks(back)[1] == ["donor00", "donor01", "donor02"] and len(io.samples(back)[1]) == 6
 
 
 def test_a_missing_sample_id_is_refused_not_made_a_sample(tmp_path):

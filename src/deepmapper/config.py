@@ -100,7 +100,9 @@ class InputConfig:
                                steps=("ingest",))
     sample_key: str | None = _f(None, "sample_key",
                                 "Column of obs (or of the CSV) naming each cell's sample or donor, for labels "
-                                "that are properties of whole samples (a condition: one label per sample). With "
+                                "that are properties of whole samples (a condition: one label per sample), or the "
+                                "donors of a paired design (every donor under several labels: labels are then "
+                                "compared within donors, and donors are split whole). With "
                                 "it the held-out set and validation folds are whole samples, the rank weighs the "
                                 "model's importance by a sample-level test (the test alone when a label has under 4 "
                                 "samples, so that each pass trains on one), permutations move labels between "

@@ -68,7 +68,10 @@ def rank_features(adata, groupby: str, *, groups="all", reference: str = "rest",
         Key in ``adata.uns`` and prefix of the ``adata.var`` columns.
     sample_key
         Column of ``adata.obs`` naming each cell's sample or donor (e.g. ``"donor"``), one label per
-        sample (a condition; cell types within donors are refused). With it the held-out set and
+        sample (a condition), or the donors of a paired design, every donor under several labels
+        (before / after treatment, or cell types within donors: the samples are then donor x label,
+        the labels are compared within donors and donors are held out whole; a mix of the two is
+        refused). With it the held-out set and
         validation folds are whole samples, the ranking is median importance x ``-log10`` of the
         sample-level p value (the largest with any one sample left out; that p alone when no pass
         passes the accuracy gate on held-out samples, with a trust warning, or when a pass trained on

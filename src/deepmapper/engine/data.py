@@ -15,9 +15,8 @@ import numpy as np
 
 from deepmapper.config import Config
 from deepmapper.errors import InputError
-from deepmapper.engine.split import (Split, make_split, n_validation_folds, pass_cells, sample_validation_folds,
-                                     stratified_subsample,
-                                     validation_folds)
+from deepmapper.engine.split import (Split, block_validation_folds, make_split, n_validation_folds, pass_cells,
+                                     sample_validation_folds, stratified_subsample, validation_folds)
 
 # Below this many bytes the scaled matrix is kept dense in memory (fast path for
 # small data, where slicing a batch is a visible share of a step); above it,
@@ -57,6 +56,9 @@ class PreparedData:
     # screen's permutations then move whole samples
     samples: np.ndarray | None = None
     sample_names: list[str] | None = None
+    # a paired design: the donor of each sample (io.sample_blocks); whole donors are split and folded,
+    # and the screen swaps labels within a donor
+    sample_blocks: np.ndarray | None = None
 
     def pass_cells(self, pass_index: int) -> tuple[np.ndarray, np.ndarray]:
         """(training cells, validation cells) of one pass: those of its fold, within its block of
@@ -194,7 +196,8 @@ def prepare(adata, cfg: Config, *, where: str = "dataset") -> PreparedData:
                          field=adata.uns.get("deepmapper", {}).get("label_key", "labels"),
                          fix="a comparison needs at least two labelled groups.")
     samples = io.samples(adata)
-    split = make_split(codes, cfg, classes=classes, samples=samples, where=where)
+    blocks = io.sample_blocks(adata)
+    split = make_split(codes, cfg, classes=classes, samples=samples, blocks=blocks, where=where)
     X = adata.X
     if sp.issparse(X):
         X = X.tocsr().astype(np.float32, copy=False)
@@ -212,7 +215,11 @@ def prepare(adata, cfg: Config, *, where: str = "dataset") -> PreparedData:
                         raw_mean=raw_mean, seed=cfg.run.seed, max_cells_per_pass=cfg.run.max_cells_per_pass)
     if samples is not None:
         data.samples, data.sample_names = samples[0], list(samples[1])
-    if cfg.run.rotate_validation and samples is not None:
+        data.sample_blocks = None if blocks is None else blocks[0]
+    if cfg.run.rotate_validation and blocks is not None:
+        data.folds = block_validation_folds(codes, samples[0], len(samples[1]), blocks[0], split,
+                                            n_validation_folds(cfg.run.val_fraction), cfg.run.seed)
+    elif cfg.run.rotate_validation and samples is not None:
         data.folds = sample_validation_folds(codes, samples[0], len(samples[1]), split,
                                              n_validation_folds(cfg.run.val_fraction), cfg.run.seed)
     elif cfg.run.rotate_validation:

@@ -102,20 +102,23 @@ class ScreenResult:
                 "null_max": [round(float(v), 4) for v in self.null_max], "note": self.note}
 
 
-def sample_calibration(sample_labels: np.ndarray, q_threshold: float) -> str:
-    """'' when labels moved between whole samples can calibrate a q below ``q_threshold``; else the
-    sentence that says why not (the distinct relabellings other than the observed one are fewer
-    than 1 / q_threshold, so no permutation p value can fall below it)."""
+def sample_calibration(sample_labels: np.ndarray, q_threshold: float, blocks: np.ndarray | None = None) -> str:
+    """'' when labels moved between whole samples (within donors, ``blocks`` given: a paired design)
+    can calibrate a q below ``q_threshold``; else the sentence that says why not (the distinct
+    relabellings other than the observed one are fewer than 1 / q_threshold, so no permutation p
+    value can fall below it)."""
     from deepmapper.engine.samples import n_relabellings
 
-    total = n_relabellings(sample_labels)
+    total = n_relabellings(sample_labels, blocks)
     need = int(np.ceil(1.0 / q_threshold - 1e-9))
     if total - 1 >= need:
         return ""
     counts = np.bincount(np.asarray(sample_labels, np.int64))
-    return (f"no pair screen calibration is possible with {' + '.join(str(int(c)) for c in counts if c)} samples: "
-            f"only {total - 1} distinct relabellings of whole samples besides the observed one, and q < "
-            f"{q_threshold:g} needs {need}; no pair is reported (add samples)")
+    design = (f"{' + '.join(str(int(c)) for c in counts if c)} samples" if blocks is None else
+              f"{len(np.unique(blocks))} donors of a paired design")
+    return (f"no pair screen calibration is possible with {design}: only {total - 1} distinct relabellings of "
+            f"whole samples{'' if blocks is None else ' within donors'} besides the observed one, and q < "
+            f"{q_threshold:g} needs {need}; no pair is reported (add {'samples' if blocks is None else 'donors'})")
 
 
 # -- selecting cells and features ---------------------------------------------------------
@@ -329,7 +332,7 @@ def _block_size(p: int, n_classes: int) -> int:
 
 def screen(X, codes: np.ndarray, classes: list[str], feature_names: list[str], *, cells: np.ndarray,
            cfg, seed: int = 0, device=None, progress: bool = True, keep: int = KEEP,
-           samples: np.ndarray | None = None) -> ScreenResult:
+           samples: np.ndarray | None = None, blocks: np.ndarray | None = None) -> ScreenResult:
     """The pair screen on the rows ``cells`` of ``X`` (cells x features, dense or CSR).
 
     ``cfg``: :class:`deepmapper.config.InteractionConfig`. Returns the best ``keep`` pairs
@@ -339,7 +342,8 @@ def screen(X, codes: np.ndarray, classes: list[str], feature_names: list[str], *
     whole samples (:func:`deepmapper.engine.samples.relabellings`: enumerated when few), and a pair's
     ``q_value`` is at least its family-wise ``p_fwer``: cells of one donor co-vary, so pairs are
     not exchangeable and only the permutation maximum is a valid reference. With too few samples
-    for any calibration nothing is screened and ``note`` says so.
+    for any calibration nothing is screened and ``note`` says so. ``blocks`` (the donor of each
+    sample code, a paired design): labels are swapped only within a donor.
     """
     import pandas as pd
     import torch
@@ -400,11 +404,12 @@ def screen(X, codes: np.ndarray, classes: list[str], feature_names: list[str], *
 
         s_ids, s_cells = np.unique(np.asarray(samples, np.int64)[cells], return_inverse=True)
         s_lab = sample_labels(codes_s, s_cells, len(s_ids))
-        note = sample_calibration(s_lab, cfg.q_threshold)
+        s_blocks = None if blocks is None else np.asarray(blocks, np.int64)[s_ids]
+        note = sample_calibration(s_lab, cfg.q_threshold, s_blocks)
         if note:
             log.warning("interaction screen: %s", note)
             return ScreenResult(empty, names, 0, len(cells), 0, [], time.perf_counter() - t0, note=note)
-        relabelled = relabellings(s_lab, cfg.permutations, seed)
+        relabelled = relabellings(s_lab, cfg.permutations, seed, s_blocks)
     bar = Progress(cfg.permutations + 1, "interaction screen", "labelling", enabled=progress)
     null_max = []
     for r in range(cfg.permutations if relabelled is None else len(relabelled)):
@@ -608,4 +613,5 @@ def screen_prepared(data, cfg, *, device=None, progress: bool = True) -> ScreenR
     device = device or setup(cfg)
     cells = screen_cells(data.codes, data.split.test, cfg.interactions.max_cells, cfg.run.seed)
     return screen(data.X, data.codes, data.classes, data.feature_names, cells=cells, cfg=cfg.interactions,
-                  seed=cfg.run.seed, device=device, progress=progress, samples=data.samples)
+                  seed=cfg.run.seed, device=device, progress=progress, samples=data.samples,
+                  blocks=data.sample_blocks)

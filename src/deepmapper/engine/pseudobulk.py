@@ -30,9 +30,11 @@ def available() -> bool:
 
 
 def deseq2(sums: np.ndarray, sample_labels: np.ndarray, classes: list[str], *,
-           feature_names: list[str] | None = None, n_cpus: int = 1) -> dict:
+           feature_names: list[str] | None = None, n_cpus: int = 1, blocks: np.ndarray | None = None) -> dict:
     """PyDESeq2 on pseudobulk counts ``sums`` (samples x features), its per-gene fits on ``n_cpus``
-    processes (the results do not depend on it: every gene is fitted on its own).
+    processes (the results do not depend on it: every gene is fitted on its own). ``blocks`` (the
+    donor of each sample, a paired design): the design is ``~ block + group``, so the label is
+    compared within donors.
 
     Returns ``{"tested": [label index], "p", "padj", "log2fc", "stat"}``, each (len(tested), F):
     one row per tested label (label against the rest; for two labels only the second label,
@@ -59,11 +61,14 @@ def deseq2(sums: np.ndarray, sample_labels: np.ndarray, classes: list[str], *,
     for row, c in enumerate(tested):
         group = np.where(labels == c, "b", "a")           # the label ("b") against the rest ("a")
         meta = pd.DataFrame({"group": group}, index=sample_ids)
+        if blocks is not None:
+            meta.insert(0, "block", [f"d{int(b)}" for b in blocks])
         with warnings.catch_warnings():
             # PyDESeq2 warns when its parametric dispersion trend falls back to the mean trend (few
             # samples); the fallback is its documented behaviour, recorded nowhere else
             warnings.simplefilter("ignore", UserWarning)
-            dds = DeseqDataSet(counts=counts, metadata=meta, design="~group", quiet=True, n_cpus=n_cpus)
+            dds = DeseqDataSet(counts=counts, metadata=meta, design="~group" if blocks is None else "~block + group",
+                               quiet=True, n_cpus=n_cpus)
             dds.deseq2()
             st = DeseqStats(dds, contrast=["group", "b", "a"], quiet=True, n_cpus=n_cpus)
             st.summary()
@@ -109,7 +114,8 @@ def baseline(adata, classes: list[str]):
     s_codes, names = found
     lab = labels_of(codes, s_codes, len(names))
     sums = pseudobulk_sums(counts, s_codes, len(names))
-    res = deseq2(sums, lab, classes)
+    paired = io.sample_blocks(adata)
+    res = deseq2(sums, lab, classes, blocks=None if paired is None else paired[0])
     p = res["p"]
     with np.errstate(invalid="ignore"):
         best = np.where(np.all(np.isnan(p), axis=0), 0, np.nanargmin(np.where(np.isnan(p), np.inf, p), axis=0))
@@ -125,7 +131,8 @@ def baseline(adata, classes: list[str]):
     table["log2fc"] = res["log2fc"][best, cols][order]
     table["pvalue"] = p_best[order]
     table["padj"] = res["padj"][best, cols][order]
-    info = {"method": "pseudobulk", "test": "PyDESeq2 Wald test, ~group, label against the rest",
+    design = "~group" if paired is None else "~donor + group (paired: the label within donors)"
+    info = {"method": "pseudobulk", "test": f"PyDESeq2 Wald test, {design}, label against the rest",
             "score": "-log10 p (smallest over tested labels, Bonferroni)", "n_samples": len(names),
             "samples_per_label": {classes[c]: int((lab == c).sum()) for c in range(len(classes))},
             "tested": [classes[c] for c in res["tested"]],

@@ -20,6 +20,13 @@ replicates of the condition. With a sample key:
 - :func:`relabellings`: the distinct ways to move labels between whole samples (keeping how many
   samples carry each label), enumerated exactly when few, the calibration of the pair screen.
 
+A paired design (every donor under several labels, :func:`deepmapper.io.sample_blocks`): the
+samples are donor x label and each donor is a block. The comparison is then within donors: the
+GLM's design is ``~ block + group`` (Welch's test becomes a paired t-test on the within-donor
+differences), whole donors are left out one at a time, the reproducibility counts donors whose
+difference has the label's sign, and relabellings swap labels within a donor. A donor's own
+effects cancel in its differences, which is what a paired design buys.
+
 Pure numpy/scipy (PyDESeq2 is imported only inside :func:`sample_test`).
 """
 from __future__ import annotations
@@ -71,13 +78,30 @@ def auc(values: np.ndarray, in_group: np.ndarray) -> np.ndarray:
     return u / (n1 * n0)
 
 
-def reproducibility(means: np.ndarray, sample_labels: np.ndarray, n_classes: int) -> np.ndarray:
-    """Per feature, the largest over labels of ``|2 AUC - 1|`` of the label's samples against the others'."""
+def block_differences(means: np.ndarray, in_group: np.ndarray, blocks: np.ndarray) -> np.ndarray:
+    """(donors, F): per donor holding the group and the rest, the mean of its group samples minus the
+    mean of its other samples (a paired design's within-donor differences)."""
+    in_group, blocks = np.asarray(in_group, bool), np.asarray(blocks, np.int64)
+    rows = [means[(blocks == b) & in_group].mean(0) - means[(blocks == b) & ~in_group].mean(0)
+            for b in np.unique(blocks) if np.any((blocks == b) & in_group) and np.any((blocks == b) & ~in_group)]
+    return np.asarray(rows, np.float64).reshape(len(rows), means.shape[1])
+
+
+def reproducibility(means: np.ndarray, sample_labels: np.ndarray, n_classes: int,
+                    blocks: np.ndarray | None = None) -> np.ndarray:
+    """Per feature, the largest over labels of ``|2 AUC - 1|`` of the label's samples against the others';
+    in a paired design (``blocks``: the donor of each sample) ``|2 s - 1|``, ``s`` the share of donors
+    whose within-donor difference has the label's sign (ties count half)."""
     out = np.zeros(means.shape[1])
     labels = np.asarray(sample_labels, np.int64)
     present = [c for c in range(n_classes) if np.any(labels == c)]
     for c in present[:1] if len(present) == 2 else present:      # two labels: one AUC says it all
-        out = np.maximum(out, np.abs(2.0 * auc(means, labels == c) - 1.0))
+        if blocks is None:
+            share = auc(means, labels == c)
+        else:
+            d = block_differences(means, labels == c, blocks)
+            share = ((d > 0).sum(0) + 0.5 * (d == 0).sum(0)) / max(len(d), 1)
+        out = np.maximum(out, np.abs(2.0 * share - 1.0))
     return out
 
 
@@ -108,9 +132,22 @@ def welch_p(means: np.ndarray, in_group: np.ndarray) -> np.ndarray:
     return np.asarray(res.pvalue, np.float64)
 
 
-def leave_one_sample_out(test, sample_labels: np.ndarray) -> np.ndarray:
+def paired_p(means: np.ndarray, in_group: np.ndarray, blocks: np.ndarray) -> np.ndarray:
+    """Two-sided paired t-test p value per feature: the within-donor differences
+    (:func:`block_differences`) against 0; NaN with fewer than 2 donors or constant differences."""
+    from scipy import stats
+
+    d = block_differences(means, in_group, blocks)
+    if len(d) < 2:
+        return np.full(means.shape[1], np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.asarray(stats.ttest_1samp(d, 0.0, axis=0).pvalue, np.float64)
+
+
+def leave_one_sample_out(test, sample_labels: np.ndarray, units: np.ndarray | None = None) -> np.ndarray:
     """``test(keep)`` -> p values (labels tested, F) on the samples ``keep`` (a boolean mask); returns,
-    per entry, the largest p over the test on every sample and on every set with one sample left out.
+    per entry, the largest p over the test on every sample and on every set with one sample left out
+    (``units``, the donor of each sample in a paired design: one donor, all its samples, left out).
 
     Why: a feature raised in one odd sample (one donor's genotype or handling), or a cell-type marker
     whose pseudobulk moves with one donor's cell mix, can pass a pseudobulk test when the GLM's
@@ -120,20 +157,22 @@ def leave_one_sample_out(test, sample_labels: np.ndarray) -> np.ndarray:
     valid p values is a valid (conservative) p value. NaN where the test on every sample gives none;
     a left-out fit without a p value counts as p = 1."""
     labels = np.asarray(sample_labels, np.int64)
+    units = np.arange(len(labels)) if units is None else np.asarray(units, np.int64)
     full = np.asarray(test(np.ones(len(labels), bool)), np.float64)
     worst = full.copy()
-    for s in range(len(labels)):
-        keep = np.arange(len(labels)) != s
+    for u in np.unique(units):
+        keep = units != u
         worst = np.fmax(worst, np.nan_to_num(np.asarray(test(keep), np.float64), nan=1.0))
     worst[np.isnan(full)] = np.nan
     return worst
 
 
 def sample_test(adata, sample_codes: np.ndarray, n_samples: int, sample_labels: np.ndarray, classes: list[str],
-                *, means: np.ndarray | None = None, n_cpus: int = 1) -> dict:
+                *, means: np.ndarray | None = None, n_cpus: int = 1, blocks: np.ndarray | None = None) -> dict:
     """The per-feature sample-level test (see the module docstring), each label's p value the largest
     over the samples left out one at a time (:func:`leave_one_sample_out`). The pseudobulk GLM is
-    fitted ``n_samples + 1`` times, each on ``n_cpus`` processes, with progress on long runs.
+    fitted ``n_samples + 1`` times (a paired design, ``blocks`` the donor of each sample: donors + 1),
+    each on ``n_cpus`` processes, with progress on long runs.
 
     Returns ``{"p", "q" (arrays over features), "p_label" ((labels, features): each label's own p
     against the rest, before Bonferroni; NaN for a label without samples), "test" (name), "note" (why
@@ -149,22 +188,26 @@ def sample_test(adata, sample_codes: np.ndarray, n_samples: int, sample_labels: 
     p_cls = None
     present = [c for c in range(len(classes)) if np.any(labels == c)]
     tested = present[:1] if len(present) == 2 else present      # two labels: one test says it all
+    units = None if blocks is None else np.asarray(blocks, np.int64)
+    n_units = n_samples if units is None else len(np.unique(units))
+    unit = "sample" if units is None else "donor"
     if counts is not None:
         sums = pseudobulk_sums(counts, sample_codes, n_samples)
-        log.info("sample-level test: PyDESeq2 on %d samples and on each of the %d sets with one left out "
-                 "(%d fits, each on %d process%s)", n_samples, n_samples, n_samples + 1, n_cpus,
+        log.info("sample-level test: PyDESeq2 on %d samples and on each of the %d sets with one %s left out "
+                 "(%d fits, each on %d process%s)", n_samples, n_units, unit, n_units + 1, n_cpus,
                  "" if n_cpus == 1 else "es")
-        bar = Progress(n_samples + 1, "sample-level test (PyDESeq2)", "fit")
+        bar = Progress(n_units + 1, "sample-level test (PyDESeq2)", "fit")
 
         def fit(keep: np.ndarray) -> np.ndarray:
-            p_fit = pseudobulk.deseq2(sums[keep], labels[keep], classes, n_cpus=n_cpus)["p"]
+            p_fit = pseudobulk.deseq2(sums[keep], labels[keep], classes, n_cpus=n_cpus,
+                                      blocks=None if units is None else units[keep])["p"]
             bar.update()
             return p_fit
 
         try:
-            p_cls = leave_one_sample_out(fit, labels)
-            test = ("pseudobulk DESeq2 (PyDESeq2 Wald test on summed counts), the largest p with any one sample "
-                    "left out")
+            p_cls = leave_one_sample_out(fit, labels, units)
+            test = (f"pseudobulk DESeq2 (PyDESeq2 Wald test on summed counts{'' if units is None else ', ~ donor + label'}"
+                    f"), the largest p with any one {unit} left out")
         except pseudobulk.PseudobulkUnavailable as err:
             note = str(err)
         finally:
@@ -175,9 +218,16 @@ def sample_test(adata, sample_codes: np.ndarray, n_samples: int, sample_labels: 
     if p_cls is None:
         if means is None:
             means = sample_means(adata.X, sample_codes, n_samples)
-        p_cls = leave_one_sample_out(lambda keep: np.stack([welch_p(means[keep], labels[keep] == c)
-                                                            for c in tested]), labels)
-        test = "Welch t-test on per-sample means of the analysed values, the largest p with any one sample left out"
+        if units is None:
+            p_cls = leave_one_sample_out(lambda keep: np.stack([welch_p(means[keep], labels[keep] == c)
+                                                                for c in tested]), labels)
+            test = ("Welch t-test on per-sample means of the analysed values, the largest p with any one sample "
+                    "left out")
+        else:
+            p_cls = leave_one_sample_out(lambda keep: np.stack([paired_p(means[keep], labels[keep] == c, units[keep])
+                                                                for c in tested]), labels, units)
+            test = ("paired t-test on the within-donor differences of per-sample means of the analysed values, the "
+                    "largest p with any one donor left out")
     with warnings.catch_warnings():          # a feature with no finite p value stays NaN, silently
         warnings.simplefilter("ignore", RuntimeWarning)
         p = np.nanmin(p_cls, axis=0)
@@ -188,30 +238,61 @@ def sample_test(adata, sample_codes: np.ndarray, n_samples: int, sample_labels: 
     return {"p": p, "q": bh(p), "p_label": p_label, "test": test, "note": note}
 
 
-def n_relabellings(sample_labels: np.ndarray) -> int:
-    """Distinct assignments of the labels to the samples keeping each label's number of samples:
-    ``n! / prod(n_label!)`` (e.g. 20 for 3 + 3 samples, 70 for 4 + 4, 924 for 6 + 6)."""
-    counts = np.bincount(np.asarray(sample_labels, np.int64))
+def _multinomial(labels: np.ndarray) -> int:
+    counts = np.bincount(np.asarray(labels, np.int64))
     return math.factorial(int(counts.sum())) // math.prod(math.factorial(int(c)) for c in counts)
 
 
-def relabellings(sample_labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+def n_relabellings(sample_labels: np.ndarray, blocks: np.ndarray | None = None) -> int:
+    """Distinct assignments of the labels to the samples keeping each label's number of samples:
+    ``n! / prod(n_label!)`` (e.g. 20 for 3 + 3 samples, 70 for 4 + 4, 924 for 6 + 6); in a paired
+    design (``blocks``: the donor of each sample) labels move only within a donor, the product of
+    that count over donors (``2 ** donors`` for two labels)."""
+    labels = np.asarray(sample_labels, np.int64)
+    if blocks is None:
+        return _multinomial(labels)
+    blocks = np.asarray(blocks, np.int64)
+    return math.prod(_multinomial(labels[blocks == b]) for b in np.unique(blocks))
+
+
+def relabellings(sample_labels: np.ndarray, n: int, seed: int, blocks: np.ndarray | None = None) -> np.ndarray:
     """Up to ``n`` relabellings of the samples other than the observed one, (R, n_samples) int64.
 
     Every relabelling keeps how many samples carry each label, so it moves labels between whole
-    samples. When the distinct relabellings are at most ``EXACT_RELABELLINGS`` they are enumerated
+    samples (in a paired design, ``blocks`` the donor of each sample: only between the samples of one
+    donor). When the distinct relabellings are at most ``EXACT_RELABELLINGS`` they are enumerated
     (all of them when ``n`` is at least their number, else a seeded subset without repeats);
     otherwise they are drawn at random (repeats possible, negligible at that count)."""
     labels = np.asarray(sample_labels, np.int64)
-    total = n_relabellings(labels)
+    total = n_relabellings(labels, blocks)
     rng = np.random.default_rng([int(seed), 15485863, 1])
     if total <= EXACT_RELABELLINGS:
-        allp = _enumerate(labels)
+        allp = _enumerate(labels) if blocks is None else _enumerate_within(labels, np.asarray(blocks, np.int64))
         allp = allp[~np.all(allp == labels[None, :], axis=1)]
         if len(allp) > n:
             allp = allp[np.sort(rng.choice(len(allp), size=n, replace=False))]
         return allp
-    return np.stack([rng.permutation(labels) for _ in range(n)])
+    if blocks is None:
+        return np.stack([rng.permutation(labels) for _ in range(n)])
+    blocks = np.asarray(blocks, np.int64)
+    out = np.repeat(labels[None, :], n, axis=0)
+    for b in np.unique(blocks):
+        where = np.flatnonzero(blocks == b)
+        for r in range(n):
+            out[r, where] = rng.permutation(labels[where])
+    return out
+
+
+def _enumerate_within(labels: np.ndarray, blocks: np.ndarray) -> np.ndarray:
+    """Every relabelling that permutes labels only within each block (the product over blocks)."""
+    out = np.zeros((1, len(labels)), np.int64)
+    for b in np.unique(blocks):
+        where = np.flatnonzero(blocks == b)
+        mine = _enumerate(labels[where])
+        grown = np.repeat(out, len(mine), axis=0)
+        grown[:, where] = np.tile(mine, (len(out), 1))
+        out = grown
+    return out
 
 
 def _enumerate(labels: np.ndarray) -> np.ndarray:
@@ -238,7 +319,8 @@ def _enumerate(labels: np.ndarray) -> np.ndarray:
 def sample_level(adata, classes: list[str], *, n_cpus: int = 1) -> dict | None:
     """Everything findings need from the samples of a dataset with a sample key (None without one):
     ``reproducibility`` and ``q`` per feature, the ``means`` per sample, each sample's label and
-    number of cells, the test's name and the number of distinct relabellings. ``n_cpus``: processes
+    number of cells (and donor, ``donors``, in a paired design; else None), the test's name and the
+    number of distinct relabellings. ``n_cpus``: processes
     for each pseudobulk fit (:func:`sample_test`).
     """
     from deepmapper import io
@@ -249,10 +331,12 @@ def sample_level(adata, classes: list[str], *, n_cpus: int = 1) -> dict | None:
         return None
     codes, _ = io.labels(adata)
     s_codes, names = found
+    paired = io.sample_blocks(adata)
+    blocks = None if paired is None else paired[0]
     lab = labels_of(codes, s_codes, len(names))
     means = sample_means(adata.X, s_codes, len(names))
-    rep = reproducibility(means, lab, len(classes))
-    test = sample_test(adata, s_codes, len(names), lab, classes, means=means, n_cpus=n_cpus)
+    rep = reproducibility(means, lab, len(classes), blocks)
+    test = sample_test(adata, s_codes, len(names), lab, classes, means=means, n_cpus=n_cpus, blocks=blocks)
     if test["note"]:
         log.warning("sample-level q value: %s", test["note"])
     return {"reproducibility": rep, "q": test["q"], "p": test["p"], "p_label": test["p_label"],
@@ -261,4 +345,5 @@ def sample_level(adata, classes: list[str], *, n_cpus: int = 1) -> dict | None:
             "sample_labels": [classes[c] for c in lab],
             "n_cells": np.bincount(s_codes, minlength=len(names)).tolist(),
             "sample_key": adata.uns["deepmapper"]["sample_key"],
-            "relabellings": n_relabellings(lab)}
+            "relabellings": n_relabellings(lab, blocks),
+            "donors": None if paired is None else [paired[1][b] for b in blocks]}

@@ -169,6 +169,88 @@ def sample_split(codes: np.ndarray, samples: np.ndarray, sample_names: list[str]
                  test=np.flatnonzero(cell_side == 2).astype(np.int64))
 
 
+# A paired design (every donor under several labels; io.sample_blocks) holds out, validates on and
+# trains on whole donors: a donor's cells under one label on the training side would teach the model
+# that donor, and the held-out accuracy would again measure memory of donors.
+
+BLOCK_SPLIT_TRIES = 200
+
+
+def _labels_of_blocks(lab: np.ndarray, blocks: np.ndarray, n_blocks: int, n_classes: int) -> np.ndarray:
+    """(n_blocks, n_classes) bool: which labels each donor carries."""
+    out = np.zeros((n_blocks, n_classes), bool)
+    out[np.asarray(blocks, np.int64), np.asarray(lab, np.int64)] = True
+    return out
+
+
+def block_split(codes: np.ndarray, samples: np.ndarray, sample_names: list[str], blocks: np.ndarray,
+                block_names: list[str], classes: list[str], *, test_fraction: float, val_fraction: float, seed: int,
+                where: str = "input") -> Split:
+    """Whole donors held out, validated on and trained on (a paired design: ``samples`` are donor x
+    label, ``blocks`` the donor of each sample).
+
+    ``round(n * test_fraction)`` donors held out (>= 1, leaving 2), ``round(rest * val_fraction)``
+    (>= 1) validating, the rest training, drawn again (seeded, up to :data:`BLOCK_SPLIT_TRIES` times)
+    until every label has a donor on each side, which the first draw always gives when every donor
+    carries every label. Every label needs :data:`MIN_SAMPLES_PER_LABEL` donors.
+    """
+    samples, blocks = np.asarray(samples, np.int64), np.asarray(blocks, np.int64)
+    lab = sample_labels(codes, samples, len(sample_names))
+    has = _labels_of_blocks(lab, blocks, len(block_names), len(classes))
+    counts = has.sum(0)
+    low = [c for c in range(len(classes)) if counts[c] < MIN_SAMPLES_PER_LABEL]
+    if low:
+        listed = ", ".join(f"'{classes[c]}' ({counts[c]} donor{'s' if counts[c] != 1 else ''})" for c in low)
+        raise InputError(f"too few donors per label for a split by donor in a paired design: {listed}; each label "
+                         f"needs {MIN_SAMPLES_PER_LABEL} donors (one held out, one validating, one training)",
+                         where=where, field="sample_key",
+                         fix=f"add donors until every label is seen in {MIN_SAMPLES_PER_LABEL}, or leave out the "
+                             "labels seen in fewer.")
+    n_b = len(block_names)
+    rng = np.random.default_rng([int(seed), 7919, 2])
+    n_test = min(max(1, int(round(n_b * test_fraction))), n_b - 2)
+    n_val = min(max(1, int(round((n_b - n_test) * val_fraction))), n_b - n_test - 1)
+    for _ in range(BLOCK_SPLIT_TRIES):
+        order = rng.permutation(n_b)
+        side = np.zeros(n_b, np.int64)                    # 0 train, 1 validation, 2 held out
+        side[order[:n_test]] = 2
+        side[order[n_test:n_test + n_val]] = 1
+        if all(has[side == k].any(0).all() for k in range(3)):
+            break
+    else:
+        raise InputError(f"no split of the {n_b} donors puts a donor of every label on the training, validation "
+                         "and held-out sides: some labels are seen in too few donors", where=where,
+                         field="sample_key", fix="add donors of the rarer labels, or leave those labels out.")
+    cell_side = side[blocks[samples]]
+    return Split(train=np.flatnonzero(cell_side == 0).astype(np.int64),
+                 val=np.flatnonzero(cell_side == 1).astype(np.int64),
+                 test=np.flatnonzero(cell_side == 2).astype(np.int64))
+
+
+def block_validation_folds(codes: np.ndarray, samples: np.ndarray, n_samples: int, blocks: np.ndarray,
+                           split: Split, n_folds: int, seed: int) -> np.ndarray:
+    """Fold id of every non-held-out cell (-1 held out), whole donors per fold (a paired design).
+
+    The non-held-out donors are shuffled and dealt round-robin over ``min(n_folds, their number)``
+    folds, drawn again (seeded, up to :data:`BLOCK_SPLIT_TRIES` times) until every pass trains on a
+    donor of every label (the first draw when every donor carries every label)."""
+    samples, blocks = np.asarray(samples, np.int64), np.asarray(blocks, np.int64)
+    lab = sample_labels(codes, samples, n_samples)
+    n_b = int(blocks.max()) + 1
+    has = _labels_of_blocks(lab, blocks, n_b, int(lab.max()) + 1)
+    pool = np.zeros(n_b, bool)
+    pool[np.unique(blocks[samples[np.concatenate([split.train, split.val])]])] = True
+    ids = np.flatnonzero(pool)
+    n_folds = max(2, min(n_folds, ids.size))
+    rng = np.random.default_rng([int(seed), 6007, 2])
+    for _ in range(BLOCK_SPLIT_TRIES):
+        fold_of = np.full(n_b, -1, np.int64)
+        fold_of[rng.permutation(ids)] = np.arange(ids.size) % n_folds
+        if all(has[pool & (fold_of != f)].any(0)[has[pool].any(0)].all() for f in range(n_folds)):
+            break
+    return fold_of[blocks[samples]]
+
+
 def sample_validation_folds(codes: np.ndarray, samples: np.ndarray, n_samples: int, split: Split, n_folds: int,
                             seed: int) -> np.ndarray:
     """Fold id of every non-held-out cell (-1 held out), whole samples per fold.
@@ -191,12 +273,17 @@ def sample_validation_folds(codes: np.ndarray, samples: np.ndarray, n_samples: i
     return fold_of[samples]
 
 
-def make_split(codes: np.ndarray, cfg, *, classes: list[str], samples=None, where: str = "input") -> Split:
-    """The run's split: by cells (``stratified_split``), or by whole samples when ``samples`` is
-    ``(sample code per cell, sample names)``."""
+def make_split(codes: np.ndarray, cfg, *, classes: list[str], samples=None, blocks=None,
+               where: str = "input") -> Split:
+    """The run's split: by cells (``stratified_split``), by whole samples when ``samples`` is
+    ``(sample code per cell, sample names)``, or by whole donors when ``blocks`` is also given
+    ``(donor code per sample, donor names)`` (a paired design)."""
     r = cfg.run
     if samples is None:
         return stratified_split(codes, test_fraction=r.test_fraction, val_fraction=r.val_fraction, seed=r.seed,
                                 classes=classes, min_class_size=cfg.input.min_class_size, where=where)
+    if blocks is not None:
+        return block_split(codes, samples[0], samples[1], blocks[0], blocks[1], classes,
+                           test_fraction=r.test_fraction, val_fraction=r.val_fraction, seed=r.seed, where=where)
     return sample_split(codes, samples[0], samples[1], classes, test_fraction=r.test_fraction,
                         val_fraction=r.val_fraction, seed=r.seed, where=where)

@@ -47,6 +47,7 @@ from deepmapper.io._common import (  # noqa: F401  (the package's public names)
     parse_missing_labels,
 )
 from deepmapper.io._dataset import (  # noqa: F401  (the package's public names)
+    PAIRED_SEPARATOR,
     SAMPLE_COLUMN_NAMES,
     build_dataset,
     counts_matrix,
@@ -55,6 +56,7 @@ from deepmapper.io._dataset import (  # noqa: F401  (the package's public names)
     intersect_features,
     labels,
     read_dataset,
+    sample_blocks,
     samples,
     write_dataset,
 )

@@ -127,9 +127,10 @@ def build_dataset(X, obs_names, var_names, labels, *, label_key: str, source: st
         var["is_denovo"] = var_names.str.startswith(DENOVO_PREFIX)
     var["is_denovo"] = var["is_denovo"].astype(bool)
 
+    paired = False
     if samples is not None:
-        obs[sample_key] = _sample_column(samples, lab.to_numpy(), where=where, sample_key=str(sample_key),
-                                         label_key=label_key)
+        obs[sample_key], paired = _sample_column(samples, lab.to_numpy(), where=where, sample_key=str(sample_key),
+                                                 label_key=label_key)
         if totals is not None:
             obs[TOTALS_KEY] = np.asarray(totals, np.float64)
     adata = ad.AnnData(X=X, obs=obs, var=var)
@@ -140,13 +141,15 @@ def build_dataset(X, obs_names, var_names, labels, *, label_key: str, source: st
     }
     if samples is not None:
         adata.uns["deepmapper"]["sample_key"] = str(sample_key)
+    if paired:
+        adata.uns["deepmapper"]["paired"] = True
     return adata
 
 
 def _sample_column(samples, labels: np.ndarray, *, where: str, sample_key: str, label_key: str):
-    """The sample column (categorical), after refusing ids that are missing, miscounted, or that span
-    labels: a sample key names the replicates of labels that are properties of whole samples
-    (conditions), so the split holds out whole samples per label and the test compares samples."""
+    """(the sample column (categorical), whether the design is paired), after refusing ids that are
+    missing or miscounted, and designs where some samples carry one label and others several
+    (:func:`_paired_design`)."""
     import pandas as pd
 
     n = len(labels)
@@ -164,47 +167,92 @@ def _sample_column(samples, labels: np.ndarray, *, where: str, sample_key: str, 
         raise InputError(f"{int(missing.sum())} cells have no sample id", where=where, field=sample_key,
                          fix="fill in the sample column, or leave those cells out.")
     values = s.astype(str).str.strip().to_numpy()
-    _check_one_label_per_sample(values, labels, where=where, sample_key=sample_key, label_key=label_key)
-    return pd.Categorical(values, categories=sorted(set(values.tolist())))
+    paired = _paired_design(values, labels, where=where, sample_key=sample_key, label_key=label_key)
+    return pd.Categorical(values, categories=sorted(set(values.tolist()))), paired
 
 
-def _check_one_label_per_sample(samples: np.ndarray, labels: np.ndarray, *, where: str, sample_key: str,
-                                label_key: str) -> None:
-    """Refuse samples that carry several labels (labels that vary within a sample, as cell types do
-    within a donor): every rule that a sample key switches on (whole samples held out per label, the
-    pseudobulk test of one label's samples against the others', labels moved between samples) needs
-    one label per sample. Without this check such a design fails later with a misleading count."""
+def _paired_design(samples: np.ndarray, labels: np.ndarray, *, where: str, sample_key: str,
+                   label_key: str) -> bool:
+    """Whether the sample key names the blocks of a paired design, after refusing a mixed one.
+
+    - every sample carries one label (a condition measured on several donors): not paired; the
+      sample is the unit of every split, test and permutation;
+    - every sample carries several labels (each donor under every condition, before / after
+      treatment, or cell types within donors): paired. The unit is then the sample x label
+      (:func:`samples`), each sample (donor) a block: whole donors are held out, the test compares
+      the labels within donors (``~ donor + label``) and permutations swap labels within a donor;
+    - some samples with one label and others with several: refused. Such a design mixes the two
+      comparisons, and a sample with a few cells of a second label is more often a labelling error.
+    """
     import pandas as pd
 
     table = pd.crosstab(pd.Series(samples, name=sample_key), pd.Series(labels, name=label_key))
-    mixed = table.index[(table > 0).sum(axis=1) > 1]
-    if not len(mixed):
-        return
+    several = (table > 0).sum(axis=1) > 1
+    if not several.any():
+        return False
+    if several.all():
+        return True
+    mixed, single = table.index[several], table.index[~several]
     first = table.loc[mixed[0]]
     held = ", ".join(f"{k} {int(v)}" for k, v in first[first > 0].sort_values(ascending=False).items())
     raise InputError(f"{len(mixed)} of {len(table)} samples in '{sample_key}' carry several labels of "
-                     f"'{label_key}' (e.g. {mixed[0]}: {held} cells; also {_few(mixed[1:], 3) or 'no other'}): a "
-                     "sample key names the donors or samples of labels that are properties of whole samples "
-                     "(a condition), with one label per sample",
+                     f"'{label_key}' (e.g. {mixed[0]}: {held} cells; also {_few(mixed[1:], 3) or 'no other'}) and "
+                     f"{len(single)} carry one (e.g. {_few(single, 3)}): a sample key names either the samples of "
+                     "labels that are properties of whole samples (one label per sample) or the donors of a "
+                     "paired design (every donor under several labels), not a mix",
                      where=where, field=sample_key,
                      fix=f"to compare conditions across donors, give the condition column as the label and "
-                         f"'{sample_key}' as the sample key; for labels that vary within a sample (cell types, "
-                         "clusters, or a paired design with each donor under every condition, which a sample key "
-                         "does not model) leave out the sample key (every sample then contributes to every "
-                         "label); a sample with a few mislabelled cells: correct or drop those cells.")
+                         f"'{sample_key}' as the sample key, one condition per sample; for a paired design keep "
+                         "only donors seen under at least two labels; a sample with a few mislabelled cells: "
+                         "correct or drop those cells.")
 
 
-def samples(adata) -> tuple[np.ndarray, list[str]] | None:
-    """(sample code per cell int64, sorted sample ids) of a dataset with a sample key, else None."""
+# Between a donor and a label in the name of a sample of a paired design ("d01:stim").
+PAIRED_SEPARATOR = ":"
+
+
+def _sample_values(adata):
+    """(the sample id of every cell, the donor of every cell or None): a paired design's samples
+    are donor x label, ``donor:label``."""
     key = adata.uns.get("deepmapper", {}).get("sample_key")
     if not key:
-        return None
+        return None, None
     if key not in adata.obs.columns:
         raise FormatError(f"sample column '{key}' is missing from obs", where="dataset", field="sample_key",
                           fix="re-create the dataset with 'deepmapper ingest --sample-key ...'.")
-    values = np.asarray(adata.obs[key].astype(str))
+    donors = np.asarray(adata.obs[key].astype(str), dtype=object)
+    if not adata.uns["deepmapper"].get("paired"):
+        return donors, None
+    label_key = adata.uns["deepmapper"]["label_key"]
+    labels = np.asarray(adata.obs[label_key].astype(str), dtype=object)
+    return donors + PAIRED_SEPARATOR + labels, donors
+
+
+def samples(adata) -> tuple[np.ndarray, list[str]] | None:
+    """(sample code per cell int64, sorted sample ids) of a dataset with a sample key, else None.
+
+    In a paired design (``uns["deepmapper"]["paired"]``, :func:`_paired_design`) a sample is one
+    donor under one label, named ``donor:label``; :func:`sample_blocks` gives each one's donor."""
+    values, _ = _sample_values(adata)
+    if values is None:
+        return None
     names = sorted(set(values.tolist()))
     return np.searchsorted(np.asarray(names, dtype=object), values).astype(np.int64), names
+
+
+def sample_blocks(adata) -> tuple[np.ndarray, list[str]] | None:
+    """(donor code of every sample of :func:`samples`, sorted donor ids) of a paired design, else None
+    (no sample key, or one label per sample)."""
+    values, donors = _sample_values(adata)
+    if donors is None:
+        return None
+    names = sorted(set(values.tolist()))
+    first = {}
+    for v, d in zip(values.tolist(), donors.tolist()):
+        first.setdefault(v, d)
+    block_names = sorted(set(donors.tolist()))
+    codes = np.searchsorted(np.asarray(block_names, dtype=object), np.asarray([first[n] for n in names], dtype=object))
+    return codes.astype(np.int64), block_names
 
 
 def counts_matrix(adata):

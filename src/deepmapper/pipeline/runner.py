@@ -122,7 +122,8 @@ def step_baselines(dataset_path: Path, outdir: Path, cfg: Config, methods=("logi
 
     adata = io.read_dataset(dataset_path) if adata is None else adata
     codes, classes = io.labels(adata)
-    split = make_split(codes, cfg, classes=classes, samples=io.samples(adata), where=str(dataset_path))
+    split = make_split(codes, cfg, classes=classes, samples=io.samples(adata), blocks=io.sample_blocks(adata),
+                       where=str(dataset_path))
     screen = interactions.read_table(interactions_path) if interactions_path is not None else None
     tables, summary = baselines.run_baselines(adata, split=split, seed=cfg.run.seed, methods=tuple(methods),
                                               screen=screen, q_threshold=cfg.interactions.q_threshold)

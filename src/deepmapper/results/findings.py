@@ -330,10 +330,15 @@ def sample_summary(stats: dict, names: np.ndarray, order: np.ndarray, q_threshol
 
     labels = stats["sample_labels"]
     codes = np.searchsorted(np.asarray(sorted(set(labels)), dtype=object), np.asarray(labels, dtype=object))
-    screen = "off" if screen_q is None else (sample_calibration(codes, screen_q) or
-                                             "labels permuted between whole samples; q >= family-wise p")
+    donors = stats.get("donors")
+    blocks = None if donors is None else np.unique(np.asarray(donors, dtype=object), return_inverse=True)[1]
+    screen = "off" if screen_q is None else (sample_calibration(codes, screen_q, blocks) or
+                                             "labels permuted between whole samples" +
+                                             ("" if blocks is None else " within donors") + "; q >= family-wise p")
     top = order[:SAMPLE_PANEL_TOP]
-    return {"sample_key": stats["sample_key"], "n_samples": len(stats["sample_names"]),
+    design = ("one label per sample" if donors is None else
+              f"paired: {len(set(donors))} donors, each under several labels; a sample is donor x label")
+    return {"sample_key": stats["sample_key"], "design": design, "n_samples": len(stats["sample_names"]),
             "samples_per_label": {c: labels.count(c) for c in sorted(set(labels))},
             "test": stats["test"], "note": stats["note"], "relabellings": int(stats["relabellings"]),
             "n_sample_q_below": int(np.sum(np.nan_to_num(stats["q"], nan=1.0) < q_threshold)),

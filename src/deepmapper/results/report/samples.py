@@ -21,7 +21,9 @@ def section(res) -> str:
                      "measured on several donors, rerun with --sample-key (see README, conditions across donors).")
     parts = [f"<p>Samples from <code>{html.escape(str(sl['sample_key']))}</code>: {sl['n_samples']} "
              + ", ".join(f"{n} {html.escape(str(k))}" for k, n in sl["samples_per_label"].items())
-             + ". Held-out and validation sets are whole samples; " + _rank_text(sl)
+             + (". Held-out and validation sets are whole samples; " if "paired" not in str(sl.get("design", ""))
+                else f". A paired design ({html.escape(str(sl['design']))}): labels are compared within donors, and "
+                     "held-out and validation sets are whole donors; ") + _rank_text(sl)
              + "; <code>sample_q</code> comes from "
              + html.escape(str(sl["test"])) + f" ({sl['n_sample_q_below']} features with q &lt; "
              + f"{sl['q_threshold']:g}).</p>"]
