@@ -205,3 +205,22 @@ def test_a_paired_design_through_the_api(one_torch_thread):
     assert "~ donor + label" in level["test"] and "within donors" in level["pair_screen"]
     ranking = adata.uns["deepmapper"]["ranking"]
     assert {"sample_p", "sample_q", "sample_reproducibility"} <= set(ranking.columns)
+
+
+def test_the_report_says_the_design_is_paired():
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from deepmapper.results.report import samples as section
+
+    level = {"sample_key": "donor", "design": "paired: 4 donors, each under several labels; a sample is donor x label",
+             "n_samples": 8, "samples_per_label": {"control": 4, "disease": 4}, "test": "t", "note": "",
+             "n_sample_q_below": 0, "q_threshold": 0.05, "pair_screen": "p", "panel": None,
+             "rank": "median_importance x -log10(sample_p)"}
+    res = SimpleNamespace(summary={"sample_level": level}, baselines={}, baselines_meta={},
+                          findings=pd.DataFrame({"feature": ["g1"]}))
+    text = section.section(res)
+    assert "A paired design (paired: 4 donors" in text and "held-out and validation sets are whole donors" in text
+    level["design"] = "one label per sample"
+    assert "Held-out and validation sets are whole samples" in section.section(res)
