@@ -25,6 +25,8 @@ cells held out (donors also in training) and with whole donors held out.
                                               # two outlier donors, a weaker condition effect
     python bench/donors.py --donors 3 6 12 --seeds 2 --null-seeds 20 --null-donors 6 ...
                                               # + 20 nulls: DeepMapper with the sample key, DESeq2
+    python bench/donors.py --paired --donors 4 6 --seeds 3
+                                              # every donor under both conditions (paired)
 """
 from __future__ import annotations
 
@@ -102,7 +104,8 @@ def run_baselines(adata, args) -> dict:
     out["wilcoxon"] = (list(names[np.argsort(-np.abs(z), kind="stable")]), int((q < 0.05).sum()))
     acc = {}
     for name, ds, samples in (("cells", by_cells, None), ("donors", by_donor, io.samples(by_donor))):
-        split = make_split(codes, cfg, classes=classes, samples=samples)
+        split = make_split(codes, cfg, classes=classes, samples=samples,
+                           blocks=None if samples is None else io.sample_blocks(by_donor))
         table, info = baselines.logistic(ds, split, seed=args.seed_offset)
         acc[name] = info["accuracy"]
         if name == "cells":
@@ -134,7 +137,12 @@ def main() -> None:
                     help="leave out DeepMapper without a sample key (default) or the null of each seed (null), "
                          "e.g. to measure a change to the rank with a sample key alone")
     ap.add_argument("--quick", action="store_true", help="4 and 8 donors, 2 seeds, 400 genes, 3 passes x 8 epochs")
+    ap.add_argument("--paired", action="store_true",
+                    help="a paired design (donors.simulate_paired: every donor under both conditions; --donors "
+                         "counts donors); no null (shuffling conditions between donors would break the pairs)")
     args = ap.parse_args()
+    if args.paired:
+        args.skip = sorted(set(args.skip) | {"null"})
     if args.quick:
         args.donors, args.seeds, args.passes, args.epochs, args.genes, args.cells = [4, 8], 2, 3, 8, 400, 80
         args.screen_features = 400
@@ -148,8 +156,9 @@ def main() -> None:
     t0 = time.perf_counter()
     for k in args.donors:
         for seed in range(args.first_seed, args.first_seed + args.seeds):
-            real = donors.simulate(k, n_genes=args.genes, mean_cells=args.cells, n_outliers=args.outliers,
-                                   lfc=args.lfc, outlier_lfc=args.outlier_lfc, seed=seed)
+            simulate = donors.simulate_paired if args.paired else donors.simulate
+            real = simulate(k, n_genes=args.genes, mean_cells=args.cells, n_outliers=args.outliers,
+                            lfc=args.lfc, outlier_lfc=args.outlier_lfc, seed=seed)
             truth = real.uns["truth"]
             data = [("planted", real)] + ([] if "null" in args.skip else [("null", _null(donors, k, args, seed))])
             for kind, adata in data:

@@ -29,9 +29,11 @@ any call, with a 95% Wilson interval (the issue's goal: at most 1 run in 20):
 - ``shuffled``: the conditions shuffled between whole donors (:func:`deepmapper.datasets.donors.null`,
   the null of ``bench/donors.py``). With few donors a shuffle can keep most of the planted split (at
   3 + 3, one shuffle in 10 gives back the planted partition), so some calls there are real: the
-  column ``overlap`` counts how many planted disease donors end up on the larger side;
+  column ``overlap`` counts how many planted disease donors end up on the larger side, and
+  ``shuffled, mixed`` counts only the shuffles that split them;
 - ``no effect``: the same generator with the condition effect set to 0, the odd donor kept: one
-  donor's strong genes are the only differences, and a call is a one-donor finding.
+  donor's strong genes are the only differences, and a call is a one-donor finding (with
+  ``--paired`` the only null: a shuffle between donors would break the pairs).
 
     python bench/sample_rank.py --donors 3 --seeds 20 --jobs 2
     python bench/sample_rank.py --donors 3 --seeds 10 --outliers 2
@@ -102,17 +104,21 @@ def null_seed(job: tuple) -> dict:
     from deepmapper.engine import pseudobulk, samples
 
     k, seed, args = job
-    out = {"donors": k, "seed": seed}
-    planted = donors.simulate(k, n_genes=args.genes, mean_cells=args.cells, n_outliers=args.outliers,
-                              lfc=args.lfc, outlier_lfc=args.outlier_lfc, donor_sd=args.donor_sd, seed=seed)
-    shuffled = donors.null(planted, seed=seed)
-    first = planted.obs.groupby("donor", observed=True)["condition"].first()
-    now = shuffled.obs.groupby("donor", observed=True)["condition"].first()
-    same = int(((first == "disease") & (now == "disease")).sum())
-    out["overlap"] = max(same, k - same)            # planted disease donors kept together
-    no_effect = donors.simulate(k, n_genes=args.genes, mean_cells=args.cells, n_outliers=args.outliers,
-                                lfc=0.0, outlier_lfc=args.outlier_lfc, donor_sd=args.donor_sd, seed=seed)
-    for name, adata in (("shuffled", shuffled), ("no effect", no_effect)):
+    out = {"donors": k, "seed": seed, "overlap": 0}
+    simulate = donors.simulate_paired if args.paired else donors.simulate
+    no_effect = simulate(k, n_genes=args.genes, mean_cells=args.cells, n_outliers=args.outliers, lfc=0.0,
+                         outlier_lfc=args.outlier_lfc, donor_sd=args.donor_sd, seed=seed)
+    nulls = [("no effect", no_effect)]
+    if not args.paired:        # a paired design has no shuffle between donors (the pairs would break)
+        planted = donors.simulate(k, n_genes=args.genes, mean_cells=args.cells, n_outliers=args.outliers,
+                                  lfc=args.lfc, outlier_lfc=args.outlier_lfc, donor_sd=args.donor_sd, seed=seed)
+        shuffled = donors.null(planted, seed=seed)
+        first = planted.obs.groupby("donor", observed=True)["condition"].first()
+        now = shuffled.obs.groupby("donor", observed=True)["condition"].first()
+        same = int(((first == "disease") & (now == "disease")).sum())
+        out["overlap"] = max(same, k - same)            # planted disease donors kept together
+        nulls.insert(0, ("shuffled", shuffled))
+    for name, adata in nulls:
         ds = io.from_anndata(adata, label_key="condition", sample_key="donor")
         _, classes = io.labels(ds)
         q = samples.sample_level(ds, classes)["q"]
@@ -128,7 +134,7 @@ def wilson(hits: int, n: int) -> tuple[float, float]:
         return float("nan"), float("nan")
     z, p = 1.96, hits / n
     mid, half = p + z * z / (2 * n), z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return (mid - half) / (1 + z * z / n), (mid + half) / (1 + z * z / n)
+    return max(0.0, (mid - half) / (1 + z * z / n)), min(1.0, (mid + half) / (1 + z * z / n))
 
 
 def report_null(df) -> None:
@@ -136,12 +142,14 @@ def report_null(df) -> None:
     for k, part in df.groupby("donors"):
         print(f"{k} donors/condition, {len(part)} seeds (shuffles keeping the planted split: "
               f"{int((part['overlap'] == k).sum())})")
-        for name in ("shuffled", "no effect"):
-            for method in ("sample test", "pseudobulk"):
-                calls = part[f"{name} {method}"]
+        mixed = part[part["overlap"] < k]               # shuffles that really mix the planted donors
+        for name, runs in (("shuffled", part), ("shuffled, mixed", mixed), ("no effect", part)):
+            column = name.split(",")[0]
+            for method in ("sample test", "pseudobulk") if f"{column} pseudobulk" in runs.columns else ():
+                calls = runs[f"{column} {method}"]
                 hits = int((calls > 0).sum())
-                lo, hi = wilson(hits, len(part))
-                print(f"  {name:9s}  {method:11s}  {hits:3d} / {len(part)} [{lo:.3f}, {hi:.3f}]  "
+                lo, hi = wilson(hits, len(runs))
+                print(f"  {name:15s}  {method:11s}  {hits:3d} / {len(runs)} [{lo:.3f}, {hi:.3f}]  "
                       f"{calls.mean():.2f} calls")
 
 

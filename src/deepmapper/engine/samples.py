@@ -206,8 +206,9 @@ def sample_test(adata, sample_codes: np.ndarray, n_samples: int, sample_labels: 
 
         try:
             p_cls = leave_one_sample_out(fit, labels, units)
-            test = (f"pseudobulk DESeq2 (PyDESeq2 Wald test on summed counts{'' if units is None else ', ~ donor + label'}"
-                    f"), the largest p with any one {unit} left out")
+            design = "" if units is None else ", ~ donor + label"
+            test = (f"pseudobulk DESeq2 (PyDESeq2 Wald test on summed counts{design}), the largest p with any one "
+                    f"{unit} left out")
         except pseudobulk.PseudobulkUnavailable as err:
             note = str(err)
         finally:

@@ -90,8 +90,8 @@ _SUMMARY_KEYS = ("accuracies", "accepted", "stop_epochs", "best_epochs", "early_
                  "classes", "top_k", "features_sha256", "dataset_sha256", "n_pairs", "pair_channel")
 # findings.json's sample_level without the per-sample panel (that is findings_samples.tsv):
 # what the rank with a sample key was made of, and why, where a scanpy user reads the ranking
-_SAMPLE_LEVEL_KEYS = ("sample_key", "design", "n_samples", "samples_per_label", "test", "note", "rank", "model_left_out",
-                      "n_sample_q_below", "q_threshold", "pair_screen")
+_SAMPLE_LEVEL_KEYS = ("sample_key", "design", "n_samples", "samples_per_label", "test", "note", "rank",
+                      "model_left_out", "n_sample_q_below", "q_threshold", "pair_screen")
 
 
 def store(target, dataset, *, findings, per_class, summary: dict, evaluation: dict | None, key_added: str,
