@@ -140,8 +140,11 @@ def wilson(hits: int, n: int) -> tuple[float, float]:
 def report_null(df) -> None:
     print("\nNulls: runs with any feature called (q < 0.05) of all runs [95% Wilson interval]; mean calls per run")
     for k, part in df.groupby("donors"):
-        print(f"{k} donors/condition, {len(part)} seeds (shuffles keeping the planted split: "
-              f"{int((part['overlap'] == k).sum())})")
+        if "shuffled pseudobulk" in part.columns:
+            print(f"{k} donors/condition, {len(part)} seeds (shuffles keeping the planted split: "
+                  f"{int((part['overlap'] == k).sum())})")
+        else:                                           # --paired: the null without an effect only
+            print(f"{k} donors, {len(part)} seeds (paired)")
         mixed = part[part["overlap"] < k]               # shuffles that really mix the planted donors
         for name, runs in (("shuffled", part), ("shuffled, mixed", mixed), ("no effect", part)):
             column = name.split(",")[0]

@@ -246,12 +246,9 @@ def sample_blocks(adata) -> tuple[np.ndarray, list[str]] | None:
     values, donors = _sample_values(adata)
     if donors is None:
         return None
-    names = sorted(set(values.tolist()))
-    first = {}
-    for v, d in zip(values.tolist(), donors.tolist()):
-        first.setdefault(v, d)
+    _, first = np.unique(values, return_index=True)          # one cell of each sample, in samples' order
     block_names = sorted(set(donors.tolist()))
-    codes = np.searchsorted(np.asarray(block_names, dtype=object), np.asarray([first[n] for n in names], dtype=object))
+    codes = np.searchsorted(np.asarray(block_names, dtype=object), donors[first])
     return codes.astype(np.int64), block_names
 
 
