@@ -440,6 +440,8 @@ def test_the_model_weighs_in_only_with_two_training_samples_per_label(one_torch_
     sl = res["summary"]["sample_level"]
     assert sl["rank"] == RANK_TEST_ALONE
     assert "fewer than 2 samples of a label ('control' (1), 'disease' (1)" in sl["model_left_out"]
+    # the pair screen saw the 2 + 2 donors outside the held-out set, and findings.json says so
+    assert "no pair screen calibration is possible with 2 + 2 samples: only 5 " in sl["pair_screen"]
     ranking = res["ranking"]
     p = ranking["sample_p"].fillna(1.0).to_numpy()
     np.testing.assert_array_equal(np.lexsort((ranking["model_rank"].to_numpy(), p)), np.arange(len(p)))

@@ -123,6 +123,16 @@ def sample_calibration(sample_labels: np.ndarray, q_threshold: float, blocks: np
 
 # -- selecting cells and features ---------------------------------------------------------
 
+def screened_samples(samples: np.ndarray, test: np.ndarray, n_samples: int) -> np.ndarray:
+    """(n_samples,) bool: the samples the screen sees, those with cells outside the held-out set
+    (:func:`screen_cells`); its calibration counts the relabellings of these."""
+    keep = np.ones(len(samples), bool)
+    keep[np.asarray(test, dtype=np.int64)] = False
+    out = np.zeros(n_samples, bool)
+    out[np.unique(np.asarray(samples, np.int64)[keep])] = True
+    return out
+
+
 def screen_cells(codes: np.ndarray, test: np.ndarray, max_cells: int, seed: int) -> np.ndarray:
     """Sorted non-held-out cells, at most ``max_cells`` of them (stratified, from the run seed)."""
     codes = np.asarray(codes)

@@ -332,9 +332,12 @@ def sample_summary(stats: dict, names: np.ndarray, order: np.ndarray, q_threshol
     codes = np.searchsorted(np.asarray(sorted(set(labels)), dtype=object), np.asarray(labels, dtype=object))
     donors = stats.get("donors")
     blocks = None if donors is None else np.unique(np.asarray(donors, dtype=object), return_inverse=True)[1]
-    screen = "off" if screen_q is None else (sample_calibration(codes, screen_q, blocks) or
-                                             "labels permuted between whole samples" +
-                                             ("" if blocks is None else " within donors") + "; q >= family-wise p")
+    # the screen sees the samples outside the held-out set (stats["screened"]; all when not given)
+    seen = np.asarray(stats.get("screened", np.ones(len(labels), bool)), bool)
+    screen = "off" if screen_q is None else (
+        sample_calibration(codes[seen], screen_q, None if blocks is None else blocks[seen]) or
+        "labels permuted between whole samples" + ("" if blocks is None else " within donors") +
+        "; q >= family-wise p")
     top = order[:SAMPLE_PANEL_TOP]
     design = ("one label per sample" if donors is None else
               f"paired: {len(set(donors))} donors, each under several labels; a sample is donor x label")
