@@ -219,13 +219,11 @@ def _findings(adata, passes: list[PassResult], cfg: Config, n_wanted: int | None
     ensembled = evaluate(chosen, codes, classes)["accuracy"] if chosen else None
     log_values = findings_mod.log_values_or_warn(adata.X, where=str(adata.uns.get("deepmapper", {}).get("source", "")))
     stats = samples.sample_level(adata, classes, n_cpus=cpu_processes(cfg.run.threads))
-    if stats is not None:       # which samples the pair screen saw: its calibration is counted on those
+    if stats is not None and passes:   # the samples the pair screen saw, outside the passes' held-out cells
         from deepmapper.engine.interactions import screened_samples
-        from deepmapper.engine.split import make_split
 
         found = io.samples(adata)
-        split = make_split(codes, cfg, classes=classes, samples=found, blocks=io.sample_blocks(adata))
-        stats["screened"] = screened_samples(found[0], split.test, len(found[1]))
+        stats["screened"] = screened_samples(found[0], passes[0].heldout_index, len(found[1]))
     return findings_mod.build(
         passes, [str(v) for v in adata.var_names], cfg=cfg, n_wanted=n_wanted, is_denovo=is_denovo,
         n_cells=int(adata.n_obs),
