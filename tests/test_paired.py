@@ -76,6 +76,33 @@ def test_too_few_donors_in_a_paired_design_is_one_clear_error():
     assert "'a' (2 donors), 'b' (2 donors)" in text and f"needs {MIN_SAMPLES_PER_LABEL} donors" in text
 
 
+def test_donor_x_label_samples_nested_in_a_donor_column_get_the_paired_hint(caplog):
+    """A paired study given with a donor x condition column as the sample key is compared unpaired;
+    the obvious donor column it is nested in is named, once, as the key that pairs it."""
+    import logging
+
+    adata = donors.simulate_paired(3, n_genes=40, mean_cells=20, seed=4)
+    adata.obs["sample"] = adata.obs["donor"].astype(str) + "_" + adata.obs["condition"].astype(str)
+    with caplog.at_level(logging.WARNING, logger="deepmapper.io"):
+        io.from_anndata(adata, label_key="condition", sample_key="sample")
+    hints = [r.getMessage() for r in caplog.records if "give --sample-key donor" in r.getMessage()]
+    assert len(hints) == 1 and "nested in 'donor'" in hints[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="deepmapper.io"):
+        io.from_anndata(adata, label_key="condition", sample_key="donor")
+    assert "sample-key" not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="deepmapper.io"):           # no key: the donor pairs them
+        io.from_anndata(adata, label_key="condition")
+    assert "constant within each 'sample'" in caplog.text and "add --sample-key donor" in caplog.text
+    unpaired = donors.simulate(3, n_genes=40, mean_cells=20, seed=4)   # donors nested in conditions
+    unpaired.obs["sample"] = unpaired.obs["donor"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="deepmapper.io"):
+        io.from_anndata(unpaired, label_key="condition", sample_key="sample")
+    assert "within donors" not in caplog.text
+
+
 def test_a_paired_run_holds_out_whole_donors():
     """Through prepare: the run's split and folds keep every donor (both of its samples) on one side."""
     from deepmapper.engine.data import prepare
