@@ -30,6 +30,7 @@ import dataclasses
 import functools
 import glob
 import os
+import posixpath
 import re
 import shutil
 from pathlib import Path
@@ -826,3 +827,110 @@ def output_elements(decl: str) -> list[tuple[str, str]]:
             arg = _unescape(arg[1:-1]) if arg[0] == '"' else arg[1:-1]
         out.append((m.group(1), arg))
     return out
+
+
+# -- publishDir ----------------------------------------------------------------------------------
+# Nextflow's PublishDir.apply1 (modules/nextflow/.../processor/PublishDir.groovy): for every output
+# file of a task, `target = taskDir.relativize(file)`; a `pattern` is a glob (FileHelper
+# getPathMatcherFor("glob:...")) matched against that relative path, and a non-match is skipped;
+# `saveAs` is called with the relative path's string and a null/empty result skips the file;
+# the file lands at `path/target`.
+
+@dataclasses.dataclass
+class PublishRule:
+    path: str                     # the closure or GString of `path:`, unevaluated
+    pattern: str | None
+    save_as: str | None           # the closure's source `{ name -> body }`, or None
+
+
+def publish_rules(config: Path) -> dict[str, list[PublishRule]]:
+    """{process name: [PublishRule]} from every ``withName: 'X' { publishDir = [ ... ] }`` (one map
+    per process: a later withName block that sets publishDir again replaces it, as in Nextflow)."""
+    text = config.read_text(encoding="utf-8")
+    masked = mask(text)
+    out: dict[str, list[PublishRule]] = {}
+    for m in re.finditer(r"withName\s*:\s*(['\"])[^'\"]+['\"]\s*\{", masked):
+        end = match_close(masked, m.end() - 1)
+        name = text[m.start(1) + 1:text.index(m.group(1), m.start(1) + 1)]
+        body, mbody = text[m.end():end], masked[m.end():end]
+        p = re.search(r"publishDir\s*=\s*\[", mbody)
+        if not p:
+            continue
+        close = match_close(mbody, p.end() - 1)
+        if mbody[p.end():close].lstrip().startswith("["):
+            raise Unsupported(f"{config}: {name}: a list of publishDir maps (teach publish_rules)")
+        entries = {}
+        for element in list_elements(body[p.end() - 1:close + 1]):
+            key, _, value = element.partition(":")
+            entries[key.strip()] = value.strip()
+        if "path" not in entries:
+            raise NfError(f"{config}: publishDir of {name} has no path")
+        pattern = evaluate(entries["pattern"], {}) if "pattern" in entries else None
+        for one in name.split("|"):       # a later selector's publishDir replaces an earlier one's
+            out[one] = [PublishRule(entries["path"], pattern, entries.get("saveAs"))]
+    return out
+
+
+def glob_regex(pattern: str) -> re.Pattern:
+    """A Java NIO glob as a regex: ``*`` within a path element, ``**`` across, ``?``, ``{a,b}``."""
+    out, i = [], 0
+    while i < len(pattern):
+        c = pattern[i]
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+            continue
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "{":
+            close = pattern.index("}", i)
+            out.append("(?:" + "|".join(re.escape(a) for a in pattern[i + 1:close].split(",")) + ")")
+            i = close + 1
+            continue
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+def _closure(source: str) -> tuple[str | None, str]:
+    m = re.fullmatch(r"\{\s*(?:(\w+)\s*->)?\s*(.*?)\s*\}", source.strip(), re.S)
+    if not m:
+        raise Unsupported(f"cannot read the closure '{source}'")
+    return m.group(1), m.group(2)
+
+
+def save_as(source: str, target: str, ctx: dict) -> str | None:
+    """Call a ``saveAs`` closure: its body may be an expression :func:`evaluate` reads, or
+    ``name.replaceFirst('regex', 'text')``; anything else is Unsupported (teach this function)."""
+    arg, body = _closure(source)
+    m = re.fullmatch(r"(\w+)\.replaceFirst\(\s*('(?:[^'\\]|\\.)*')\s*,\s*('(?:[^'\\]|\\.)*')\s*\)", body)
+    if m and m.group(1) == arg:
+        return re.sub(evaluate(m.group(2), {}), evaluate(m.group(3), {}).replace("\\", "\\\\"), target, count=1)
+    value = evaluate(body, {**ctx, **({arg: target} if arg else {})})
+    return str(value) if truthy(value) else None
+
+
+def publish(rules: list[PublishRule], files, task_dir: Path, ctx: dict) -> list[tuple[Path, str]]:
+    """(output file, where it is published: a posix path under ``params.outdir``) for each of a
+    task's output ``files`` that its publishDir publishes; a folder output is published whole."""
+    outdir = str(ctx["params"]["outdir"]).rstrip("/")
+    published = []
+    for rule in rules:
+        _, path_body = _closure(rule.path) if rule.path.lstrip().startswith("{") else (None, rule.path)
+        base = str(evaluate(path_body, ctx)).rstrip("/")
+        if base != outdir and not base.startswith(outdir + "/"):
+            raise NfError(f"publishDir path '{base}' is outside params.outdir '{outdir}'")
+        matcher = glob_regex(rule.pattern) if rule.pattern else None
+        for f in files:
+            target = Path(f).relative_to(task_dir).as_posix()
+            if matcher and not matcher.match(target):
+                continue
+            if rule.save_as:
+                target = save_as(rule.save_as, target, ctx)
+                if not target:
+                    continue
+            published.append((Path(f), posixpath.normpath(posixpath.join(base[len(outdir):].lstrip("/"), target))))
+    return published

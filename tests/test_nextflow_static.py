@@ -1087,6 +1087,150 @@ def test_dag_equals_embedded_run(dag, tmp_path):
     assert (tmp_path / "run" / "findings.json").read_bytes() == js.read_bytes()
 
 
+# -- conditions across donors through the DAG (--sample_key), and what the pipeline publishes ----
+
+from deepmapper.results import layout  # noqa: E402
+
+PUBLISH_RULES = nfcheck.publish_rules(REPO / "conf" / "modules.config")
+
+
+def task_dir(path: Path, process: str) -> Path:
+    """The work directory of the :class:`Task` that wrote ``path`` (``<work>/<process>_<tag>``)."""
+    for parent in Path(path).parents:
+        if parent.name.startswith(process.lower() + "_"):
+            return parent
+    raise AssertionError(f"{path} was not written by a {process} task")
+
+
+def published(tasks: dict[str, list[Path]], params: dict) -> set[str]:
+    """Every file the pipeline publishes under ``--outdir``, given each process's output files: the
+    publishDir rules of conf/modules.config applied as Nextflow applies them (nfcheck.publish); a
+    folder published whole is listed file by file."""
+    out = set()
+    for process, files in tasks.items():
+        by_dir = {}
+        for f in files:
+            by_dir.setdefault(task_dir(f, process), []).append(f)
+        for wd, group in by_dir.items():
+            for source, dest in nfcheck.publish(PUBLISH_RULES.get(process, []), group, wd, {"params": params}):
+                if source.is_dir():
+                    out |= {f"{dest}/{f.relative_to(source).as_posix()}" for f in source.rglob("*") if f.is_file()}
+                else:
+                    out.add(dest)
+    return out
+
+
+def run_layout(outdir: Path) -> set[str]:
+    return {f.relative_to(outdir).as_posix() for f in outdir.rglob("*")
+            if f.is_file() and ".deepmapper" not in f.relative_to(outdir).parts}
+
+
+DONOR_PARAMS = {**TEST_PARAMS, "label_key": "condition", "sample_key": "donor", "passes": 4, "passes_per_task": 2,
+                "epochs": 3, "top_k": 10, "outdir": "DIR"}
+
+
+@pytest.fixture(scope="module")
+def donor_dag(tmp_path_factory):
+    """workflows/deepmapper.nf with --sample_key on simulated donors (4 per condition, counts): every
+    process that the sample key reaches, as Nextflow would chain them."""
+    from deepmapper.datasets import donors
+
+    work = tmp_path_factory.mktemp("donors")
+    source = work / "donors.h5ad"
+    donors.simulate(4, n_genes=60, mean_cells=30, seed=3).write_h5ad(source)
+    p = DONOR_PARAMS
+    meta = {"id": "donors", "label_key": p["label_key"]}
+    out = {"input": source}
+    out["ingest"] = Task("DEEPMAPPER_INGEST", work, "1").run(
+        {"meta": meta, "inputs": [source], "labels": [], "genesets": []}, meta, params=p,
+        given={"sources": f"--input 'input01/{source.name}'", "sample_names": ""})
+    dataset = out["ingest"]["dataset"][0]
+    out["interactions"] = Task("DEEPMAPPER_INTERACTIONS", work, "1").run({"meta": meta, "dataset": dataset}, meta,
+                                                                         params=p)
+    [screen] = out["interactions"]["interactions"]
+    out.update(train_rounds(work, meta, dataset, p, interactions=screen))
+    out["baseline"] = Task("DEEPMAPPER_BASELINE", work, "1").run(
+        {"meta": meta, "dataset": dataset, "interactions": screen}, meta, params=p)
+    gathered = {"meta": meta, "dataset": dataset, "passes": out["passes"]}
+    out["accumulate"] = Task("DEEPMAPPER_ACCUMULATE", work, "1").run(
+        {**gathered, "baselines": out["baseline"]["baselines"]}, meta, params=p)
+    out["evaluate"] = Task("DEEPMAPPER_EVALUATE", work, "1").run(gathered, meta, params=p)
+    findings = [*out["accumulate"]["findings"], *out["accumulate"]["pairs"], screen]
+    out["report"] = Task("DEEPMAPPER_REPORT", work, "1").run(
+        {"meta": meta, "dataset": dataset, "passes": out["passes"], "findings": findings,
+         "baselines": out["baseline"]["baselines"], "evaluation": out["evaluate"]["evaluation"][0]}, meta, params=p)
+    out["multiqc"] = Task("MULTIQC", work, "1").run(
+        {"meta": meta, "multiqc_files": out["report"]["mqc"], "multiqc_config": REPO / "assets" / "multiqc_config.yml"},
+        meta, params=p)
+    return out
+
+
+def test_donor_dag_tests_at_the_level_of_the_sample(donor_dag):
+    """--sample_key reaches ingest; accumulate writes the sample-level columns and the per-sample
+    table; the baseline task fits the pseudobulk GLM (PyDESeq2, which the environments pin)."""
+    import anndata as ad
+
+    data = ad.read_h5ad(donor_dag["ingest"]["dataset"][0], backed="r")
+    assert data.uns["deepmapper"]["sample_key"] == "donor"
+    tsv, js, _ = donor_dag["accumulate"]["findings"]
+    assert {"sample_p", "sample_q"} <= set(tsv.read_text().splitlines()[0].split("\t"))
+    assert json.loads(js.read_text())["sample_level"]["test"].startswith("pseudobulk")
+    [samples] = donor_dag["accumulate"]["samples"]
+    assert samples.name == "findings_samples.tsv"
+    assert "pseudobulk.tsv" in {f.name for f in donor_dag["baseline"]["baselines"]}
+
+
+def test_the_pipeline_publishes_the_layout_of_deepmapper_run(donor_dag, tmp_path):
+    """conf/modules.config's publishDir rules, applied to the tasks' outputs as Nextflow applies them,
+    give `deepmapper run --outdir`'s layout (docs/output.md): the same files, byte for byte where
+    both are deterministic, less what only `run` writes and plus Nextflow's pipeline_info."""
+    p = {**DONOR_PARAMS, "threads": DONOR_PARAMS["threads"] or 1}
+    done = subprocess.run(["deepmapper", "run", "--input", str(donor_dag["input"]), "--label-key", p["label_key"],
+                           "--outdir", str(tmp_path / "run"), *run_options(p)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    run = run_layout(tmp_path / "run")
+    steps = {"DEEPMAPPER_INGEST": "ingest", "DEEPMAPPER_INTERACTIONS": "interactions", "DEEPMAPPER_BASELINE": "baseline",
+             "DEEPMAPPER_ACCUMULATE": "accumulate", "DEEPMAPPER_EVALUATE": "evaluate", "DEEPMAPPER_REPORT": "report",
+             "MULTIQC": "multiqc"}
+    tasks = {proc: [f for files in donor_dag[key].values() if isinstance(files, list) for f in files]
+             for proc, key in steps.items()}
+    tasks["DEEPMAPPER_TRAINPASS"] = donor_dag["passes"] + donor_dag["verdicts"]
+    pipeline = published(tasks, p)
+    only_run = {layout.RUN_INFO, layout.RUN_LOG, layout.MANIFEST}
+    assert only_run <= run
+    # the MultiQC report differs in its software-versions file (run: the report's own; the
+    # pipeline: the `versions` topic's, in pipeline_info) and in the folders MultiQC names by date
+    def comparable(paths):
+        return {x for x in paths if not x.startswith(f"{layout.MULTIQC}/") and "_mqc_versions" not in x}
+    assert comparable(pipeline) == comparable(run - only_run), (
+        sorted(comparable(pipeline) ^ comparable(run - only_run)))
+    assert f"{layout.MULTIQC}/{layout.MULTIQC_REPORT}" in pipeline
+    for name in (layout.FINDINGS, layout.FINDINGS_PER_CLASS, layout.FINDINGS_SAMPLES, layout.INTERACTIONS,
+                 f"{layout.BASELINES}/pseudobulk.tsv"):
+        assert name in pipeline
+    tsv, js, per_class = donor_dag["accumulate"]["findings"]
+    assert (tmp_path / "run" / layout.FINDINGS).read_bytes() == tsv.read_bytes()
+    [samples] = donor_dag["accumulate"]["samples"]
+    assert (tmp_path / "run" / layout.FINDINGS_SAMPLES).read_bytes() == samples.read_bytes()
+
+
+def test_publish_simulation_follows_nextflow(tmp_path):
+    """nfcheck.publish as PublishDir.apply1: the glob is matched against the path relative to the
+    task directory (`*` stays within a folder), saveAs renames or (null) skips, folders go whole."""
+    wd = tmp_path / "t"
+    (wd / "report" / "mqc").mkdir(parents=True)
+    files = [wd / "report" / "report.html", wd / "report" / "mqc" / "a_mqc.tsv", wd / "findings.tsv"]
+    rules = [nfcheck.PublishRule('{ "${params.outdir}/x" }', "report/*", "{ f -> f.replaceFirst('^report/', '') }")]
+    got = nfcheck.publish(rules, files, wd, {"params": {"outdir": "OUT"}})
+    assert [d for _, d in got] == ["x/report.html"]          # `*` does not cross into report/mqc/
+    skip = [nfcheck.PublishRule('{ "${params.outdir}" }', None, "{ f -> null }")]
+    assert nfcheck.publish(skip, files, wd, {"params": {"outdir": "OUT"}}) == []
+    whole = [nfcheck.PublishRule('{ "${params.outdir}" }', "report/**", None)]
+    assert [d for _, d in nfcheck.publish(whole, files, wd, {"params": {"outdir": "OUT"}})] == [
+        "report/report.html", "report/mqc/a_mqc.tsv"]
+
+
 def test_ingest_of_samplesheet_populations(tmp_path):
     """The samplesheet branch: one LABEL=PATH input per row, 10x directories staged as input??/."""
     import anndata as ad
@@ -1538,6 +1682,9 @@ def test_environment_files_pin_packages_that_exist(path):
         assert pinned in VERSIONS["pypi"]["packages"][name], spec
     names = [d.split("::")[-1].split("=")[0] for d in env["dependencies"] if isinstance(d, str)]
     assert {"python", "procps-ng", "pytorch", "multiqc"} <= set(names)
+    # with --sample_key the accumulate and baseline tasks fit PyDESeq2 (the `samples` extra);
+    # without it they would fall back to Welch's test and skip baselines/pseudobulk.tsv
+    assert any(spec.startswith("pydeseq2==") for spec in pip), path
     pytorch = next(d for d in env["dependencies"] if isinstance(d, str) and "::pytorch=" in d)
     assert pytorch.endswith("=cuda*") == (path.name == "environment.cuda.yml")  # else the solver picks
 

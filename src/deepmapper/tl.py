@@ -42,8 +42,10 @@ def rank_features(adata, groupby: str, *, groups="all", reference: str = "rest",
         counts (setting ``normalize``).
     groupby
         Column of ``adata.obs`` holding the groups (at least two, each with at
-        least ``min_class_size`` cells). Cells with an empty label, or one of
-        ``missing_labels="NA,None"`` (a setting), are left out with a warning.
+        least ``min_class_size`` cells). A cell with an empty or NaN label is an
+        error naming the fix; with the setting ``missing_labels`` (e.g.
+        ``missing_labels="NA,None"``), cells whose label is empty or one of those
+        values are left out with a warning.
     groups
         ``"all"``, or the groups to report (as scanpy). With ``reference="rest"``
         the model still learns every group, and the rest is all other cells.

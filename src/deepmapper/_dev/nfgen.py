@@ -394,6 +394,9 @@ PIP_PINS = {
     "anndata": "0.12.19", "scanpy": "1.11.5", "scikit-learn": "1.9.1", "captum": "0.9.0", "click": "8.5.1",
     "pyyaml": "6.0.4", "tqdm": "4.70.1", "plotly": "7.1.0", "h5py": "3.16.0", "biopython": "1.88",
     "leidenalg": "0.12.0", "igraph": "1.0.0", "matplotlib": "3.11.2",
+    # the `samples` extra: the sample-level test and the pseudobulk baseline with --sample_key
+    # (without it both fall back to Welch's t-test on the sample means and skip pseudobulk.tsv)
+    "pydeseq2": "0.5.4",
 }
 CUDA_BUILD = "cuda*"  # conda-forge's CUDA builds of pytorch (cuda126_..., cuda129_...)
 

@@ -88,7 +88,8 @@ def train_pass(dataset, start, count, outdir, verdicts_path, expect_gpu, interac
 @_passes_dir
 @_pass_file
 @click.option("--outdir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Where findings.tsv, findings.json and findings_per_class.tsv are written.")
+              help="Where findings.tsv, findings.json, findings_per_class.tsv, findings_pairs.tsv and, with a "
+                   "sample key, findings_samples.tsv are written.")
 @click.option("--baselines", "baselines_json", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="baselines.json of 'deepmapper baseline' on the same dataset and split: the trust "
                                  "verdict then compares the passes with logistic regression.")

@@ -12,6 +12,8 @@ process DEEPMAPPER_ACCUMULATE {
     output:
     tuple val(meta), path('findings.tsv'), path('findings.json'), path('findings_per_class.tsv'), emit: findings
     tuple val(meta), path('findings_pairs.tsv'), emit: pairs
+    // with a sample key only: the top features' mean in each sample (the report's donor panel)
+    tuple val(meta), path('findings_samples.tsv'), optional: true, emit: samples
     tuple val("${task.process}"), val('deepmapper'), eval("deepmapper --version | sed 's/.*version //'"), emit: versions_deepmapper, topic: versions
 
     when:
@@ -31,6 +33,6 @@ process DEEPMAPPER_ACCUMULATE {
 
     stub:
     """
-    touch findings.tsv findings.json findings_per_class.tsv findings_pairs.tsv
+    touch findings.tsv findings.json findings_per_class.tsv findings_pairs.tsv findings_samples.tsv
     """
 }
