@@ -397,12 +397,12 @@ def _tiny(n_donors: int = 3):
 
 
 def test_sample_key_through_the_api(one_torch_thread):
-    adata = _tiny(4)          # 4 donors per condition: each pass trains on 2 of each (model_left_out)
+    adata = _tiny(5)          # 5 donors per condition: each pass trains on 3 of each (model_left_out)
     dm.tl.rank_features(adata, "condition", sample_key="donor", passes=1, **FAST)
     res = adata.uns["deepmapper"]
     ranking = res["ranking"]
     sl = res["summary"]["sample_level"]           # what the rank was made of, where a scanpy user reads it
-    assert sl["rank"] == RANK_WITH_MODEL and sl["model_left_out"] == "" and sl["n_samples"] == 8
+    assert sl["rank"] == RANK_WITH_MODEL and sl["model_left_out"] == "" and sl["n_samples"] == 10
     for col in ("model_rank", "sample_p", "sample_q", "sample_reproducibility"):
         assert col in ranking.columns
     q = ranking["sample_q"]                  # NaN: DESeq2 gave no p value (Cook's outlier, all zero)
@@ -426,10 +426,11 @@ def test_sample_key_through_the_api(one_torch_thread):
         dm.tl.rank_features(_tiny(), "condition", sample_key="nope", passes=1, **FAST)
 
 
-def test_the_model_weighs_in_only_with_two_training_samples_per_label(one_torch_thread):
+def test_the_model_weighs_in_only_with_three_training_samples_per_label(one_torch_thread):
     """3 donors per condition: one held out, one validated on, one trained on. With one training donor
-    per label every feature that tells those two donors apart serves the model as well as the condition,
-    so the rank is the sample-level test's alone (the model orders its ties), and the run says why."""
+    per label every feature that tells those two donors apart serves the model as well as the condition
+    (with two, an odd donor is half of a label's training data), so the rank is the sample-level test's
+    alone (the model orders its ties), and the run says why."""
     from types import SimpleNamespace
 
     from deepmapper.results.findings import MIN_TRAIN_SAMPLES, model_left_out
@@ -439,7 +440,7 @@ def test_the_model_weighs_in_only_with_two_training_samples_per_label(one_torch_
     res = adata.uns["deepmapper"]
     sl = res["summary"]["sample_level"]
     assert sl["rank"] == RANK_TEST_ALONE
-    assert "fewer than 2 samples of a label ('control' (1), 'disease' (1)" in sl["model_left_out"]
+    assert "fewer than 3 samples of a label ('control' (1), 'disease' (1)" in sl["model_left_out"]
     # the pair screen saw the 2 + 2 donors outside the held-out set, and findings.json says so
     assert "no pair screen calibration is possible with 2 + 2 samples: only 5 " in sl["pair_screen"]
     ranking = res["ranking"]
@@ -453,10 +454,10 @@ def test_the_model_weighs_in_only_with_two_training_samples_per_label(one_torch_
         return SimpleNamespace(accepted=accepted, meta={"gate": {"score": 0.5, "chance": 0.5},
                                                         **({"train_samples": counts} if counts else {})})
 
-    assert MIN_TRAIN_SAMPLES == 2
-    assert model_left_out([rec(a=2, b=3), rec(a=3, b=2)]) == ""
+    assert MIN_TRAIN_SAMPLES == 3
+    assert model_left_out([rec(a=3, b=4), rec(a=4, b=3)]) == ""
     assert model_left_out([rec()]) == ""
-    assert "'b' (1)" in model_left_out([rec(a=2, b=2), rec(a=2, b=1)])
+    assert "'b' (2)" in model_left_out([rec(a=3, b=3), rec(a=3, b=2)])
     assert model_left_out([rec(False, a=1, b=1)]).startswith("no pass passed the accuracy gate")
 
 
@@ -503,7 +504,7 @@ def test_sample_key_through_the_cli(tmp_path, one_torch_thread):
     page = build_html(load_results(out))
     assert 'id="samples"' in page and "Top features in each sample" in page
     # 3 donors per condition: each pass trained on one of each, so the test ranks alone, and the page says why
-    assert "alone</strong>: passes trained on fewer than 2 samples of a label" in page
+    assert "alone</strong>: passes trained on fewer than 3 samples of a label" in page
     assert "pseudobulk DESeq2&#x27;s top 20" in page or "pseudobulk DESeq2's top 20" in page
     # read back into an AnnData: the sample-level columns travel with the ranking
     back = dm.read_results(out)

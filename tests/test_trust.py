@@ -31,10 +31,10 @@ TINY = ["--passes", "2", "--epochs", "2", "--min-epochs", "1", "--passes-per-ste
 COMPARED = ["findings.tsv", "findings.json", "findings_per_class.tsv", "evaluation.json"]
 
 
-def dm(*args, env=None, preexec_fn=None, timeout=600) -> subprocess.CompletedProcess:
+def dm(*args, env=None, preexec_fn=None, timeout=600, cwd=None) -> subprocess.CompletedProcess:
     full = dict(os.environ, **(env or {}))
     return subprocess.run([sys.executable, "-c", "from deepmapper.cli import main; main()", *map(str, args)],
-                          env=full, capture_output=True, text=True, timeout=timeout, preexec_fn=preexec_fn)
+                          env=full, capture_output=True, text=True, timeout=timeout, preexec_fn=preexec_fn, cwd=cwd)
 
 
 def dm_popen(*args, env=None) -> subprocess.Popen:
@@ -191,6 +191,67 @@ def test_a_users_own_file_with_a_result_name_is_refused(pbmc_h5ad, tmp_path, nam
     assert proc.returncode == 2 and name in line and "move it away" in line, line
     assert sorted(p.name for p in out.iterdir()) == [name]            # untouched, and no .deepmapper left
     assert (out / name).read_text() == "my own table\n"
+
+
+@pytest.mark.parametrize("rel", ["multiqc/multiqc_report.html", "baselines/mine.tsv", "passes/notes.txt",
+                                 "mqc/my_mqc.tsv"])
+def test_a_users_file_inside_a_folder_with_a_result_name_is_refused(pbmc_h5ad, tmp_path, rel):
+    """An nf-core results folder's multiqc/, notes in passes/: not written by deepmapper run, so not
+    replaced whole (they were removed silently before); refused up front, untouched."""
+    out = tmp_path / "out"
+    (out / rel).parent.mkdir(parents=True)
+    (out / rel).write_text("mine\n")
+    proc = _run(pbmc_h5ad, out)
+    line = one_error(proc)
+    assert proc.returncode == 2 and rel in line and "move it away" in line, line
+    assert (out / rel).read_text() == "mine\n" and not (out / ".deepmapper").exists()
+
+
+def test_a_users_file_added_to_a_published_folder_is_refused_and_never_removed(pbmc_h5ad, tmp_path, reference):
+    out = tmp_path / "out"
+    shutil.copytree(reference, out, symlinks=True)
+    (out / "passes" / "notes.txt").write_text("mine\n")
+    proc = _run(pbmc_h5ad, out, "--seed", "3")
+    assert proc.returncode == 2 and "passes/notes.txt" in one_error(proc)
+    assert (out / "passes" / "notes.txt").read_text() == "mine\n"
+    assert (out / "findings.tsv").read_bytes() == (reference / "findings.tsv").read_bytes()   # the run is as it was
+    from deepmapper.results.publish import OutDir
+
+    (out / "passes" / "notes.txt").unlink()
+    (out / "mqc").mkdir()
+    (out / "mqc" / "deepmapper_findings_mqc.tsv").write_text("x\n")    # 'deepmapper report' wrote it: ours
+    ours = OutDir(out)
+    ours.check()
+    assert "mqc/deepmapper_findings_mqc.tsv" in ours._stale(["findings.tsv"])
+
+
+def test_an_empty_outdir_is_refused_not_taken_as_the_current_folder(pbmc_h5ad, tmp_path):
+    """`--outdir "$OUT"` with OUT unset: one error, exit 2, nothing written where the command ran;
+    every --outdir / --out of every command takes the same type."""
+    import click
+
+    from deepmapper.cli import cli
+    from deepmapper.cli._options import OutPath
+
+    (tmp_path / "passes").mkdir()
+    (tmp_path / "passes" / "keep.txt").write_text("mine\n")
+    proc = dm("run", "--input", pbmc_h5ad, "--label-key", "bulk_labels", "--outdir", "", *TINY, cwd=tmp_path)
+    assert proc.returncode == 2 and "empty path" in proc.stderr, proc.stderr[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["passes"] and (tmp_path / "passes" / "keep.txt").exists()
+
+    def commands(group, prefix=()):
+        for name, cmd in group.commands.items():
+            if isinstance(cmd, click.Group):
+                yield from commands(cmd, (*prefix, name))
+            else:
+                yield (*prefix, name), cmd
+    checked = 0
+    for name, cmd in commands(cli):
+        for param in cmd.params:
+            if {"--outdir", "--out"} & set(param.opts):
+                assert isinstance(param.type, OutPath), (name, param.opts)
+                checked += 1
+    assert checked >= 15
 
 
 def test_a_run_that_fails_before_writing_leaves_no_outdir(pbmc_h5ad, tmp_path):

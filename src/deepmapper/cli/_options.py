@@ -23,6 +23,20 @@ from deepmapper.config import Config, field_steps, iter_fields, load_yaml, value
 _CLICK_TYPES = {"bool": click.BOOL, "int": click.INT, "float": click.FLOAT, "str": click.STRING}
 
 
+class OutPath(click.Path):
+    """Where a command writes: an empty value (``--outdir "$OUT"`` with OUT unset) is refused, where
+    click would take it as the current folder and publish there."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            self.fail("an empty path (an unset variable?): give the folder or file to write to", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+OUT_DIR = OutPath(file_okay=False, path_type=Path)     # --outdir of every command
+OUT_FILE = OutPath(dir_okay=False, path_type=Path)     # --out of every command
+
+
 def option_name(param: str) -> str:
     return "--" + param.replace("_", "-")
 

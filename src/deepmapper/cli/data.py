@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from deepmapper.cli._options import build_config, config_options
+from deepmapper.cli._options import OUT_DIR, OUT_FILE, build_config, config_options
 
 
 @click.command("ingest")
@@ -20,7 +20,7 @@ from deepmapper.cli._options import build_config, config_options
 @click.option("--sample-name", "sample_names", multiple=True, metavar="NAME",
               help="The sample id of each population input, once per --input in the same order (a samplesheet's "
                    "sample column) [default: each directory's name].")
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--out", required=True, type=OUT_FILE,
               help="The dataset file to write (e.g. dataset.h5ad); written atomically.")
 @config_options("ingest")
 def ingest_cmd(inputs, label_key, labels_file, sample_names, out, config_path, **params):
@@ -42,7 +42,7 @@ def ingest_cmd(inputs, label_key, labels_file, sample_names, out, config_path, *
 
 @click.command("baseline")
 @click.option("--dataset", required=True, type=click.Path(path_type=Path), help="dataset.h5ad from ingest.")
-@click.option("--outdir", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--outdir", required=True, type=OUT_DIR,
               help="Folder for logistic.tsv, wilcoxon.tsv, baselines.json (and interactions.tsv with --interactions-tsv).")
 @click.option("--method", type=click.Choice(["logistic", "wilcoxon", "all"]), default="all", show_default=True,
               help="Which baseline(s) to run.")

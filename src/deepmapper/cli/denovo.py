@@ -9,10 +9,10 @@ from pathlib import Path
 
 import click
 
+from deepmapper.cli._options import OUT_DIR, OUT_FILE
+
 _IN = click.Path(exists=True, dir_okay=False, path_type=Path)
 _IN_ANY = click.Path(exists=True, path_type=Path)
-_DIR = click.Path(file_okay=False, path_type=Path)
-_OUT = click.Path(dir_okay=False, path_type=Path)
 _ASSEMBLERS = click.Choice(["rnaspades", "trinity"])
 
 
@@ -36,7 +36,7 @@ def denovo():
 
 @denovo.command("index-reference")
 @click.option("--reference", required=True, type=_IN, help="Reference transcript cDNA FASTA (may be gzipped).")
-@click.option("--outdir", required=True, type=_DIR, help="Writes DIR/reference.*.ht2 (index prefix DIR/reference).")
+@click.option("--outdir", required=True, type=OUT_DIR, help="Writes DIR/reference.*.ht2 (index prefix DIR/reference).")
 @_threads
 def index_reference_cmd(reference, outdir, threads):
     """Build the HISAT2 index of the reference cDNA."""
@@ -53,7 +53,7 @@ def index_reference_cmd(reference, outdir, threads):
 @click.option("--fastq-2", "fastq_2", type=click.Path(path_type=Path), default=None,
               help="Read 2 for paired-end samples.")
 @click.option("--index", required=True, type=click.Path(path_type=Path), help="HISAT2 index prefix (DIR/reference).")
-@click.option("--outdir", required=True, type=_DIR,
+@click.option("--outdir", required=True, type=OUT_DIR,
               help="Writes DIR/ID.unaligned_1.fastq.gz (+ _2), DIR/ID.hisat2.log.")
 @_threads
 def align_cmd(sample, fastq_1, fastq_2, index, outdir, threads):
@@ -69,7 +69,7 @@ def align_cmd(sample, fastq_1, fastq_2, index, outdir, threads):
               help="Unaligned reads (read 1), repeatable: one per sample.")
 @click.option("--reads-2", "reads_2", multiple=True, type=_IN,
               help="Unaligned read 2 files, repeatable; matched to --reads-1 by name (X_1 / X_2).")
-@click.option("--outdir", required=True, type=_DIR,
+@click.option("--outdir", required=True, type=OUT_DIR,
               help="Writes DIR/pooled_1.fastq.gz (+ _2, + pooled_single.fastq.gz for mixed designs).")
 def pool_cmd(reads_1, reads_2, outdir):
     """Pool the unaligned reads of all samples."""
@@ -84,7 +84,7 @@ def pool_cmd(reads_1, reads_2, outdir):
 @click.option("--single", type=_IN, default=None, help="Pooled single-end reads beside pairs (mixed designs).")
 @click.option("--assembler", type=_ASSEMBLERS, default="rnaspades", show_default=True,
               help="rnaspades (rnaspades.py) or trinity (Trinity, e.g. in its container).")
-@click.option("--outdir", required=True, type=_DIR, help="Writes DIR/assembly.fa.")
+@click.option("--outdir", required=True, type=OUT_DIR, help="Writes DIR/assembly.fa.")
 @_threads
 @click.option("--memory-gb", type=click.IntRange(min=1), default=4, show_default=True,
               help="Memory limit of the assembler in GB.")
@@ -99,7 +99,7 @@ def assemble_cmd(reads_1, reads_2, single, assembler, outdir, threads, memory_gb
 @denovo.command("tag")
 @click.option("--assembly", required=True, type=_IN, help="Assembled transcripts (FASTA).")
 @click.option("--reference", required=True, type=_IN, help="Reference cDNA FASTA (its ids must not use DENOVO_).")
-@click.option("--out", required=True, type=_OUT, help="Output FASTA with DENOVO_ ids (e.g. denovo.fa).")
+@click.option("--out", required=True, type=OUT_FILE, help="Output FASTA with DENOVO_ ids (e.g. denovo.fa).")
 @click.option("--min-length", type=click.IntRange(min=1), default=200, show_default=True,
               help="Drop assembled transcripts shorter than this (nt).")
 def tag_cmd(assembly, reference, out, min_length):
@@ -112,7 +112,7 @@ def tag_cmd(assembly, reference, out, min_length):
 @denovo.command("hybrid")
 @click.option("--reference", required=True, type=_IN, help="Reference cDNA FASTA.")
 @click.option("--denovo", "denovo_fa", required=True, type=_IN, help="DENOVO_ transcripts (from 'tag').")
-@click.option("--outdir", required=True, type=_DIR, help="Writes DIR/hybrid.fa and DIR/salmon_index/.")
+@click.option("--outdir", required=True, type=OUT_DIR, help="Writes DIR/hybrid.fa and DIR/salmon_index/.")
 @_threads
 @click.option("--kmer", type=int, default=31, show_default=True, help="Salmon index k-mer length (odd, <= 31).")
 def hybrid_cmd(reference, denovo_fa, outdir, threads, kmer):
@@ -127,7 +127,7 @@ def hybrid_cmd(reference, denovo_fa, outdir, threads, kmer):
 @click.option("--fastq-1", "fastq_1", required=True, type=click.Path(path_type=Path), help="Reads (read 1).")
 @click.option("--fastq-2", "fastq_2", type=click.Path(path_type=Path), default=None, help="Read 2 (paired-end).")
 @click.option("--index", required=True, type=_IN_ANY, help="Salmon index directory (DIR/salmon_index).")
-@click.option("--outdir", required=True, type=_DIR, help="Writes DIR/ID/quant.sf.")
+@click.option("--outdir", required=True, type=OUT_DIR, help="Writes DIR/ID/quant.sf.")
 @_threads
 def quant_cmd(sample, fastq_1, fastq_2, index, outdir, threads):
     """Quantify one sample against the hybrid index with Salmon."""
@@ -143,7 +143,7 @@ def quant_cmd(sample, fastq_1, fastq_2, index, outdir, threads):
               help="Directory holding ID/quant.sf for every sample.")
 @click.option("--denovo", "denovo_fa", type=_IN, default=None,
               help="DENOVO_ FASTA; checks that every de-novo transcript was quantified.")
-@click.option("--outdir", required=True, type=_DIR, help="Writes DIR/sc_table.tsv and DIR/dataset.h5ad.")
+@click.option("--outdir", required=True, type=OUT_DIR, help="Writes DIR/sc_table.tsv and DIR/dataset.h5ad.")
 @_min_class_size
 def table_cmd(samplesheet, quant_dir, denovo_fa, outdir, min_class_size):
     """Transcripts x samples table (with is_denovo) and the dataset for 'deepmapper run'."""
@@ -155,7 +155,7 @@ def table_cmd(samplesheet, quant_dir, denovo_fa, outdir, min_class_size):
 @denovo.command("run")
 @click.option("--samplesheet", required=True, type=_IN, help="CSV sample,fastq_1,fastq_2,label.")
 @click.option("--reference", required=True, type=_IN, help="Reference transcript cDNA FASTA.")
-@click.option("--outdir", required=True, type=_DIR,
+@click.option("--outdir", required=True, type=OUT_DIR,
               help="Writes DIR/sc_table.tsv, DIR/denovo.fa, DIR/dataset.h5ad, DIR/logs/commands.tsv, ...")
 @click.option("--assembler", type=_ASSEMBLERS, default="rnaspades", show_default=True, help="De-novo assembler.")
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True, help="Threads per tool.")
@@ -175,7 +175,7 @@ def run_cmd(samplesheet, reference, outdir, assembler, threads, memory_gb, min_l
 
 
 @denovo.command("simulate")
-@click.option("--outdir", required=True, type=_DIR,
+@click.option("--outdir", required=True, type=OUT_DIR,
               help="Writes reference.fa, novel.fa, reads/*.fastq.gz, samplesheet.csv, truth.tsv, true_counts.tsv.")
 @click.option("--n-reference", type=click.IntRange(min=1), default=40, show_default=True)
 @click.option("--n-novel", type=click.IntRange(min=0), default=6, show_default=True)

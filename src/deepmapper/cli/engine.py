@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from deepmapper.cli._options import build_config, config_options
+from deepmapper.cli._options import OUT_DIR, OUT_FILE, build_config, config_options
 from deepmapper.results import layout
 
 _dataset = click.option("--dataset", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
@@ -54,7 +54,7 @@ def _recorded(dataset: Path, pass_paths: list[Path], own):
 @_dataset
 @click.option("--start", type=click.IntRange(min=0), default=0, show_default=True, help="First pass index.")
 @click.option("--count", type=click.IntRange(min=1), default=1, show_default=True, help="Number of passes.")
-@click.option("--outdir", type=click.Path(file_okay=False, path_type=Path), required=True,
+@click.option("--outdir", type=OUT_DIR, required=True,
               help="Where pass_NNN.npz files are written.")
 @click.option("--verdicts", "verdicts_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the gate's verdicts (accepted or not, per pass) as JSON: what `deepmapper plan` "
@@ -87,7 +87,7 @@ def train_pass(dataset, start, count, outdir, verdicts_path, expect_gpu, interac
 @_dataset
 @_passes_dir
 @_pass_file
-@click.option("--outdir", type=click.Path(file_okay=False, path_type=Path), required=True,
+@click.option("--outdir", type=OUT_DIR, required=True,
               help="Where findings.tsv, findings.json, findings_per_class.tsv, findings_pairs.tsv and, with a "
                    "sample key, findings_samples.tsv are written.")
 @click.option("--baselines", "baselines_json", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -116,7 +116,7 @@ def accumulate_cmd(dataset, passes_dir, pass_file, outdir, baselines_json, confi
 @_dataset
 @_passes_dir
 @_pass_file
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+@click.option("--out", type=OUT_FILE, required=True,
               help="evaluation.json to write.")
 @config_options("evaluate")
 def evaluate_cmd(dataset, passes_dir, pass_file, out, config_path, **params):
@@ -137,7 +137,7 @@ def evaluate_cmd(dataset, passes_dir, pass_file, out, config_path, **params):
 @click.option("--label-key", default=None, help="obs column (or CSV column) with the class labels.")
 @click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Separate labels file (cell id, label) for CSV/10x input.")
-@click.option("--outdir", type=click.Path(file_okay=False, path_type=Path), required=True,
+@click.option("--outdir", type=OUT_DIR, required=True,
               help="Results directory (created; earlier results are replaced only when the run succeeds).")
 @click.option("--report/--no-report", default=True, show_default=True, help="Write report.html and MultiQC.")
 @click.option("--baselines/--no-baselines", default=True, show_default=True,
@@ -171,7 +171,7 @@ def _run_summary(summary, outdir, report) -> None:
 
 
 @click.command("demo")
-@click.option("--outdir", type=click.Path(file_okay=False, path_type=Path), default=Path("deepmapper_demo"),
+@click.option("--outdir", type=OUT_DIR, default=Path("deepmapper_demo"),
               show_default=True, help="Results directory.")
 @click.option("--open/--no-open", "open_report", default=True, show_default=True,
               help="Open report.html in a browser when one is available.")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from deepmapper.cli._options import OUT_FILE
 from deepmapper.config import DEVICE_CHOICES, MODALITIES, defaults_flat, param_help
 
 # the options these tools share with the run configuration take its defaults and help
@@ -39,7 +40,7 @@ def _write(adata, out: Path) -> None:
                    "kept); --out is then a dataset for train-pass.")
 @click.option("--genesets", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="GMT file: set name, description, genes (tab-separated), one set per line.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--out", required=True, type=OUT_FILE,
               help="Output h5ad: cells x gene sets, obs carried over.")
 @click.option("--min-size", "--geneset-min-size", "min_size", default=_D["geneset_min_size"], show_default=True,
               type=click.IntRange(min=1),
@@ -89,7 +90,7 @@ def aucell_cmd(input_path, dataset_path, genesets, out, min_size, top_fraction, 
               help="h5ad: expression (rna) or peak/tile counts (atac), cells x features.")
 @click.option("--modality", default=_D["modality"], show_default=True, type=click.Choice(MODALITIES),
               help="rna: PCA; atac: binarise, TF-IDF, iterative LSI with the depth filter.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--out", required=True, type=OUT_FILE,
               help="Output h5ad: the input with obs[KEY] and the embedding in obsm (X_pca or X_lsi).")
 @click.option("--resolution", "--cluster-resolution", "resolution", default=_D["cluster_resolution"],
               show_default=True, type=click.FloatRange(0, min_open=True),

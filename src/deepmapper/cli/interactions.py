@@ -5,13 +5,13 @@ from pathlib import Path
 
 import click
 
-from deepmapper.cli._options import build_config, config_options
+from deepmapper.cli._options import OUT_DIR, build_config, config_options
 
 
 @click.command("interactions")
 @click.option("--dataset", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
               help="dataset.h5ad written by 'deepmapper ingest'.")
-@click.option("--outdir", type=click.Path(file_okay=False, path_type=Path), required=True,
+@click.option("--outdir", type=OUT_DIR, required=True,
               help="Where interactions.tsv is written.")
 @config_options("interactions")
 def interactions_cmd(dataset, outdir, config_path, **params):

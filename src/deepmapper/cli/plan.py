@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from deepmapper.cli._options import build_config, config_options
+from deepmapper.cli._options import OUT_FILE, build_config, config_options
 from deepmapper.engine.planning import PASSES_PER_TASK
 
 
@@ -28,7 +28,7 @@ from deepmapper.engine.planning import PASSES_PER_TASK
                    "(a folder that does not exist holds none: the first round).")
 @click.option("--passes-per-task", type=click.IntRange(min=1), default=PASSES_PER_TASK,
               show_default=True, help="Passes per task (the pipeline's --passes_per_task, same default).")
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="plan.json to write.")
+@click.option("--out", required=True, type=OUT_FILE, help="plan.json to write.")
 @config_options("plan")
 def plan_cmd(round_number, verdicts, verdicts_dir, passes_per_task, out, config_path, **params):
     """Plan the next round of passes from the verdicts so far; writes plan.json."""

@@ -5,12 +5,14 @@ from pathlib import Path
 
 import click
 
+from deepmapper.cli._options import OUT_DIR
+
 
 @click.command("report")
 @click.option("--results", "results_dir", required=True,
               type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Results directory: findings.tsv/.json, passes/, baselines/, evaluation.json, dataset.h5ad.")
-@click.option("--outdir", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--outdir", required=True, type=OUT_DIR,
               help="Where report.html, mqc/ and multiqc/ are written (may equal --results).")
 @click.option("--multiqc/--no-multiqc", default=True, show_default=True,
               help="Also run MultiQC on the custom content (writes multiqc/multiqc_report.html).")

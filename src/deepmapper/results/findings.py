@@ -121,8 +121,9 @@ def choose(passes: list[PassResult], n_wanted: int | None, *, samples: bool = Fa
 
 
 # With a sample key the model's importance weighs in the rank only when every pass ranked from
-# trained on at least this many samples of each label (see model_left_out).
-MIN_TRAIN_SAMPLES = 2
+# trained on at least this many samples of each label (see model_left_out): 5 per label at the
+# default fractions (one held out, one validating, three training).
+MIN_TRAIN_SAMPLES = 3
 
 
 def model_left_out(used: list[PassResult]) -> str:
@@ -131,12 +132,17 @@ def model_left_out(used: list[PassResult]) -> str:
     Two reasons, in this order: no pass ranked from passed the accuracy gate (with a sample key:
     balanced accuracy on held-out donors above chance and ``min_accuracy``; :func:`choose`), or a pass
     trained on fewer than :data:`MIN_TRAIN_SAMPLES` samples of some label (``meta["train_samples"]``,
-    e.g. 3 donors per condition: one held out, one to validate on, one to train on). With one
+    e.g. 4 donors per condition: one held out, one to validate on, two to train on). With one
     training sample per label every feature that tells those two samples apart - the donors' own
-    genotype and handling as much as the condition - serves the model equally, so its importance
-    cannot rank the condition: on ``bench/donors.py`` at 3 donors per condition with two odd disease
-    donors the model alone put 3.7 of 12 condition genes and 3.4 of 12 one-donor genes in its top 20,
-    and weighting by it lowered the rank from 9.3 to 8.7 condition genes (10 seeds, docs/accuracy.md)."""
+    genotype and handling as much as the condition - serves the model equally; with two, one odd
+    donor is half of what the model learns a label from. Measured on ``bench/donors.py``
+    (docs/accuracy.md): at 3 donors per condition with two odd disease donors the model alone put
+    3.7 of 12 condition genes and 3.4 of 12 one-donor genes in its top 20, and weighting by it
+    lowered the rank from 9.3 to 8.7 condition genes (10 seeds); at 4 paired donors with a weak
+    effect the product let 3.3 one-donor genes into the top 20 where the test alone let 1.0 (3
+    seeds), and at 4 donors per condition it found as many condition genes as the test alone
+    (10.4, 10.2 / 10.0, 7.0; 5 seeds each). From 3 training samples it stays within the limit (5
+    paired donors, weak effect: 9.5 / 0.5 against the test's 9.25 / 0; 4 seeds)."""
     if not used:
         return "no passes to rank from"
     if not all(p.accepted for p in used):
@@ -149,8 +155,9 @@ def model_left_out(used: list[PassResult]) -> str:
     if few:
         listed = ", ".join(f"'{label}' ({n})" for label, n in sorted(few.items()))
         return (f"passes trained on fewer than {MIN_TRAIN_SAMPLES} samples of a label ({listed}; the others were "
-                "held out or validated on): with one sample per label the model cannot tell that sample's own "
-                "effects from the label's; add samples (at the default fractions 4 per label give each pass 2)")
+                "held out or validated on): with one or two samples per label the model cannot tell one "
+                "sample's own effects from the label's; add samples (at the default fractions 5 per label give "
+                "each pass 3)")
     return ""
 
 

@@ -35,8 +35,9 @@ from the journal (every step can be redone), so ``OUT`` holds the earlier set (k
 
 Which files are ours: those ``manifest.json`` lists, the links of the earlier layout, the files of
 a results directory of an earlier version (plain files with ``run_info.json``), and a
-``report.html`` that ``deepmapper report`` wrote. Any other file where a result goes is the user's:
-the run refuses it (exit 2) before reading the input.
+``report.html`` or ``mqc/deepmapper_*`` that ``deepmapper report`` wrote. Any other file where a
+result goes, also inside a results folder (``passes/notes.txt``, an nf-core ``multiqc/``), is the
+user's: the run refuses it (exit 2) before reading the input, and a publish removes only ours.
 
 The lock is held from before the input is read until the run has been published; a second run
 fails at once naming the holder, or waits (``--wait``). A run directory left when a run takes the
@@ -151,27 +152,46 @@ class OutDir:
     def _check_entries(self) -> None:
         if self.journal.exists():
             return        # an interrupted publish: its files are ours, finished under the lock
-        manifest = self.published()
-        published = {rel.split("/", 1)[0] for rel in (manifest or {}).get("files", {})}
-        if manifest is not None:
-            published.add(MANIFEST)
-        earlier_version = manifest is None and _is_plain_file(self.path / layout.RUN_INFO)
+        ours = self._ours()
         for name, is_dir in KNOWN.items():
             entry = self.path / name
-            if not os.path.lexists(entry) or name in published or self._is_legacy_link(entry):
+            if not os.path.lexists(entry) or self._is_legacy_link(entry):
                 continue
             if not entry.is_symlink() and entry.is_dir() == is_dir:
-                # a directory of that name: results of an earlier run, replaced whole; a file: only
-                # when a DeepMapper step wrote it, never a file of the user's
-                if is_dir or earlier_version or (name == layout.REPORT and _is_our_report(entry)):
+                # ours: what manifest.json lists, an earlier version's results, a report that
+                # 'deepmapper report' wrote; never a file of the user's, also not inside a results folder
+                foreign = next((f for f in _files(entry) if not ours(f.relative_to(self.path).as_posix())), None)
+                if foreign is None:
                     continue
-                raise ConfigError(f"a file named '{name}' is in the way of the results (not written by "
-                                  "'deepmapper run': manifest.json does not list it)", where=str(entry),
-                                  field="--outdir", fix="move it away, or choose another --outdir.")
+                where = "" if foreign == entry else f" in the folder '{name}'"
+                raise ConfigError(f"a file named '{foreign.relative_to(self.path).as_posix()}'{where} is in the way "
+                                  "of the results (not written by 'deepmapper run': manifest.json does not list "
+                                  "it)", where=str(foreign), field="--outdir",
+                                  fix="move it away, or choose another --outdir.")
             kind = "a link" if entry.is_symlink() else ("a directory" if entry.is_dir() else "a file")
             raise ConfigError(f"{kind} named '{name}' is in the way of the results (not written by "
                               "'deepmapper run')", where=str(entry), field="--outdir",
                               fix="move it away, or choose another --outdir.")
+
+    def _ours(self):
+        """Whether a file under a result's name (a path relative to OUT) is DeepMapper's to replace or
+        remove: listed by manifest.json; any file of the results of an earlier version (plain files
+        with run_info.json and no manifest); a report.html or mqc/deepmapper_* that 'deepmapper
+        report' wrote. Anything else is the user's, wherever it lies."""
+        manifest = self.published()
+        listed = set((manifest or {}).get("files", {}))
+        if manifest is not None:
+            listed.add(MANIFEST)
+        earlier_version = manifest is None and _is_plain_file(self.path / layout.RUN_INFO)
+
+        def ours(rel: str) -> bool:
+            if earlier_version or rel in listed:
+                return True
+            if rel == layout.REPORT:
+                return _is_our_report(self.path / rel)
+            top, _, leaf = rel.partition("/")
+            return top == layout.MQC and "/" not in leaf and leaf.startswith("deepmapper_")
+        return ours
 
     def _is_legacy_link(self, entry: Path) -> bool:
         return entry.is_symlink() and os.readlink(entry) == f"{META}/current/{entry.name}"
@@ -340,20 +360,18 @@ class OutDir:
         return sorted(names)
 
     def _stale(self, new: list[str]) -> list[str]:
-        """The earlier run's entries the new run does not write: whole top-level results it lacks, and the
-        files inside its directories (``passes/pass_009.npz`` of a run with more passes) it lacks."""
-        tops = {rel.split("/", 1)[0] for rel in new} | {MANIFEST}
-        new_set = set(new)
+        """The earlier run's files the new run does not write (``report.html`` after a ``--no-report``
+        rerun, ``passes/pass_009.npz`` of a run with more passes): only files that are ours
+        (:meth:`_ours`); a user's file is never removed (check refuses a run that would replace one)."""
+        new_set = set(new) | {MANIFEST}
+        ours = self._ours()
         stale = []
-        for name, is_dir in KNOWN.items():
+        for name in KNOWN:
             entry = self.path / name
-            if not os.path.lexists(entry) or self._is_legacy_link(entry):
+            if not os.path.lexists(entry) or self._is_legacy_link(entry) or entry.is_symlink():
                 continue
-            if name not in tops:
-                stale.append(name)
-            elif is_dir and entry.is_dir():
-                stale += [f.relative_to(self.path).as_posix() for f in sorted(entry.rglob("*"))
-                          if not f.is_dir() and f.relative_to(self.path).as_posix() not in new_set]
+            stale += [rel for rel in (f.relative_to(self.path).as_posix() for f in _files(entry))
+                      if rel not in new_set and ours(rel)]
         return stale
 
     def _apply(self, plan: dict) -> None:
@@ -382,9 +400,13 @@ class OutDir:
             os.replace(src, dst)
         for rel in plan["stale"]:
             _remove(self.path / rel)
-        for name in {rel.split("/", 1)[0] for rel in new}:      # directories emptied by the stale files
-            if (self.path / name).is_dir():
+        tops = {rel.split("/", 1)[0] for rel in new}
+        for name in {rel.split("/", 1)[0] for rel in plan["stale"]} | tops:   # folders the stale files emptied
+            if (self.path / name).is_dir() and not (self.path / name).is_symlink():
                 _remove_empty_dirs(self.path / name)
+                if name not in tops:
+                    with contextlib.suppress(OSError):
+                        (self.path / name).rmdir()
         src = run_dir / MANIFEST
         if not src.is_file() and self.published_run_id() != plan["run_id"]:
             raise OutputError(f"the manifest of run {plan['run_id']} is gone, so its publish cannot be finished",
@@ -459,6 +481,13 @@ def _remove(path: Path) -> None:
     else:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+def _files(entry: Path) -> list[Path]:
+    """The files of a result entry: itself, or every file below a folder (sorted)."""
+    if not entry.is_dir() or entry.is_symlink():
+        return [entry]
+    return sorted(f for f in entry.rglob("*") if not f.is_dir() or f.is_symlink())
 
 
 def _remove_empty_dirs(top: Path) -> None:
