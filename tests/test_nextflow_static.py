@@ -1979,10 +1979,10 @@ def test_csv_with_labels_is_one_matrix():
 
 
 def test_samplesheet_paths_resolve_as_the_python_side_does():
-    """The pipeline resolves a relative samplesheet path as deepmapper.denovo.samplesheet._resolve does:
+    """The pipeline resolves a relative samplesheet path as deepmapper.io.resolve_listed_path does:
     launch directory first, then the sheet's folder; and checks existence itself (the schema no
     longer makes nf-schema resolve against the launch directory alone)."""
-    from deepmapper.denovo.samplesheet import _resolve
+    from deepmapper.io import resolve_listed_path as _resolve
 
     schema = json.loads((REPO / "assets" / "schema_input.json").read_text())
     for key in ("path", "fastq_1", "fastq_2"):

@@ -439,6 +439,10 @@ def check_value(f: dataclasses.Field, value) -> str | None:
     if "pattern" in m and isinstance(value, str) and not re.fullmatch(m["pattern"], value):
         return f"unknown {m['param']} {value!r} (the accepted values match {m['pattern']})"
     if isinstance(value, (int, float)) and not isinstance(value, bool):
+        import math
+
+        if not math.isfinite(value):        # NaN passes every comparison below; inf is never a setting
+            return f"must be a finite number (got {value})"
         if "min" in m and value < m["min"]:
             return f"must be >= {m['min']} (got {value})"
         if "max" in m and value > m["max"]:
@@ -507,6 +511,9 @@ def load_yaml(path: str | Path) -> Config:
         raise ConfigError("config file not found", where=str(path), fix="check the path given to --config.")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})",
+                          where=str(path), fix="save the file as UTF-8.") from None
     except yaml.YAMLError as exc:
         line = getattr(getattr(exc, "problem_mark", None), "line", None)
         at = f" (line {line + 1})" if line is not None else ""

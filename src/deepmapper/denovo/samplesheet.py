@@ -3,16 +3,13 @@ from __future__ import annotations
 
 import csv
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from deepmapper.errors import InputError
 from deepmapper.denovo.fastq import check_fastq
-
-COLUMNS = ("sample", "fastq_1", "fastq_2", "label")
-# Sample ids become file names and table columns: keep them to a safe alphabet.
-_SAMPLE_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+from deepmapper.errors import InputError
+from deepmapper.io import DENOVO_COLUMNS as COLUMNS
+from deepmapper.io import check_sample_id, resolve_listed_path
 
 
 @dataclass(frozen=True)
@@ -25,23 +22,6 @@ class Sample:
     @property
     def paired(self) -> bool:
         return self.fastq_2 is not None
-
-
-def check_sample_id(sample: str, *, where: str | None = None, field: str = "sample") -> str:
-    if not _SAMPLE_OK.match(sample):
-        raise InputError(f"sample id {sample!r} is empty or has characters other than letters, digits, '.', '_', '-'",
-                         where=where, field=field, fix="rename the sample (ids become file and column names).")
-    return sample
-
-
-def _resolve(value: str, base: Path) -> Path:
-    """Absolute paths as given; relative ones from the current directory (the nf-core convention) when the
-    file is there, else from the samplesheet's directory (a sheet written beside its reads)."""
-    p = Path(value).expanduser()
-    if p.is_absolute() or p.exists():
-        return p
-    beside = base / p
-    return beside if beside.exists() else p
 
 
 def read_samplesheet(path: str | os.PathLike, *, check_files: bool = True, min_groups: int = 2) -> list[Sample]:
@@ -84,8 +64,8 @@ def read_samplesheet(path: str | os.PathLike, *, check_files: bool = True, min_g
         if not row["fastq_1"]:
             raise InputError(f"line {i}: sample '{sid}' has no fastq_1", where=where, field="fastq_1",
                              fix="give the path of the (first) FASTQ file.")
-        f1 = _resolve(row["fastq_1"], base)
-        f2 = _resolve(row["fastq_2"], base) if row["fastq_2"] else None
+        f1 = resolve_listed_path(row["fastq_1"], base)
+        f2 = resolve_listed_path(row["fastq_2"], base) if row["fastq_2"] else None
         if f2 is not None and f2 == f1:
             raise InputError(f"line {i}: fastq_1 and fastq_2 of '{sid}' are the same file", where=where,
                              field="fastq_2", fix="leave fastq_2 empty for single-end reads.")

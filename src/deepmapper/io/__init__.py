@@ -46,6 +46,7 @@ from deepmapper.io._common import (  # noqa: F401  (the package's public names)
     normalize_log1p,
     parse_missing_labels,
 )
+from deepmapper.io._sheet import DENOVO_COLUMNS, check_sample_id, resolve_listed_path  # noqa: F401
 from deepmapper.io._dataset import (  # noqa: F401  (the package's public names)
     PAIRED_SEPARATOR,
     SAMPLE_COLUMN_NAMES,

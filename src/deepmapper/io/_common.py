@@ -2,18 +2,18 @@
 label clean-up, missing labels, hashing."""
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import logging
 import os
+import zlib
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
 from deepmapper.errors import InputError
-
-
 
 log = logging.getLogger("deepmapper.io")  # one logger name for the whole package
 
@@ -65,6 +65,44 @@ def _few(items, n: int = 5) -> str:
     items = [str(i) for i in items]
     more = f" ... ({len(items) - n} more)" if len(items) > n else ""
     return ", ".join(items[:n]) + more
+
+
+@contextlib.contextmanager
+def reading(where: str | os.PathLike, field: str = "input"):
+    """Errors of the bytes of an input, as one InputError naming it: text that is not UTF-8 (or
+    gzip content under a name without .gz), a .gz file that is not gzip or is cut short, a file
+    that cannot be opened. Without this they surfaced as tracebacks, click's bare "Aborted!"
+    (an EOFError) or an OSError blamed on --outdir."""
+    where = str(where)
+    try:
+        yield
+    except UnicodeDecodeError as err:
+        if _gzip_magic(where):
+            raise InputError("gzip-compressed, but its name does not end in .gz", where=where, field=field,
+                             fix="name it with .gz at the end (e.g. cells.csv.gz), or decompress it.") from None
+        raise InputError(f"not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start})",
+                         where=where, field=field,
+                         fix="save it as UTF-8 (e.g. iconv -f latin1 -t utf-8 FILE > NEW).") from None
+    except gzip.BadGzipFile as err:
+        raise InputError(f"its name ends in .gz but it is not gzip-compressed ({err})", where=where, field=field,
+                         fix="remove .gz from its name, or compress it with gzip.") from None
+    except (EOFError, zlib.error) as err:
+        raise InputError(f"the compressed file is cut short or damaged ({err.__class__.__name__}: {err})",
+                         where=where, field=field,
+                         fix="copy it again from its source ('gzip -t FILE' checks a .gz file).") from None
+    except OSError as err:               # only inputs are read here: never blame --outdir for it
+        raise InputError(f"cannot read it ({(err.strerror or str(err)).splitlines()[0]})",
+                         where=err.filename or where, field=field,
+                         fix="check that the file exists and is readable.") from None
+
+
+def _gzip_magic(where: str) -> bool:
+    """Whether ``where`` is a file that starts with gzip's magic bytes."""
+    try:
+        with open(where, "rb") as fh:
+            return fh.read(2) == b"\x1f\x8b"
+    except OSError:
+        return False
 
 
 def _strip_gz(path: Path) -> tuple[str, bool]:
@@ -138,6 +176,10 @@ def _bad_value_report(X, var_names, test) -> tuple[int, str]:
 
 def check_finite(X, var_names, *, where: str, field: str = "X") -> None:
     X = _as_csr_or_dense(X)
+    if not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
+        raise InputError(f"the matrix is not numeric (dtype {X.dtype})", where=where, field=field,
+                         fix="give numbers, e.g. adata.X = adata.X.astype('float32') after checking that every "
+                             "value is one.")
     n, listed = _bad_value_report(X, list(var_names), lambda v: ~np.isfinite(v))
     if n:
         raise InputError(f"{n} values are NaN or infinite, in feature(s) {listed}", where=where, field=field,

@@ -153,11 +153,7 @@ def _sample_column(samples, labels: np.ndarray, *, where: str, sample_key: str, 
     import pandas as pd
 
     n = len(labels)
-    if sample_key == label_key:
-        raise InputError(f"the sample key and the label column are both '{label_key}': every label would be one "
-                         "sample, and nothing could be told apart from the donor", where=where, field="sample_key",
-                         fix="name the column of donors or samples with --sample-key, and the condition with "
-                             "--label-key.")
+    check_keys_differ(label_key, sample_key, where)
     s = pd.Series(np.asarray(samples, dtype=object))
     if len(s) != n:
         raise InputError(f"{len(s)} sample ids for {n} cells", where=where, field=sample_key,
@@ -205,6 +201,15 @@ def _paired_design(samples: np.ndarray, labels: np.ndarray, *, where: str, sampl
                          f"'{sample_key}' as the sample key, one condition per sample; for a paired design keep "
                          "only donors seen under at least two labels; a sample with a few mislabelled cells: "
                          "correct or drop those cells.")
+
+
+def check_keys_differ(label_key, sample_key, where: str) -> None:
+    """The sample key must not be the label column (every label would be one sample)."""
+    if sample_key is not None and sample_key == label_key:
+        raise InputError(f"the sample key and the label column are both '{label_key}': every label would be one "
+                         "sample, and nothing could be told apart from the donor", where=where, field="sample_key",
+                         fix="name the column of donors or samples as the sample key (--sample-key, sample_key=), "
+                             "and the condition as the label column.")
 
 
 # Between a donor and a label in the name of a sample of a paired design ("d01:stim").

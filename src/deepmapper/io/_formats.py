@@ -111,7 +111,12 @@ def choose_matrix(adata, matrix: str, *, where: str):
 
 
 def check_in_memory(adata, *, where: str) -> None:
-    """A backed AnnData (``backed='r'``) is one line, not a traceback from deep inside anndata."""
+    """Not an AnnData, or a backed one (``backed='r'``): one line, not a traceback from deep inside
+    anndata."""
+    if not all(hasattr(adata, a) for a in ("obs", "var", "X", "obs_names")):
+        raise InputError(f"not an AnnData (got {type(adata).__name__})", where=where, field="adata",
+                         fix="pass an anndata.AnnData, e.g. anndata.AnnData(df) for a cells x features "
+                             "DataFrame with the labels added to .obs.")
     if getattr(adata, "isbacked", False):
         raise InputError("the AnnData is backed (opened with backed='r'): its matrix is on disk", where=where,
                          field="adata", fix="load it into memory first: adata = adata.to_memory() "
@@ -186,6 +191,14 @@ def _read_table(path: Path, *, label_key, use_labels: bool, sample_key: str | No
     if not header:
         raise InputError("the table is empty", where=str(path), field="X",
                          fix="give a header line (cell id, feature names) and one row per cell.")
+    if len(header) == 1:                  # a table separated by something else than its name says
+        other = next((name for mark, name in (("\t", "tab"), (";", "semicolon"), (",", "comma")) if mark in header[0]
+                      and mark != sep), None)
+        if other:
+            raise InputError(f"the header has one column when split at {'commas' if sep == ',' else 'tabs'}, "
+                             f"but it holds {other}s: the file looks {other}-separated", where=str(path), field="X",
+                             fix="name a tab-separated table .tsv and a comma-separated one .csv (a semicolon-"
+                                 "separated table: save it comma-separated).")
     names = pd.Index([h.strip() for h in header[1:]])
     if names.has_duplicates:
         dup = names[names.duplicated()].unique()
@@ -202,17 +215,22 @@ def _read_table(path: Path, *, label_key, use_labels: bool, sample_key: str | No
         if first is not None:
             _refuse_transposed(pd.DataFrame(index=first.to_numpy(), columns=names), label_key, str(path))
     na = {h: sorted(_NA_VALUES) for h in header[1:] if h not in label_raw}
+    # the cell-id column by a name of our own: pandas' to_csv leaves it blank for an unnamed index,
+    # and pandas 2.3 then refuses na_values given per column (a TypeError)
+    ids = "\x00cell id"
     try:
-        df = pd.read_csv(path, sep=sep, index_col=0, low_memory=False, keep_default_na=False, na_values=na,
-                         dtype={h: str for h in [header[0], *label_raw]})
+        df = pd.read_csv(path, sep=sep, header=0, names=[ids, *header[1:]], index_col=0, low_memory=False,
+                         keep_default_na=False, na_values=na, dtype={h: str for h in [ids, *label_raw]})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
         raise InputError(f"cannot parse the table ({exc.__class__.__name__}: {str(exc).splitlines()[0][:120]})",
                          where=str(path), field="X",
                          fix=f"give a {'comma' if sep == ',' else 'tab'}-separated table with one row per cell.") \
             from None
     df.columns = [str(c).strip() for c in df.columns]
+    # the columns a key may name, text ones (labels, donors) first: what a message lists
+    text = [c for c in df.columns if df[c].dtype != bool and not pd.api.types.is_numeric_dtype(df[c])]
     raw = _Raw(X=None, obs_names=[str(i) for i in df.index], var_names=[], files=[path], source=str(path),
-               matrix="table", label_key=label_key)
+               matrix="table", label_key=label_key, columns=text + [c for c in df.columns if c not in set(text)])
     if sample_key is not None and sample_key in df.columns:
         raw.samples = df.pop(sample_key).astype(str).to_numpy(dtype=object)   # not a feature
     if label_key is not None and label_key in df.columns:
@@ -221,8 +239,6 @@ def _read_table(path: Path, *, label_key, use_labels: bool, sample_key: str | No
             raw.labels = column.to_numpy()   # else the labels come from --labels; the column is not a feature
     elif use_labels:
         # Name the label column before complaining about non-numeric columns: it usually is one.
-        text = [c for c in df.columns if df[c].dtype != bool and not pd.api.types.is_numeric_dtype(df[c])]
-        raw.columns = text or list(df.columns[:12])
         _missing_label_column(raw, str(path))
     for col in df.columns if len(df) else []:  # no rows: the empty-matrix check says so
         s = df[col]

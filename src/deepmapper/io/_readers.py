@@ -25,8 +25,10 @@ from deepmapper.io._common import (
     log,
     looks_like_counts,
     normalize_log1p,
+    reading,
 )
-from deepmapper.io._dataset import build_dataset, design_warnings
+from deepmapper.io._dataset import build_dataset, check_keys_differ, design_warnings
+from deepmapper.io._sheet import read_populations, sheet_columns
 from deepmapper.io._formats import (
     _Raw,
     _drop_missing_labels,
@@ -60,6 +62,15 @@ def read_input(paths, *, label_key: str | None, labels=None, matrix: str = "auto
         raise InputError(f"unknown normalize '{normalize}'", where="--normalize", field="normalize",
                          fix="use auto, always or never.")
     items = _parse_paths(paths)
+    if len(items) == 1 and items[0][0] is None and labels is None:
+        with reading(items[0][1]):
+            sheet = sheet_columns(items[0][1])
+            if sheet is not None:        # the pipeline's --input samplesheet.csv: one row per population
+                if sample_names:
+                    raise InputError("sample names given beside a samplesheet, which names its samples",
+                                     where=str(items[0][1]), field="sample_name", fix="drop --sample-name.")
+                log.info("%s: a samplesheet (%s)", items[0][1], ",".join(sheet))
+                items, sample_names = read_populations(items[0][1])
     kinds = [_kind(p) for _, p in items]
     labelled = [lab is not None for lab, _ in items]
     spec = "; ".join(f"{lab}={p}" if lab else str(p) for lab, p in items)
@@ -70,43 +81,17 @@ def read_input(paths, *, label_key: str | None, labels=None, matrix: str = "auto
         raise InputError(f"inputs of different formats ({', '.join(sorted(set(kinds)))})", where=spec,
                          field="input", fix="give inputs of one format.")
     kind = kinds[0]
+    check_keys_differ(label_key, sample_key, spec)      # before a reader takes the column for one of them
     names = _check_sample_names(sample_names, items, kind, spec)
     if kind != "h5ad" and matrix not in ("auto", "X"):
         log.warning("--matrix %s applies to h5ad inputs only; ignored for %s input", matrix, kind)
 
-    if all(labelled):
-        if labels is not None:
-            raise InputError("--labels cannot be combined with LABEL=PATH inputs", where=str(labels),
-                             field="labels", fix="use either LABEL=PATH inputs or one input with a labels file.")
-        if kind == "10x":
-            raw = _read_10x_populations(items, modality, names)
-        elif kind == "salmon":
-            raw = _read_salmon(items, names)
-        else:
-            raise InputError(f"LABEL=PATH is for 10x directories and Salmon quant.sf files, not {kind}",
-                             where=spec, field="input",
-                             fix="give h5ad/CSV inputs without a label prefix and name the label column "
-                                 "with --label-key.")
-        raw.label_key = label_key or POPULATION_KEY
-    elif len(items) > 1 and kind != "salmon":
-        raise InputError(f"{len(items)} unlabelled {kind} inputs", where=spec, field="input",
-                         fix="give one input, or one LABEL=PATH per population (10x directories, quant.sf).")
-    elif kind == "h5ad":
-        raw = _read_h5ad(items[0][1], label_key=label_key, matrix=matrix, use_labels=labels is None,
-                         sample_key=sample_key)
-    elif kind == "table":
-        raw = _read_table(items[0][1], label_key=label_key, use_labels=labels is None, sample_key=sample_key)
-    elif kind == "10x":
-        path = items[0][1]
-        X, barcodes, var_names, var, files = _read_10x_dir(path, modality)
-        raw = _Raw(X=X, obs_names=barcodes, var_names=var_names, var=var, files=files, source=str(path),
-                   matrix="counts", counts_expected=True, label_key=label_key, has_columns=False)
-    else:  # salmon, unlabelled: labels come from --labels keyed by sample id
-        raw = _read_salmon(items, names)
-        raw.labels, raw.label_key, raw.has_columns = None, label_key, False
-
+    with reading(spec if len(items) > 1 else items[0][1]):
+        raw = _read_raw(items, kind, labelled=labelled, spec=spec, label_key=label_key, labels=labels,
+                        matrix=matrix, modality=modality, sample_key=sample_key, names=names)
     if labels is not None:
-        raw.labels, raw.label_key = _read_labels_file(Path(labels), raw.obs_names, label_key)
+        with reading(labels, field="labels"):
+            raw.labels, raw.label_key = _read_labels_file(Path(labels), raw.obs_names, label_key)
     elif raw.labels is None:
         _missing_label_column(raw, spec)
     if missing_labels:
@@ -154,6 +139,42 @@ def read_input(paths, *, label_key: str | None, labels=None, matrix: str = "auto
              "sparse" if _is_sparse(adata.X) else "dense", len(sizes), raw.label_key,
              ", ".join(f"{k} {v}" for k, v in sizes.items()))
     return adata
+
+
+def _read_raw(items, kind: str, *, labelled: list[bool], spec: str, label_key, labels, matrix: str,
+              modality: str, sample_key, names) -> _Raw:
+    """The reader of ``kind`` on the inputs: matrix, names, labels and samples as given."""
+    if all(labelled):
+        if labels is not None:
+            raise InputError("--labels cannot be combined with LABEL=PATH inputs", where=str(labels),
+                             field="labels", fix="use either LABEL=PATH inputs or one input with a labels file.")
+        if kind == "10x":
+            raw = _read_10x_populations(items, modality, names)
+        elif kind == "salmon":
+            raw = _read_salmon(items, names)
+        else:
+            raise InputError(f"LABEL=PATH is for 10x directories and Salmon quant.sf files, not {kind}",
+                             where=spec, field="input",
+                             fix="give h5ad/CSV inputs without a label prefix and name the label column "
+                                 "with --label-key.")
+        raw.label_key = label_key or POPULATION_KEY
+    elif len(items) > 1 and kind != "salmon":
+        raise InputError(f"{len(items)} unlabelled {kind} inputs", where=spec, field="input",
+                         fix="give one input, or one LABEL=PATH per population (10x directories, quant.sf).")
+    elif kind == "h5ad":
+        raw = _read_h5ad(items[0][1], label_key=label_key, matrix=matrix, use_labels=labels is None,
+                         sample_key=sample_key)
+    elif kind == "table":
+        raw = _read_table(items[0][1], label_key=label_key, use_labels=labels is None, sample_key=sample_key)
+    elif kind == "10x":
+        path = items[0][1]
+        X, barcodes, var_names, var, files = _read_10x_dir(path, modality)
+        raw = _Raw(X=X, obs_names=barcodes, var_names=var_names, var=var, files=files, source=str(path),
+                   matrix="counts", counts_expected=True, label_key=label_key, has_columns=False)
+    else:  # salmon, unlabelled: labels come from --labels keyed by sample id
+        raw = _read_salmon(items, names)
+        raw.labels, raw.label_key, raw.has_columns = None, label_key, False
+    return raw
 
 
 def _check_sample_names(names, items, kind: str, spec: str) -> list[str] | None:
