@@ -498,7 +498,8 @@ def _coerce(value, f: dataclasses.Field, where, fieldname):
         return str(value)
     except (TypeError, ValueError):
         raise ConfigError(f"value {value!r} is not of type {typ}", where=where, field=fieldname,
-                          fix=f"give a {typ} (default {default!r}).") from None
+                          fix=f"give {'an integer' if typ == 'int' else 'a number' if typ == 'float' else 'a ' + typ} "
+                              f"(default {default!r}).") from None
 
 
 # -- YAML ------------------------------------------------------------------------
