@@ -140,3 +140,14 @@ def test_run_reads_the_pipelines_population_samplesheet(tmp_path, monkeypatch):
     reads = tmp_path / "reads.csv"
     reads.write_text("sample,fastq_1,fastq_2,label\ns1,a.fq.gz,,A\n")
     assert "deepmapper denovo run" in error_line(run("ingest", "--input", reads, "--out", tmp_path / "o.h5ad"))
+
+
+def test_a_row_short_of_fields_is_named_not_its_shifted_label(tmp_path):
+    """pandas pads a short row, which moves its label into a feature column: the line is named."""
+    df = _frame(tmp_path)
+    lines = df.to_csv().splitlines()
+    lines[5] = lines[5].rsplit(",", 2)[0] + "," + lines[5].rsplit(",", 1)[1]       # one value of line 6 dropped
+    (tmp_path / "ragged.csv").write_text("\n".join(lines) + "\n")
+    msg = error_line(run("ingest", "--input", tmp_path / "ragged.csv", "--label-key", "cell_type",
+                         "--out", tmp_path / "o.h5ad"))
+    assert "line 6 has 7 fields where the header has 8" in msg, msg

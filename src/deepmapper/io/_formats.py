@@ -246,12 +246,26 @@ def _read_table(path: Path, *, label_key, use_labels: bool, sample_key: str | No
             continue
         conv = pd.to_numeric(s, errors="coerce")
         bad = s[conv.isna() & s.notna()]
+        if len(bad):
+            _refuse_ragged_row(path, sep, len(header), int(np.flatnonzero(conv.isna() & s.notna())[0]))
         example = f" (e.g. '{bad.iloc[0]}' for cell {bad.index[0]})" if len(bad) else ""
         raise InputError(f"column '{col}' is not numeric{example}", where=str(path), field=col,
                          fix="remove it, or name it with --label-key if it holds the labels.")
     raw.X = df.to_numpy(dtype=np.float64)   # float32 after the overflow check (build_dataset)
     raw.var_names = list(df.columns)
     return raw
+
+
+def _refuse_ragged_row(path: Path, sep: str, n_fields: int, row: int) -> None:
+    """A row with fewer fields than the header shifts its label into a feature column (pandas pads
+    the row): say so, instead of calling that column not numeric. Only read on that failure."""
+    import itertools
+
+    with _open_text(path) as fh:
+        line = next(itertools.islice(csv.reader(fh, delimiter=sep), row + 1, None), None)
+    if line is not None and len(line) != n_fields:
+        raise InputError(f"line {row + 2} has {len(line)} fields where the header has {n_fields}", where=str(path),
+                         field="X", fix="give every row a value for every column (an empty value for a missing one).")
 
 
 _GENE_LIKE = re.compile(r"ENS[A-Z]*G\d{6,}(\.\d+)?|[A-Z][A-Z0-9.\-]{1,14}|[A-Z][a-z][a-z0-9.\-]{0,13}"
