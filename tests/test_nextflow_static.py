@@ -1703,7 +1703,7 @@ def test_environment_files_are_rejected_when_unpinned(tmp_path):
             validator.validate(bad)
 
 
-def test_a_run_creates_at_most_two_conda_environments():
+def test_a_run_creates_one_conda_environment_per_group():
     """Nextflow names a conda environment by a hash of its file's text (CondaCache.condaPrefixPath, see
     tests/data/nextflow_facts.json), so the count of environments a run creates is the count of distinct
     texts among the files its processes name: 1 on the default path (2 with -profile gpu: the CUDA
