@@ -52,7 +52,10 @@ def from_files(cli_dir):
 
 def test_api_writes_the_documented_keys(api, pbmc, tmp_path):
     uns = api.uns[KEY]
-    classes = sorted(pbmc.obs["bulk_labels"].astype(str).unique())
+    from deepmapper.results.ranking import natural_order
+
+    classes = natural_order(pbmc.obs["bulk_labels"].astype(str).unique())     # CD4+ before CD14+, as numbers
+    assert classes[:2] == ["CD4+/CD25 T Reg", "CD4+/CD45RA+/CD25- Naive T"] and classes[5] == "CD14+ Monocyte"
     for k in ("params", *RECARRAYS, "ranking", "summary", "evaluation", "features", "pass_importance",
               "pass_indices", "pairs", "placed_pairs", "values_from", "trust"):
         assert k in uns, k
@@ -221,6 +224,50 @@ def test_scanpy_arguments_are_checked(pbmc, kwargs, words):
         assert w in str(info.value)
 
 
+def _clusters(labels):
+    rng = np.random.default_rng(0)
+    X = rng.poisson(2.0, (len(labels), 30)).astype(np.float32)
+    for k, lab in enumerate(dict.fromkeys(labels)):
+        X[np.asarray(labels) == lab, k] += 6                      # one marker per group
+    import anndata as ad
+
+    return ad.AnnData(X, obs=pd.DataFrame({"cl": labels}, index=[f"c{i}" for i in range(len(labels))]))
+
+
+def test_groups_are_named_and_ordered_as_scanpy_names_them(one_torch_thread):
+    """Integer clusters: fields in natural order (2, 5, 10; not '10' before '2'), reference=5 (an
+    int) finds the cluster; labels with trailing spaces: groups/reference given as in obs work on
+    the stripped names the dataset keeps."""
+    adata = _clusters(np.repeat([10, 2, 5], 20))
+    adata.obs["cl"] = pd.Categorical(adata.obs["cl"])
+    dm.tl.rank_features(adata, "cl", reference=5, passes=1, **{**FAST, "epochs": 2})
+    uns = adata.uns[KEY]
+    assert list(uns["names"].dtype.names) == ["2", "10"] and uns["params"]["reference"] == "5"
+    dm.tl.rank_features(adata, "cl", passes=1, key_added="all", **{**FAST, "epochs": 2})
+    assert list(adata.uns["all"]["names"].dtype.names) == ["2", "5", "10"]
+
+    spaced = _clusters(np.repeat(["A ", "B", "C"], 20))
+    dm.tl.rank_features(spaced, "cl", groups=["A ", "B"], reference="C", passes=1, **{**FAST, "epochs": 2})
+    assert list(spaced.uns[KEY]["names"].dtype.names) == ["A", "B"]
+
+
+def test_the_notebooks_torch_is_left_as_it_was():
+    """threads= and the per-pass seeds do not leak into the session's torch (other models in it)."""
+    import torch
+
+    before = torch.get_num_threads()
+    adata = _clusters(np.repeat(["a", "b"], 20))
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    dm.tl.rank_features(adata, "cl", passes=1, **{**FAST, "epochs": 2, "threads": max(1, before - 1) if before > 1
+                                                  else 2})
+    assert torch.get_num_threads() == before
+    assert torch.equal(torch.rand(3), expected)
+    with pytest.raises(InputError, match="pass 7 is not one of the passes ranked from"):
+        dm.pl.attribution_map(adata, arrangement=7, show=False)
+
+
 def test_api_and_cli_run_give_identical_rankings(api, cli_dir):
     table = pd.read_csv(cli_dir / "findings.tsv", sep="\t", keep_default_na=False)
     ranking = api.uns[KEY]["ranking"]
@@ -233,9 +280,16 @@ def test_api_and_cli_run_give_identical_rankings(api, cli_dir):
 
 
 def test_read_results_equals_the_in_memory_result(api, from_files):
+    import scanpy as sc
+
     a, b = api.uns[KEY], from_files.uns[KEY]
     assert set(a) == set(b)
-    assert a["params"] == b["params"]
+    # the same run, but read_results' AnnData holds the analysed values in X and has no .raw: scanpy's
+    # readers of use_raw (violin plots, filter_rank_genes_groups) must look in X there
+    assert a["params"]["use_raw"] is True and b["params"]["use_raw"] is False and from_files.raw is None
+    assert {**a["params"], "use_raw": None} == {**b["params"], "use_raw": None}
+    sc.tl.filter_rank_genes_groups(from_files, key=KEY, key_added="filtered")
+    assert set(from_files.uns["filtered"]["names"].dtype.names) == set(b["names"].dtype.names)
     for k in RECARRAYS:
         assert a[k].dtype == b[k].dtype, k
     for c in a["names"].dtype.names:

@@ -172,6 +172,11 @@ def attribution_map(adata, key: str = "deepmapper", *, arrangement: int | str = 
         if isinstance(arrangement, bool) or not isinstance(arrangement, (int, np.integer)) or arrangement < 0:
             raise InputError(f"arrangement must be a pass index >= 0 or 'rank' (got {arrangement!r})",
                              field="arrangement", fix="pass e.g. arrangement=0 for the first pass, or 'rank'.")
+        ranked = [int(t) for t in uns.get("pass_indices", [])]
+        if ranked and int(arrangement) not in ranked:      # a pass that never ran, or was not ranked from
+            raise InputError(f"pass {int(arrangement)} is not one of the passes ranked from "
+                             f"({', '.join(map(str, ranked[:10]))}{' ...' if len(ranked) > 10 else ''})",
+                             field="arrangement", fix=f"pass one of uns['{key}']['pass_indices'], or 'rank'.")
         perm, placed = pass_arrangement(uns, int(arrangement), key=key)
         title = f"arrangement of pass {int(arrangement)}" + (f", {len(placed)} pairs" if len(placed) else "")
     median = table["median_importance"].reindex(features).to_numpy(np.float64)

@@ -143,14 +143,14 @@ def rank_features(adata, groupby: str, *, groups="all", reference: str = "rest",
     cfg = _config(passes, settings, where)
     io.check_in_memory(adata, where=where)
     matrix = _matrix(adata, groupby, layer, use_raw, where)
-    groups, keep = _groups(adata, groupby, groups, reference, n_genes, where)
+    groups, reference, keep = _groups(adata, groupby, groups, reference, n_genes, where)
     dataset = io.from_anndata(adata, label_key=groupby, matrix=matrix,
                               normalize="never" if cfg.input.modality == "atac" else cfg.input.normalize,
                               min_class_size=cfg.input.min_class_size, modality=cfg.input.modality,
                               source=f"AnnData ({where})", sample_key=sample_key,
                               missing_labels=cfg.input.missing_labels, keep=keep)
     dataset = _derived_features(dataset, cfg)
-    out = runner.analyse(dataset, cfg, progress=True, where=where)
+    out = _keeping_torch_state(lambda: runner.analyse(dataset, cfg, progress=True, where=where))
     target = adata.copy() if copy else adata
     used = {p.pass_index: p for p in out["passes"]}
     pass_indices = [int(i) for i in out["summary"]["used_passes"]]
@@ -173,11 +173,29 @@ def rank_features(adata, groupby: str, *, groups="all", reference: str = "rest",
     return target if copy else None
 
 
-def _groups(adata, groupby: str, groups, reference: str, n_genes, where: str):
-    """(groups as stored, mask of the cells to analyse or None) for scanpy's groups/reference/n_genes."""
+def _keeping_torch_state(analyse):
+    """Run ``analyse`` and give the notebook its torch back: training seeds torch's global generator
+    per pass and ``threads=`` sets torch's thread count, which other torch code in the same session
+    (scvi-tools, a user's model) would otherwise inherit."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        with torch.random.fork_rng():
+            return analyse()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _groups(adata, groupby: str, groups, reference, n_genes, where: str):
+    """(groups as stored, the reference as stored, mask of the cells to analyse or None) for scanpy's
+    groups/reference/n_genes. Group names are compared as the dataset keeps them: text without
+    leading or trailing spaces (io strips labels), so ``reference=5`` finds the cluster "5" and
+    ``groups=["A "]`` the group "A"."""
     import numpy as np
 
-    present = [str(c) for c in adata.obs[groupby].astype(str).unique() if str(c) not in ("nan", "")]
+    column = adata.obs[groupby]
+    present = sorted(c for c in set(column.astype(str).str.strip().unique()) if c not in ("nan", ""))
     if n_genes is not None and (isinstance(n_genes, bool) or not isinstance(n_genes, (int, np.integer))
                                 or n_genes < 1):
         raise InputError(f"n_genes must be a positive integer or None (got {n_genes!r})", where=where,
@@ -186,25 +204,25 @@ def _groups(adata, groupby: str, groups, reference: str, n_genes, where: str):
         raise InputError(f"groups must be 'all' or a list of groups (got {groups!r})", where=where, field="groups",
                          fix=f"pass groups=[{groups!r}] (as scanpy).")
     if groups != "all":
-        groups = [str(g) for g in groups]
+        groups = [str(g).strip() for g in groups]
         unknown = [g for g in groups if g not in present]
         if unknown or not groups:
             raise InputError(f"no group {', '.join(map(repr, unknown)) or '(none given)'} in '{groupby}'",
                              where=where, field="groups",
                              fix=f"choose from {', '.join(sorted(present)[:12])}" + (" ..." if len(present) > 12 else "")
                              + ".")
-    if reference != "rest" and str(reference) not in present:
+    reference = str(reference).strip()
+    if reference != "rest" and reference not in present:
         raise InputError(f"reference {reference!r} is not a group of '{groupby}'", where=where, field="reference",
                          fix=f"pass reference='rest' or one of {', '.join(sorted(present)[:12])}.")
     if reference == "rest":
-        return groups, None
-    reference = str(reference)
+        return groups, reference, None
     compared = present if groups == "all" else groups
     if not [g for g in compared if g != reference]:
         raise InputError(f"nothing to compare with the reference {reference!r}", where=where, field="groups",
                          fix="give groups besides the reference, or groups='all'.")
-    keep = adata.obs[groupby].astype(str).isin([*compared, reference]).to_numpy()
-    return groups, keep
+    keep = column.astype(str).str.strip().isin([*compared, reference]).to_numpy()
+    return groups, reference, keep
 
 
 def _values_from(dataset, matrix: str) -> dict:

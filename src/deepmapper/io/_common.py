@@ -227,8 +227,8 @@ def _strip_labels(lab, *, where: str, label_key: str):
             log.warning("%s: labels in '%s' that differ only in leading/trailing spaces are one class: %s", where,
                         label_key, _few([f"'{m}'" for m in merged]))
         else:
-            log.info("%s: stripped leading/trailing spaces from %d labels in '%s'", where, int(changed.sum()),
-                     label_key)
+            log.warning("%s: %d labels in '%s' have leading/trailing spaces; the classes are named without "
+                        "them (e.g. '%s')", where, int(changed.sum()), label_key, stripped[changed].iloc[0])
     return stripped
 
 

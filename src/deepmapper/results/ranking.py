@@ -100,6 +100,7 @@ def store(target, dataset, *, findings, per_class, summary: dict, evaluation: di
     """Write the ranking of ``dataset`` (the analysed AnnData) into ``target.uns[key_added]`` and
     ``target.var`` (``target`` may be ``dataset`` itself).
 
+    The groups' fields are in natural order (:func:`natural_order`: cluster 2 before cluster 10).
     ``pairs``: the accumulated pair table (``findings.build``'s fourth value, ``findings_pairs.tsv``);
     ``screen``: the screen's table (``interactions.tsv``), joined in; ``placed_pairs``: (M, 2) feature
     indices in the passes' order; ``values_from``: see the module docstring."""
@@ -107,7 +108,7 @@ def store(target, dataset, *, findings, per_class, summary: dict, evaluation: di
 
     from deepmapper.results.findings import RANK_TEST_ALONE
 
-    classes = [str(c) for c in summary["classes"]]
+    classes = natural_order(str(c) for c in summary["classes"])
     features = np.asarray([str(v) for v in dataset.var_names], dtype=object)
     ranking = findings.copy()
     ranking.index = pd.Index(ranking.pop("feature").astype(str).to_numpy(), dtype=object)
@@ -311,6 +312,16 @@ def _evaluation(evaluation: dict) -> dict:
     return out
 
 
+def natural_order(names) -> list[str]:
+    """Group names with their numbers compared by value ('2' before '10', 'CD4+' before 'CD14+'), as
+    Leiden and Louvain number clusters and scanpy lists them; ties by the plain text."""
+    import re
+
+    def key(name: str):
+        return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", name) if t], name
+    return sorted(names, key=key)
+
+
 def matrix_params(matrix: str) -> tuple[bool, str | None]:
     """(use_raw, layer) as scanpy names them, for the dataset's ``matrix`` provenance."""
     if str(matrix).startswith("layer:"):
@@ -439,10 +450,11 @@ def read_results(outdir, *, key_added: str = KEY):
         pass_importance = np.stack(rows)
 
     meta = dataset.uns["deepmapper"]
-    use_raw, layer = matrix_params(meta.get("matrix", "X"))
     cfg = Config.from_dict(summary.get("config") or {}, where=str(root / layout.FINDINGS_JSON))
-    params = run_params(cfg, groupby=meta["label_key"], use_raw=use_raw, layer=layer,
-                        matrix=meta.get("matrix", "X"))
+    # the AnnData returned holds the analysed values in X (no .raw): scanpy's readers of use_raw
+    # (rank_genes_groups_violin, filter_rank_genes_groups) must look there; params["matrix"] says
+    # which matrix of the input was analysed
+    params = run_params(cfg, groupby=meta["label_key"], use_raw=False, layer=None, matrix=meta.get("matrix", "X"))
     screen = None
     if (root / layout.INTERACTIONS).is_file():
         from deepmapper.engine.interactions import read_table
