@@ -661,8 +661,8 @@ def config_params(path: Path, ctx: dict | None = None) -> dict:
     body = block_body(path.read_text(encoding="utf-8"), "params")
     if body is None:
         return {}
-    ctx = {"projectDir": str(REPO), **(ctx or {})}
     out = {}
+    ctx = {"projectDir": str(REPO), **(ctx or {}), "params": out}    # a param may use the ones above it
     for line in body.splitlines():
         line = _strip_comment(line).strip()
         if not line:

@@ -342,7 +342,10 @@ def test_gpu_profile_requests_the_gpu_everywhere():
     Google Batch, and the local executor from Nextflow 26.10), clusterOptions on grid executors only,
     the engine's GPU flag, and --expect-gpu for the loud line."""
     gpu = {n for n, p in PROCESSES.items() if "process_gpu" in p.labels()}
-    assert gpu == {"DEEPMAPPER_TRAINPASS"}
+    assert gpu == {"DEEPMAPPER_TRAINPASS", "DEEPMAPPER_INTERACTIONS"}
+    # every process given --device gets the GPU under the profile: `--device cuda` in a CPU-only
+    # task would stop the run (device._choose refuses cuda without one)
+    assert {n for n, args in EXT_ARGS.items() if any("--device" in a for a in args)} == gpu
     block = gpu_profile()
     assert "withLabel: process_gpu" in block
     version = nfgen.version()
@@ -707,6 +710,9 @@ def test_required_profiles_exist():
                ": \"/dev/null\"")
     assert include in text.splitlines()
     assert PARAMS["custom_config_base"] == "https://raw.githubusercontent.com/nf-core/configs/master"
+    # --custom_config_version picks the nf-core/configs commit (it was a parameter nothing read)
+    base = re.search(r"(?m)^\s*custom_config_base\s*=\s*(.+)$", nfcheck.block_body(text, "params")).group(1)
+    assert nfcheck.evaluate(base, {"params": {"custom_config_version": "abc123"}}).endswith("/configs/abc123")
     # current nf-schema (3.x: CLI values cast to the schema's types under the strict parser too)
     assert re.search(r"id 'nf-schema@3\.\d+\.\d+'", text)
     profiles = nfcheck.block_body(text, "profiles")
@@ -771,13 +777,29 @@ def test_bundled_test_data_is_small():
     assert 0 < size < 2_000_000
 
 
+def nf_schema_cell(text: str):
+    """A CSV cell as nf-schema hands it to the validator (utils/Types.inferType: org.json's
+    JSONObject.stringToValue): true/false/null by name, a number where it parses as one, else text."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    if text.lower() == "null":
+        return None
+    if text[:1].isdigit() or text[:1] == "-":
+        for kind in (int, float):
+            try:
+                return kind(text)
+            except ValueError:
+                pass
+    return text
+
+
 def samplesheet_rows(path: Path) -> list[dict]:
     with open(path, newline="") as fh:
-        # nf-schema drops empty cells before validating
-        return [{k: v for k, v in row.items() if v} for row in csv.DictReader(fh)]
+        # nf-schema drops empty cells before validating, and types the others
+        return [{k: nf_schema_cell(v) for k, v in row.items() if v} for row in csv.DictReader(fh)]
 
 
-def test_samplesheets_validate_against_schema_input():
+def test_samplesheets_validate_against_schema_input(tmp_path):
     import jsonschema
 
     schema = json.loads((REPO / "assets" / "schema_input.json").read_text())
@@ -794,6 +816,20 @@ def test_samplesheets_validate_against_schema_input():
                     assert (sheet.parent / row[key]).exists(), f"{sheet.name}: {row[key]} does not exist"
     good = {"sample": "a", "path": "x/", "label": "T"}
     validator.validate([good, {**good, "sample": "b"}])
+    # sample ids 1, 2, labels 0 / 1 or true / false, a folder named 7: nf-schema types those cells as
+    # numbers and booleans, and a "string"-only schema refused them (nextflow-io/nf-schema#81)
+    numeric = tmp_path / "numeric.csv"
+    numeric.write_text("sample,path,label\n1,7,0\n2,x/,true\n")
+    rows = samplesheet_rows(numeric)
+    assert rows[0] == {"sample": 1, "path": 7, "label": 0} and rows[1]["label"] is True
+    validator.validate(rows)
+    strict = json.loads(json.dumps(schema))
+    for key in ("sample", "path", "label"):
+        strict["items"]["properties"][key]["type"] = "string"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft202012Validator(strict).validate(rows)
+    readsheet = (REPO / "subworkflows" / "local" / "utils_deepmapper_pipeline" / "main.nf").read_text()
+    assert "id: meta.id.toString(), label: meta.label.toString()" in readsheet    # text again for the steps
     for bad in ({"sample": "a b", "path": "x", "label": "T"},          # space in sample
                 {"sample": "a", "label": "T"},                         # neither path nor fastq_1
                 {"sample": "a", "path": "x", "fastq_1": "r.fq.gz", "label": "T"},  # both
@@ -1477,6 +1513,23 @@ def test_stub_creates_declared_outputs(name, tmp_path):
         with_screen = {f.name for f in outputs["baselines"]}
         without = Task(name, tmp_path, "stub_no_screen").run({**sources, "interactions": []}, STUB_META, stub=True)
         assert with_screen - {f.name for f in without["baselines"]} == {"interactions.tsv"}
+
+
+def test_a_reference_named_like_a_tasks_own_file_is_staged_apart(tmp_path):
+    """A user's --reference named assembly.fa or denovo.fa: Nextflow stops a task whose inputs
+    collide ("input file name collision"); the de-novo tasks stage the reference in its own folder."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, sources in (("DENOVO_TAG", {"assembly": "assembly.fa", "reference": "assembly.fa"}),
+                          ("DENOVO_HYBRID", {"reference": "denovo.fa", "denovo": "denovo.fa"}),
+                          ("DENOVO_INDEX", {"reference": "denovo.fa"})):
+        staged = {"meta": STUB_META}
+        for key, file_name in sources.items():
+            (src / key).mkdir(exist_ok=True)
+            (src / key / file_name).write_text(">x\nACGT\n")
+            staged[key] = src / key / file_name
+        outputs = Task(name, tmp_path, "collide").run(staged, STUB_META, stub=True)
+        assert all(outputs.values()), name
 
 
 # -- documentation -------------------------------------------------------------------------------

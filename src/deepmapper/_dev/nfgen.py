@@ -155,6 +155,8 @@ PIPELINE_GROUPS = {
              _p("custom_config_base", "https://raw.githubusercontent.com/nf-core/configs/master", "string",
                 "Base location of the institutional profiles (-profile <institution>); null disables them.",
                 hidden=True, fa_icon="fas fa-users-cog",
+                # as nf-core's template: --custom_config_version picks the nf-core/configs commit
+                groovy='"https://raw.githubusercontent.com/nf-core/configs/${params.custom_config_version}"',
                 help_text="nextflow.config includes ${custom_config_base}/nfcore_custom.config unless "
                           "NXF_OFFLINE is set and the base is a URL. Point it at a local clone of "
                           "nf-core/configs for offline clusters."),
@@ -257,7 +259,7 @@ def _pipeline_property(p: dict) -> dict:
     prop = {"type": p["type"]}
     if p["default"] is not None:
         prop["default"] = p["default"]
-    prop.update({k: v for k, v in p.items() if k not in ("name", "type", "default")})
+    prop.update({k: v for k, v in p.items() if k not in ("name", "type", "default", "groovy")})
     return prop
 
 
@@ -278,13 +280,13 @@ def params_block() -> str:
     width = max(len(n) for n in [*(p["name"] for p in pipeline_params()),
                                  *(f.metadata["param"] for _, f in iter_fields())])
 
-    def line(name, value):
-        lines.append(f"    {name.ljust(width)} = {groovy_literal(value)}")
+    def line(name, value, groovy=None):
+        lines.append(f"    {name.ljust(width)} = {groovy or groovy_literal(value)}")
 
     for gid, title, *_rest in PIPELINE_GROUPS["first"]:
         lines.append(f"    // {title}")
         for p in _rest[-1]:
-            line(p["name"], p["default"])
+            line(p["name"], p["default"], p.get("groovy"))
     for sec, fields in sections().items():
         lines.append("")
         lines.append(f"    // {SECTION_TITLES.get(sec, (sec,))[0]} (deepmapper.config: {sec})")
@@ -294,7 +296,7 @@ def params_block() -> str:
         lines.append("")
         lines.append(f"    // {title}")
         for p in _rest[-1]:
-            line(p["name"], p["default"])
+            line(p["name"], p["default"], p.get("groovy"))
     lines.append("}")
     return "\n".join(lines)
 

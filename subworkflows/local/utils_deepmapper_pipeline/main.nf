@@ -109,12 +109,14 @@ def resolveSamplesheetPath(value, sheet, column, sample) {
 }
 
 // The samplesheet's rows, validated against assets/schema_input.json, paths resolved:
-// [meta(id, label), path or null, fastq_1 or null, fastq_2 or null]
+// [meta(id, label), path or null, fastq_1 or null, fastq_2 or null]. nf-schema types each CSV cell
+// as JSON would (utils/Types.inferType: "1" an Integer, "true" a Boolean), so the schema allows
+// those for sample, label and path, and they are text again here.
 def readSamplesheet(sheet) {
     return samplesheetToList(sheet, "${projectDir}/assets/schema_input.json").collect { meta, matrix, fastq_1, fastq_2 ->
         [
-            meta,
-            matrix ? resolveSamplesheetPath(matrix, sheet, 'path', meta.id) : null,
+            meta + [id: meta.id.toString(), label: meta.label.toString()],
+            matrix != null ? resolveSamplesheetPath(matrix, sheet, 'path', meta.id) : null,
             fastq_1 ? resolveSamplesheetPath(fastq_1, sheet, 'fastq_1', meta.id) : null,
             fastq_2 ? resolveSamplesheetPath(fastq_2, sheet, 'fastq_2', meta.id) : null
         ]

@@ -19,7 +19,7 @@ process DEEPMAPPER_AUCELL {
 
     script:
     def args = task.ext.args ?: ''
-    // --device cpu: only training tasks request a GPU (label process_gpu)
+    // --device cpu: only the tasks with label process_gpu (training, the pair screen) request a GPU
     """
     deepmapper aucell \\
         --dataset ${dataset} \\

@@ -2,9 +2,12 @@
 // on the run's non-held-out cells, calibrated by permuting the labels. Run once: its
 // table is published and goes to every DEEPMAPPER_TRAINPASS task (--interactions-tsv:
 // the pairs placed side by side), to DEEPMAPPER_BASELINE (the screen alone) and to the report.
+// It computes on --device as training does, so under -profile gpu it gets the GPU too (with
+// --device cuda and no GPU it would stop the run).
 process DEEPMAPPER_INTERACTIONS {
     tag "${meta.id}"
     label 'process_medium'
+    label 'process_gpu'
     conda "${moduleDir}/environment.yml"
     container 'deepmapper-nf/deepmapper:0.2.0'
 

@@ -6,7 +6,8 @@ process DENOVO_HYBRID {
     container 'deepmapper-nf/deepmapper:0.2.0'
 
     input:
-    tuple val(meta), path(reference), path(denovo)
+    // the reference in a folder of its own: a user's FASTA named like denovo.fa would collide
+    tuple val(meta), path(reference, stageAs: 'reference/*'), path(denovo)
 
     output:
     tuple val(meta), path('hybrid/hybrid.fa'), emit: fasta

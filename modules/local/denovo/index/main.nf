@@ -6,7 +6,8 @@ process DENOVO_INDEX {
     container 'deepmapper-nf/deepmapper:0.2.0'
 
     input:
-    tuple val(meta), path(reference)
+    // the reference in a folder of its own: a user's FASTA named like the index would collide
+    tuple val(meta), path(reference, stageAs: 'reference/*')
 
     output:
     tuple val(meta), path('index'), emit: index

@@ -6,7 +6,8 @@ process DENOVO_TAG {
     container 'deepmapper-nf/deepmapper:0.2.0'
 
     input:
-    tuple val(meta), path(assembly), path(reference)
+    // the reference in a folder of its own: a user's FASTA named like assembly.fa and the denovo.fa it writes would collide
+    tuple val(meta), path(assembly), path(reference, stageAs: 'reference/*')
 
     output:
     tuple val(meta), path('denovo.fa'), emit: fasta
