@@ -104,8 +104,8 @@ class InputConfig:
                                 "donors of a paired design (every donor under several labels: labels are then "
                                 "compared within donors, and donors are split whole). With "
                                 "it the held-out set and validation folds are whole samples, the rank weighs the "
-                                "model's importance by a sample-level test (the test alone when a label has under 4 "
-                                "samples, so that each pass trains on one), permutations move labels between "
+                                "model's importance by a sample-level test (the test alone when a label has under 5 "
+                                "samples, so that each pass trains on fewer than 3), permutations move labels between "
                                 "samples and findings.tsv gains sample-level p and q values. Population inputs "
                                 "(one directory per sample) use their directories when every label has 3.",
                                 steps=("ingest",))

@@ -121,7 +121,7 @@ def baseline(adata, classes: list[str]):
         best = np.where(np.all(np.isnan(p), axis=0), 0, np.nanargmin(np.where(np.isnan(p), np.inf, p), axis=0))
     cols = np.arange(p.shape[1])
     p_best = np.minimum(1.0, p[best, cols] * p.shape[0])
-    score = -np.log10(np.clip(np.nan_to_num(p_best, nan=1.0), 1e-300, 1.0))
+    score = -np.log10(np.clip(np.nan_to_num(p_best, nan=1.0), 1e-300, 1.0)) + 0.0   # 0, never "-0"
     from deepmapper.engine.baselines import ranking
 
     features = [str(v) for v in adata.var_names]

@@ -224,6 +224,9 @@ def _findings(adata, passes: list[PassResult], cfg: Config, n_wanted: int | None
 
         found = io.samples(adata)
         stats["screened"] = screened_samples(found[0], passes[0].heldout_index, len(found[1]))
+    label_key = adata.uns.get("deepmapper", {}).get("label_key")
+    if cfg.input.label_key is None and label_key:   # given beside the settings (--label-key): recorded too
+        cfg = cfg.with_params({"label_key": str(label_key)}, where="dataset")
     return findings_mod.build(
         passes, [str(v) for v in adata.var_names], cfg=cfg, n_wanted=n_wanted, is_denovo=is_denovo,
         n_cells=int(adata.n_obs),

@@ -413,7 +413,8 @@ def per_class_table(used: list[PassResult], names: np.ndarray, means, *, log_val
                                                    direction=direction)
             order = np.lexsort((np.arange(n), -model_score, -score))
         frame = pd.DataFrame({
-            "class": cls, "feature": names[order], "rank": np.arange(1, n + 1), "score": score[order],
+            # + 0.0: a score of -0.0 (direction x 0) is written as 0, not "-0"
+            "class": cls, "feature": names[order], "rank": np.arange(1, n + 1), "score": score[order] + 0.0,
             "direction": [DIRECTION_NAMES[int(d)] for d in direction[order]], "logfoldchange": lfc[order],
             "median_importance": evidence[order], "mean_rank": mean_rank[order]})
         if sample_p is not None:
@@ -562,8 +563,10 @@ def trust_line(trust: dict) -> str:
     if trust.get("baseline_accuracy") is None:
         return (f"trust: ok, held-out accuracy {trust['mean_accuracy']:.3f} (not compared with logistic "
                 "regression: no baselines)")
+    # the margin is the shortfall allowed (two standard errors), not a difference: say both
     return (f"trust: ok, held-out accuracy {trust['mean_accuracy']:.3f}, logistic regression "
-            f"{trust['baseline_accuracy']:.3f} (margin {trust['margin']:.3f})")
+            f"{trust['baseline_accuracy']:.3f} on the same cells (difference "
+            f"{trust['mean_accuracy'] - trust['baseline_accuracy']:+.3f}; allowed shortfall {trust['margin']:.3f})")
 
 
 def log_values_or_warn(X, *, where: str = "", warn: bool = True) -> bool:

@@ -52,11 +52,21 @@ def agreement(results: Results, ks=AGREEMENT_KS) -> dict[str, dict[int, float]]:
     ours = list(results.findings["feature"])
     out: dict[str, dict[int, float]] = {}
     for method, df in results.baselines.items():
+        if method == "interactions" and screen_not_calibrated(results):
+            continue        # nothing was screened: its all-zero scores are no ranking
         theirs = list(df["feature"])
         out[method] = {k: len(set(ours[:k]) & set(theirs[:k])) / k for k in ks}
     if out:
         out["chance"] = {k: k / n for k in ks}
     return out
+
+
+def screen_not_calibrated(results: Results) -> str | None:
+    """Why the pair screen could not be calibrated (findings.json ``sample_level.pair_screen``: too few
+    samples for the label permutations to reach the q threshold), else None. Nothing was tested then,
+    and ``baselines/interactions.tsv`` holds all-zero scores."""
+    text = str((results.summary.get("sample_level") or {}).get("pair_screen") or "")
+    return text if text.lower().startswith("no pair screen calibration") else None
 
 
 def pass_name(index: int) -> str:

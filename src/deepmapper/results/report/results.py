@@ -36,6 +36,8 @@ class PassSummary:
     train_loss: list[float]
     val_loss: list[float]
     importance: Any  # np.ndarray (n_features,)
+    gate: dict | None = None           # meta.gate: {score, chance} (with a sample key: balanced accuracy, 1/labels)
+    heldout_index: Any = None          # np.ndarray of the held-out cells' rows in the dataset
 
 
 @dataclass
@@ -55,6 +57,8 @@ class Results:
     interactions: Any = None           # interactions.tsv (the screen) or None
     pair_values: dict = field(default_factory=dict)   # gene -> values of the plotted cells
     pair_labels: list = field(default_factory=list)   # class of each plotted cell
+    cell_samples: Any = None           # (sample id per cell, label per cell) with a sample key, else None
+    heldout_samples: dict | None = None  # {"n": held-out samples, "per_label": {label: n}} with a sample key
 
     @property
     def n_features(self) -> int:
@@ -143,6 +147,7 @@ def load_results(results_dir: str | Path) -> Results:
                                  for f in findings["feature"]]
 
     res.passes = _read_passes(root / "passes", res)
+    res.heldout_samples = _heldout_samples(res)
     _read_baselines(root / "baselines", res)
     _read_pairs(root, res)
 
@@ -179,11 +184,50 @@ def _dataset_info(path: Path, res: Results) -> dict:
         info["var_names"] = [str(v) for v in adata.var_names]
         if "is_denovo" in adata.var.columns:
             info["denovo"] = dict(zip(adata.var_names.astype(str), adata.var["is_denovo"].astype(bool)))
+        res.cell_samples = _cell_samples(adata, meta)
         if meta.get("matrix") == "aucell" and meta.get("label_key") in adata.obs.columns:
             info["rss"] = _regulon_specificity(adata, meta["label_key"])
     finally:
         adata.file.close()
     return info
+
+
+def _cell_samples(adata, meta: dict):
+    """(sample id of every cell, label of every cell) of a dataset with a sample key (io.samples: a
+    paired design's samples are donor:label), else None."""
+    import numpy as np
+
+    from deepmapper import io
+
+    label_key = meta.get("label_key")
+    if not meta.get("sample_key") or label_key not in adata.obs.columns:
+        return None
+    got = io.samples(adata)
+    if got is None:
+        return None
+    codes, names = got
+    return (np.asarray(names, dtype=object)[codes], np.asarray(adata.obs[label_key].astype(str), dtype=object))
+
+
+def _heldout_samples(res: Results) -> dict | None:
+    """How many samples the held-out cells of the passes come from, per label (a sample key and the
+    dataset at hand), else None."""
+    import numpy as np
+
+    if res.cell_samples is None or not res.passes:
+        return None
+    ids, labels = res.cell_samples
+    rows = [p.heldout_index for p in res.passes if p.heldout_index is not None and len(p.heldout_index)]
+    if not rows:
+        return None
+    idx = np.unique(np.concatenate(rows))
+    if idx.max() >= len(ids):
+        return None
+    by_sample = dict(zip(ids[idx].tolist(), labels[idx].tolist()))
+    per_label: dict[str, int] = {}
+    for lab in by_sample.values():
+        per_label[str(lab)] = per_label.get(str(lab), 0) + 1
+    return {"n": len(by_sample), "per_label": dict(sorted(per_label.items())), "n_cells": int(len(idx))}
 
 
 def _regulon_specificity(adata, label_key: str) -> dict:
@@ -227,7 +271,8 @@ def _read_passes(folder: Path, res: Results) -> list[PassSummary]:
                                accepted=bool(p.accepted), stop_epoch=int(p.stop_epoch),
                                best_epoch=int(p.best_epoch), early_stopped=bool(p.early_stopped),
                                train_loss=[float(x) for x in p.train_loss],
-                               val_loss=[float(x) for x in p.val_loss], importance=p.importance))
+                               val_loss=[float(x) for x in p.val_loss], importance=p.importance,
+                               gate=(p.meta or {}).get("gate") or None, heldout_index=p.heldout_index))
     out.sort(key=lambda p: p.pass_index)
     return out
 
