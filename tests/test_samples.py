@@ -497,6 +497,10 @@ def test_sample_key_through_the_cli(tmp_path, one_torch_thread):
     p = read_pass(sorted((out / "passes").glob("pass_*.npz"))[0])
     held = set(ds.obs["donor"].to_numpy()[p.heldout_index])
     assert set(np.flatnonzero(ds.obs["donor"].isin(held).to_numpy())) == set(p.heldout_index.tolist())
+    evaluation = json.loads((out / "evaluation.json").read_text())      # the accuracy is on these donors' cells
+    assert evaluation["heldout_samples"] == sorted(held) and len(held) == 2
+    recalls = [v["recall"] for v in evaluation["per_class"].values()]
+    assert evaluation["balanced_accuracy"] == pytest.approx(np.mean(recalls), abs=1e-6)
     # the report's Samples section: design, comparison with the pseudobulk baseline, donor x feature panel
     from deepmapper.results.report.html import build_html
     from deepmapper.results.report.results import load_results

@@ -12,7 +12,11 @@ from deepmapper.errors import InputError
 from deepmapper.engine.passfile import PassResult
 
 
-def evaluate(passes: list[PassResult], codes: np.ndarray, classes: list[str]) -> dict:
+def evaluate(passes: list[PassResult], codes: np.ndarray, classes: list[str], *,
+             samples: tuple[np.ndarray, list[str]] | None = None) -> dict:
+    """The ensembled held-out predictions of ``passes``, scored. ``samples`` (sample code per cell,
+    sample names; with a sample key): the held-out cells' samples are listed (``heldout_samples``),
+    so an accuracy on cells can be read as what it is, an accuracy on those donors' cells."""
     if not passes:
         raise InputError("no passes to evaluate", fix="train at least one pass first.")
     heldout = passes[0].heldout_index
@@ -47,4 +51,8 @@ def evaluate(passes: list[PassResult], codes: np.ndarray, classes: list[str]) ->
         "per_pass_accuracy": [round(float(p.accuracy), 6) for p in passes],
         "heldout_size": int(len(heldout)),
         "macro_f1": round(float(np.mean([v["f1"] for v in per_class.values()])), 6),
+        # the mean recall over the classes held out: what the gate compares with a sample key
+        "balanced_accuracy": round(float(np.mean([v["recall"] for v in per_class.values() if v["support"]])), 6),
+        **({} if samples is None else
+           {"heldout_samples": sorted({str(samples[1][s]) for s in np.asarray(samples[0])[heldout]})}),
     }

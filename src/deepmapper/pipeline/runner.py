@@ -108,7 +108,7 @@ def step_evaluate(dataset_path: Path, pass_paths: list[Path], out: Path, n_wante
     if passes is None:
         passes = findings_mod.read_passes(pass_paths, dataset=adata, dataset_path=str(dataset_path))
     passes = findings_mod.choose(passes, n_wanted, samples=io.samples(adata) is not None)
-    result = evaluate(passes, codes, classes)
+    result = evaluate(passes, codes, classes, samples=io.samples(adata))
     write_json(out, result)
     return result
 
@@ -197,7 +197,7 @@ def analyse(adata, cfg: Config, *, device=None, progress: bool = True, where: st
                                                  baseline_accuracy=baseline_accuracy)
     codes, classes = io.labels(adata)
     evaluation = evaluate(findings_mod.choose(results, cfg.run.passes, samples=io.samples(adata) is not None),
-                          codes, classes)
+                          codes, classes, samples=io.samples(adata))
     return {"passes": results, "findings": table, "per_class": per_class, "summary": summary,
             "evaluation": evaluation, "pairs": pairs, "interactions": None if screen is None else screen.table}
 
