@@ -125,7 +125,7 @@ def test_run_writes_its_log_lines_to_run_log(tmp_dataset, tmp_path):
                                 "attribution_max_samples": 16, "threads": 1, "interactions": False,
                                 "device": "cpu"})
     pkg = logging.getLogger("deepmapper")
-    level = pkg.level
+    level, handlers = pkg.level, len(pkg.handlers)
     pkg.setLevel(logging.INFO)
     try:
         run([str(src)], tmp_path / "out", cfg, label_key="label", report=False, baselines=False, progress=False)
@@ -133,4 +133,7 @@ def test_run_writes_its_log_lines_to_run_log(tmp_dataset, tmp_path):
         pkg.setLevel(level)
     text = (tmp_path / "out" / "run.log").read_text()
     assert "device: cpu" in text and "pass 0: held-out accuracy" in text
+    # the lines of reading the input, logged before the run had a folder, come first
+    assert text.index("dataset: ") < text.index("device: cpu")
     assert not [h for h in pkg.handlers if isinstance(h, logging.FileHandler)]    # detached after the run
+    assert len(pkg.handlers) == handlers                                           # the held lines' too

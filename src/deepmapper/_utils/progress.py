@@ -114,12 +114,37 @@ def notebook_logging(level: int = logging.INFO) -> logging.Handler | None:
     return handler
 
 
-def log_to_file(path) -> logging.Handler:
+class _Held(logging.Handler):
+    """Records kept in memory until the log file exists (:func:`hold_log_lines`)."""
+
+    def __init__(self):
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+def hold_log_lines() -> logging.Handler:
+    """Keep the package's log lines from now on (reading the input, before a run has a folder to
+    write them to); :func:`log_to_file` given the handler writes them first."""
+    handler = _Held()
+    logging.getLogger("deepmapper").addHandler(handler)
+    return handler
+
+
+def log_to_file(path, held: logging.Handler | None = None) -> logging.Handler:
     """Copy the package's log lines (those the configured level lets through: -q keeps the file to
-    warnings too) into ``path`` until :func:`stop_log_file` is called with the returned handler."""
+    warnings too) into ``path`` until :func:`stop_log_file` is called with the returned handler;
+    the lines ``held`` (:func:`hold_log_lines`) come first, and that handler is detached."""
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger("deepmapper").addHandler(handler)
+    pkg = logging.getLogger("deepmapper")
+    if held is not None:
+        pkg.removeHandler(held)
+        for record in getattr(held, "records", []):     # they passed the logger's level when logged
+            handler.handle(record)
+    pkg.addHandler(handler)
     return handler
 
 

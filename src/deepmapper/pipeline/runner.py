@@ -274,15 +274,22 @@ def run(inputs: list[str], outdir: Path, cfg: Config, *, label_key: str | None =
     multiqc_ok = _check_optional_tools(report)     # before training: a missing tool is said now
     run_id = publish.new_run_id()
     with out.lock(wait=wait, run_id=run_id):
+        held = progress_mod.hold_log_lines()        # the input's lines, for run.log once it exists
         try:
             # Read and validate before anything is written: bad input leaves outdir as it was.
             adata = inputs_mod.load(inputs, cfg, label_key=label_key, labels=labels)
         except BaseException:
+            progress_mod.stop_log_file(held)
             out.cleanup_after_failure()
             raise
-        _check_space(out, adata)
+        try:
+            _check_space(out, adata)
+        except BaseException:
+            progress_mod.stop_log_file(held)
+            raise
         run_dir = out.new_run(run_id)
-        file_log = progress_mod.log_to_file(run_dir / layout.RUN_LOG)   # the run's log lines, published with it
+        # the run's log lines, from reading the input on, published with it
+        file_log = progress_mod.log_to_file(run_dir / layout.RUN_LOG, held)
         device = setup(cfg)
         dataset_path = run_dir / layout.DATASET
         info = {"run_id": run_id, "state": "running", "pid": os.getpid(),
