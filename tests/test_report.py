@@ -458,3 +458,220 @@ def test_the_report_and_read_results_refuse_a_foreign_dataset_alike(tmp_path):
         with pytest.raises(FormatError, match="not a DeepMapper dataset") as err:
             read(tmp_path)
         assert err.value.field == "uns.deepmapper"
+
+
+# -- the audit of misreadings (issue: report with a sample key) ------------------------------------------
+
+SCREEN_REASON = ("no pair screen calibration is possible with 3 + 3 samples: only 19 distinct relabellings of "
+                 "whole samples besides the observed one, and q < 0.05 needs 20; no pair is reported (add samples)")
+
+
+def _page(root: Path, out: Path) -> str:
+    return write_report(root, out, multiqc=False)["html"].read_text()
+
+
+def _section(page: str, sid: str) -> str:
+    start = page.index(f'<section id="{sid}"')
+    return page[start:page.index("</section>", start)]
+
+
+def _feature_spec(page: str) -> dict:
+    start = page.index('id="feature-data">') + len('id="feature-data">')
+    return json.loads(page[start:page.index("</script>", start)].replace("<\\/", "</"))
+
+
+def _donor_variant(results: Path, tmp_path: Path, *, rank: str = "alone", q_threshold: float = 0.1) -> Path:
+    """The pbmc run dressed as a run with a sample key: a donor column in dataset.h5ad (4 donors per label,
+    one label each), findings.json's sample_level, findings.tsv's four sample columns, a pseudobulk
+    baseline, each pass file's gate, and a pair screen that could not be calibrated."""
+    import anndata as ad
+
+    from deepmapper.engine.passfile import write_pass
+    from deepmapper.results.findings import RANK_TEST_ALONE, RANK_WITH_MODEL
+
+    root = _variant(results, tmp_path, "donors")
+    adata = ad.read_h5ad(root / "dataset.h5ad")
+    label_key = adata.uns["deepmapper"]["label_key"]
+    labels = adata.obs[label_key].astype(str).to_numpy()
+    donor = [f"{lab}_d{i % 4}" for i, lab in enumerate(labels)]
+    adata.obs["donor"] = pd.Categorical(donor)
+    adata.uns["deepmapper"]["sample_key"] = "donor"
+    adata.write_h5ad(root / "dataset.h5ad")
+
+    findings = pd.read_csv(root / "findings.tsv", sep="\t")
+    rng = np.random.default_rng(1)
+    findings["model_rank"] = findings["rank"]
+    findings["sample_p"] = np.sort(rng.uniform(0, 0.5, len(findings)))
+    findings["sample_q"] = np.linspace(0.001, 0.3, len(findings))
+    findings["sample_reproducibility"] = np.round(rng.uniform(0, 1, len(findings)), 3)
+    findings.to_csv(root / "findings.tsv", sep="\t", index=False)
+    pd.DataFrame({"feature": findings["feature"][::-1].to_numpy(), "rank": np.arange(1, len(findings) + 1)}) \
+        .to_csv(root / "baselines" / "pseudobulk.tsv", sep="\t", index=False)
+
+    summary = json.loads((root / "findings.json").read_text())
+    classes = sorted(set(labels))
+    summary["sample_level"] = {
+        "design": "one label per sample", "sample_key": "donor", "n_samples": 4 * len(classes),
+        "samples_per_label": {c: 4 for c in classes}, "q_threshold": q_threshold, "n_sample_q_below": 3,
+        "rank": RANK_TEST_ALONE if rank == "alone" else RANK_WITH_MODEL,
+        "model_left_out": "passes trained on fewer than 3 samples of a label" if rank == "alone" else "",
+        "pair_screen": SCREEN_REASON, "test": "pseudobulk DESeq2, the largest p with any one sample left out",
+        "note": "", "panel": {}, "relabellings": 70}
+    summary["trust"] = {"trustworthy": True, "reasons": [], "baseline_accuracy": 0.9, "margin": 0.05,
+                        "n_heldout": 142}
+    (root / "findings.json").write_text(json.dumps(summary))
+    screen = pd.read_csv(root / "baselines" / "interactions.tsv", sep="\t")
+    screen["score"] = 0.0                       # what an uncalibrated screen leaves
+    screen.to_csv(root / "baselines" / "interactions.tsv", sep="\t", index=False)
+    for f in sorted((root / "passes").glob("pass_*.npz")):
+        p = read_pass(f)
+        p.meta["gate"] = {"score": 0.75, "chance": round(1 / len(classes), 6)}
+        write_pass(p, root / "passes")
+    return root
+
+
+def test_with_a_sample_key_the_ranking_says_what_its_rank_is_made_of(results, tmp_path):
+    root = _donor_variant(results, tmp_path)
+    page = _page(root, tmp_path / "out")
+    block = _section(page, "features")
+    assert "by how much the model relies on them" not in block
+    assert "sample-level test alone" in block and "passes trained on fewer than 3 samples of a label" in block
+    spec = _feature_spec(page)
+    keys = [c["key"] for c in spec["columns"]]
+    assert {"sample_p", "sample_q", "sample_reproducibility", "model_rank"} <= set(keys)
+    findings = pd.read_csv(root / "findings.tsv", sep="\t").sort_values("rank")
+    first = dict(zip(keys, spec["rows"][0]))
+    assert first["feature"] == findings["feature"].iloc[0]
+    for k in ("sample_p", "sample_q", "sample_reproducibility"):
+        assert first[k] == pytest.approx(findings[k].iloc[0])
+    assert first["model_rank"] == findings["model_rank"].iloc[0]
+    # the rank with the model in it says so, too
+    root2 = _donor_variant(results, tmp_path / "with_model", rank="model")
+    block2 = _section(_page(root2, tmp_path / "out2"), "features")
+    assert "median_importance x -log10(sample_p)" in block2 and "sample-level test alone" not in block2
+
+
+def test_an_uncalibrated_pair_screen_is_not_a_negative_result(results, tmp_path):
+    root = _donor_variant(results, tmp_path)
+    page = _page(root, tmp_path / "out")
+    pairs = _section(page, "pairs")
+    assert "found no pair below the q threshold" not in pairs
+    assert "not calibrated" in pairs and "19 distinct relabellings" in pairs
+    baselines = _section(page, "baselines")
+    assert "<th>Interactions</th>" not in baselines and "Pair screen alone" not in baselines
+    assert "not tested" in baselines
+    from deepmapper.results.report.results import load_results
+
+    assert "interactions" not in mqc_mod.agreement(load_results(root))
+    # without a sample key the screen alone stays a baseline
+    assert "interactions" in mqc_mod.agreement(load_results(results))
+
+
+def test_with_a_sample_key_accuracy_names_the_held_out_samples_and_the_gate(results, tmp_path):
+    import anndata as ad
+
+    root = _donor_variant(results, tmp_path)
+    page = _page(root, tmp_path / "out")
+    adata = ad.read_h5ad(root / "dataset.h5ad", backed="r")
+    donors = adata.obs["donor"].astype(str).to_numpy()
+    rows = np.unique(np.concatenate([read_pass(f).heldout_index for f in (root / "passes").glob("pass_*.npz")]))
+    n_samples = len(set(donors[rows]))
+    adata.file.close()
+    confusion = _section(page, "confusion")
+    assert f"from {n_samples} held-out samples" in confusion
+    passes = _section(page, "passes")
+    assert "balanced accuracy" in passes and "chance" in passes
+    assert "always the majority class" not in passes
+    assert f"from {n_samples} held-out samples" in _section(page, "summary")
+    # evaluation.json's list of held-out samples, where the run wrote one, is what counts
+    ev = json.loads((root / "evaluation.json").read_text())
+    ev["heldout_samples"] = sorted(set(donors[rows]))[:3]
+    (root / "evaluation.json").write_text(json.dumps(ev))
+    assert "from 3 held-out samples" in _section(_page(root, tmp_path / "out_ev"), "confusion")
+    # without a sample key: the majority class, as before
+    plain = _page(results, tmp_path / "plain")
+    assert "always the majority class" in _section(plain, "passes")
+    assert "held-out samples" not in _section(plain, "confusion")
+
+
+def test_the_per_group_heatmap_is_coloured_by_the_per_class_score(results, tmp_path, monkeypatch):
+    from deepmapper.results.report import html as html_mod
+    from deepmapper.results.report.results import load_results
+
+    root = _variant(results, tmp_path)
+    pc = _with_direction(root)
+    # signed attributions (integrated gradients) can be negative: a down marker with negative importance
+    pc.loc[pc["direction"] == "down", "median_importance"] *= -1
+    pc.to_csv(root / "findings_per_class.tsv", sep="\t", index=False)
+    figs = {}
+    monkeypatch.setattr(html_mod, "_fig_html", lambda fig, div_id: figs.setdefault(div_id, fig) and "")
+    html_mod._per_class(load_results(root))
+    heat = figs["plot-per-class"].data[0]
+    largest = pc.assign(a=pc["score"].abs()).groupby("class")["a"].max()
+    score = {(c, f): s for c, f, s in zip(pc["class"], pc["feature"], pc["score"])}
+    direction = {(c, f): d for c, f, d in zip(pc["class"], pc["feature"], pc["direction"])}
+    checked = 0
+    for g, zr in zip(heat.y, heat.z):
+        for c, z in zip(heat.x, zr):
+            if z is None or (c, g) not in score:
+                continue
+            assert z == pytest.approx(score[(c, g)] / largest[c])
+            if score[(c, g)] != 0:
+                assert (z > 0) == (direction[(c, g)] == "up"), (c, g)
+            checked += 1
+    assert checked >= len(heat.x)
+
+
+def test_the_samples_section_reads_as_a_sentence(results, tmp_path):
+    root = _donor_variant(results, tmp_path, q_threshold=0.1)
+    samples = _section(_page(root, tmp_path / "out"), "samples")
+    n = json.loads((root / "findings.json").read_text())["sample_level"]["n_samples"]
+    assert f"{n} samples (<code>donor</code>): " in samples and "design: one label per sample" in samples
+    assert "Samples from" not in samples
+    assert "outside the held-out set" in samples
+    # the count uses the run's q threshold, and the pseudobulk column says what it is
+    findings = pd.read_csv(root / "findings.tsv", sep="\t").sort_values("rank")
+    n_q = int((findings["sample_q"].head(20) < 0.1).sum())
+    assert f"{n_q} of DeepMapper's top 20 have <code>sample_q</code> &lt; 0.1." in samples
+    assert "plain" in samples and "baselines/pseudobulk.tsv" in samples and "not the leave-one-sample-out" in samples
+
+
+def test_a_trustworthy_run_shows_its_verdict_and_the_logistic_start(results, tmp_path):
+    root = _variant(results, tmp_path)
+    summary = json.loads((root / "findings.json").read_text())
+    summary["trust"] = {"trustworthy": True, "reasons": [], "baseline_accuracy": 0.875, "margin": 0.05,
+                        "n_heldout": 142}
+    summary["config"]["backbone"]["wide_start"] = "logistic"
+    summary["config"]["backbone"]["kind"] = "cnn"
+    (root / "findings.json").write_text(json.dumps(summary))
+    ev = json.loads((root / "evaluation.json").read_text())
+    page = _page(root, tmp_path / "out")
+    head = _section(page, "summary")
+    assert 'id="trust-line"' in head and "Trust: ok" in head
+    assert f"{100 * ev['accuracy']:.1f}%" in head and "87.5%" in head and "5.0%" in head
+    assert "wide_start: logistic" in head
+    summary["config"]["backbone"]["wide_start"] = "random"
+    (root / "findings.json").write_text(json.dumps(summary))
+    page = _page(root, tmp_path / "out2")
+    assert "Trust: ok" in page and "wide_start: logistic" not in page
+
+
+def test_groups_the_model_never_recognises_get_a_caveat(results, tmp_path):
+    root = _variant(results, tmp_path)
+    ev = json.loads((root / "evaluation.json").read_text())
+    for v in ev["per_class"].values():
+        v["recall"] = max(float(v["recall"]), 0.5)
+    blind = sorted(ev["per_class"])[0]
+    ev["per_class"][blind]["recall"] = 0.0
+    (root / "evaluation.json").write_text(json.dumps(ev))
+    block = _section(_page(root, tmp_path / "out"), "per-class")
+    assert block.count("held-out recall 0") == 1
+    from html import escape
+
+    row = next(r for r in block.split("<tr>") if r.startswith("<td>" + escape(blind)))
+    assert "held-out recall 0" in row
+
+
+def test_the_table_download_is_not_named_like_findings_tsv(results, tmp_path):
+    spec = _feature_spec(_page(results, tmp_path / "out"))
+    assert spec["filename"].endswith("_report_table.tsv")

@@ -139,7 +139,9 @@ def _summary(res: Results) -> str:
     top = list(res.findings["feature"].head(5))
     if ev:
         accuracy = _pct(ev.get("accuracy"))
-        if ev.get("majority_rate") is not None:
+        if res.summary.get("sample_level"):
+            accuracy += f"<small>{html.escape(_heldout_text(res))}</small>"
+        elif ev.get("majority_rate") is not None:
             accuracy += f"<small>majority class {_pct(ev['majority_rate'])}</small>"
     else:
         accuracy = "n/a<small>no evaluation.json</small>"
@@ -150,7 +152,8 @@ def _summary(res: Results) -> str:
     ]
     lr_acc = (res.baselines_meta.get("logistic") or {}).get("accuracy")
     if lr_acc is not None:
-        cards.append(("Logistic regression", f"{_pct(lr_acc)}<small>same held-out cells</small>"))
+        cards.append(("Logistic regression", f"{_pct(lr_acc)}<small>same held-out cells"
+                      + ("; the passes start from its fit" if _wide_start_logistic(res) else "") + "</small>"))
     stable = [r for r in res.summary.get("stability") or [] if r.get("threshold") == 0.9]
     if stable:
         cards.append(("Stable features", f"{stable[0]['n_selected']}<small>selected in &ge; 90% of passes"
@@ -158,7 +161,58 @@ def _summary(res: Results) -> str:
     out = '<div class="cards">' + "".join(
         f'<div class="card"><div class="label">{html.escape(t)}</div><div class="value">{v}</div></div>'
         for t, v in cards) + "</div>"
+    out += _trust_line(res)
     out += "".join(_note(n) for n in res.notes)
+    return out
+
+
+def _wide_start_logistic(res: Results) -> bool:
+    """The cnn's wide (linear) path starts at the logistic-regression fit (config backbone.wide_start)."""
+    bb = (res.summary.get("config") or {}).get("backbone") or {}
+    return bb.get("wide_start") == "logistic" and bb.get("kind", "cnn") == "cnn"
+
+
+WIDE_START_TEXT = ("each pass's linear (wide) path starts at a penalised logistic-regression fit of its training "
+                   "cells (<code>wide_start: logistic</code>), so matching logistic regression is where the model "
+                   "begins, not something it found on its own")
+
+
+def _trust_line(res: Results) -> str:
+    """One line with findings.json's trust verdict when it says the run is trustworthy (the banner
+    above the page says the opposite)."""
+    trust = res.summary.get("trust")
+    if not isinstance(trust, dict) or trust.get("trustworthy") is not True:
+        return ""
+    acc = (res.evaluation or {}).get("accuracy")
+    base, margin = trust.get("baseline_accuracy"), trust.get("margin")
+    parts = ["<b>Trust: ok</b>"]
+    if isinstance(acc, (int, float)):
+        where = (f" on the same {trust['n_heldout']:,} held-out cells" if isinstance(trust.get("n_heldout"), int)
+                 else " on the same held-out cells")
+        parts.append(f"ensembled held-out accuracy {_pct(acc)}"
+                     + (f" against logistic regression {_pct(base)}{where}" if isinstance(base, (int, float))
+                        else " (no logistic-regression baseline to compare with)"))
+    if isinstance(margin, (int, float)):
+        parts.append(f"allowed shortfall {_pct(margin)}")
+    text = "; ".join(parts) + "."
+    if _wide_start_logistic(res) and isinstance(base, (int, float)):
+        text += " Note: " + WIDE_START_TEXT + "."
+    return f'<p class="trust-ok" id="trust-line">{text}</p>'
+
+
+def _heldout_text(res: Results) -> str:
+    """'on 173 held-out cells from 2 held-out samples (donor: 1 control, 1 disease)'."""
+    ev = res.evaluation or {}
+    n_cells = ev.get("heldout_size")
+    out = "on " + (f"{int(n_cells):,} " if n_cells is not None else "") + "held-out cells"
+    hs, sl = res.heldout_samples, res.summary.get("sample_level") or {}
+    if hs:
+        key = sl.get("sample_key")
+        per = ", ".join(f"{n} {lab}" for lab, n in hs["per_label"].items())
+        detail = ": ".join(x for x in (str(key) if key else "", per) if x)
+        out += f" from {hs['n']} held-out sample{'s' if hs['n'] != 1 else ''}" + (f" ({detail})" if detail else "")
+    elif sl:
+        out += " from whole held-out samples (dataset.h5ad is absent: how many is unknown)"
     return out
 
 
@@ -186,6 +240,8 @@ def _feature_table(res: Results) -> str:
                ("median_importance", "Median importance", "num"), ("mean_rank", "Mean rank", "num"),
                ("pfer_bound", "PFER bound", "num")]
     columns += [(f"rank_{m}", f"{m.capitalize()} rank", "num") for m in baseline_rank]
+    sample_cols = [c for c in SAMPLE_COLUMNS if c[0] in df.columns]
+    columns += sample_cols
     columns.append(("is_denovo", "De novo", "flag"))
     has_kind = "kind" in df.columns
     if has_kind:
@@ -195,26 +251,54 @@ def _feature_table(res: Results) -> str:
         row = [int(r.rank), str(r.feature), float(r.selection_frequency), float(r.median_importance),
                float(r.mean_rank), finite_or_none(r.pfer_bound)]
         row += [_int_or_none(baseline_rank[m].get(r.feature)) for m in baseline_rank]
+        row += [(_int_or_none(getattr(r, k)) if k == "model_rank" else finite_or_none(getattr(r, k)))
+                for k, _, _ in sample_cols]
         row.append(bool(r.is_denovo))
         if has_kind:
             partner = r.partners if isinstance(r.partners, str) else ""
             row += [str(r.kind), partner]
         rows.append(row)
     spec = {"columns": [{"key": k, "title": t, "type": ty} for k, t, ty in columns], "rows": rows,
-            "filename": f"{res.sample_name}_findings.tsv"}
+            "filename": f"{res.sample_name}_report_table.tsv"}
     n_denovo = int(df["is_denovo"].sum())
-    intro = (f"<p>All {len(df):,} features, ranked by how much the model relies on them to tell all the groups "
-             "apart (no direction: a feature may be up in one group and down in another). Click a column to sort, type to search, and "
-             "download the rows shown as TSV. <b>Selection frequency</b>: share of accepted passes whose "
+    intro = (f"<p>All {len(df):,} features, {_rank_basis(res)} (no direction: a feature may be up in one group "
+             "and down in another). Click a column to sort, type to search, and download the rows shown as TSV "
+             "(the columns of this table, not findings.tsv's). <b>Selection frequency</b>: share of accepted passes whose "
              f"top {res.top_k or 'k'} held the feature. <b>PFER bound</b>: Meinshausen-B&uuml;hlmann bound on "
              "the expected number of false selections when cutting at this frequency (empty below 0.5). "
              + (f"{n_denovo} de-novo features (<span class='denovo'>DENOVO</span>) are flagged." if n_denovo
-                else "No de-novo features in this run.") + "</p>")
+                else "No de-novo features in this run.")
+             + (" <b>sample_p</b>, <b>sample_q</b>: the sample-level test (see Samples); <b>Sample "
+                "reproducibility</b>: |2 AUC - 1| of the per-sample means (1: every sample of one label beyond "
+                "every sample of the others; shown, not used in the rank)." if sample_cols else "") + "</p>")
     controls = ('<div class="controls"><input id="feature-search" type="search" placeholder="Search features'
                 ' (e.g. CD79A)" aria-label="Search features"> <span id="feature-count"></span> '
                 '<button id="feature-download" type="button">Download TSV</button></div>')
     return (intro + controls + '<div class="scroll"><table id="feature-table" class="data"></table></div>'
             f'<script type="application/json" id="feature-data">{_json_script(spec)}</script>' + _top_bar(res))
+
+
+SAMPLE_COLUMNS = [("sample_p", "sample_p", "num"), ("sample_q", "sample_q", "num"),
+                  ("sample_reproducibility", "Sample reproducibility", "num"), ("model_rank", "Model rank", "num")]
+
+
+def _rank_basis(res: Results) -> str:
+    """What the rank of findings.tsv is made of (findings.json ``sample_level.rank`` with a sample key)."""
+    sl = res.summary.get("sample_level")
+    if not sl:
+        return "ranked by how much the model relies on them to tell all the groups apart"
+    from deepmapper.results.findings import RANK_TEST_ALONE
+
+    rank = str(sl.get("rank") or "")
+    if rank == RANK_TEST_ALONE or "alone" in rank:
+        why = sl.get("model_left_out") or "no pass passed the accuracy gate on held-out samples"
+        return ("ranked by the sample-level test alone, <b>not by the model</b>: <code>"
+                + html.escape(rank or "-log10(sample_p) alone") + "</code>; the model was left out because "
+                + html.escape(str(why)) + ". <b>Model rank</b> is the model's own order, shown for comparison")
+    return ("ranked by the model's median importance x the sample-level evidence (<code>"
+            + html.escape(rank or "median importance x -log10(sample_p)")
+            + "</code>): a feature needs both the model's reliance and a difference between samples. "
+              "<b>Model rank</b> is the model's order alone")
 
 
 def _int_or_none(v):
@@ -290,6 +374,14 @@ def _per_class(res: Results) -> str:
         title = {"up": "higher in this group than in the rest", "down": "lower in this group than in the rest"}.get(d, "")
         return f'<span class="chip {cls}" title="{title}">{html.escape(str(f))}{arrow}</span>'
 
+    unrecognised = _unrecognised_classes(res)
+
+    def group(c) -> str:
+        if c not in unrecognised:
+            return html.escape(c)
+        return (html.escape(c) + '<br><small class="caveat">held-out recall 0: the model does not recognise '
+                "this group; its markers are weak evidence</small>")
+
     rows = []
     for c in classes:
         feats = list(pc.loc[pc["class"] == c, "feature"])
@@ -297,10 +389,10 @@ def _per_class(res: Results) -> str:
             up = [f for f in feats if direction.get((c, f)) == "up"][:N_UP]
             # scanpy's order puts the strongest down-markers last (most negative score): read from the end
             down = [f for f in reversed(feats) if direction.get((c, f)) == "down"][:N_DOWN]
-            rows.append([html.escape(c), " ".join(chip(c, f) for f in up) or "&mdash;",
+            rows.append([group(c), " ".join(chip(c, f) for f in up) or "&mdash;",
                          " ".join(chip(c, f) for f in down) or "&mdash;"])
         else:
-            rows.append([html.escape(c), " ".join(chip(c, f) for f in feats[:N_UP])])
+            rows.append([group(c), " ".join(chip(c, f) for f in feats[:N_UP])])
     headers = (["Group", "Up in the group (best first)", "Down in the group"] if has_dir
                else ["Group", "Top features (best first)"])
     table = _table(headers, rows, cls="plain per-class")
@@ -320,24 +412,38 @@ def _per_class(res: Results) -> str:
         genes += [g for g in top if g not in genes]
     value = {(c, f): float(v) for c, f, v in zip(pc["class"], pc["feature"], pc["median_importance"])}
     rank = {(c, f): int(v) for c, f, v in zip(pc["class"], pc["feature"], pc["rank"])}
-    class_max = pc.groupby("class")["median_importance"].max().to_dict()
-    # Colour: importance as a share of the class's largest, so every class shows its own markers;
-    # with a direction, negative for features down in the group.
+    # Colour: with a score (what the per-class rank uses; its sign is the direction) the score as a share
+    # of the class's largest |score|; else importance as a share of the class's largest, negative for
+    # features down in the group. Either way every class shows its own markers.
+    by_score = has_dir and "score" in pc.columns
+    colour_col = "score" if by_score else "median_importance"
+    colour = {(c, f): float(v) for c, f, v in zip(pc["class"], pc["feature"], pc[colour_col])}
+    class_max = pc.assign(_a=pc[colour_col].abs()).groupby("class")["_a"].max().to_dict()
     z, hover = [], []
     for g in genes:
         zr, hr = [], []
         for c in classes:
-            cmax = float(class_max.get(c, 0.0)) or 1.0
-            v = value.get((c, g))
-            sign = -1.0 if direction.get((c, g)) == "down" else 1.0
-            zr.append(None if v is None else sign * v / cmax)
+            cmax = float(class_max.get(c, 0.0))
+            cmax = cmax if math.isfinite(cmax) and cmax > 0 else 1.0
+            v, col = value.get((c, g)), colour.get((c, g))
             d = direction.get((c, g))
+            if col is None or not math.isfinite(col):
+                zr.append(None)
+            elif by_score:
+                zr.append(col / cmax)
+            else:
+                zr.append((-1.0 if d == "down" else 1.0) * abs(col) / cmax)
             hr.append(f"{g} in {c}<br>" + ("not in this class's top list" if v is None else
-                                          f"rank {rank[(c, g)]}, median importance {v:.4g}"
+                                          f"rank {rank[(c, g)]}, "
+                                          + (f"score {col:.3g}, " if by_score else "")
+                                          + f"median importance {v:.4g}"
                                           + (f", {d} in the group" if d else "")))
         z.append(zr)
         hover.append(hr)
-    if has_dir:
+    if by_score:
+        scale = dict(colorscale="RdBu", reversescale=True, zmin=-1, zmax=1,
+                     colorbar=dict(title="Score / class's<br>largest |score|<br>(- down)"))
+    elif has_dir:
         scale = dict(colorscale="RdBu", reversescale=True, zmin=-1, zmax=1,
                      colorbar=dict(title="Share of the<br>class's top<br>(- down)"))
     else:
@@ -346,6 +452,17 @@ def _per_class(res: Results) -> str:
     fig.update_layout(title=f"Top {N_PER_CLASS} features of each group", height=max(360, 18 * len(genes) + 160),
                       yaxis=dict(autorange="reversed"), xaxis=dict(tickangle=-35))
     return intro + table + _fig_html(fig, "plot-per-class")
+
+
+def _unrecognised_classes(res: Results) -> set[str]:
+    """Groups the ensembled model never predicts correctly on held-out cells (evaluation.json per-class
+    recall 0 with held-out cells of the group)."""
+    out = set()
+    for c, v in ((res.evaluation or {}).get("per_class") or {}).items():
+        recall, support = (v or {}).get("recall"), (v or {}).get("support")
+        if isinstance(recall, (int, float)) and recall == 0 and (support is None or support > 0):
+            out.add(str(c))
+    return out
 
 
 def _rss(res: Results) -> str:
@@ -384,8 +501,17 @@ def _confusion(res: Results) -> str:
     per_class = ev.get("per_class") or {}
     rows = [[html.escape(c), f"{v.get('precision', float('nan')):.2f}", f"{v.get('recall', float('nan')):.2f}",
              f"{v.get('f1', float('nan')):.2f}", str(v.get("support", ""))] for c, v in per_class.items()]
-    text = (f"<p>Accuracy {_pct(ev.get('accuracy'))} on {ev.get('heldout_size', int(cm.sum()))} held-out cells "
-            f"(always guessing the largest class: {_pct(ev.get('majority_rate'))}).</p>")
+    if res.summary.get("sample_level"):
+        bal = ev.get("balanced_accuracy")
+        text = (f"<p>Accuracy {_pct(ev.get('accuracy'))}"
+                + (f" (balanced accuracy {_pct(bal)})" if isinstance(bal, (int, float)) else "")
+                + f" {html.escape(_heldout_text(res))}: cells of a held-out "
+                "sample are not independent, so this accuracy rests on those few samples. (Always guessing the "
+                f"largest class would score {_pct(ev.get('majority_rate'))} on these cells; with a sample key the "
+                "gate is balanced accuracy against chance, see Passes.)</p>")
+    else:
+        text = (f"<p>Accuracy {_pct(ev.get('accuracy'))} on {ev.get('heldout_size', int(cm.sum()))} held-out cells "
+                f"(always guessing the largest class: {_pct(ev.get('majority_rate'))}).</p>")
     table = _table(["Class", "Precision", "Recall", "F1", "Cells"], rows) if rows else ""
     return text + _fig_html(fig, "plot-confusion") + table
 
@@ -405,8 +531,21 @@ def _passes(res: Results) -> str:
                          marker_color=[ACCEPTED if a else REJECTED for a in res.accepted],
                          customdata=["accepted" if a else "rejected" for a in res.accepted],
                          hovertemplate="%{x}: %{y:.1%} (%{customdata})<extra></extra>"), row=1, col=1)
+    with_samples = bool(res.summary.get("sample_level"))
+    gates = [p.gate for p in res.passes if p.gate]
+    if with_samples and len(gates) == len(res.passes) == len(names):
+        fig.add_trace(go.Scatter(x=names, y=[float(g["score"]) for g in gates], mode="markers",
+                                 name="balanced accuracy (the gate)", marker=dict(symbol="diamond", size=10,
+                                                                                  color=ACCENT),
+                                 hovertemplate="%{x}: balanced accuracy %{y:.1%}<extra></extra>"), row=1, col=1)
+    chance = {round(float(g["chance"]), 6) for g in gates if g.get("chance") is not None}
     majority = (res.evaluation or {}).get("majority_rate")
-    if majority is not None:
+    if with_samples:
+        if len(chance) == 1:
+            c = next(iter(chance))
+            fig.add_hline(y=c, line=dict(dash="dash", color="#444444", width=1), row=1, col=1, layer="above",
+                          annotation_text=f"chance, 1 / labels ({c:.0%})", annotation_position="top right")
+    elif majority is not None:
         fig.add_hline(y=majority, line=dict(dash="dash", color="#444444", width=1), row=1, col=1, layer="above",
                       annotation_text=f"always the majority class ({majority:.0%})",
                       annotation_position="top right")
@@ -420,9 +559,20 @@ def _passes(res: Results) -> str:
     fig.update_yaxes(title_text="Epoch", rangemode="tozero", row=2, col=1)
     fig.update_layout(title="Accuracy and stop epoch per pass", height=520,
                       legend=dict(orientation="h", y=-0.12))
-    return ("<p>Every pass is one random arrangement of the features, trained from scratch and judged on the "
-            "same held-out cells. Green passes beat the gate and enter the ranking.</p>"
-            + _fig_html(fig, "plot-passes"))
+    min_acc = ((res.summary.get("config") or {}).get("run") or {}).get("min_accuracy")
+    floor = f" and at least {_pct(min_acc)}" if isinstance(min_acc, (int, float)) and min_acc > 0 else ""
+    if with_samples:
+        gate = ("The gate, with a sample key, is <b>balanced accuracy</b> (the mean recall over the held-out "
+                f"labels, diamonds) on the held-out samples{floor}, compared with chance (1 / labels), not accuracy "
+                "with the majority class: the held-out set is a few whole samples whose sizes set the majority rate "
+                "by accident. Bars: plain accuracy. Green passes beat chance and enter the ranking.")
+        where = f"the same held-out cells ({html.escape(_heldout_text(res).removeprefix('on '))})"
+    else:
+        gate = (f"Green passes beat the gate (accuracy above always guessing the majority class{floor}) and "
+                "enter the ranking.")
+        where = "the same held-out cells"
+    return (f"<p>Every pass is one random arrangement of the features, trained from scratch and judged on {where}. "
+            + gate + "</p>" + _fig_html(fig, "plot-passes"))
 
 
 def _loss(res: Results) -> str:
@@ -513,7 +663,10 @@ def _baselines(res: Results) -> str:
         return _note("No baselines/ files: no comparison with logistic regression or Wilcoxon.")
     ours = list(res.findings["feature"].head(N_SIDE_BY_SIDE))
     cols = {"DeepMapper": ours}
+    uncalibrated = mqc.screen_not_calibrated(res)
     for m, df in res.baselines.items():
+        if m == "interactions" and uncalibrated:
+            continue        # all-zero scores: nothing was screened, so no ranking to show
         cols[m.capitalize()] = list(df["feature"].head(N_SIDE_BY_SIDE))
     ours_set = set(ours)
     rows = []
@@ -543,10 +696,15 @@ def _baselines(res: Results) -> str:
     text = ("<p>The same question answered by simpler methods: penalised logistic regression on all features"
             + (f" (held-out accuracy {_pct(acc)})" if acc is not None else "")
             + ", a per-class Wilcoxon test"
-            + (" and the pair screen alone (genes by their best screened pair)" if "interactions" in res.baselines
-               else "")
+            + (" and the pair screen alone (genes by their best screened pair)"
+               if "interactions" in res.baselines and not uncalibrated else "")
             + ". <span class='shared'>Highlighted</span>: also in DeepMapper's "
-              f"top {N_SIDE_BY_SIDE}.</p>")
+              f"top {N_SIDE_BY_SIDE}."
+            + (" The pair screen alone (<code>baselines/interactions.tsv</code>) is not shown: not tested, the "
+               "screen could not be calibrated (see Gene pairs), and its scores are all 0."
+               if "interactions" in res.baselines and uncalibrated else "")
+            + (f" Note: {WIDE_START_TEXT}." if acc is not None and _wide_start_logistic(res) else "")
+            + "</p>")
     return text + table + _fig_html(fig, "plot-baselines")
 
 
@@ -558,7 +716,11 @@ def _pairs(res: Results) -> str:
     """The top pairs table and, per top pair, gene a against gene b coloured by class."""
     import plotly.graph_objects as go
     rows = mqc.pair_rows(res)
+    uncalibrated = mqc.screen_not_calibrated(res)
     if not rows:
+        if uncalibrated:
+            return _note("The pair screen was not calibrated, so no gene pair was tested (this is not a "
+                         f"negative result): {uncalibrated}.")
         if res.interactions is None:
             return _note("This run screened no gene pairs (--no-interactions, or no interactions.tsv).")
         return _note("The pair screen found no pair below the q threshold: no gene pair differs in its "

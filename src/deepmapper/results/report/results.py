@@ -147,7 +147,6 @@ def load_results(results_dir: str | Path) -> Results:
                                  for f in findings["feature"]]
 
     res.passes = _read_passes(root / "passes", res)
-    res.heldout_samples = _heldout_samples(res)
     _read_baselines(root / "baselines", res)
     _read_pairs(root, res)
 
@@ -156,6 +155,7 @@ def load_results(results_dir: str | Path) -> Results:
         res.evaluation = read_json(eval_path)
     else:
         res.notes.append("evaluation.json is absent: no confusion matrix of the ensembled classifier.")
+    res.heldout_samples = _heldout_samples(res)
     info_path = root / layout.RUN_INFO
     if info_path.is_file():
         res.run_info = read_json(info_path)
@@ -210,10 +210,23 @@ def _cell_samples(adata, meta: dict):
 
 
 def _heldout_samples(res: Results) -> dict | None:
-    """How many samples the held-out cells of the passes come from, per label (a sample key and the
-    dataset at hand), else None."""
+    """How many samples the held-out cells come from, per label when the dataset is at hand:
+    evaluation.json's ``heldout_samples`` where it lists them, else the passes' held-out cells mapped
+    to samples through the dataset's sample key; None without a sample key."""
     import numpy as np
 
+    listed = (res.evaluation or {}).get("heldout_samples")
+    if isinstance(listed, list) and listed:
+        per_label: dict[str, int] = {}
+        if res.cell_samples is not None:
+            ids, labels = res.cell_samples
+            label_of = dict(zip(ids.tolist(), labels.tolist()))
+            for s in listed:
+                if str(s) in label_of:
+                    per_label[str(label_of[str(s)])] = per_label.get(str(label_of[str(s)]), 0) + 1
+            if sum(per_label.values()) != len(listed):
+                per_label = {}
+        return {"n": len(listed), "per_label": dict(sorted(per_label.items()))}
     if res.cell_samples is None or not res.passes:
         return None
     ids, labels = res.cell_samples
@@ -227,7 +240,7 @@ def _heldout_samples(res: Results) -> dict | None:
     per_label: dict[str, int] = {}
     for lab in by_sample.values():
         per_label[str(lab)] = per_label.get(str(lab), 0) + 1
-    return {"n": len(by_sample), "per_label": dict(sorted(per_label.items())), "n_cells": int(len(idx))}
+    return {"n": len(by_sample), "per_label": dict(sorted(per_label.items()))}
 
 
 def _regulon_specificity(adata, label_key: str) -> dict:

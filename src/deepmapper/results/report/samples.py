@@ -19,9 +19,11 @@ def section(res) -> str:
     if not sl:
         return _note("No sample key: cells were split, ranked and permuted as independent units. For a condition "
                      "measured on several donors, rerun with --sample-key (see README, conditions across donors).")
-    parts = [f"<p>Samples from <code>{html.escape(str(sl['sample_key']))}</code>: {sl['n_samples']} "
-             + ", ".join(f"{n} {html.escape(str(k))}" for k, n in sl["samples_per_label"].items())
-             + (". Held-out and validation sets are whole samples; " if "paired" not in str(sl.get("design", ""))
+    paired = "paired" in str(sl.get("design", ""))
+    per_label = ", ".join(f"{n} {html.escape(str(k))}" for k, n in sl["samples_per_label"].items())
+    parts = [f"<p>{sl['n_samples']} samples (<code>{html.escape(str(sl['sample_key']))}</code>): {per_label}"
+             + (f"; design: {html.escape(str(sl.get('design') or 'one label per sample'))}. Held-out and validation "
+                "sets are whole samples; " if not paired
                 else f". A paired design ({html.escape(str(sl['design']))}): labels are compared within donors, and "
                      "held-out and validation sets are whole donors; ") + _rank_text(sl)
              + "; <code>sample_q</code> comes from "
@@ -29,7 +31,7 @@ def section(res) -> str:
              + f"{sl['q_threshold']:g}).</p>"]
     if sl.get("note"):
         parts.append(_note(str(sl["note"])))
-    parts.append(_note(f"Pair screen: {sl.get('pair_screen', 'n/a')}."))
+    parts.append(_note(f"Pair screen: {sl.get('pair_screen', 'n/a')}{_screen_samples(res, sl)}."))
     parts.append(_compare(res, _table))
     fig = _panel(sl["panel"])
     if fig is not None:
@@ -38,6 +40,24 @@ def section(res) -> str:
                      "sample of a label, not in one.</p>")
         parts.append(_fig_html(fig, "plot-samples"))
     return "".join(parts)
+
+
+def _screen_samples(res, sl: dict) -> str:
+    """Where the pair screen's sample counts ('3 + 3 samples') are fewer than the run's: the screen runs
+    on the training samples, outside the held-out set."""
+    import re
+
+    m = re.search(r"(\d+(?:\s*\+\s*\d+)+) samples", str(sl.get("pair_screen") or ""))
+    if not m:
+        return ""
+    seen = sum(int(x) for x in re.findall(r"\d+", m.group(1)))
+    n = sl.get("n_samples")
+    if not isinstance(n, int) or seen >= n:
+        return ""
+    hs = getattr(res, "heldout_samples", None)
+    held = f" ({hs['n']} held out)" if hs else ""
+    return (f" (the screen runs on the samples outside the held-out set: {seen} of the {n}{held}, so its "
+            "calibration counts those)")
 
 
 def _rank_text(sl: dict) -> str:
@@ -60,10 +80,17 @@ def _compare(res, table_fn) -> str:
     theirs = list(pb["feature"].head(N_COMPARE))
     shared = len(set(ours) & set(theirs))
     q = res.findings["sample_q"].head(N_COMPARE) if "sample_q" in res.findings.columns else None
-    n_q = int((q < 0.05).sum()) if q is not None else 0
+    meta = res.baselines_meta.get("pseudobulk") or {}
+    q_max = (res.summary.get("sample_level") or {}).get("q_threshold")
+    q_max = float(q_max) if isinstance(q_max, (int, float)) else 0.05
+    n_q = int((q < q_max).sum()) if q is not None else 0
     rows = [[str(i + 1), html.escape(a), html.escape(b)] for i, (a, b) in enumerate(zip(ours, theirs))]
     return (f"<p>DeepMapper's top {N_COMPARE} and pseudobulk DESeq2's top {N_COMPARE} share {shared} features; "
-            f"{n_q} of DeepMapper's top {N_COMPARE} have <code>sample_q</code> &lt; 0.05.</p>"
+            f"{n_q} of DeepMapper's top {N_COMPARE} have <code>sample_q</code> &lt; {q_max:g}. The \"Pseudobulk "
+            f"DESeq2\" column is plain {html.escape(str(meta.get('test') or 'PyDESeq2'))} on all "
+            + (f"{int(meta['n_samples'])} " if isinstance(meta.get("n_samples"), int) else "")
+            + "samples at once (<code>baselines/pseudobulk.tsv</code>), not the leave-one-sample-out test behind "
+              "<code>sample_q</code>.</p>"
             + table_fn(["Rank", "DeepMapper (with samples)", "Pseudobulk DESeq2"], rows, cls="plain side-by-side"))
 
 
