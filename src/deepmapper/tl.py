@@ -158,8 +158,10 @@ def rank_features(adata, groupby: str, *, groups="all", reference: str = "rest",
     placed = used[pass_indices[0]].pairs if pass_indices else None       # every pass places the same pairs
     ranking.store(target, dataset, findings=out["findings"], per_class=out["per_class"], summary=out["summary"],
                   evaluation=out["evaluation"], key_added=key_added,
-                  params=ranking.run_params(cfg, groupby=groupby, use_raw=raw_used, layer=layer_used,
-                                            matrix=matrix),
+                  # the label column recorded as findings.json records it (dm.read_results gives the same)
+                  params=ranking.run_params(cfg.with_params({"label_key": str(groupby)}, where=where)
+                                            if cfg.input.label_key is None else cfg,
+                                            groupby=groupby, use_raw=raw_used, layer=layer_used, matrix=matrix),
                   pass_importance=[used[i].importance for i in pass_indices], pass_indices=pass_indices,
                   pairs=out.get("pairs"), screen=out.get("interactions"), placed_pairs=placed,
                   values_from=_values_from(dataset, matrix), groups=groups, reference=reference, n_genes=n_genes)
