@@ -713,6 +713,16 @@ def list_elements(text: str) -> list[str]:
     return elements
 
 
+def with_name_blocks(config: Path):
+    """(selector, body, masked body) of every ``withName: 'X' { ... }`` block of a config, in order."""
+    text = config.read_text(encoding="utf-8")
+    masked = mask(text)
+    for m in re.finditer(r"withName\s*:\s*(['\"])[^'\"]+['\"]\s*\{", masked):
+        end = match_close(masked, m.end() - 1)
+        name = text[m.start(1) + 1:text.index(m.group(1), m.start(1) + 1)]
+        yield name, text[m.end():end], masked[m.end():end]
+
+
 def ext_args(config: Path) -> dict[str, list[str]]:
     """{process name: [Groovy expressions]} from ``withName: 'X' { ext.args = { [ ... ].join(' ') } }``.
 
@@ -720,13 +730,8 @@ def ext_args(config: Path) -> dict[str, list[str]]:
     or an expression such as ``params.cluster ? '--cluster' : '--no-cluster'``;
     :func:`render_ext_args` evaluates them.
     """
-    text = config.read_text(encoding="utf-8")
-    masked = mask(text)
     out = {}
-    for m in re.finditer(r"withName\s*:\s*(['\"])[^'\"]+['\"]\s*\{", masked):
-        end = match_close(masked, m.end() - 1)
-        name = text[m.start(1) + 1:text.index(m.group(1), m.start(1) + 1)]
-        body, mbody = text[m.end():end], masked[m.end():end]
+    for name, body, mbody in with_name_blocks(config):
         a = re.search(r"ext\.args\s*=\s*\{", mbody)
         if not a:
             continue
@@ -846,13 +851,8 @@ class PublishRule:
 def publish_rules(config: Path) -> dict[str, list[PublishRule]]:
     """{process name: [PublishRule]} from every ``withName: 'X' { publishDir = [ ... ] }`` (one map
     per process: a later withName block that sets publishDir again replaces it, as in Nextflow)."""
-    text = config.read_text(encoding="utf-8")
-    masked = mask(text)
     out: dict[str, list[PublishRule]] = {}
-    for m in re.finditer(r"withName\s*:\s*(['\"])[^'\"]+['\"]\s*\{", masked):
-        end = match_close(masked, m.end() - 1)
-        name = text[m.start(1) + 1:text.index(m.group(1), m.start(1) + 1)]
-        body, mbody = text[m.end():end], masked[m.end():end]
+    for name, body, mbody in with_name_blocks(config):
         p = re.search(r"publishDir\s*=\s*\[", mbody)
         if not p:
             continue
