@@ -183,27 +183,40 @@ def test_pseudobulk_deseq2_matches_a_direct_computation():
 
 
 def test_one_odd_sample_is_not_a_finding():
-    """sample_q keeps a call only where it survives leaving out any one sample: a feature whose test
-    passes only while one sample is in (one odd donor) loses its call; one that passes on every subset
-    keeps it; the largest p over the subsets is what is kept."""
+    """A feature whose effect collapses when one sample is left out (one odd donor) gets the largest p
+    over the sets with one left out; one whose effect holds whichever sample is missing keeps its p on
+    every sample; the effect must keep EFFECT_KEPT of its size in the same direction."""
     labels = np.array([0, 0, 0, 1, 1, 1])
 
-    def test(keep):                     # feature 0: carried by sample 3 alone; 1: by every sample; 2: none
-        p = np.array([[1e-6 if keep[3] else 0.5, 1e-6 * (1 + (~keep).argmax() * keep.all()), 0.7]])
-        return p
-    worst = samples.leave_one_sample_out(test, labels)
-    assert worst[0, 0] == 0.5 and worst[0, 1] <= 1e-5 and worst[0, 2] == 0.7
+    def test(keep):
+        # feature 0: carried by sample 3 alone; 1: by every sample; 2: nothing; 3: its effect turns
+        # over without sample 4; 4: its effect shrinks to just above EFFECT_KEPT without sample 5
+        all_in = keep.all()
+        p = np.array([[1e-6 if keep[3] else 0.5, 1e-6 if all_in else 1e-4, 0.7, 1e-5 if all_in else 0.3,
+                       1e-5 if all_in else 0.02]])
+        eff = np.array([[2.0 if keep[3] else 0.05, 1.0 if all_in else 0.8, 0.1, 1.0 if keep[4] else -0.2,
+                         1.0 if keep[5] else samples.EFFECT_KEPT + 0.01]])
+        return p, eff
+    out = samples.leave_one_sample_out(test, labels)
+    assert out[0, 0] == 0.5                      # the odd sample's feature: its p without that sample
+    assert out[0, 1] == 1e-6                     # held in every set: its p on every sample
+    assert out[0, 2] == 0.7
+    assert out[0, 3] == 0.3                      # turned over: the largest p
+    assert out[0, 4] == 1e-5                     # kept enough of its size
     seen = []
-    samples.leave_one_sample_out(lambda keep: seen.append(keep.copy()) or np.zeros((1, 1)), labels)
+    samples.leave_one_sample_out(lambda keep: seen.append(keep.copy()) or (np.zeros((1, 1)), np.ones((1, 1))),
+                                 labels)
     assert len(seen) == 7 and seen[0].all() and all((~k).sum() == 1 for k in seen[1:])   # all, then each left out
-    # a left-out fit without a p value counts as 1; no p on all samples stays NaN
-    out = samples.leave_one_sample_out(lambda keep: np.array([[0.01 if keep.all() else np.nan, np.nan]]), labels)
+    # a left-out fit without a p value counts as 1 and its effect as not holding; no p on all samples stays NaN
+    out = samples.leave_one_sample_out(lambda keep: (np.array([[0.01 if keep.all() else np.nan, np.nan]]),
+                                                     np.array([[1.0 if keep.all() else np.nan, 1.0]])), labels)
     assert out[0, 0] == 1.0 and np.isnan(out[0, 1])
 
 
 def test_the_sample_q_is_never_below_the_plain_pseudobulk_test():
     """On donor data (3 + 3 donors, counts), the leave-one-out q is at least the plain PyDESeq2 q gene by
-    gene, and genes up in every disease donor are still called."""
+    gene; genes up in every disease donor keep their plain p and are still called, and genes up in one
+    disease donor only get a larger p than the plain test's (all but one of them here)."""
     from deepmapper.engine import pseudobulk
     from deepmapper.engine.split import sample_labels as labels_of
 
@@ -213,10 +226,17 @@ def test_the_sample_q_is_never_below_the_plain_pseudobulk_test():
     s_codes, names = io.samples(ds)
     lab = labels_of(codes, s_codes, len(names))
     res = samples.sample_test(ds, s_codes, len(names), lab, classes)
-    plain = samples.bh(pseudobulk.deseq2(samples.pseudobulk_sums(io.counts_matrix(ds), s_codes, len(names)),
-                                         lab, classes)["p"][0])
+    plain_p = pseudobulk.deseq2(samples.pseudobulk_sums(io.counts_matrix(ds), s_codes, len(names)),
+                                lab, classes)["p"][0]
+    plain = samples.bh(plain_p)
     ok = np.isfinite(plain)
     assert "left out" in res["test"] and np.all(res["q"][ok] >= plain[ok] - 1e-12)
+    where = {g: i for i, g in enumerate(ds.var_names)}
+    true = [where[g] for g in data.uns["truth"]["true_genes"]]
+    one = [where[g] for g in data.uns["truth"]["one_donor_genes"]]
+    assert np.mean(res["p"][true] == plain_p[true]) >= 0.75
+    one = [j for j in one if np.isfinite(plain_p[j])]         # PyDESeq2 gives no p for some (Cook's)
+    assert len(one) >= 6 and np.sum(res["p"][one] > plain_p[one]) >= len(one) - 1
     q = dict(zip(ds.var_names, np.nan_to_num(res["q"], nan=1.0)))
     assert sum(q[g] < 0.05 for g in data.uns["truth"]["true_genes"]) >= 6
 
@@ -505,8 +525,17 @@ def test_sample_key_through_the_cli(tmp_path, one_torch_thread):
     from deepmapper.results.report.html import build_html
     from deepmapper.results.report.results import load_results
 
-    page = build_html(load_results(out))
+    results = load_results(out)
+    page = build_html(results)
     assert 'id="samples"' in page and "Top features in each sample" in page
+    # MultiQC says the same: accuracy on held-out samples, the gate as balanced accuracy per pass
+    from deepmapper.results.report import mqc
+
+    written = {f.name: f for f in mqc.write_custom_content(results, tmp_path / "mqc")}
+    accuracy = written["deepmapper_pass_accuracy_mqc.tsv"].read_text()
+    assert "from 2 held-out samples" in accuracy and "balanced accuracy" in accuracy
+    table = pd.read_csv(written["deepmapper_passes_mqc.tsv"], sep="\t", comment="#")
+    assert table["balanced_accuracy"].tolist() == pytest.approx([p.gate["score"] for p in results.passes])
     # 3 donors per condition: each pass trained on one of each, so the test ranks alone, and the page says why
     assert "alone</strong>: passes trained on fewer than 3 samples of a label" in page
     assert "pseudobulk DESeq2&#x27;s top 20" in page or "pseudobulk DESeq2's top 20" in page
@@ -557,7 +586,8 @@ def test_with_no_pass_beating_chance_the_sample_level_test_ranks_alone(tmp_path,
     from deepmapper.results.report.results import load_results
 
     page = build_html(load_results(out))
-    assert "sample-level p value (<code>sample_p</code>, the largest with any one sample left out) alone" in page
+    assert ("the rank is -log10 of the sample-level p value (<code>sample_p</code>; a feature whose effect collapses "
+            "without one sample is judged without it) alone") in page
     with pytest.raises(InputError, match="none of the 1 passes passed the accuracy gate"):
         dm.tl.rank_features(adata, "condition", passes=1, max_tries=1, min_accuracy=1.0, **FAST)
 

@@ -75,7 +75,7 @@ def rank_features(adata, groupby: str, *, groups="all", reference: str = "rest",
         the labels are compared within donors and donors are held out whole; a mix of the two is
         refused). With it the held-out set and
         validation folds are whole samples, the ranking is median importance x ``-log10`` of the
-        sample-level p value (the largest with any one sample left out; that p alone when no pass
+        sample-level p value (judged without a sample where the effect collapses without it; that p alone when no pass
         passes the accuracy gate on held-out samples, with a trust warning, or when a pass trained
         on fewer than 3 samples of a label, as with 3 or 4 per label;
         ``uns[key_added]["summary"]["sample_level"]`` says which and why), permutations move labels between samples, and the ranking gains

@@ -311,13 +311,13 @@ def rank_score(importance: np.ndarray, p: np.ndarray, *, model_used: bool = True
 
 
 def sample_evidence(p: np.ndarray) -> np.ndarray:
-    """``-log10`` of the sample-level p value (the largest with any one sample left out), 0 where the
-    test gave none: the weight of a feature's importance in the ranking with a sample key.
+    """``-log10`` of the sample-level p value (:func:`deepmapper.engine.samples.leave_one_sample_out`), 0
+    where the test gave none: the weight of a feature's importance in the ranking with a sample key.
 
     Why this weight: the model trains on a few donors per label (two at 4 per condition; with one it
     does not weigh in at all, :func:`model_left_out`), so its importance mixes the condition with those
-    donors' own effects. The p value comes from every sample, and from the worst set with one left out, so a gene raised in one donor only keeps the
-    null p value it has without that donor (``-log10 p`` at most about 0.43 on average), while a gene
+    donors' own effects. The p value comes from every sample, and a gene raised in one donor only keeps
+    the null p value it has without that donor (``-log10 p`` at most about 0.43 on average), while a gene
     raised in every donor keeps a small one whichever donor is missing. On ``bench/donors.py`` this
     weight raised the true condition genes in the top 20 from 10.4 to 11.4 of 12 at 6 donors per
     condition (pseudobulk DESeq2: 11.0; docs/accuracy.md)."""

@@ -17,7 +17,7 @@ import numpy as np
 
 from deepmapper._utils.versions import __version__
 from deepmapper.results.report import mqc
-from deepmapper.results.report.results import Results, finite_or_none
+from deepmapper.results.report.results import Results, finite_or_none, heldout_text
 
 N_LABELLED = 12          # genes named on the stability plot and the attribution map
 N_SIDE_BY_SIDE = 20      # rows of the baseline comparison table
@@ -140,7 +140,7 @@ def _summary(res: Results) -> str:
     if ev:
         accuracy = _pct(ev.get("accuracy"))
         if res.summary.get("sample_level"):
-            accuracy += f"<small>{html.escape(_heldout_text(res))}</small>"
+            accuracy += f"<small>{html.escape(heldout_text(res))}</small>"
         elif ev.get("majority_rate") is not None:
             accuracy += f"<small>majority class {_pct(ev['majority_rate'])}</small>"
     else:
@@ -198,22 +198,6 @@ def _trust_line(res: Results) -> str:
     if _wide_start_logistic(res) and isinstance(base, (int, float)):
         text += " Note: " + WIDE_START_TEXT + "."
     return f'<p class="trust-ok" id="trust-line">{text}</p>'
-
-
-def _heldout_text(res: Results) -> str:
-    """'on 173 held-out cells from 2 held-out samples (donor: 1 control, 1 disease)'."""
-    ev = res.evaluation or {}
-    n_cells = ev.get("heldout_size")
-    out = "on " + (f"{int(n_cells):,} " if n_cells is not None else "") + "held-out cells"
-    hs, sl = res.heldout_samples, res.summary.get("sample_level") or {}
-    if hs:
-        key = sl.get("sample_key")
-        per = ", ".join(f"{n} {lab}" for lab, n in hs["per_label"].items())
-        detail = ": ".join(x for x in (str(key) if key else "", per) if x)
-        out += f" from {hs['n']} held-out sample{'s' if hs['n'] != 1 else ''}" + (f" ({detail})" if detail else "")
-    elif sl:
-        out += " from whole held-out samples (dataset.h5ad is absent: how many is unknown)"
-    return out
 
 
 def _top_bar(res: Results) -> str:
@@ -505,7 +489,7 @@ def _confusion(res: Results) -> str:
         bal = ev.get("balanced_accuracy")
         text = (f"<p>Accuracy {_pct(ev.get('accuracy'))}"
                 + (f" (balanced accuracy {_pct(bal)})" if isinstance(bal, (int, float)) else "")
-                + f" {html.escape(_heldout_text(res))}: cells of a held-out "
+                + f" {html.escape(heldout_text(res))}: cells of a held-out "
                 "sample are not independent, so this accuracy rests on those few samples. (Always guessing the "
                 f"largest class would score {_pct(ev.get('majority_rate'))} on these cells; with a sample key the "
                 "gate is balanced accuracy against chance, see Passes.)</p>")
@@ -566,7 +550,7 @@ def _passes(res: Results) -> str:
                 f"labels, diamonds) on the held-out samples{floor}, compared with chance (1 / labels), not accuracy "
                 "with the majority class: the held-out set is a few whole samples whose sizes set the majority rate "
                 "by accident. Bars: plain accuracy. Green passes beat chance and enter the ranking.")
-        where = f"the same held-out cells ({html.escape(_heldout_text(res).removeprefix('on '))})"
+        where = f"the same held-out cells ({html.escape(heldout_text(res).removeprefix('on '))})"
     else:
         gate = (f"Green passes beat the gate (accuracy above always guessing the majority class{floor}) and "
                 "enter the ranking.")

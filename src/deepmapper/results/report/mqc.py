@@ -22,7 +22,7 @@ from pathlib import Path
 from deepmapper._utils.versions import __version__
 from deepmapper._utils.atomic import write_text
 from deepmapper.errors import ToolError
-from deepmapper.results.report.results import Results
+from deepmapper.results.report.results import Results, heldout_text
 from deepmapper.results import layout
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,8 @@ def _general_stats(res: Results, outdir: Path) -> Path:
         "classes": ("Classes", "Labelled classes", "Purples", "{:,.0f}"),
         "passes_accepted": ("Passes accepted", "Passes that beat the accuracy gate", "Oranges", "{:,.0f}"),
         "passes_run": ("Passes run", "Passes trained (accepted or not)", "Greys", "{:,.0f}"),
-        "mean_accuracy": ("Mean accuracy", "Mean held-out accuracy of the accepted passes (%)", "RdYlGn",
+        "mean_accuracy": ("Mean accuracy", "Mean held-out accuracy of the accepted passes (%)"
+                          + (", on the cells of whole held-out samples" if _with_samples(res) else ""), "RdYlGn",
                           "{:,.1f}"),
     }
     headers = {k: {"title": t, "description": d, "scale": s, "format": f, "namespace": "DeepMapper"}
@@ -133,13 +134,23 @@ def _general_stats(res: Results, outdir: Path) -> Path:
                 [[res.sample_name] + values])
 
 
+def _with_samples(res: Results) -> bool:
+    """A run with a sample key: held out are whole samples and the gate is balanced accuracy."""
+    return bool(res.summary.get("sample_level"))
+
+
 def _pass_accuracy(res: Results, outdir: Path) -> Path:
     indices = res.summary.get("pass_indices") or list(range(len(res.accuracies)))
+    if _with_samples(res):
+        gate = ("Bars: plain accuracy. A pass is accepted when its balanced accuracy (the mean recall over the "
+                "labels; Passes table) beats chance (1 / labels): the held-out set is a few whole samples whose "
+                "sizes set the majority rate by accident. Only accepted passes enter the ranking.")
+    else:
+        gate = "Only accepted passes (above the gate and the majority-class rate) enter the ranking."
     header = {
         "id": "deepmapper_pass_accuracy", "section_name": "Held-out accuracy per pass",
-        "description": "Accuracy of each pass (one random arrangement of the features) on the held-out "
-                       "cells. Only accepted passes (above the gate and the majority-class rate) enter the "
-                       "ranking.",
+        "description": f"Accuracy of each pass (one random arrangement of the features) {heldout_text(res)}. "
+                       + gate,
         "plot_type": "bargraph",
         "pconfig": {"id": "deepmapper_pass_accuracy", "title": "DeepMapper: held-out accuracy per pass",
                     "ylab": "Accuracy (%)", "ymin": 0, "ymax": 100, "cpswitch": False, "sort_samples": False,
@@ -157,10 +168,14 @@ def _pass_table(res: Results, outdir: Path) -> Path:
     indices = res.summary.get("pass_indices") or list(range(n))
     stops = res.summary.get("stop_epochs") or [p.stop_epoch for p in res.passes] or [""] * n
     bests = res.summary.get("best_epochs") or [p.best_epoch for p in res.passes] or [""] * n
+    gates = [p.gate for p in res.passes] if _with_samples(res) and len(res.passes) == n else []
+    balanced = [g.get("score") if g else "" for g in gates]
     header = {
         "id": "deepmapper_passes", "section_name": "Passes: accuracy and stop epoch",
-        "description": "Per pass: held-out accuracy, whether it was accepted, the epoch training stopped "
-                       "at and the epoch whose weights were kept (best validation loss).",
+        "description": "Per pass: held-out accuracy, " + ("its balanced accuracy (the gate with a sample key), "
+                                                          if balanced else "")
+                       + "whether it was accepted, the epoch training stopped at and the epoch whose weights "
+                         "were kept (best validation loss).",
         "plot_type": "table",
         "pconfig": {"id": "deepmapper_passes", "title": "DeepMapper: passes", "col1_header": "Pass"},
         "headers": {"accuracy": {"title": "Accuracy", "format": "{:,.3f}", "min": 0, "max": 1,
@@ -171,8 +186,15 @@ def _pass_table(res: Results, outdir: Path) -> Path:
     }
     rows = [[pass_name(i), a, ok, s, b] for i, a, ok, s, b in zip(indices, res.accuracies, res.accepted,
                                                                    stops, bests)]
-    return _tsv(outdir / "deepmapper_passes_mqc.tsv", header,
-                ["Pass", "accuracy", "accepted", "stop_epoch", "best_epoch"], rows)
+    columns = ["Pass", "accuracy", "accepted", "stop_epoch", "best_epoch"]
+    if balanced:
+        heads = header["headers"]
+        header["headers"] = {"accuracy": heads.pop("accuracy"),
+                             "balanced_accuracy": {"title": "Balanced accuracy", "format": "{:,.3f}", "min": 0,
+                                                   "max": 1, "scale": "RdYlGn"}, **heads}
+        columns.insert(2, "balanced_accuracy")
+        rows = [r[:2] + [b] + r[2:] for r, b in zip(rows, balanced)]
+    return _tsv(outdir / "deepmapper_passes_mqc.tsv", header, columns, rows)
 
 
 N_PAIRS = 20

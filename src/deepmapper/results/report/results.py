@@ -366,3 +366,20 @@ def finite_or_none(x):
     except (TypeError, ValueError):
         return None
     return xf if math.isfinite(xf) else None
+
+
+def heldout_text(res: Results) -> str:
+    """Where the held-out accuracy was measured, in the report's and MultiQC's words: 'on 173 held-out
+    cells from 2 held-out samples (donor: 1 control, 1 disease)'."""
+    ev = res.evaluation or {}
+    n_cells = ev.get("heldout_size")
+    out = "on " + (f"{int(n_cells):,} " if n_cells is not None else "") + "held-out cells"
+    hs, sl = res.heldout_samples, res.summary.get("sample_level") or {}
+    if hs:
+        key = sl.get("sample_key")
+        per = ", ".join(f"{n} {lab}" for lab, n in hs["per_label"].items())
+        detail = ": ".join(x for x in (str(key) if key else "", per) if x)
+        out += f" from {hs['n']} held-out sample{'s' if hs['n'] != 1 else ''}" + (f" ({detail})" if detail else "")
+    elif sl:
+        out += " from whole held-out samples (dataset.h5ad is absent: how many is unknown)"
+    return out

@@ -63,7 +63,8 @@ def _screen_samples(res, sl: dict) -> str:
 def _rank_text(sl: dict) -> str:
     from deepmapper.results.findings import RANK_TEST_ALONE
 
-    p = "the sample-level p value (<code>sample_p</code>, the largest with any one sample left out)"
+    p = ("the sample-level p value (<code>sample_p</code>; a feature whose effect collapses without one sample "
+         "is judged without it)")
     if sl.get("rank") == RANK_TEST_ALONE:
         why = sl.get("model_left_out") or "no pass passed the accuracy gate on held-out samples"   # older results
         return ("<strong>the rank is -log10 of " + p + " alone</strong>: " + html.escape(why)
