@@ -183,9 +183,10 @@ def test_pseudobulk_deseq2_matches_a_direct_computation():
 
 
 def test_one_odd_sample_is_not_a_finding():
-    """A feature whose effect collapses when one sample is left out (one odd donor) gets the largest p
-    over the sets with one left out; one whose effect holds whichever sample is missing keeps its p on
-    every sample; the effect must keep EFFECT_KEPT of its size in the same direction."""
+    """The p behind sample_q is the largest over the sets with one sample left out, for every feature.
+    The rank's p is that too for a feature whose effect collapses when one sample is left out (one odd
+    donor); one whose effect holds whichever sample is missing (keeps EFFECT_KEPT of its size, in the
+    same direction) is ranked by its p on every sample."""
     labels = np.array([0, 0, 0, 1, 1, 1])
 
     def test(keep):
@@ -197,7 +198,8 @@ def test_one_odd_sample_is_not_a_finding():
         eff = np.array([[2.0 if keep[3] else 0.05, 1.0 if all_in else 0.8, 0.1, 1.0 if keep[4] else -0.2,
                          1.0 if keep[5] else samples.EFFECT_KEPT + 0.01]])
         return p, eff
-    out = samples.leave_one_sample_out(test, labels)
+    out, worst = samples.leave_one_sample_out(test, labels)
+    np.testing.assert_array_equal(worst, [[0.5, 1e-4, 0.7, 0.3, 0.02]])
     assert out[0, 0] == 0.5                      # the odd sample's feature: its p without that sample
     assert out[0, 1] == 1e-6                     # held in every set: its p on every sample
     assert out[0, 2] == 0.7
@@ -208,9 +210,10 @@ def test_one_odd_sample_is_not_a_finding():
                                  labels)
     assert len(seen) == 7 and seen[0].all() and all((~k).sum() == 1 for k in seen[1:])   # all, then each left out
     # a left-out fit without a p value counts as 1 and its effect as not holding; no p on all samples stays NaN
-    out = samples.leave_one_sample_out(lambda keep: (np.array([[0.01 if keep.all() else np.nan, np.nan]]),
-                                                     np.array([[1.0 if keep.all() else np.nan, 1.0]])), labels)
-    assert out[0, 0] == 1.0 and np.isnan(out[0, 1])
+    out, worst = samples.leave_one_sample_out(lambda keep: (np.array([[0.01 if keep.all() else np.nan, np.nan]]),
+                                                            np.array([[1.0 if keep.all() else np.nan, 1.0]])),
+                                              labels)
+    assert out[0, 0] == worst[0, 0] == 1.0 and np.isnan(out[0, 1]) and np.isnan(worst[0, 1])
 
 
 def test_the_sample_q_is_never_below_the_plain_pseudobulk_test():
@@ -423,10 +426,13 @@ def test_sample_key_through_the_api(one_torch_thread):
     ranking = res["ranking"]
     sl = res["summary"]["sample_level"]           # what the rank was made of, where a scanpy user reads it
     assert sl["rank"] == RANK_WITH_MODEL and sl["model_left_out"] == "" and sl["n_samples"] == 10
-    for col in ("model_rank", "sample_p", "sample_q", "sample_reproducibility"):
+    for col in ("model_rank", "sample_p", "sample_p_left_out", "sample_q", "sample_reproducibility"):
         assert col in ranking.columns
     q = ranking["sample_q"]                  # NaN: DESeq2 gave no p value (Cook's outlier, all zero)
     assert q.notna().mean() > 0.8 and q.dropna().between(0, 1).all()
+    # sample_q adjusts the leave-one-out p; the rank's p is never above it, and never below the test's
+    np.testing.assert_allclose(q, samples.bh(ranking["sample_p_left_out"].to_numpy()), rtol=1e-5)
+    assert (ranking["sample_p"].fillna(1.0) <= ranking["sample_p_left_out"].fillna(1.0) + 1e-12).all()
     # ranked by importance x -log10(sample p) (0 without a p value), ties in the model's order
     evidence = -np.log10(ranking["sample_p"].fillna(1.0).clip(1e-300, 1.0))
     score = (ranking["median_importance"] * evidence).to_numpy()
@@ -438,7 +444,8 @@ def test_sample_key_through_the_api(one_torch_thread):
     for group in ("control", "disease"):
         df = sc.get.rank_genes_groups_df(adata, group=group, key="deepmapper")
         np.testing.assert_array_equal(df["pvals_adj"].to_numpy(), q.reindex(df["names"]).to_numpy())
-        np.testing.assert_array_equal(df["pvals"].to_numpy(), ranking["sample_p"].reindex(df["names"]).to_numpy())
+        np.testing.assert_array_equal(df["pvals"].to_numpy(),
+                                      ranking["sample_p_left_out"].reindex(df["names"]).to_numpy())
         cut = float(np.nanmin(q)) + 1e-9        # keeps at least the best (few donors: no q < 0.05 here)
         kept = sc.get.rank_genes_groups_df(adata, group=group, key="deepmapper", pval_cutoff=cut)
         assert set(kept["names"]) == set(q.index[q < cut]) and len(kept) > 0
@@ -615,7 +622,8 @@ def test_the_rank_weighs_the_models_importance_by_the_sample_level_evidence():
     names = ["g0", "g1", "g2"]
     p = np.array([0.6, 1e-4, 1e-4])
     labels = ["control"] * 3 + ["disease"] * 3
-    stats = {"reproducibility": np.array([0.33, 1.0, 1.0]), "p": p, "q": samples.bh(p),
+    left_out = np.array([0.9, 1e-3, 2e-4])        # the calls' p: not what the rank weighs
+    stats = {"reproducibility": np.array([0.33, 1.0, 1.0]), "p": p, "p_left_out": left_out, "q": samples.bh(left_out),
              "p_label": np.stack([p, p]), "test": "t", "note": "", "means": np.ones((6, 3)),
              "sample_names": [f"s{i}" for i in range(6)], "sample_labels": labels, "n_cells": [10] * 6,
              "sample_key": "donor", "relabellings": 20}
@@ -626,6 +634,8 @@ def test_the_rank_weighs_the_models_importance_by_the_sample_level_evidence():
     assert list(plain["feature"]) == ["g0", "g1", "g2"]
     assert list(table["feature"]) == ["g1", "g2", "g0"] and list(table["model_rank"]) == [2, 3, 1]
     np.testing.assert_allclose(table["sample_p"], [1e-4, 1e-4, 0.6])
+    np.testing.assert_allclose(table["sample_p_left_out"], [1e-3, 2e-4, 0.9])
+    np.testing.assert_allclose(table["sample_q"], samples.bh(left_out)[[1, 2, 0]])
     disease = per_class[per_class["class"] == "disease"]
     assert list(plain_pc.loc[plain_pc["class"] == "disease", "feature"]) == ["g0", "g1", "g2"]
     assert list(disease["feature"]) == ["g1", "g2", "g0"]

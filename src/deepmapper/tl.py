@@ -79,7 +79,8 @@ def rank_features(adata, groupby: str, *, groups="all", reference: str = "rest",
         passes the accuracy gate on held-out samples, with a trust warning, or when a pass trained
         on fewer than 3 samples of a label, as with 3 or 4 per label;
         ``uns[key_added]["summary"]["sample_level"]`` says which and why), permutations move labels between samples, and the ranking gains
-        ``model_rank``, ``sample_p``, ``sample_q`` and ``sample_reproducibility`` (see docs/output.md).
+        ``model_rank``, ``sample_p``, ``sample_p_left_out``, ``sample_q`` and ``sample_reproducibility``
+        (see docs/output.md).
     copy
         Return a copy of ``adata`` holding the result instead of writing into it.
     **settings

@@ -179,7 +179,7 @@ def build(passes: list[PassResult], feature_names: list[str], *, cfg: Config, n_
 
     ``sample_stats`` (:func:`deepmapper.engine.samples.sample_level`, datasets with a sample key): the rank
     becomes that of median importance x the sample-level evidence (:func:`sample_evidence`), and the
-    table gains ``model_rank`` (the rank without samples), ``sample_p``, ``sample_q`` and
+    table gains ``model_rank`` (the rank without samples), ``sample_p``, ``sample_p_left_out``, ``sample_q`` and
     ``sample_reproducibility``; the summary gains
     ``sample_level`` with the per-sample means of the top features (findings_samples.tsv).
     ``means``: (mean of each class, mean of the rest) per feature on the analysed matrix
@@ -228,6 +228,7 @@ def build(passes: list[PassResult], feature_names: list[str], *, cfg: Config, n_
         table["rank"] = sample_rank[order]
         table["model_rank"] = result.rank[order]
         table["sample_p"] = sample_stats["p"][order]
+        table["sample_p_left_out"] = sample_stats["p_left_out"][order]
         table["sample_q"] = sample_stats["q"][order]
         table["sample_reproducibility"] = sample_stats["reproducibility"][order]
 

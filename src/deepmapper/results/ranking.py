@@ -24,8 +24,9 @@ analysis ran in memory or came from ``deepmapper run`` / ``nextflow run``:
         values); ``mean_rank`` the Borda mean rank of the signed attribution.
         DeepMapper is not a test: ``pvals`` and ``pvals_adj`` are NaN (use
         ``pfer_bound`` for error control) except with a sample key, where they
-        are each feature's ``sample_p`` and ``sample_q`` (the sample-level test,
-        one per feature across the labels), so ``sc.get.rank_genes_groups_df(...,
+        are each feature's ``sample_p_left_out`` and ``sample_q`` (the sample-level
+        test with any one sample left out and its Benjamini-Hochberg q, one per
+        feature across the labels), so ``sc.get.rank_genes_groups_df(...,
         pval_cutoff=0.05)`` keeps what that test calls.
     ``trust``
         whether the model is to be believed (``findings.json["trust"]``):
@@ -120,6 +121,9 @@ def store(target, dataset, *, findings, per_class, summary: dict, evaluation: di
                                  n_genes=n_genes,
                                  sample_q=ranking["sample_q"] if "sample_q" in ranking.columns else None,
                                  sample_p=ranking["sample_p"] if "sample_p" in ranking.columns else None,
+                                 # pvals: the p whose BH q is sample_q (older results: sample_p was)
+                                 sample_pvals=next((ranking[c] for c in ("sample_p_left_out", "sample_p")
+                                                    if c in ranking.columns), None),
                                  importance=ranking["median_importance"],
                                  model_used=(summary.get("sample_level") or {}).get("rank") != RANK_TEST_ALONE)
     uns = {"params": {**params, "reference": str(reference), "groups": groups if groups == "all" else list(groups),
@@ -200,7 +204,7 @@ GROUP_FIELDS = ("names", "scores", "logfoldchanges", "pvals", "pvals_adj", "mean
 
 
 def group_arrays(dataset, per_class, classes: list[str], features, *, groups="all", reference: str = "rest",
-                 n_genes: int | None = None, sample_q=None, sample_p=None, importance=None,
+                 n_genes: int | None = None, sample_q=None, sample_p=None, sample_pvals=None, importance=None,
                  model_used: bool = True) -> tuple[dict, int]:
     """``{field: {group: array}}`` in scanpy's order (highest score first) and the rows per group.
 
@@ -209,8 +213,9 @@ def group_arrays(dataset, per_class, classes: list[str], features, *, groups="al
     instead (the evidence stays the model's; :func:`deepmapper.engine.accumulate.marker_scores`), and the
     reference has no table of its own (as scanpy). ``groups``: the groups to keep ("all").
     ``n_genes``: rows kept per group (None: every feature in the table). ``sample_q``: a Series of the
-    sample-level q value by feature (a sample key), which becomes ``pvals_adj``; ``sample_p`` likewise
-    ``pvals``; else NaN. ``importance``: findings.tsv's ``median_importance`` by feature, the model's
+    sample-level q value by feature (a sample key), which becomes ``pvals_adj``; ``sample_pvals`` the p
+    values it adjusts (``sample_p_left_out``), which become ``pvals``; else NaN; ``sample_p``: the rank's
+    p value (a recomputed score's evidence). ``importance``: findings.tsv's ``median_importance`` by feature, the model's
     factor of a recomputed score with a sample key (``findings.rank_score``). ``model_used``: False when
     the run ranked by the sample-level test alone (``findings.model_left_out``), so recomputed scores are too."""
     from deepmapper import io
@@ -253,8 +258,8 @@ def group_arrays(dataset, per_class, classes: list[str], features, *, groups="al
         cols["scores"][cls] = rows["score"].to_numpy(np.float32)
         cols["logfoldchanges"][cls] = rows["logfoldchange"].to_numpy(np.float32)
         cols["mean_rank"][cls] = rows["mean_rank"].to_numpy(np.float64)
-        cols["pvals"][cls] = np.full(len(rows), np.nan) if sample_p is None \
-            else sample_p.reindex(cols["names"][cls]).to_numpy(np.float64)
+        cols["pvals"][cls] = np.full(len(rows), np.nan) if sample_pvals is None \
+            else sample_pvals.reindex(cols["names"][cls]).to_numpy(np.float64)
         cols["pvals_adj"][cls] = np.full(len(rows), np.nan) if sample_q is None \
             else sample_q.reindex(cols["names"][cls]).to_numpy(np.float64)
     if len(lengths) != 1:

@@ -252,8 +252,8 @@ def _feature_table(res: Results) -> str:
              "the expected number of false selections when cutting at this frequency (empty below 0.5). "
              + (f"{n_denovo} de-novo features (<span class='denovo'>DENOVO</span>) are flagged." if n_denovo
                 else "No de-novo features in this run.")
-             + (" <b>sample_p</b>, <b>sample_q</b>: the sample-level test (see Samples); <b>Sample "
-                "reproducibility</b>: |2 AUC - 1| of the per-sample means (1: every sample of one label beyond "
+             + (" <b>sample_p</b> (what the rank weighs), <b>sample_q</b>: the sample-level test (see Samples); "
+                "<b>Sample reproducibility</b>: |2 AUC - 1| of the per-sample means (1: every sample of one label beyond "
                 "every sample of the others; shown, not used in the rank)." if sample_cols else "") + "</p>")
     controls = ('<div class="controls"><input id="feature-search" type="search" placeholder="Search features'
                 ' (e.g. CD79A)" aria-label="Search features"> <span id="feature-count"></span> '

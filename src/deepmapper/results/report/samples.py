@@ -26,8 +26,8 @@ def section(res) -> str:
                 "sets are whole samples; " if not paired
                 else f". A paired design ({html.escape(str(sl['design']))}): labels are compared within donors, and "
                      "held-out and validation sets are whole donors; ") + _rank_text(sl)
-             + "; <code>sample_q</code> comes from "
-             + html.escape(str(sl["test"])) + f" ({sl['n_sample_q_below']} features with q &lt; "
+             + "; the sample-level test: "
+             + html.escape(str(sl["test"])) + f" ({sl['n_sample_q_below']} features with <code>sample_q</code> &lt; "
              + f"{sl['q_threshold']:g}).</p>"]
     if sl.get("note"):
         parts.append(_note(str(sl["note"])))
