@@ -12,10 +12,10 @@ Per seed, the top 20 of
 - ``pseudobulk``: PyDESeq2 on the donor sums (:func:`deepmapper.engine.pseudobulk.baseline`);
 - ``ceiling``: DESeq2's order with the one-donor genes taken out, the most true genes any
   reordering that only removes one-donor genes from DESeq2's list could reach;
-- ``blend`` (tried, not kept): the mean of ``-log10 sample_p`` and DESeq2's ``-log10 p`` on all
-  samples, a rank between the two;
+- ``worst case``: ``sample_p_left_out``, the largest p with any one donor left out (the p behind
+  ``sample_q``, and what the rank weighed before session 13);
 - with ``--paired`` (:func:`deepmapper.datasets.donors.simulate_paired`, every donor under both
-  conditions; the test and DESeq2 then compare the conditions within donors) instead of the blend:
+  conditions; the test and DESeq2 then compare the conditions within donors) also
   ``unpaired pseudobulk`` and ``unpaired test``, the same two on the same samples given as a donor x
   condition column, as a user without the paired design would run them;
 
@@ -67,13 +67,14 @@ def one_seed(job: tuple) -> dict:
     ds = io.from_anndata(adata, label_key="condition", sample_key="donor")
     _, classes = io.labels(ds)
     names = np.asarray(ds.var_names)
-    p = samples.sample_level(ds, classes)["p"]
-    test_order = list(names[np.argsort(np.nan_to_num(p, nan=2.0), kind="stable")])
+    level = samples.sample_level(ds, classes)
+    test_order = list(names[np.argsort(np.nan_to_num(level["p"], nan=2.0), kind="stable")])
     table = pseudobulk.baseline(ds, classes)[0]
     deseq_order = list(table["feature"])
     one = set(truth["one_donor_genes"])
     methods = [("sample test", test_order), ("pseudobulk", deseq_order),
-               ("ceiling", [g for g in deseq_order if g not in one])]
+               ("ceiling", [g for g in deseq_order if g not in one]),
+               ("worst case", list(names[np.argsort(np.nan_to_num(level["p_left_out"], nan=2.0), kind="stable")]))]
     if args.paired:      # the same samples as if unpaired: a donor x condition column as the sample key
         apart = adata.copy()
         apart.obs["sample"] = apart.obs["donor"].astype(str) + "_" + apart.obs["condition"].astype(str)
@@ -81,10 +82,6 @@ def one_seed(job: tuple) -> dict:
         methods.append(("unpaired pseudobulk", list(pseudobulk.baseline(loose, classes)[0]["feature"])))
         methods.append(("unpaired test", list(names[np.argsort(np.nan_to_num(
             samples.sample_level(loose, classes)["p"], nan=2.0), kind="stable")])))
-    else:
-        p_all = table.set_index("feature")["pvalue"].reindex(names).to_numpy(np.float64)
-        blend = np.log10(p) + np.log10(p_all)              # NaN (no test) sorts last
-        methods.append(("blend", list(names[np.argsort(np.nan_to_num(blend, nan=np.inf), kind="stable")])))
     out = {"donors": k, "seed": seed}
     for method, order in methods:
         top = set(order[:20])
@@ -193,7 +190,7 @@ def main() -> None:
         boot = rng.choice(diff, size=(10000, diff.size)).mean(1)
         lo, hi = np.quantile(boot, [0.025, 0.975])
         cells = "  ".join(f"{m}: {part[f'{m} true'].mean():.2f} / {part[f'{m} one'].mean():.2f}"
-                          for m in ("sample test", "pseudobulk", "ceiling", "blend", "unpaired pseudobulk",
+                          for m in ("sample test", "pseudobulk", "ceiling", "worst case", "unpaired pseudobulk",
                                     "unpaired test") if f"{m} true" in part.columns)
         unit = "donors" if args.paired else "donors/condition"
         print(f"{k} {unit}, {len(part)} seeds  {cells}\n  sample test minus DESeq2, true genes: "
