@@ -190,7 +190,7 @@ def test_leaving_out_a_donor_leaves_out_all_its_samples():
     lab = np.tile([0, 1], 4)
     blocks = np.repeat(np.arange(4), 2)
     seen = []
-    samples.leave_one_sample_out(lambda keep: seen.append(keep.copy()) or (np.zeros((1, 1)), np.ones((1, 1))),
+    samples.leave_one_sample_out(lambda keep: seen.append(keep.copy()) or (np.zeros((1, 1)),) + (np.ones((1, 1)),) * 2,
                                  lab, blocks)
     assert len(seen) == 5 and seen[0].all()
     for d, keep in enumerate(seen[1:]):

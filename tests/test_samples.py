@@ -185,34 +185,38 @@ def test_pseudobulk_deseq2_matches_a_direct_computation():
 def test_one_odd_sample_is_not_a_finding():
     """The p behind sample_q is the largest over the sets with one sample left out, for every feature.
     The rank's p is that too for a feature whose effect collapses when one sample is left out (one odd
-    donor); one whose effect holds whichever sample is missing (keeps EFFECT_KEPT of its size, in the
-    same direction) is ranked by its p on every sample."""
+    donor); one whose effect holds whichever sample is missing (keeps EFFECT_KEPT of its size and
+    STAT_KEPT of its statistic, in the same direction) is ranked by its p on every sample."""
     labels = np.array([0, 0, 0, 1, 1, 1])
 
     def test(keep):
         # feature 0: carried by sample 3 alone; 1: by every sample; 2: nothing; 3: its effect turns
-        # over without sample 4; 4: its effect shrinks to just above EFFECT_KEPT without sample 5
+        # over without sample 4; 4: its effect and statistic shrink to just above what must be kept
+        # without sample 5; 5: its effect holds without sample 1 but its statistic falls below
         all_in = keep.all()
         p = np.array([[1e-6 if keep[3] else 0.5, 1e-6 if all_in else 1e-4, 0.7, 1e-5 if all_in else 0.3,
-                       1e-5 if all_in else 0.02]])
+                       1e-5 if all_in else 0.02, 1e-5 if all_in else 0.04]])
         eff = np.array([[2.0 if keep[3] else 0.05, 1.0 if all_in else 0.8, 0.1, 1.0 if keep[4] else -0.2,
-                         1.0 if keep[5] else samples.EFFECT_KEPT + 0.01]])
-        return p, eff
+                         1.0 if keep[5] else samples.EFFECT_KEPT + 0.01, 1.0]])
+        stat = np.array([[5.0 if keep[3] else 0.3, 5.0 if all_in else 4.0, 0.4, 5.0 if keep[4] else -1.0,
+                          5.0 if keep[5] else 5 * samples.STAT_KEPT + 0.01, 5.0 if keep[1] else 2.0]])
+        return p, eff, stat
     out, worst = samples.leave_one_sample_out(test, labels)
-    np.testing.assert_array_equal(worst, [[0.5, 1e-4, 0.7, 0.3, 0.02]])
+    np.testing.assert_array_equal(worst, [[0.5, 1e-4, 0.7, 0.3, 0.02, 0.04]])
     assert out[0, 0] == 0.5                      # the odd sample's feature: its p without that sample
     assert out[0, 1] == 1e-6                     # held in every set: its p on every sample
     assert out[0, 2] == 0.7
     assert out[0, 3] == 0.3                      # turned over: the largest p
-    assert out[0, 4] == 1e-5                     # kept enough of its size
+    assert out[0, 4] == 1e-5                     # kept enough of its size and of its statistic
+    assert out[0, 5] == 0.04                     # its statistic fell to 2 of 5: the largest p
     seen = []
-    samples.leave_one_sample_out(lambda keep: seen.append(keep.copy()) or (np.zeros((1, 1)), np.ones((1, 1))),
+    samples.leave_one_sample_out(lambda keep: seen.append(keep.copy()) or (np.zeros((1, 1)),) + (np.ones((1, 1)),) * 2,
                                  labels)
     assert len(seen) == 7 and seen[0].all() and all((~k).sum() == 1 for k in seen[1:])   # all, then each left out
     # a left-out fit without a p value counts as 1 and its effect as not holding; no p on all samples stays NaN
     out, worst = samples.leave_one_sample_out(lambda keep: (np.array([[0.01 if keep.all() else np.nan, np.nan]]),
-                                                            np.array([[1.0 if keep.all() else np.nan, 1.0]])),
-                                              labels)
+                                                            np.array([[1.0 if keep.all() else np.nan, 1.0]]),
+                                                            np.array([[3.0, 3.0]])), labels)
     assert out[0, 0] == worst[0, 0] == 1.0 and np.isnan(out[0, 1]) and np.isnan(worst[0, 1])
 
 
