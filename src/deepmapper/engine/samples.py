@@ -250,7 +250,7 @@ def sample_test(adata, sample_codes: np.ndarray, n_samples: int, sample_labels: 
                  "" if n_cpus == 1 else "es")
         bar = Progress(n_units + 1, "sample-level test (PyDESeq2)", "fit")
 
-        def fit(keep: np.ndarray) -> np.ndarray:
+        def fit(keep: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             res = pseudobulk.deseq2(sums[keep], labels[keep], classes, n_cpus=n_cpus,
                                     blocks=None if units is None else units[keep])
             bar.update()
@@ -387,10 +387,10 @@ def _enumerate(labels: np.ndarray) -> np.ndarray:
 
 def sample_level(adata, classes: list[str], *, n_cpus: int = 1) -> dict | None:
     """Everything findings need from the samples of a dataset with a sample key (None without one):
-    ``reproducibility`` and ``q`` per feature, the ``means`` per sample, each sample's label and
-    number of cells (and donor, ``donors``, in a paired design; else None), the test's name and the
-    number of distinct relabellings. ``n_cpus``: processes
-    for each pseudobulk fit (:func:`sample_test`).
+    ``reproducibility``, ``p``, ``p_left_out`` and ``q`` per feature (:func:`sample_test`), the
+    ``means`` per sample, each sample's label and number of cells (and donor, ``donors``, in a
+    paired design; else None), the test's name and the number of distinct relabellings. ``n_cpus``:
+    processes for each pseudobulk fit (:func:`sample_test`).
     """
     from deepmapper import io
     from deepmapper.engine.split import sample_labels as labels_of
