@@ -216,7 +216,8 @@ def group_arrays(dataset, per_class, classes: list[str], features, *, groups="al
     sample-level q value by feature (a sample key), which becomes ``pvals_adj``; ``sample_pvals`` the
     p values it adjusts (``sample_p_left_out``), which become ``pvals``; else NaN; ``sample_p``: the
     rank's p value (a recomputed score's evidence). ``importance``: findings.tsv's
-    ``median_importance`` by feature, the model's factor of a recomputed score with a sample key (``findings.rank_score``). ``model_used``: False when
+    ``median_importance`` by feature, the model's factor of a recomputed score with a sample key
+    (``findings.rank_score``). ``model_used``: False when
     the run ranked by the sample-level test alone (``findings.model_left_out``), so recomputed scores are too."""
     from deepmapper import io
     from deepmapper.engine import accumulate as acc

@@ -17,7 +17,7 @@ import numpy as np
 
 from deepmapper._utils.versions import __version__
 from deepmapper.results.report import mqc
-from deepmapper.results.report.results import Results, finite_or_none, heldout_text
+from deepmapper.results.report.results import Results, finite_or_none, heldout_text, with_samples
 
 N_LABELLED = 12          # genes named on the stability plot and the attribution map
 N_SIDE_BY_SIDE = 20      # rows of the baseline comparison table
@@ -515,16 +515,16 @@ def _passes(res: Results) -> str:
                          marker_color=[ACCEPTED if a else REJECTED for a in res.accepted],
                          customdata=["accepted" if a else "rejected" for a in res.accepted],
                          hovertemplate="%{x}: %{y:.1%} (%{customdata})<extra></extra>"), row=1, col=1)
-    with_samples = bool(res.summary.get("sample_level"))
+    samples_key = with_samples(res)
     gates = [p.gate for p in res.passes if p.gate]
-    if with_samples and len(gates) == len(res.passes) == len(names):
+    if samples_key and len(gates) == len(res.passes) == len(names):
         fig.add_trace(go.Scatter(x=names, y=[float(g["score"]) for g in gates], mode="markers",
                                  name="balanced accuracy (the gate)", marker=dict(symbol="diamond", size=10,
                                                                                   color=ACCENT),
                                  hovertemplate="%{x}: balanced accuracy %{y:.1%}<extra></extra>"), row=1, col=1)
     chance = {round(float(g["chance"]), 6) for g in gates if g.get("chance") is not None}
     majority = (res.evaluation or {}).get("majority_rate")
-    if with_samples:
+    if samples_key:
         if len(chance) == 1:
             c = next(iter(chance))
             fig.add_hline(y=c, line=dict(dash="dash", color="#444444", width=1), row=1, col=1, layer="above",
@@ -545,7 +545,7 @@ def _passes(res: Results) -> str:
                       legend=dict(orientation="h", y=-0.12))
     min_acc = ((res.summary.get("config") or {}).get("run") or {}).get("min_accuracy")
     floor = f" and at least {_pct(min_acc)}" if isinstance(min_acc, (int, float)) and min_acc > 0 else ""
-    if with_samples:
+    if samples_key:
         gate = ("The gate, with a sample key, is <b>balanced accuracy</b> (the mean recall over the held-out "
                 f"labels, diamonds) on the held-out samples{floor}, compared with chance (1 / labels), not accuracy "
                 "with the majority class: the held-out set is a few whole samples whose sizes set the majority rate "

@@ -22,7 +22,7 @@ from pathlib import Path
 from deepmapper._utils.versions import __version__
 from deepmapper._utils.atomic import write_text
 from deepmapper.errors import ToolError
-from deepmapper.results.report.results import Results, heldout_text
+from deepmapper.results.report.results import Results, heldout_text, with_samples
 from deepmapper.results import layout
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ def _general_stats(res: Results, outdir: Path) -> Path:
         "passes_accepted": ("Passes accepted", "Passes that beat the accuracy gate", "Oranges", "{:,.0f}"),
         "passes_run": ("Passes run", "Passes trained (accepted or not)", "Greys", "{:,.0f}"),
         "mean_accuracy": ("Mean accuracy", "Mean held-out accuracy of the accepted passes (%)"
-                          + (", on the cells of whole held-out samples" if _with_samples(res) else ""), "RdYlGn",
+                          + (", on the cells of whole held-out samples" if with_samples(res) else ""), "RdYlGn",
                           "{:,.1f}"),
     }
     headers = {k: {"title": t, "description": d, "scale": s, "format": f, "namespace": "DeepMapper"}
@@ -134,14 +134,9 @@ def _general_stats(res: Results, outdir: Path) -> Path:
                 [[res.sample_name] + values])
 
 
-def _with_samples(res: Results) -> bool:
-    """A run with a sample key: held out are whole samples and the gate is balanced accuracy."""
-    return bool(res.summary.get("sample_level"))
-
-
 def _pass_accuracy(res: Results, outdir: Path) -> Path:
     indices = res.summary.get("pass_indices") or list(range(len(res.accuracies)))
-    if _with_samples(res):
+    if with_samples(res):
         gate = ("Bars: plain accuracy. A pass is accepted when its balanced accuracy (the mean recall over the "
                 "labels; Passes table) beats chance (1 / labels): the held-out set is a few whole samples whose "
                 "sizes set the majority rate by accident. Only accepted passes enter the ranking.")
@@ -168,7 +163,7 @@ def _pass_table(res: Results, outdir: Path) -> Path:
     indices = res.summary.get("pass_indices") or list(range(n))
     stops = res.summary.get("stop_epochs") or [p.stop_epoch for p in res.passes] or [""] * n
     bests = res.summary.get("best_epochs") or [p.best_epoch for p in res.passes] or [""] * n
-    gates = [p.gate for p in res.passes] if _with_samples(res) and len(res.passes) == n else []
+    gates = [p.gate for p in res.passes] if with_samples(res) and len(res.passes) == n else []
     balanced = [g.get("score") if g else "" for g in gates]
     header = {
         "id": "deepmapper_passes", "section_name": "Passes: accuracy and stop epoch",

@@ -368,6 +368,11 @@ def finite_or_none(x):
     return xf if math.isfinite(xf) else None
 
 
+def with_samples(res: Results) -> bool:
+    """A run with a sample key: held out are whole samples and the gate is balanced accuracy."""
+    return bool(res.summary.get("sample_level"))
+
+
 def heldout_text(res: Results) -> str:
     """Where the held-out accuracy was measured, in the report's and MultiQC's words: 'on 173 held-out
     cells from 2 held-out samples (donor: 1 control, 1 disease)'."""
